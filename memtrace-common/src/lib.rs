@@ -1,0 +1,170 @@
+//! Plain `#[repr(C)]` types shared by memtrace's kernel programs and its userspace.
+//!
+//! Every struct here is padding-free (explicit `_pad` fields where alignment needs them) and its
+//! size is checked at compile time, so both sides agree byte for byte. With the `user` feature the
+//! types also implement `aya::Pod`, which userspace needs to read them out of maps.
+#![no_std]
+
+/// Capacity of the per-process map. A process that cannot get an entry is counted in
+/// [`stat::MAP_FULL`], never silently dropped.
+pub const MAX_PROCS: u32 = 32_768;
+/// Capacity of the per-thread map that remembers when a direct reclaim began.
+pub const MAX_RECLAIMING_THREADS: u32 = 4_096;
+/// Size of the ring buffer that carries rare events (exits, OOM kills) to userspace.
+pub const RINGBUF_BYTES: u32 = 256 * 1024;
+/// Number of mm counters the kernel keeps (`NR_MM_COUNTERS`): file, anon, swap entries, shmem.
+pub const NR_RSS: usize = 4;
+/// Length of a task's command name, `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// Per-process (tgid) memory counters, aggregated in kernel.
+///
+/// `rss_bytes` is indexed by the kernel's own `MM_*` counter number (file, anon, swapents,
+/// shmem on every kernel since 4.x); userspace reads the real numbering from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcStats {
+    /// Current value of each mm counter, in bytes.
+    pub rss_bytes: [u64; NR_RSS],
+    /// Highest resident size (file + anon + shmem) seen, in bytes.
+    pub peak_rss_bytes: u64,
+    /// User page faults already folded into this entry (see [`FaultSlot`] for the rest).
+    pub faults: u64,
+    /// Number of direct-reclaim stalls the process's threads went through.
+    pub reclaim_count: u64,
+    /// Total time its threads spent stalled in direct reclaim, in ns.
+    pub reclaim_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<ProcStats>() == 64);
+
+impl ProcStats {
+    /// All counters zero: the value of a freshly inserted entry.
+    pub const ZERO: Self = Self {
+        rss_bytes: [0; NR_RSS],
+        peak_rss_bytes: 0,
+        faults: 0,
+        reclaim_count: 0,
+        reclaim_ns: 0,
+    };
+}
+
+/// Per-CPU batch of user page faults: consecutive faults by the same process on one CPU only bump
+/// `pending`; the batch is folded into [`ProcStats::faults`] when another process faults there.
+/// Userspace adds the pending counts of every CPU when it reads the totals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultSlot {
+    /// Process whose faults are pending on this CPU (0: none).
+    pub tgid: u32,
+    /// Explicit padding, always 0.
+    pub _pad: u32,
+    /// Faults not yet folded into the process's entry.
+    pub pending: u64,
+}
+const _: () = assert!(core::mem::size_of::<FaultSlot>() == 16);
+
+/// What a [`ProcEvent`] reports.
+pub mod event_kind {
+    /// The whole thread group exited; the stats are its last values.
+    pub const EXIT: u32 = 1;
+    /// The kernel OOM killer chose this process (`oom:mark_victim`).
+    pub const OOM_VICTIM: u32 = 2;
+}
+
+/// A rare event sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    /// One of [`event_kind`].
+    pub kind: u32,
+    /// The process (tgid).
+    pub pid: u32,
+    /// `bpf_ktime_get_ns()` at the event (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// The task's command name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// The process's counters at the time of the event.
+    pub stats: ProcStats,
+}
+const _: () = assert!(core::mem::size_of::<ProcEvent>() == 96);
+
+/// Indices of the per-CPU `STATS` array: health counters of the tracer itself.
+pub mod stat {
+    /// `mm_vmscan_wakeup_kswapd` events, system wide.
+    pub const KSWAPD_WAKEUPS: u32 = 0;
+    /// Events lost because the per-process map was full.
+    pub const MAP_FULL: u32 = 1;
+    /// Events lost because the ring buffer was full.
+    pub const RINGBUF_DROPS: u32 = 2;
+    /// rss_stat events whose mm had no owner (mm being torn down); not attributable.
+    pub const NO_OWNER: u32 = 3;
+    /// Direct-reclaim ends without a matching begin (tracer attached mid-stall, or map full).
+    pub const RECLAIM_UNMATCHED: u32 = 4;
+    /// Number of slots in the array.
+    pub const COUNT: u32 = 8;
+}
+
+/// Kernel structure layout, read from BTF by userspace and handed to the programs as a read-only
+/// global before load (there is no CO-RE relocation in Rust eBPF code).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// Offset of `mm_struct.owner` (a `task_struct *`).
+    pub mm_owner: u32,
+    /// Offset of `mm_struct.rss_stat` (an array of `percpu_counter`).
+    pub mm_rss_stat: u32,
+    /// Size of one `percpu_counter`, the stride of that array.
+    pub rss_counter_size: u32,
+    /// Offset of `percpu_counter.count` (an `s64`).
+    pub counter_count: u32,
+    /// Offset of `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// Offset of `task_struct.comm`.
+    pub task_comm: u32,
+    /// Kernel number of the swap-entries counter (`MM_SWAPENTS`), excluded from resident size.
+    pub swap_member: u32,
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// Prototype differences between kernels, see [`layout_flags`].
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 36);
+
+/// Bits of [`KernelLayout::flags`].
+pub mod layout_flags {
+    /// `sched_process_exit` passes `bool group_dead` as its 2nd argument (kernel ≥ 6.16);
+    /// without it, the thread-group leader's exit stands for the group's.
+    pub const EXIT_HAS_GROUP_DEAD: u32 = 1;
+    /// `mark_victim` passes the `task_struct *` (kernel ≥ 6.8); before, it passed the pid.
+    pub const VICTIM_IS_TASK: u32 = 2;
+}
+
+impl KernelLayout {
+    /// Placeholder the object is compiled with; userspace always overwrites it before load.
+    pub const UNSET: Self = Self {
+        mm_owner: 0,
+        mm_rss_stat: 0,
+        rss_counter_size: 0,
+        counter_count: 0,
+        task_tgid: 0,
+        task_comm: 0,
+        swap_member: 0,
+        page_size: 0,
+        flags: 0,
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{FaultSlot, KernelLayout, ProcEvent, ProcStats};
+
+    // SAFETY: each type is #[repr(C)], made only of integers and integer arrays, has no padding
+    // (sizes checked above), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for ProcStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FaultSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for KernelLayout {}
+}

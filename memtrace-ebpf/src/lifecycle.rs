@@ -1,0 +1,104 @@
+//! Process exits and OOM kills, sent to userspace as ring-buffer events with the process's last
+//! counters (so a process that lived less than one sampling interval is still seen, with its
+//! peak). An exiting process's entry is removed so the map holds live processes only.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use memtrace_common::{COMM_LEN, ProcEvent, ProcStats, event_kind, layout_flags, stat};
+
+use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, flush_fault_slot, layout};
+
+// tp_btf/sched_process_exit: TP_PROTO(struct task_struct *p, bool group_dead)  (kernel ≥ 6.16)
+//                           TP_PROTO(struct task_struct *p)                   (before)
+// Runs in the exiting task's context; `group_dead` is true for the last thread of the group.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    try_process_exit(&ctx);
+    0
+}
+
+// tp_btf/mark_victim: TP_PROTO(struct task_struct *task, uid_t uid)   (kernel ≥ 6.8)
+//                     TP_PROTO(int pid)                              (before)
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_mark_victim(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_process_exit(ctx: &BtfTracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // The flag is a constant from .rodata, so the verifier only checks the branch this kernel
+    // takes (older kernels have no 2nd argument to read).
+    let last_thread = if layout().flags & layout_flags::EXIT_HAS_GROUP_DEAD != 0 {
+        let group_dead: u64 = ctx.arg(1);
+        group_dead & 0xff != 0
+    } else {
+        pid_tgid as u32 == tgid
+    };
+    if !last_thread {
+        return;
+    }
+    if let Some(slot) = FAULT_SLOTS.get_ptr_mut(0) {
+        // SAFETY: slot is this CPU's FAULT_SLOTS value.
+        unsafe {
+            if (*slot).tgid == tgid {
+                flush_fault_slot(slot);
+            }
+        }
+    }
+    // SAFETY: the value is copied out at once; the entry is removed right after.
+    let Some(stats) = (unsafe { PROCS.get(tgid) }).copied() else {
+        return;
+    };
+    let _ = PROCS.remove(tgid);
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    send(event_kind::EXIT, tgid, comm, stats);
+}
+
+#[inline(always)]
+fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let layout = layout();
+    let (tgid, comm) = if layout.flags & layout_flags::VICTIM_IS_TASK != 0 {
+        let task: *const u8 = ctx.arg(0);
+        // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one returns an error.
+        let tgid: i32 = unsafe {
+            bpf_probe_read_kernel(task.wrapping_add(layout.task_tgid as usize).cast::<i32>())
+        }?;
+        // SAFETY: as above.
+        let comm: [u8; COMM_LEN] = unsafe {
+            bpf_probe_read_kernel(
+                task.wrapping_add(layout.task_comm as usize).cast::<[u8; COMM_LEN]>(),
+            )
+        }?;
+        (tgid as u32, comm)
+    } else {
+        // Older kernels pass only the pid; userspace fills in the name from its own table.
+        let pid: i32 = ctx.arg(0);
+        (pid as u32, [0; COMM_LEN])
+    };
+    // SAFETY: the value is copied out at once.
+    let stats = (unsafe { PROCS.get(tgid) }).copied().unwrap_or(ProcStats::ZERO);
+    send(event_kind::OOM_VICTIM, tgid, comm, stats);
+    Ok(())
+}
+
+#[inline(always)]
+fn send(kind: u32, pid: u32, comm: [u8; COMM_LEN], stats: ProcStats) {
+    let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
+        bump(stat::RINGBUF_DROPS);
+        return;
+    };
+    entry.write(ProcEvent {
+        kind,
+        pid,
+        // SAFETY: plain helper call without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm,
+        stats,
+    });
+    entry.submit(0);
+}

@@ -1,0 +1,112 @@
+//! Rates over a sliding time window: growth of resident memory, faults per second, reclaim
+//! stall per second. Pure arithmetic, fed by the sampler.
+use std::collections::VecDeque;
+
+/// One observation of a process's cumulative values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Seconds on a monotonic clock.
+    pub t: f64,
+    /// Resident bytes.
+    pub rss: f64,
+    /// Cumulative faults.
+    pub faults: f64,
+    /// Cumulative reclaim stall, ns.
+    pub stall_ns: f64,
+}
+
+/// Rates derived from the window.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rates {
+    /// Resident growth, bytes/s.
+    pub growth_bytes_per_s: f64,
+    /// Faults/s.
+    pub faults_per_s: f64,
+    /// Reclaim stall, ms per s.
+    pub stall_ms_per_s: f64,
+}
+
+/// A process's recent observations, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    points: VecDeque<Point>,
+}
+
+impl Window {
+    /// Adds `point` and drops observations older than needed: the newest point at or before
+    /// `point.t - span` stays as the base of the window.
+    pub fn push(&mut self, point: Point, span: f64) {
+        self.points.push_back(point);
+        while self.points.len() > 2 && self.points.get(1).is_some_and(|p| p.t <= point.t - span) {
+            self.points.pop_front();
+        }
+    }
+
+    /// Rates between the oldest and the newest observation (zero with fewer than two, or no
+    /// elapsed time).
+    pub fn rates(&self) -> Rates {
+        let (Some(first), Some(last)) = (self.points.front(), self.points.back()) else {
+            return Rates::default();
+        };
+        let dt = last.t - first.t;
+        if self.points.len() < 2 || dt <= 0.0 {
+            return Rates::default();
+        }
+        Rates {
+            growth_bytes_per_s: (last.rss - first.rss) / dt,
+            faults_per_s: (last.faults - first.faults).max(0.0) / dt,
+            stall_ms_per_s: (last.stall_ns - first.stall_ns).max(0.0) / 1e6 / dt,
+        }
+    }
+
+    /// Number of observations kept.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether nothing was observed yet.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Window trimming and rate arithmetic.
+    use super::*;
+
+    fn point(t: f64, rss: f64) -> Point {
+        Point {
+            t,
+            rss,
+            faults: t * 100.0,
+            stall_ns: t * 1e6,
+        }
+    }
+
+    #[test]
+    fn steady_growth() {
+        let mut window = Window::default();
+        for i in 0..10 {
+            window.push(point(f64::from(i), f64::from(i) * 1024.0), 3.0);
+        }
+        let rates = window.rates();
+        assert!((rates.growth_bytes_per_s - 1024.0).abs() < 1e-9);
+        assert!((rates.faults_per_s - 100.0).abs() < 1e-9);
+        assert!((rates.stall_ms_per_s - 1.0).abs() < 1e-9);
+        // Base at t=6 (<= 9-3), plus 7, 8, 9.
+        assert_eq!(window.len(), 4);
+    }
+
+    #[test]
+    fn shrinking_and_degenerate() {
+        let mut window = Window::default();
+        assert_eq!(window.rates(), Rates::default());
+        window.push(point(1.0, 4096.0), 1.0);
+        assert_eq!(window.rates(), Rates::default());
+        window.push(point(1.0, 2048.0), 1.0);
+        assert_eq!(window.rates(), Rates::default(), "no elapsed time, no rate");
+        window.push(point(3.0, 0.0), 1.0);
+        assert!(window.rates().growth_bytes_per_s < 0.0);
+    }
+}

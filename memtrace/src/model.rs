@@ -1,0 +1,116 @@
+//! The one process/system model every consumer reads (top, status, guard, recorder, report):
+//! plain data, serializable, produced by the sampler.
+use serde::{Deserialize, Serialize};
+
+/// One process as seen in one sampling interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcSample {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Parent process id (0 when unknown, e.g. already exited).
+    pub ppid: u32,
+    /// Command name (`/proc/PID/comm`, or the kernel's comm at exit).
+    pub comm: String,
+    /// Full command line, space-separated (empty for kernel threads and exited processes).
+    pub cmdline: String,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22); with the pid it names the
+    /// process unambiguously.
+    pub start_ticks: u64,
+    /// Resident set: anon + file + shmem.
+    pub rss_bytes: u64,
+    /// Anonymous resident memory.
+    pub anon_bytes: u64,
+    /// File-backed resident memory.
+    pub file_bytes: u64,
+    /// Shared-memory (tmpfs/shm) resident memory.
+    pub shmem_bytes: u64,
+    /// Memory swapped out.
+    pub swap_bytes: u64,
+    /// Highest resident set seen.
+    pub peak_rss_bytes: u64,
+    /// Change of the resident set over the window, bytes per second (negative: shrinking).
+    pub growth_bytes_per_s: f64,
+    /// User page faults since tracing began.
+    pub faults: u64,
+    /// User page faults per second over the window.
+    pub faults_per_s: f64,
+    /// Direct-reclaim stalls since tracing began.
+    pub reclaim_count: u64,
+    /// Time stalled in direct reclaim since tracing began, ns.
+    pub reclaim_stall_ns: u64,
+    /// Stall time per second over the window, ms/s.
+    pub reclaim_stall_ms_per_s: f64,
+    /// GPU memory held by the process, where a GPU source knows it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gpu_bytes: Option<u64>,
+    /// The process exited during the interval; the values are its last ones.
+    pub exited: bool,
+    /// The kernel OOM killer chose this process.
+    pub oom_killed: bool,
+}
+
+/// Machine-wide memory state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemSample {
+    /// MemTotal.
+    pub mem_total_bytes: u64,
+    /// MemAvailable.
+    pub mem_available_bytes: u64,
+    /// MemTotal − MemAvailable.
+    pub mem_used_bytes: u64,
+    /// Used as a percentage of total.
+    pub mem_used_percent: f64,
+    /// SwapTotal.
+    pub swap_total_bytes: u64,
+    /// SwapFree.
+    pub swap_free_bytes: u64,
+    /// PSI memory "some" avg10 (percent), when PSI is available.
+    pub psi_some_avg10: Option<f64>,
+    /// PSI memory "full" avg10 (percent), when PSI is available.
+    pub psi_full_avg10: Option<f64>,
+}
+
+/// Health counters of the tracer itself: losses are shown, never silent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracerHealth {
+    /// kswapd wakeups since tracing began (system wide).
+    pub kswapd_wakeups: u64,
+    /// Events dropped because the per-process map was full.
+    pub map_full: u64,
+    /// Events dropped because the ring buffer was full.
+    pub ringbuf_drops: u64,
+    /// rss events of an mm without owner (being torn down).
+    pub no_owner: u64,
+    /// Reclaim ends without a begin.
+    pub reclaim_unmatched: u64,
+}
+
+/// A kernel OOM kill observed by the tracer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomKill {
+    /// The victim (tgid).
+    pub pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its resident set when chosen.
+    pub rss_bytes: u64,
+    /// When, in ms since the Unix epoch.
+    pub time_unix_ms: u64,
+}
+
+/// Everything known at the end of one sampling interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// End of the interval, ms since the Unix epoch.
+    pub time_unix_ms: u64,
+    /// Length of the window the rates are computed over, seconds.
+    pub window_s: f64,
+    /// Machine-wide state.
+    pub system: SystemSample,
+    /// Processes, live and just exited.
+    pub procs: Vec<ProcSample>,
+    /// OOM kills seen during the interval.
+    pub oom_kills: Vec<OomKill>,
+    /// Tracer losses and system-wide counters.
+    pub health: TracerHealth,
+}

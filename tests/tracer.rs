@@ -1,0 +1,209 @@
+//! Privileged tests of the eBPF tracer on the real kernel: attribution of anon and file memory
+//! by pid, reclaim and OOM kills inside a limited memory cgroup, short-lived processes, and the
+//! clear refusal without root. Run serially, as root, by `cargo xtask test`.
+mod support;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{Guarded, MEMTRACE, MIB, TopRun, cgroup::TestCgroup, entry, field, python, require_root};
+
+/// A child that allocates and touches 256 MiB is attributed ≥ 95 % of it, by pid, within one
+/// interval, and its faults are counted.
+#[test]
+fn anon_memory_is_attributed_by_pid_within_one_interval() {
+    require_root();
+    let top = TopRun::start("1", &[]);
+    let mut child = Guarded::spawn(
+        python(
+            "import sys, time\n\
+             b = bytearray(256 << 20)\n\
+             for i in range(0, len(b), 4096): b[i] = 1\n\
+             print('ready', flush=True)\n\
+             time.sleep(5)\n",
+        )
+        .stdout(Stdio::piped()),
+    );
+    let pid = child.pid();
+    support::wait_for_line(&mut child, "ready", Duration::from_secs(20));
+    // The snapshot taken after one more interval must show it.
+    let mut best = 0;
+    let mut faults = 0;
+    for _ in 0..2 {
+        let snapshot = top.next(Duration::from_secs(5)).expect("a snapshot per interval");
+        if let Some(e) = entry(&snapshot, pid) {
+            best = best.max(field(e, "anon_bytes"));
+            faults = faults.max(field(e, "faults"));
+        }
+    }
+    let want = 256 * MIB * 95 / 100;
+    assert!(best >= want, "anon attributed to {pid}: {} MiB, want ≥ {} MiB", best / MIB, want / MIB);
+    assert!(faults >= 65536 * 95 / 100, "faults counted for {pid}: {faults}, want ≥ 62259");
+}
+
+/// A child that faults in a 64 MiB file mapping shows it as file RSS, not anon.
+#[test]
+fn file_mapping_shows_as_file_rss() {
+    require_root();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("file-rss.bin");
+    std::fs::write(&path, vec![7u8; 64 << 20]).expect("writing the test file");
+    let top = TopRun::start("1", &[]);
+    let code = format!(
+        "import mmap, time\n\
+         f = open('{}', 'rb')\n\
+         m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n\
+         s = 0\n\
+         for i in range(0, len(m), 4096): s += m[i]\n\
+         print('ready', s, flush=True)\n\
+         time.sleep(5)\n",
+        path.display()
+    );
+    let mut child = Guarded::spawn(python(&code).stdout(Stdio::piped()));
+    let pid = child.pid();
+    support::wait_for_line(&mut child, "ready", Duration::from_secs(20));
+    let found = top.find(Duration::from_secs(4), |snapshot| {
+        entry(snapshot, pid)
+            .filter(|e| field(e, "file_bytes") >= 60 * MIB)
+            .map(|e| (field(e, "file_bytes"), field(e, "anon_bytes")))
+    });
+    let _ = std::fs::remove_file(&path);
+    let (file, anon) = found.expect("file RSS ≥ 60 MiB attributed to the child");
+    assert!(anon < 32 * MIB, "the mapping must not count as anon ({} MiB)", anon / MIB);
+    assert!(file >= 60 * MIB);
+}
+
+/// A child confined to a 64 MiB memory cgroup that allocates 256 MiB stalls in reclaim (counted
+/// for its pid) and is OOM-killed; the kill is reported with the right pid.
+#[test]
+fn cgroup_limit_reclaim_is_counted_and_oom_kill_reported() {
+    require_root();
+    let top = TopRun::start("0.5", &[]);
+    let mut group = TestCgroup::create("oom", 64 * MIB);
+    // Anon memory in 1 MiB steps until the limit: reclaim stalls, then the OOM kill.
+    let child = Guarded::spawn(
+        group
+            .command(
+                "python3",
+                &[
+                    "-c",
+                    "import os, time\n\
+                     chunks = []\n\
+                     for _ in range(256):\n\
+                     \x20   chunks.append(bytearray(1 << 20))\n\
+                     \x20   for i in range(0, 1 << 20, 4096): chunks[-1][i] = 1\n\
+                     time.sleep(5)\n",
+                ],
+            )
+            .stdout(Stdio::null()),
+    );
+    let pid = child.pid();
+    group.track(pid);
+    let started = Instant::now();
+    let record = top
+        .find(Duration::from_secs(30), |snapshot| {
+            entry(snapshot, pid)
+                .filter(|e| e["oom_killed"].as_bool() == Some(true) && e["exited"].as_bool() == Some(true))
+                .cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no exited, OOM-killed record for pid {pid} within 30 s (cgroup saw OOM kill: {})",
+                group.saw_oom_kill()
+            )
+        });
+    assert!(group.saw_oom_kill(), "the kernel's own counter agrees there was an OOM kill");
+    assert!(field(&record, "reclaim_count") > 0, "reclaim stalls counted: {record}");
+    assert!(field(&record, "reclaim_stall_ns") > 0, "reclaim stall time counted: {record}");
+    assert!(
+        field(&record, "peak_rss_bytes") >= 48 * MIB,
+        "peak near the limit: {} MiB",
+        field(&record, "peak_rss_bytes") / MIB
+    );
+    eprintln!("OOM kill of {pid} reported after {:?}", started.elapsed());
+}
+
+/// A process that lives well under one interval still appears in the next snapshot, exited,
+/// with its peak.
+#[test]
+fn short_lived_child_appears_with_its_peak() {
+    require_root();
+    let top = TopRun::start("1", &[]);
+    let started = Instant::now();
+    let status = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=32M", "count=1"])
+        .stderr(Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            let pid = child.id();
+            child.wait().map(|status| (pid, status))
+        })
+        .expect("running dd");
+    let lived = started.elapsed();
+    let (pid, status) = status;
+    assert!(status.success());
+    assert!(lived < Duration::from_millis(100), "the child must be short-lived, lived {lived:?}");
+    let record = top
+        .find(Duration::from_secs(3), |snapshot| entry(snapshot, pid).cloned())
+        .unwrap_or_else(|| panic!("short-lived dd (pid {pid}, {lived:?}) missing from the next snapshots"));
+    assert_eq!(record["exited"].as_bool(), Some(true));
+    assert_eq!(record["comm"].as_str(), Some("dd"));
+    assert!(
+        field(&record, "peak_rss_bytes") >= 32 * MIB,
+        "peak of dd's 32 MiB buffer: {} MiB",
+        field(&record, "peak_rss_bytes") / MIB
+    );
+}
+
+/// Without root, `memtrace top` refuses with one clear line and a non-zero exit; `status`
+/// works without root.
+#[test]
+fn non_root_gets_a_clear_error_and_status_still_works() {
+    require_root();
+    let out = Command::new(MEMTRACE)
+        .args(["top", "--once"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("running memtrace as nobody");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line: {stderr:?}");
+    assert!(lines[0].contains("needs root"), "{stderr:?}");
+
+    let out = Command::new(MEMTRACE)
+        .args(["status", "--json"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("running memtrace status as nobody");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert!(report["system"]["mem_total_bytes"].as_u64().unwrap_or(0) > 0);
+    assert!(!report["top"].as_array().map_or(true, |a| a.is_empty()));
+}
+
+/// `top --once --json` prints one array with every required field.
+#[test]
+fn once_json_has_the_documented_fields() {
+    require_root();
+    let out = Command::new(MEMTRACE)
+        .args(["top", "--once", "--json", "--interval", "0.5"])
+        .output()
+        .expect("running memtrace top --once --json");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let procs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    assert!(!procs.is_empty());
+    for key in [
+        "pid", "comm", "rss_bytes", "anon_bytes", "file_bytes", "shmem_bytes", "swap_bytes",
+        "peak_rss_bytes", "growth_bytes_per_s", "faults", "reclaim_stall_ns",
+    ] {
+        assert!(procs[0].get(key).is_some(), "missing {key} in {}", procs[0]);
+    }
+    // Its own process is there with real memory.
+    let me = procs.iter().find(|p| p["comm"].as_str() == Some("memtrace")).expect("memtrace itself");
+    assert!(field(me, "rss_bytes") > MIB);
+}

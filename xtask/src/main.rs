@@ -1,0 +1,50 @@
+//! memtrace's task runner: `cargo xtask build | run | test | bench`. Every command installs what
+//! it needs first (idempotently, cached under `target/`), so a fresh machine needs nothing but
+//! rustup, cargo and root.
+mod bench;
+mod build;
+mod root;
+mod run;
+mod test;
+mod tools;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Build, run, test and benchmark memtrace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the toolchain pieces (nightly rust-src, bpf-linker) and build everything.
+    Build(build::Options),
+    /// Build, then run `memtrace ARGS` as root (default: `memtrace top`).
+    Run(run::Options),
+    /// Lints (fmt, clippy for host and BPF), unit tests, then the privileged integration tests.
+    Test(test::Options),
+    /// Benchmarks, printed as tables against a baseline measured in the same invocation.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(options) => build::run(&options).map(|_| ()),
+        Command::Run(options) => run::run(&options),
+        Command::Test(options) => test::run(&options),
+        Command::Bench(bench) => bench::run(bench),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `cargo xtask test`: formatting and clippy (host and BPF passes), unit tests, then the
+//! privileged integration tests (serially: they load eBPF and create memory cgroups).
+use std::process::Command;
+
+use crate::{root, tools};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Only run tests whose name contains this filter.
+    pub filter: Option<String>,
+}
+
+/// Runs the whole suite.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    root::require("cargo xtask test")?;
+    tools::ensure_ebpf_toolchain()?;
+    root::mount_tracefs()?;
+    if !options.no_lint {
+        lint()?;
+    }
+    let filter: Vec<String> = options.filter.iter().cloned().collect();
+    tools::run_checked(
+        tools::cargo()
+            .args(["test", "--workspace", "--lib", "--bins"])
+            .arg("--")
+            .args(&filter),
+        "unit tests",
+    )?;
+    tools::run_checked(
+        tools::cargo()
+            .args(["test", "--package", "memtrace", "--tests"])
+            .args(["--", "--test-threads=1"])
+            .args(&filter),
+        "privileged integration tests",
+    )?;
+    Ok(())
+}
+
+fn lint() -> anyhow::Result<()> {
+    tools::run_checked(tools::cargo().args(["fmt", "--all", "--check"]), "cargo fmt --check")?;
+    tools::run_checked(
+        tools::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        "clippy (host)",
+    )?;
+    // The BPF pass: the eBPF crate for its real target, with nightly.
+    tools::run_checked(
+        Command::new("cargo")
+            .current_dir(tools::workspace_root().join("memtrace-ebpf"))
+            .env("PATH", tools::path_with_tools())
+            .args(["+nightly", "clippy", "--release", "--target", "bpfel-unknown-none"])
+            .args(["-Z", "build-std=core", "--", "-D", "warnings"])
+            .env("CARGO_TARGET_DIR", tools::workspace_root().join("target/bpf-clippy")),
+        "clippy (BPF)",
+    )
+}
