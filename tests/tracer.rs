@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Guarded, MEMTRACE, MIB, TopRun, cgroup::TestCgroup, entry, field, python, require_root};
+use support::{
+    Guarded, MEMTRACE, MIB, TopRun, cgroup::TestCgroup, entry, field, python, require_root,
+};
 
 /// A child that allocates and touches 256 MiB is attributed ≥ 95 % of it, by pid, within one
 /// interval, and its faults are counted.
@@ -33,15 +35,25 @@ fn anon_memory_is_attributed_by_pid_within_one_interval() {
     let mut best = 0;
     let mut faults = 0;
     for _ in 0..2 {
-        let snapshot = top.next(Duration::from_secs(5)).expect("a snapshot per interval");
+        let snapshot = top
+            .next(Duration::from_secs(5))
+            .expect("a snapshot per interval");
         if let Some(e) = entry(&snapshot, pid) {
             best = best.max(field(e, "anon_bytes"));
             faults = faults.max(field(e, "faults"));
         }
     }
     let want = 256 * MIB * 95 / 100;
-    assert!(best >= want, "anon attributed to {pid}: {} MiB, want ≥ {} MiB", best / MIB, want / MIB);
-    assert!(faults >= 65536 * 95 / 100, "faults counted for {pid}: {faults}, want ≥ 62259");
+    assert!(
+        best >= want,
+        "anon attributed to {pid}: {} MiB, want ≥ {} MiB",
+        best / MIB,
+        want / MIB
+    );
+    assert!(
+        faults >= 65536 * 95 / 100,
+        "faults counted for {pid}: {faults}, want ≥ 62259"
+    );
 }
 
 /// A child that faults in a 64 MiB file mapping shows it as file RSS, not anon.
@@ -71,7 +83,11 @@ fn file_mapping_shows_as_file_rss() {
     });
     let _ = std::fs::remove_file(&path);
     let (file, anon) = found.expect("file RSS ≥ 60 MiB attributed to the child");
-    assert!(anon < 32 * MIB, "the mapping must not count as anon ({} MiB)", anon / MIB);
+    assert!(
+        anon < 32 * MIB,
+        "the mapping must not count as anon ({} MiB)",
+        anon / MIB
+    );
     assert!(file >= 60 * MIB);
 }
 
@@ -105,7 +121,9 @@ fn cgroup_limit_reclaim_is_counted_and_oom_kill_reported() {
     let record = top
         .find(Duration::from_secs(30), |snapshot| {
             entry(snapshot, pid)
-                .filter(|e| e["oom_killed"].as_bool() == Some(true) && e["exited"].as_bool() == Some(true))
+                .filter(|e| {
+                    e["oom_killed"].as_bool() == Some(true) && e["exited"].as_bool() == Some(true)
+                })
                 .cloned()
         })
         .unwrap_or_else(|| {
@@ -114,9 +132,18 @@ fn cgroup_limit_reclaim_is_counted_and_oom_kill_reported() {
                 group.saw_oom_kill()
             )
         });
-    assert!(group.saw_oom_kill(), "the kernel's own counter agrees there was an OOM kill");
-    assert!(field(&record, "reclaim_count") > 0, "reclaim stalls counted: {record}");
-    assert!(field(&record, "reclaim_stall_ns") > 0, "reclaim stall time counted: {record}");
+    assert!(
+        group.saw_oom_kill(),
+        "the kernel's own counter agrees there was an OOM kill"
+    );
+    assert!(
+        field(&record, "reclaim_count") > 0,
+        "reclaim stalls counted: {record}"
+    );
+    assert!(
+        field(&record, "reclaim_stall_ns") > 0,
+        "reclaim stall time counted: {record}"
+    );
     assert!(
         field(&record, "peak_rss_bytes") >= 48 * MIB,
         "peak near the limit: {} MiB",
@@ -144,10 +171,17 @@ fn short_lived_child_appears_with_its_peak() {
     let lived = started.elapsed();
     let (pid, status) = status;
     assert!(status.success());
-    assert!(lived < Duration::from_millis(100), "the child must be short-lived, lived {lived:?}");
+    assert!(
+        lived < Duration::from_millis(100),
+        "the child must be short-lived, lived {lived:?}"
+    );
     let record = top
-        .find(Duration::from_secs(3), |snapshot| entry(snapshot, pid).cloned())
-        .unwrap_or_else(|| panic!("short-lived dd (pid {pid}, {lived:?}) missing from the next snapshots"));
+        .find(Duration::from_secs(3), |snapshot| {
+            entry(snapshot, pid).cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!("short-lived dd (pid {pid}, {lived:?}) missing from the next snapshots")
+        });
     assert_eq!(record["exited"].as_bool(), Some(true));
     assert_eq!(record["comm"].as_str(), Some("dd"));
     assert!(
@@ -155,6 +189,33 @@ fn short_lived_child_appears_with_its_peak() {
         "peak of dd's 32 MiB buffer: {} MiB",
         field(&record, "peak_rss_bytes") / MIB
     );
+    // The exit event carries the kernel's own fault count: one per touched page at least.
+    assert!(field(&record, "faults") >= 8192, "dd's faults: {record}");
+}
+
+/// The optional per-fault hook loads and counts the faults of a process that touches 64 MiB.
+#[test]
+fn optional_fault_hook_counts_faults() {
+    require_root();
+    let top = TopRun::start("0.5", &["--fault-hook"]);
+    let mut child = Guarded::spawn(
+        python(
+            "import time\n\
+             b = bytearray(64 << 20)\n\
+             for i in range(0, len(b), 4096): b[i] = 1\n\
+             print('ready', flush=True)\n\
+             time.sleep(3)\n",
+        )
+        .stdout(Stdio::piped()),
+    );
+    let pid = child.pid();
+    support::wait_for_line(&mut child, "ready", Duration::from_secs(20));
+    let faults = top.find(Duration::from_secs(3), |snapshot| {
+        entry(snapshot, pid)
+            .map(|e| field(e, "faults"))
+            .filter(|&f| f >= 16384 * 95 / 100)
+    });
+    assert!(faults.is_some(), "the hook counted ≥ 95 % of 16384 faults for {pid}");
 }
 
 /// Without root, `memtrace top` refuses with one clear line and a non-zero exit; `status`
@@ -180,10 +241,14 @@ fn non_root_gets_a_clear_error_and_status_still_works() {
         .gid(65534)
         .output()
         .expect("running memtrace status as nobody");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     assert!(report["system"]["mem_total_bytes"].as_u64().unwrap_or(0) > 0);
-    assert!(!report["top"].as_array().map_or(true, |a| a.is_empty()));
+    assert!(report["top"].as_array().is_some_and(|a| !a.is_empty()));
 }
 
 /// `top --once --json` prints one array with every required field.
@@ -194,16 +259,33 @@ fn once_json_has_the_documented_fields() {
         .args(["top", "--once", "--json", "--interval", "0.5"])
         .output()
         .expect("running memtrace top --once --json");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let procs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let procs: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("one JSON array");
     assert!(!procs.is_empty());
     for key in [
-        "pid", "comm", "rss_bytes", "anon_bytes", "file_bytes", "shmem_bytes", "swap_bytes",
-        "peak_rss_bytes", "growth_bytes_per_s", "faults", "reclaim_stall_ns",
+        "pid",
+        "comm",
+        "rss_bytes",
+        "anon_bytes",
+        "file_bytes",
+        "shmem_bytes",
+        "swap_bytes",
+        "peak_rss_bytes",
+        "growth_bytes_per_s",
+        "faults",
+        "reclaim_stall_ns",
     ] {
         assert!(procs[0].get(key).is_some(), "missing {key} in {}", procs[0]);
     }
     // Its own process is there with real memory.
-    let me = procs.iter().find(|p| p["comm"].as_str() == Some("memtrace")).expect("memtrace itself");
+    let me = procs
+        .iter()
+        .find(|p| p["comm"].as_str() == Some("memtrace"))
+        .expect("memtrace itself");
     assert!(field(me, "rss_bytes") > MIB);
 }

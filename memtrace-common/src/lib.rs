@@ -28,7 +28,9 @@ pub struct ProcStats {
     pub rss_bytes: [u64; NR_RSS],
     /// Highest resident size (file + anon + shmem) seen, in bytes.
     pub peak_rss_bytes: u64,
-    /// User page faults already folded into this entry (see [`FaultSlot`] for the rest).
+    /// Page faults. With the optional per-fault hook: the faults folded into this entry so far
+    /// (see [`FaultSlot`] for the rest). In exit events, always the kernel's own count for the
+    /// whole thread group (minor + major).
     pub faults: u64,
     /// Number of direct-reclaim stalls the process's threads went through.
     pub reclaim_count: u64,
@@ -127,8 +129,18 @@ pub struct KernelLayout {
     pub page_size: u32,
     /// Prototype differences between kernels, see [`layout_flags`].
     pub flags: u32,
+    /// Offset of `task_struct.min_flt` (the task's own minor faults).
+    pub task_min_flt: u32,
+    /// Offset of `task_struct.maj_flt`.
+    pub task_maj_flt: u32,
+    /// Offset of `task_struct.signal` (a `signal_struct *`).
+    pub task_signal: u32,
+    /// Offset of `signal_struct.min_flt` (minor faults of the group's reaped threads).
+    pub signal_min_flt: u32,
+    /// Offset of `signal_struct.maj_flt`.
+    pub signal_maj_flt: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 36);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
 
 /// Bits of [`KernelLayout::flags`].
 pub mod layout_flags {
@@ -151,6 +163,11 @@ impl KernelLayout {
         swap_member: 0,
         page_size: 0,
         flags: 0,
+        task_min_flt: 0,
+        task_maj_flt: 0,
+        task_signal: 0,
+        signal_min_flt: 0,
+        signal_maj_flt: 0,
     };
 }
 

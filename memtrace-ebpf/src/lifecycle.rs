@@ -2,13 +2,15 @@
 //! counters (so a process that lived less than one sampling interval is still seen, with its
 //! peak). An exiting process's entry is removed so the map holds live processes only.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use memtrace_common::{COMM_LEN, ProcEvent, ProcStats, event_kind, layout_flags, stat};
 
-use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, flush_fault_slot, layout};
+use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, layout, load};
 
 // tp_btf/sched_process_exit: TP_PROTO(struct task_struct *p, bool group_dead)  (kernel ≥ 6.16)
 //                           TP_PROTO(struct task_struct *p)                   (before)
@@ -43,20 +45,42 @@ fn try_process_exit(ctx: &BtfTracePointContext) {
         return;
     }
     if let Some(slot) = FAULT_SLOTS.get_ptr_mut(0) {
+        // The exit event carries the kernel's exact count; a pending batch of the optional
+        // fault hook must not be credited to a later process that reuses the pid.
         // SAFETY: slot is this CPU's FAULT_SLOTS value.
         unsafe {
             if (*slot).tgid == tgid {
-                flush_fault_slot(slot);
+                (*slot).tgid = 0;
+                (*slot).pending = 0;
             }
         }
     }
     // SAFETY: the value is copied out at once; the entry is removed right after.
-    let Some(stats) = (unsafe { PROCS.get(tgid) }).copied() else {
+    let Some(mut stats) = (unsafe { PROCS.get(tgid) }).copied() else {
         return;
     };
     let _ = PROCS.remove(tgid);
+    let task: *const u8 = ctx.arg(0);
+    stats.faults = group_faults(task);
     let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
     send(event_kind::EXIT, tgid, comm, stats);
+}
+
+/// The kernel's own fault count of the exiting task's thread group: the last thread's
+/// `min_flt + maj_flt` plus what its reaped siblings left in `signal_struct`.
+#[inline(always)]
+fn group_faults(task: *const u8) -> u64 {
+    let layout = layout();
+    // SAFETY: `task` is the tracepoint's BTF-typed argument and the offsets are constants from
+    // the frozen layout, so the verifier checks these loads against task_struct's BTF.
+    unsafe {
+        let own = load::<u64>(task, layout.task_min_flt) + load::<u64>(task, layout.task_maj_flt);
+        let signal: *const u8 = load(task, layout.task_signal);
+        if signal.is_null() {
+            return own;
+        }
+        own + load::<u64>(signal, layout.signal_min_flt) + load::<u64>(signal, layout.signal_maj_flt)
+    }
 }
 
 #[inline(always)]
@@ -71,7 +95,8 @@ fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), i64> {
         // SAFETY: as above.
         let comm: [u8; COMM_LEN] = unsafe {
             bpf_probe_read_kernel(
-                task.wrapping_add(layout.task_comm as usize).cast::<[u8; COMM_LEN]>(),
+                task.wrapping_add(layout.task_comm as usize)
+                    .cast::<[u8; COMM_LEN]>(),
             )
         }?;
         (tgid as u32, comm)
@@ -81,7 +106,9 @@ fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), i64> {
         (pid as u32, [0; COMM_LEN])
     };
     // SAFETY: the value is copied out at once.
-    let stats = (unsafe { PROCS.get(tgid) }).copied().unwrap_or(ProcStats::ZERO);
+    let stats = (unsafe { PROCS.get(tgid) })
+        .copied()
+        .unwrap_or(ProcStats::ZERO);
     send(event_kind::OOM_VICTIM, tgid, comm, stats);
     Ok(())
 }

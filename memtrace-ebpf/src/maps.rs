@@ -22,8 +22,7 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(memtrace_comm
 
 /// Start time (ns) of the direct reclaim a thread is in, keyed by thread id.
 #[map]
-pub static RECLAIM_START: HashMap<u32, u64> =
-    HashMap::with_max_entries(MAX_RECLAIMING_THREADS, 0);
+pub static RECLAIM_START: HashMap<u32, u64> = HashMap::with_max_entries(MAX_RECLAIMING_THREADS, 0);
 
 /// Rare events to userspace.
 #[map]
@@ -101,4 +100,15 @@ pub unsafe fn flush_fault_slot(slot: *mut FaultSlot) {
         (*slot).tgid = 0;
         (*slot).pending = 0;
     }
+}
+
+/// Reads a `T` at `base + offset` with a plain load.
+///
+/// # Safety
+/// `base` must be a BTF-typed kernel pointer given to a BTF program and `offset` a constant
+/// from the frozen layout, so that the verifier checks the access and makes it fault-tolerant.
+#[inline(always)]
+pub unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: guaranteed by the caller (see above).
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
 }

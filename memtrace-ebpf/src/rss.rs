@@ -3,10 +3,11 @@
 //! The event fires whenever one of an mm's counters changes, also in another task's context (a
 //! reclaimer unmapping pages, a process exiting), so it is attributed to the mm's owner, never to
 //! `current`. The counter's value is read from the mm itself, as the classic tracepoint does.
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext};
-use memtrace_common::{KernelLayout, NR_RSS, stat};
+//! All reads are direct loads through the BTF-typed `mm` argument: no helper calls.
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use memtrace_common::stat;
 
-use crate::maps::{bump, layout, proc_entry};
+use crate::maps::{bump, layout, load, proc_entry};
 
 // tp_btf/rss_stat:
 //   TP_PROTO(struct mm_struct *mm, int member)
@@ -22,21 +23,31 @@ pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
 fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let mm: *const u8 = ctx.arg(0);
     let member: i32 = ctx.arg(1);
-    let member = member as u32 as usize;
-    if member >= NR_RSS {
-        return Ok(());
-    }
     let layout = layout();
-    let Some(tgid) = owner_tgid(mm, &layout)? else {
+    // SAFETY: `mm` is the tracepoint's BTF-typed argument: the verifier turns these loads at
+    // constant offsets (the layout is frozen .rodata) into fault-tolerant kernel reads, and
+    // checks each one against mm_struct's BTF.
+    let owner: *const u8 = unsafe { load(mm, layout.mm_owner) };
+    if owner.is_null() {
         bump(stat::NO_OWNER);
         return Ok(());
+    }
+    // SAFETY: as above; `owner` is a BTF-typed task_struct pointer read from the mm.
+    let tgid = unsafe { load::<i32>(owner, layout.task_tgid) } as u32;
+    let counter = |index: u32| -> i64 {
+        let offset = layout.mm_rss_stat + index * layout.rss_counter_size + layout.counter_count;
+        // SAFETY: as above, at a constant offset inside mm_struct.rss_stat.
+        unsafe { load::<i64>(mm, offset) }
     };
-    let counter = mm
-        .wrapping_add(layout.mm_rss_stat as usize)
-        .wrapping_add(member * layout.rss_counter_size as usize)
-        .wrapping_add(layout.counter_count as usize);
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one returns an error.
-    let pages: i64 = unsafe { bpf_probe_read_kernel(counter.cast::<i64>()) }?;
+    // One constant offset per counter: the verifier refuses variable offsets into kernel
+    // structures (and loses the bound of an index kept in another register).
+    let pages = match member {
+        0 => counter(0),
+        1 => counter(1),
+        2 => counter(2),
+        3 => counter(3),
+        _ => return Ok(()),
+    };
     // percpu_counter_read_positive(): the batched value can dip below zero transiently.
     let bytes = (pages.max(0) as u64) * u64::from(layout.page_size);
     let Some(entry) = proc_entry(tgid) else {
@@ -46,14 +57,11 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // of a counter's current value, so the last one wins with a value that was true at that time.
     unsafe {
         let rss = &mut (*entry).rss_bytes;
-        // Constant indices only: the verifier loses the bound of a variable index that the
-        // compiler keeps in another register than the one it checked.
         match member {
             0 => rss[0] = bytes,
             1 => rss[1] = bytes,
             2 => rss[2] = bytes,
-            3 => rss[3] = bytes,
-            _ => return Ok(()),
+            _ => rss[3] = bytes,
         }
         let swap = layout.swap_member as usize;
         let resident = rss.iter().sum::<u64>() - rss.get(swap).copied().unwrap_or(0);
@@ -62,19 +70,4 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     }
     Ok(())
-}
-
-/// The tgid of the task owning `mm` (`mm->owner->tgid`); `None` while the mm has no owner.
-#[inline(always)]
-fn owner_tgid(mm: *const u8, layout: &KernelLayout) -> Result<Option<u32>, i64> {
-    let owner_field = mm.wrapping_add(layout.mm_owner as usize);
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one returns an error.
-    let owner: *const u8 = unsafe { bpf_probe_read_kernel(owner_field.cast::<*const u8>()) }?;
-    if owner.is_null() {
-        return Ok(None);
-    }
-    let tgid_field = owner.wrapping_add(layout.task_tgid as usize);
-    // SAFETY: as above.
-    let tgid: i32 = unsafe { bpf_probe_read_kernel(tgid_field.cast::<i32>()) }?;
-    Ok(Some(tgid as u32))
 }

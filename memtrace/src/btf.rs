@@ -182,7 +182,8 @@ impl Btf {
                         let enumerator = name(u32_at(types_bytes, at)?);
                         let low = u64::from(u32_at(types_bytes, at + 4)?);
                         let high = u64::from(u32_at(types_bytes, at + 8)?);
-                        ty.enumerators.push((enumerator, ((high << 32) | low) as i64));
+                        ty.enumerators
+                            .push((enumerator, ((high << 32) | low) as i64));
                         at += 12;
                     }
                 }
@@ -262,17 +263,22 @@ impl Btf {
     }
 
     /// (offset in bits, type id) of `member` inside `ty`, recursing into unnamed members.
-    fn find_member(&self, ty: &Type, member: &str, base: u32) -> Result<Option<(u32, u32)>, BtfError> {
+    fn find_member(
+        &self,
+        ty: &Type,
+        member: &str,
+        base: u32,
+    ) -> Result<Option<(u32, u32)>, BtfError> {
         for (name, type_id, offset) in &ty.members {
             if name == member {
                 return Ok(Some((base + offset, *type_id)));
             }
             if name.is_empty() {
                 let inner = self.resolve(*type_id)?;
-                if inner.kind == kind::STRUCT || inner.kind == kind::UNION {
-                    if let Some(found) = self.find_member(inner, member, base + offset)? {
-                        return Ok(Some(found));
-                    }
+                if (inner.kind == kind::STRUCT || inner.kind == kind::UNION)
+                    && let Some(found) = self.find_member(inner, member, base + offset)?
+                {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -409,7 +415,10 @@ mod tests {
         assert_eq!(btf.struct_size("outer").expect("size"), 12);
         assert_eq!(btf.member_offset("outer", "a").expect("a"), 0);
         assert_eq!(btf.member_offset("outer", "y").expect("y"), 8);
-        assert!(matches!(btf.member_offset("outer", "z"), Err(BtfError::Missing(_))));
+        assert!(matches!(
+            btf.member_offset("outer", "z"),
+            Err(BtfError::Missing(_))
+        ));
         assert!(matches!(btf.struct_size("nope"), Err(BtfError::Missing(_))));
     }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DurationError {
     /// Not a number with an optional unit.
-    #[error("invalid duration {0:?}: expected seconds (2, 0.5) or a number with a unit (500ms, 2s, 10m, 1h)")]
+    #[error(
+        "invalid duration {0:?}: expected seconds (2, 0.5) or a number with a unit (500ms, 2s, 10m, 1h)"
+    )]
     Invalid(String),
     /// Zero, negative or absurdly large.
     #[error("duration {0:?} is out of range (must be > 0 and at most a day)")]
@@ -54,11 +56,26 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert!(matches!(parse_duration("fast"), Err(DurationError::Invalid(_))));
-        assert!(matches!(parse_duration("2x"), Err(DurationError::Invalid(_))));
+        assert!(matches!(
+            parse_duration("fast"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_duration("2x"),
+            Err(DurationError::Invalid(_))
+        ));
         assert!(matches!(parse_duration(""), Err(DurationError::Invalid(_))));
-        assert!(matches!(parse_duration("0"), Err(DurationError::OutOfRange(_))));
-        assert!(matches!(parse_duration("-1"), Err(DurationError::OutOfRange(_))));
-        assert!(matches!(parse_duration("2d"), Err(DurationError::Invalid(_))));
+        assert!(matches!(
+            parse_duration("0"),
+            Err(DurationError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_duration("-1"),
+            Err(DurationError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_duration("2d"),
+            Err(DurationError::Invalid(_))
+        ));
     }
 }

@@ -129,14 +129,8 @@ impl Sampler {
             }
             self.oom_victims.push_back(event.pid);
         }
-        let pending = self.tracer.fault_slots().unwrap_or_default();
         for event in events.iter().filter(|e| e.kind == event_kind::EXIT) {
-            let extra: u64 = pending
-                .iter()
-                .filter(|slot| slot.tgid == event.pid)
-                .map(|slot| slot.pending)
-                .sum();
-            let mut sample = self.exit_sample(event, extra, members);
+            let mut sample = self.exit_sample(event, members);
             if let Some(at) = self.oom_victims.iter().position(|&pid| pid == event.pid) {
                 sample.oom_killed = true;
                 self.oom_victims.remove(at);
@@ -249,9 +243,8 @@ impl Sampler {
         Some(ident)
     }
 
-    fn exit_sample(&mut self, event: &ProcEvent, extra_faults: u64, members: RssMembers) -> ProcSample {
+    fn exit_sample(&mut self, event: &ProcEvent, members: RssMembers) -> ProcSample {
         let mut sample = sample_from_stats(event.pid, &event.stats, members);
-        sample.faults += extra_faults;
         sample.comm = comm_string(&event.comm);
         if let Some(ident) = self.idents.remove(&event.pid) {
             sample.ppid = ident.ppid;
@@ -345,7 +338,12 @@ mod tests {
         };
         let sample = sample_from_stats(3, &stats, MEMBERS);
         assert_eq!(
-            (sample.file_bytes, sample.anon_bytes, sample.swap_bytes, sample.shmem_bytes),
+            (
+                sample.file_bytes,
+                sample.anon_bytes,
+                sample.swap_bytes,
+                sample.shmem_bytes
+            ),
             (10, 20, 40, 30)
         );
         assert_eq!(sample.rss_bytes, 60, "swap is not resident");
@@ -364,7 +362,10 @@ mod tests {
         };
         let stats = seed_stats(&memory, MEMBERS);
         let sample = sample_from_stats(1, &stats, MEMBERS);
-        assert_eq!((sample.anon_bytes, sample.file_bytes, sample.shmem_bytes), (1, 2, 3));
+        assert_eq!(
+            (sample.anon_bytes, sample.file_bytes, sample.shmem_bytes),
+            (1, 2, 3)
+        );
         assert_eq!(sample.swap_bytes, 4);
         assert_eq!(sample.peak_rss_bytes, 100);
     }

@@ -31,9 +31,10 @@ pub struct TopArgs {
     /// Rows in the table (the JSON output always has every process).
     #[arg(long, short = 'n', default_value_t = 25)]
     pub rows: usize,
-    /// Don't attach the per-fault hook; fault counts then come from /proc.
+    /// Also count faults with a per-fault eBPF hook (by default they come from the kernel's
+    /// own per-task counters at no per-fault cost).
     #[arg(long)]
-    pub no_fault_hook: bool,
+    pub fault_hook: bool,
 }
 
 /// Validated `top` settings.
@@ -72,7 +73,7 @@ impl TryFrom<TopArgs> for TopConfig {
             json: args.json,
             rows: args.rows,
             tracer: TracerOptions {
-                fault_hook: !args.no_fault_hook,
+                fault_hook: args.fault_hook,
             },
         })
     }
@@ -153,8 +154,17 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     }
     out.push_str(&format!(
         "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
-        "PID", "COMMAND", "RSS MiB", "ANON", "FILE", "SHMEM", "SWAP", "GROW MB/s", "FAULTS/s",
-        "STALL ms", "PEAK MiB"
+        "PID",
+        "COMMAND",
+        "RSS MiB",
+        "ANON",
+        "FILE",
+        "SHMEM",
+        "SWAP",
+        "GROW MB/s",
+        "FAULTS/s",
+        "STALL ms",
+        "PEAK MiB"
     ));
     for p in snapshot.procs.iter().take(rows) {
         out.push_str(&row(p));
@@ -195,7 +205,7 @@ mod tests {
             once: true,
             json: false,
             rows: 5,
-            no_fault_hook: false,
+            fault_hook: false,
         }
     }
 

@@ -8,7 +8,7 @@ pub mod cgroup;
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
-    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    sync::mpsc::{Receiver, channel},
     time::{Duration, Instant},
 };
 
@@ -21,7 +21,10 @@ pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "privileged integration tests must run as root (use `cargo xtask test`)");
+    assert_eq!(
+        euid, 0,
+        "privileged integration tests must run as root (use `cargo xtask test`)"
+    );
 }
 
 /// A child process that is killed (by its PID) and reaped when dropped.
@@ -30,7 +33,10 @@ pub struct Guarded(pub Child);
 impl Guarded {
     /// Spawns `cmd`.
     pub fn spawn(cmd: &mut Command) -> Self {
-        Self(cmd.spawn().unwrap_or_else(|err| panic!("spawning {cmd:?}: {err}")))
+        Self(
+            cmd.spawn()
+                .unwrap_or_else(|err| panic!("spawning {cmd:?}: {err}")),
+        )
     }
 
     /// The child's pid.
@@ -82,14 +88,15 @@ impl TopRun {
 
     /// The next snapshot, or `None` after `timeout`.
     pub fn next(&self, timeout: Duration) -> Option<Vec<Value>> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(snapshot) => Some(snapshot),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.lines.recv_timeout(timeout).ok()
     }
 
     /// Reads snapshots until `pick` finds something or `timeout` passes.
-    pub fn find<T>(&self, timeout: Duration, mut pick: impl FnMut(&[Value]) -> Option<T>) -> Option<T> {
+    pub fn find<T>(
+        &self,
+        timeout: Duration,
+        mut pick: impl FnMut(&[Value]) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             let snapshot = self.next(left)?;
@@ -108,7 +115,9 @@ impl TopRun {
 
 /// The entry of `pid` in a snapshot (live or exited).
 pub fn entry(snapshot: &[Value], pid: u32) -> Option<&Value> {
-    snapshot.iter().find(|p| p["pid"].as_u64() == Some(u64::from(pid)))
+    snapshot
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(u64::from(pid)))
 }
 
 /// A u64 field of a snapshot entry (0 when absent).

@@ -79,6 +79,11 @@ pub fn kernel_layout(btf: &Btf, page_size: u32) -> Result<KernelLayout, BtfError
         swap_member: rss_members(btf)?.swap as u32,
         page_size,
         flags,
+        task_min_flt: btf.member_offset("task_struct", "min_flt")?,
+        task_maj_flt: btf.member_offset("task_struct", "maj_flt")?,
+        task_signal: btf.member_offset("task_struct", "signal")?,
+        signal_min_flt: btf.member_offset("signal_struct", "min_flt")?,
+        signal_maj_flt: btf.member_offset("signal_struct", "maj_flt")?,
     })
 }
 
@@ -86,13 +91,13 @@ pub fn kernel_layout(btf: &Btf, page_size: u32) -> Result<KernelLayout, BtfError
 /// 6.2, `struct mm_rss_stat { atomic_long_t count[N]; }` before.
 fn rss_counter_layout(btf: &Btf) -> Result<(u32, u32), BtfError> {
     let rss_type = btf.member_type("mm_struct", "rss_stat")?;
-    if let Some((element, _)) = btf.array_of(rss_type)? {
-        if btf.struct_name(element)?.as_deref() == Some("percpu_counter") {
-            return Ok((
-                btf.struct_size("percpu_counter")?,
-                btf.member_offset("percpu_counter", "count")?,
-            ));
-        }
+    if let Some((element, _)) = btf.array_of(rss_type)?
+        && btf.struct_name(element)?.as_deref() == Some("percpu_counter")
+    {
+        return Ok((
+            btf.struct_size("percpu_counter")?,
+            btf.member_offset("percpu_counter", "count")?,
+        ));
     }
     if btf.struct_name(rss_type)?.as_deref() == Some("mm_rss_stat") {
         return Ok((8, btf.member_offset("mm_rss_stat", "count")?));
@@ -115,8 +120,16 @@ mod tests {
         assert!(layout.rss_counter_size >= 8);
         assert_eq!(
             rss_members(&btf).expect("members"),
-            RssMembers { file: 0, anon: 1, swap: 2, shmem: 3 }
+            RssMembers {
+                file: 0,
+                anon: 1,
+                swap: 2,
+                shmem: 3
+            }
         );
-        assert_eq!(missing_tracepoints(&btf).expect("tracepoints"), Vec::<&str>::new());
+        assert_eq!(
+            missing_tracepoints(&btf).expect("tracepoints"),
+            Vec::<&str>::new()
+        );
     }
 }
