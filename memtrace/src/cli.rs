@@ -18,4 +18,10 @@ pub enum Command {
     Top(crate::top::TopArgs),
     /// Memory status: RAM, swap, PSI and the top processes by RSS (no root needed).
     Status(crate::status::StatusArgs),
+    /// Swap: status against the recommendation for this RAM, setup and removal of a swap file.
+    Swap(crate::basics::swap::SwapArgs),
+    /// Host checks (swap, sysctls, THP, PSI, BTF, tracepoints, NVML, sshd, guard) with fixes.
+    Doctor(crate::basics::doctor::DoctorArgs),
+    /// Free memory: drop the page cache, delete old temp files; reports what each step freed.
+    Clean(crate::basics::clean::CleanArgs),
 }

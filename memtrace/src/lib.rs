@@ -3,6 +3,7 @@
 //! Data flows one way: kernel programs aggregate per process in maps → [`tracer`] reads them →
 //! [`sampler`] builds one [`model::Snapshot`] → consumers (`top`, `status`, …) render or act.
 
+pub mod basics;
 pub mod btf;
 pub mod cli;
 pub mod duration;

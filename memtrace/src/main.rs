@@ -13,6 +13,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Top(args) => memtrace::top::run(args),
         Command::Status(args) => memtrace::status::run(args),
+        Command::Swap(args) => memtrace::basics::swap::run(args),
+        Command::Doctor(args) => memtrace::basics::doctor::run(args),
+        Command::Clean(args) => memtrace::basics::clean::run(args),
     };
     match result {
         Ok(code) => code,

@@ -113,4 +113,23 @@ pub struct Snapshot {
     pub oom_kills: Vec<OomKill>,
     /// Tracer losses and system-wide counters.
     pub health: TracerHealth,
+    /// GPUs, when a GPU source is available (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuDevice>,
+}
+
+/// One GPU's memory state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuDevice {
+    /// Device index as NVML numbers it.
+    pub index: u32,
+    /// Product name.
+    pub name: String,
+    /// Memory in use.
+    pub used_bytes: u64,
+    /// Total memory.
+    pub total_bytes: u64,
+    /// GPU utilisation, percent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<u32>,
 }

@@ -3,7 +3,9 @@
 
 /// The caller lacks the privileges a command needs.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} needs root (effective uid is {euid}); run it with sudo, or use `memtrace status` which needs no privileges")]
+#[error(
+    "{action} needs root (effective uid is {euid}); run it with sudo, or use `memtrace status` which needs no privileges"
+)]
 pub struct PrivilegeError {
     /// What was being attempted.
     pub action: &'static str,

@@ -30,6 +30,8 @@ pub struct PidStat {
     pub state: char,
     /// Parent pid.
     pub ppid: u32,
+    /// Session id (a session leader has `session == pid`).
+    pub session: u32,
     /// Minor faults (whole thread group, live and reaped threads).
     pub minflt: u64,
     /// Major faults.
@@ -61,6 +63,7 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
         comm,
         state: field(3)?.chars().next()?,
         ppid: u32::try_from(number(4)?).ok()?,
+        session: u32::try_from(number(6)?).ok()?,
         minflt: number(10)?,
         majflt: number(12)?,
         start_ticks: number(22)?,
@@ -249,7 +252,12 @@ pub fn read_memory_psi(proc_root: &Path) -> Result<Option<Psi>, ProcError> {
         Ok(text) => parse_psi(&text)
             .map(Some)
             .ok_or_else(|| ProcError::Format(path.display().to_string())),
-        Err(err) if matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::Unsupported) => {
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::Unsupported
+            ) =>
+        {
             Ok(None)
         }
         // PSI disabled at boot (psi=0) makes the file exist but fail with EOPNOTSUPP.
@@ -287,6 +295,7 @@ mod tests {
         assert_eq!(stat.comm, "python3");
         assert_eq!(stat.state, 'S');
         assert_eq!(stat.ppid, 1);
+        assert_eq!(stat.session, 42);
         assert_eq!(stat.minflt, 1234);
         assert_eq!(stat.majflt, 5);
         assert_eq!(stat.start_ticks, 987654);

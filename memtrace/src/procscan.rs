@@ -40,7 +40,12 @@ pub fn scan_all(proc_root: &Path) -> Result<Vec<ScannedProc>, ProcError> {
 
 /// The `n` largest processes by resident set, largest first.
 pub fn top_by_rss(mut procs: Vec<ScannedProc>, n: usize) -> Vec<ScannedProc> {
-    procs.sort_by(|a, b| b.memory.rss().cmp(&a.memory.rss()).then(a.stat.pid.cmp(&b.stat.pid)));
+    procs.sort_by(|a, b| {
+        b.memory
+            .rss()
+            .cmp(&a.memory.rss())
+            .then(a.stat.pid.cmp(&b.stat.pid))
+    });
     procs.truncate(n);
     procs
 }

@@ -162,6 +162,7 @@ impl Sampler {
             procs,
             oom_kills,
             health: self.tracer.health()?,
+            gpus: Vec::new(),
         })
     }
 

@@ -99,7 +99,11 @@ pub fn render(report: &StatusReport) -> String {
             human_bytes(p.anon_bytes),
             human_bytes(p.file_bytes),
             human_bytes(p.shmem_bytes),
-            if p.cmdline.is_empty() { &p.comm } else { &p.cmdline },
+            if p.cmdline.is_empty() {
+                &p.comm
+            } else {
+                &p.cmdline
+            },
         ));
     }
     out

@@ -58,8 +58,12 @@ mod tests {
 
     #[test]
     fn finds_tracefs_line() {
-        assert!(is_mounted_in("tracefs /sys/kernel/tracing tracefs rw,nosuid 0 0\n"));
-        assert!(!is_mounted_in("tracefs /sys/kernel/debug/tracing tracefs rw 0 0\n"));
+        assert!(is_mounted_in(
+            "tracefs /sys/kernel/tracing tracefs rw,nosuid 0 0\n"
+        ));
+        assert!(!is_mounted_in(
+            "tracefs /sys/kernel/debug/tracing tracefs rw 0 0\n"
+        ));
         assert!(!is_mounted_in("none /sys/kernel/tracing tmpfs rw 0 0\n"));
     }
 }
