@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Live per-process memory table sorted by growth (needs root: loads eBPF).
     Top(crate::top::TopArgs),
+    /// Act on memory pressure: warn, reclaim, suspend/resume, kill the growing tree (root).
+    Guard(crate::guard::GuardArgs),
     /// Memory status: RAM, swap, PSI and the top processes by RSS (no root needed).
     Status(crate::status::StatusArgs),
     /// Swap: status against the recommendation for this RAM, setup and removal of a swap file.
@@ -24,4 +26,20 @@ pub enum Command {
     Doctor(crate::basics::doctor::DoctorArgs),
     /// Free memory: drop the page cache, delete old temp files; reports what each step freed.
     Clean(crate::basics::clean::CleanArgs),
+    /// Run a pipeline under tracing: swap check, memory-friendly env, stage marks, `[Memory]`
+    /// lines, a trace file, the child's exit code (needs root: loads eBPF).
+    Run(crate::run::RunArgs),
+    /// Record a trace of a command, a running process tree (--pid) or every process.
+    Record(crate::run::RecordArgs),
+    /// Mark a stage of the pipeline running under `memtrace run` (STAGE [--clip ID] or --end).
+    Mark(crate::run::marks::MarkArgs),
+    /// Which stage leaks, how much per clip, host or GPU: the report of a trace.
+    Report(crate::report::ReportArgs),
+    /// Export a trace for Perfetto (ui.perfetto.dev), as CSV or as JSON lines.
+    Export(crate::export::ExportArgs),
+    /// A synthetic multi-stage clip pipeline with one leaking stage, run and reported.
+    Demo(crate::run::demo::DemoArgs),
+    /// The pipeline `memtrace demo` runs.
+    #[command(hide = true)]
+    DemoPipeline(crate::run::demo_pipeline::DemoPipelineArgs),
 }

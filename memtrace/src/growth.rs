@@ -9,6 +9,8 @@ pub struct Point {
     pub t: f64,
     /// Resident bytes.
     pub rss: f64,
+    /// Footprint bytes: anon + shmem, what the kernel cannot drop without swap.
+    pub footprint: f64,
     /// Cumulative faults.
     pub faults: f64,
     /// Cumulative reclaim stall, ns.
@@ -20,6 +22,8 @@ pub struct Point {
 pub struct Rates {
     /// Resident growth, bytes/s.
     pub growth_bytes_per_s: f64,
+    /// Footprint (anon + shmem) growth, bytes/s.
+    pub footprint_growth_bytes_per_s: f64,
     /// Faults/s.
     pub faults_per_s: f64,
     /// Reclaim stall, ms per s.
@@ -43,17 +47,19 @@ impl Window {
     }
 
     /// Rates between the oldest and the newest observation (zero with fewer than two, or no
-    /// elapsed time).
-    pub fn rates(&self) -> Rates {
+    /// elapsed time). The elapsed time counts as at least `span`: a process born a few
+    /// milliseconds ago with a few MiB mapped is not "growing at a GiB/s".
+    pub fn rates(&self, span: f64) -> Rates {
         let (Some(first), Some(last)) = (self.points.front(), self.points.back()) else {
             return Rates::default();
         };
-        let dt = last.t - first.t;
-        if self.points.len() < 2 || dt <= 0.0 {
+        if self.points.len() < 2 || last.t <= first.t {
             return Rates::default();
         }
+        let dt = (last.t - first.t).max(span);
         Rates {
             growth_bytes_per_s: (last.rss - first.rss) / dt,
+            footprint_growth_bytes_per_s: (last.footprint - first.footprint) / dt,
             faults_per_s: (last.faults - first.faults).max(0.0) / dt,
             stall_ms_per_s: (last.stall_ns - first.stall_ns).max(0.0) / 1e6 / dt,
         }
@@ -79,6 +85,7 @@ mod tests {
         Point {
             t,
             rss,
+            footprint: rss / 2.0,
             faults: t * 100.0,
             stall_ns: t * 1e6,
         }
@@ -90,8 +97,9 @@ mod tests {
         for i in 0..10 {
             window.push(point(f64::from(i), f64::from(i) * 1024.0), 3.0);
         }
-        let rates = window.rates();
+        let rates = window.rates(3.0);
         assert!((rates.growth_bytes_per_s - 1024.0).abs() < 1e-9);
+        assert!((rates.footprint_growth_bytes_per_s - 512.0).abs() < 1e-9);
         assert!((rates.faults_per_s - 100.0).abs() < 1e-9);
         assert!((rates.stall_ms_per_s - 1.0).abs() < 1e-9);
         // Base at t=6 (<= 9-3), plus 7, 8, 9.
@@ -101,12 +109,21 @@ mod tests {
     #[test]
     fn shrinking_and_degenerate() {
         let mut window = Window::default();
-        assert_eq!(window.rates(), Rates::default());
+        assert_eq!(window.rates(1.0), Rates::default());
         window.push(point(1.0, 4096.0), 1.0);
-        assert_eq!(window.rates(), Rates::default());
+        assert_eq!(window.rates(1.0), Rates::default());
         window.push(point(1.0, 2048.0), 1.0);
-        assert_eq!(window.rates(), Rates::default(), "no elapsed time, no rate");
+        assert_eq!(window.rates(1.0), Rates::default(), "no elapsed time, no rate");
         window.push(point(3.0, 0.0), 1.0);
-        assert!(window.rates().growth_bytes_per_s < 0.0);
+        assert!(window.rates(1.0).growth_bytes_per_s < 0.0);
+    }
+
+    #[test]
+    fn newborn_rate_counts_at_least_one_span() {
+        let mut window = Window::default();
+        window.push(point(10.0, 0.0), 1.0);
+        window.push(point(10.005, 5.0 * 1048576.0), 1.0);
+        let rate = window.rates(1.0).growth_bytes_per_s;
+        assert!((rate - 5.0 * 1048576.0).abs() < 1.0, "5 MiB in 5 ms reads as 5 MiB/s, got {rate}");
     }
 }

@@ -12,15 +12,32 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Top(args) => memtrace::top::run(args),
+        Command::Guard(args) => memtrace::guard::run(args),
         Command::Status(args) => memtrace::status::run(args),
         Command::Swap(args) => memtrace::basics::swap::run(args),
         Command::Doctor(args) => memtrace::basics::doctor::run(args),
         Command::Clean(args) => memtrace::basics::clean::run(args),
+        Command::Run(args) => memtrace::run::run(args),
+        Command::Record(args) => memtrace::run::record(args),
+        Command::Mark(args) => memtrace::run::marks::run(args),
+        Command::Report(args) => memtrace::report::run(args),
+        Command::Export(args) => memtrace::export::run(args),
+        Command::Demo(args) => memtrace::run::demo::run(args),
+        Command::DemoPipeline(args) => memtrace::run::demo_pipeline::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("memtrace: error: {err:#}");
+            // One line: the error and its causes, skipping causes already spelled out.
+            let mut line = err.to_string();
+            for cause in err.chain().skip(1) {
+                let cause = cause.to_string();
+                if !line.contains(&cause) {
+                    line.push_str(": ");
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("memtrace: error: {}", line.replace('\n', " "));
             ExitCode::FAILURE
         }
     }

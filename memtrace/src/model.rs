@@ -30,6 +30,10 @@ pub struct ProcSample {
     pub peak_rss_bytes: u64,
     /// Change of the resident set over the window, bytes per second (negative: shrinking).
     pub growth_bytes_per_s: f64,
+    /// Change of anon + shmem (what cannot be dropped without swap) over the window, bytes/s.
+    /// The guard ranks victims by this: mapping a binary's file pages is not a leak.
+    #[serde(default)]
+    pub footprint_growth_bytes_per_s: f64,
     /// User page faults since tracing began.
     pub faults: u64,
     /// User page faults per second over the window.

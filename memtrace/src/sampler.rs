@@ -38,6 +38,7 @@ struct Ident {
     cmdline: String,
     start_ticks: u64,
     faults: u64,
+    read_at: std::time::Instant,
 }
 
 /// Turns the tracer's raw counters into snapshots.
@@ -53,6 +54,8 @@ pub struct Sampler {
     ticks_per_s: f64,
     /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
     oom_victims: std::collections::VecDeque<u32>,
+    /// Reuse a process's /proc identity this long (None: re-read every sample).
+    ident_max_age: Option<std::time::Duration>,
 }
 
 /// How many recent OOM victims are remembered to mark their exit.
@@ -99,7 +102,16 @@ impl Sampler {
             last_sample_s: boottime_s(),
             ticks_per_s: privilege::clock_ticks() as f64,
             oom_victims: std::collections::VecDeque::with_capacity(OOM_MEMORY),
+            ident_max_age: None,
         })
+    }
+
+    /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
+    /// of re-reading `/proc/PID/stat` every sample; exit events still evict it at once. Used by
+    /// the guard, whose idle rounds then touch no /proc file per process. Fault counts from
+    /// /proc are as old as the identity.
+    pub fn set_ident_max_age(&mut self, age: std::time::Duration) {
+        self.ident_max_age = Some(age);
     }
 
     /// The tracer, e.g. for its program statistics.
@@ -196,6 +208,7 @@ impl Sampler {
                 Point {
                     t: started_s,
                     rss: 0.0,
+                    footprint: 0.0,
                     faults: 0.0,
                     stall_ns: 0.0,
                 },
@@ -206,13 +219,15 @@ impl Sampler {
             Point {
                 t: now,
                 rss: sample.rss_bytes as f64,
+                footprint: (sample.anon_bytes + sample.shmem_bytes) as f64,
                 faults: sample.faults as f64,
                 stall_ns: sample.reclaim_stall_ns as f64,
             },
             self.span,
         );
-        let rates = window.rates();
+        let rates = window.rates(self.span);
         sample.growth_bytes_per_s = rates.growth_bytes_per_s;
+        sample.footprint_growth_bytes_per_s = rates.footprint_growth_bytes_per_s;
         sample.faults_per_s = rates.faults_per_s;
         sample.reclaim_stall_ms_per_s = rates.stall_ms_per_s;
         Some(sample)
@@ -221,6 +236,11 @@ impl Sampler {
     /// Re-reads `/proc/PID/stat`; re-reads the command line when the process is new or its comm
     /// changed.
     fn refresh_ident(&mut self, pid: u32) -> Option<Ident> {
+        if let (Some(max_age), Some(cached)) = (self.ident_max_age, self.idents.get(&pid))
+            && cached.read_at.elapsed() < max_age
+        {
+            return Some(cached.clone());
+        }
         let dir = self.proc_root.join(pid.to_string());
         let stat = procfs::parse_pid_stat(&procfs::read(&dir.join("stat")).ok()?)?;
         let cached = self
@@ -239,6 +259,7 @@ impl Sampler {
             cmdline,
             start_ticks: stat.start_ticks,
             faults: stat.minflt + stat.majflt,
+            read_at: std::time::Instant::now(),
         };
         self.idents.insert(pid, ident.clone());
         Some(ident)

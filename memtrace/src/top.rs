@@ -1,14 +1,17 @@
 //! `memtrace top`: a live per-process table sorted by memory growth, with the system line on
 //! top; `--json` prints each snapshot as one JSON array line, `--once` stops after one interval.
+//! Where NVML works, each interval also samples the GPUs: one line per GPU under the RAM line and
+//! a `GPU MiB` column (`gpu_bytes` in the JSON); without GPUs neither appears.
 use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 
 use crate::{
     duration::parse_duration,
+    gpu::{self, GpuSource},
     model::{ProcSample, Snapshot},
     sampler::Sampler,
-    status::{psi_line, swap_line},
+    status::{gpu_line, psi_line, swap_line},
     tracer::{Tracer, TracerOptions},
     units::{human_bytes, mib, mib_per_s},
 };
@@ -89,12 +92,21 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(live(&mut sampler, &config))?;
+    let mut gpus = gpu::open_default();
+    let result = runtime.block_on(live(&mut sampler, gpus.as_mut(), &config));
+    if let Some(mean) = gpus.mean_sample_cost() {
+        log::debug!("GPU: one {} sample cost {mean:?} on average", gpus.name());
+    }
+    result?;
     // Dropping the sampler drops the tracer, which detaches every program.
     Ok(ExitCode::SUCCESS)
 }
 
-async fn live(sampler: &mut Sampler, config: &TopConfig) -> anyhow::Result<()> {
+async fn live(
+    sampler: &mut Sampler,
+    gpus: &mut dyn GpuSource,
+    config: &TopConfig,
+) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     // The first snapshot only sets the base of the rates.
@@ -108,7 +120,8 @@ async fn live(sampler: &mut Sampler, config: &TopConfig) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
         }
-        let snapshot = sampler.sample()?;
+        let mut snapshot = sampler.sample()?;
+        gpu::join(&mut snapshot, &gpus.sample());
         if config.json {
             println!("{}", serde_json::to_string(&snapshot.procs)?);
         } else {
@@ -135,6 +148,9 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
         s.mem_used_percent,
         human_bytes(s.mem_available_bytes)
     );
+    for device in &snapshot.gpus {
+        out.push_str(&gpu_line(device));
+    }
     out.push_str(&swap_line(s));
     out.push_str(&psi_line(s));
     out.push_str(&format!(
@@ -152,8 +168,9 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
             human_bytes(kill.rss_bytes)
         ));
     }
+    let gpu = !snapshot.gpus.is_empty();
     out.push_str(&format!(
-        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}{}\n",
         "PID",
         "COMMAND",
         "RSS MiB",
@@ -164,21 +181,27 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
         "GROW MB/s",
         "FAULTS/s",
         "STALL ms",
-        "PEAK MiB"
+        "PEAK MiB",
+        if gpu { "   GPU MiB" } else { "" }
     ));
     for p in snapshot.procs.iter().take(rows) {
-        out.push_str(&row(p));
+        out.push_str(&row(p, gpu));
     }
     out
 }
 
-fn row(p: &ProcSample) -> String {
+fn row(p: &ProcSample, gpu: bool) -> String {
     let mut comm: String = p.comm.chars().take(15).collect();
     if p.exited {
         comm = format!("{}✝", comm.chars().take(14).collect::<String>());
     }
+    let gpu_column = if gpu {
+        format!(" {:>9}", p.gpu_bytes.map_or_else(|| "-".to_owned(), mib))
+    } else {
+        String::new()
+    };
     format!(
-        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9.0} {:>9.1} {:>9}\n",
+        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9.0} {:>9.1} {:>9}{gpu_column}\n",
         p.pid,
         comm,
         mib(p.rss_bytes),
@@ -244,5 +267,50 @@ mod tests {
         assert!(text.contains("+1.0"));
         assert!(text.contains("short✝"));
         assert!(text.contains("Tracer: 1 processes"));
+        assert!(!text.contains("GPU"), "no GPU column without GPUs");
+    }
+
+    #[test]
+    fn gpu_lines_and_column_only_with_gpus() {
+        let mut snapshot = Snapshot {
+            procs: vec![
+                ProcSample {
+                    pid: 42,
+                    comm: "trainer".to_owned(),
+                    ..ProcSample::default()
+                },
+                ProcSample {
+                    pid: 43,
+                    comm: "shell".to_owned(),
+                    ..ProcSample::default()
+                },
+            ],
+            ..Snapshot::default()
+        };
+        let sample = crate::gpu::GpuSample {
+            devices: vec![crate::model::GpuDevice {
+                index: 0,
+                name: "Fake H100".to_owned(),
+                used_bytes: 3 << 30,
+                total_bytes: 80 << 30,
+                utilization_percent: Some(7),
+            }],
+            processes: vec![crate::gpu::GpuProcess {
+                pid: 42,
+                gpu_index: 0,
+                used_bytes: 2 << 30,
+            }],
+        };
+        crate::gpu::join(&mut snapshot, &sample);
+        let text = render(&snapshot, 10);
+        assert!(
+            text.contains("GPU0: 3.0 GiB used of 80.0 GiB (3.8 %), util 7 %  Fake H100\n"),
+            "{text}"
+        );
+        assert!(text.contains("PEAK MiB   GPU MiB\n"), "{text}");
+        let trainer = text.lines().find(|l| l.contains("trainer")).unwrap_or("");
+        assert!(trainer.ends_with("    2048.0"), "{trainer:?}");
+        let shell = text.lines().find(|l| l.contains("shell")).unwrap_or("");
+        assert!(shell.ends_with("         -"), "{shell:?}");
     }
 }

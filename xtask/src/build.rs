@@ -22,5 +22,8 @@ pub fn run(options: &Options) -> anyhow::Result<PathBuf> {
     }
     tools::run_checked(&mut cmd, "cargo build")?;
     let profile = if options.release { "release" } else { "debug" };
-    Ok(tools::workspace_root().join("target").join(profile).join("memtrace"))
+    Ok(tools::workspace_root()
+        .join("target")
+        .join(profile)
+        .join("memtrace"))
 }

@@ -3,6 +3,7 @@
 //! rustup, cargo and root.
 mod bench;
 mod build;
+mod gpu_check;
 mod root;
 mod run;
 mod test;
@@ -13,7 +14,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Build, run, test and benchmark memtrace")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run, test and benchmark memtrace"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +34,9 @@ enum Command {
     /// Benchmarks, printed as tables against a baseline measured in the same invocation.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// On a GPU machine: build, then check with a CUDA allocation that `memtrace top` and
+    /// `status` show its GPU and pinned host memory (runs `scripts/gpu-check.sh`).
+    GpuCheck(gpu_check::Options),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run(options) => run::run(&options),
         Command::Test(options) => test::run(&options),
         Command::Bench(bench) => bench::run(bench),
+        Command::GpuCheck(options) => gpu_check::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,9 @@ use anyhow::{Context as _, bail};
 pub fn require(what: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} must run as root (it loads eBPF programs): try `sudo -E env PATH=$PATH cargo xtask ...`");
+        bail!(
+            "{what} must run as root (it loads eBPF programs): try `sudo -E env PATH=$PATH cargo xtask ...`"
+        );
     }
     Ok(())
 }
@@ -16,10 +18,10 @@ pub fn require(what: &str) -> anyhow::Result<()> {
 /// machines; bpftrace needs it).
 pub fn mount_tracefs() -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    if mounts
-        .lines()
-        .any(|line| line.split_ascii_whitespace().nth(1) == Some("/sys/kernel/tracing") && line.contains("tracefs"))
-    {
+    if mounts.lines().any(|line| {
+        line.split_ascii_whitespace().nth(1) == Some("/sys/kernel/tracing")
+            && line.contains("tracefs")
+    }) {
         return Ok(());
     }
     if !Path::new("/sys/kernel/tracing").is_dir() {

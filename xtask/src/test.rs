@@ -41,9 +41,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 fn lint() -> anyhow::Result<()> {
-    tools::run_checked(tools::cargo().args(["fmt", "--all", "--check"]), "cargo fmt --check")?;
     tools::run_checked(
-        tools::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        tools::cargo().args(["fmt", "--all", "--check"]),
+        "cargo fmt --check",
+    )?;
+    tools::run_checked(
+        tools::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
         "clippy (host)",
     )?;
     // The BPF pass: the eBPF crate for its real target, with nightly.
@@ -51,9 +61,18 @@ fn lint() -> anyhow::Result<()> {
         Command::new("cargo")
             .current_dir(tools::workspace_root().join("memtrace-ebpf"))
             .env("PATH", tools::path_with_tools())
-            .args(["+nightly", "clippy", "--release", "--target", "bpfel-unknown-none"])
+            .args([
+                "+nightly",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+            ])
             .args(["-Z", "build-std=core", "--", "-D", "warnings"])
-            .env("CARGO_TARGET_DIR", tools::workspace_root().join("target/bpf-clippy")),
+            .env(
+                "CARGO_TARGET_DIR",
+                tools::workspace_root().join("target/bpf-clippy"),
+            ),
         "clippy (BPF)",
     )
 }

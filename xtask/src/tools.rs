@@ -38,7 +38,8 @@ pub fn path_with_tools() -> OsString {
 /// A `cargo` command run from the workspace root with the tools on PATH.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace_root()).env("PATH", path_with_tools());
+    cmd.current_dir(workspace_root())
+        .env("PATH", path_with_tools());
     cmd
 }
 
@@ -69,12 +70,21 @@ pub fn ensure_ebpf_toolchain() -> anyhow::Result<()> {
 }
 
 fn ensure_nightly() -> anyhow::Result<()> {
-    let toolchains = output_of(Command::new("rustup").args(["toolchain", "list"]), "rustup toolchain list")
-        .context("rustup is required (the eBPF crate builds with nightly)")?;
+    let toolchains = output_of(
+        Command::new("rustup").args(["toolchain", "list"]),
+        "rustup toolchain list",
+    )
+    .context("rustup is required (the eBPF crate builds with nightly)")?;
     if !toolchains.lines().any(|line| line.starts_with("nightly")) {
         eprintln!("xtask: installing the nightly toolchain");
         run_checked(
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
             "rustup toolchain install nightly",
         )?;
     }
@@ -107,7 +117,10 @@ pub fn parse_llvm_major(version_verbose: &str) -> Option<u32> {
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {
-    let verbose = output_of(Command::new("rustc").args(["+nightly", "-vV"]), "rustc +nightly -vV")?;
+    let verbose = output_of(
+        Command::new("rustc").args(["+nightly", "-vV"]),
+        "rustc +nightly -vV",
+    )?;
     let major = parse_llvm_major(&verbose)
         .context("could not read the LLVM version from `rustc +nightly -vV`")?;
     let sysroot = nightly_sysroot()?;
@@ -120,15 +133,25 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
         })
-        .with_context(|| format!("nightly ships no libLLVM.so.*-rust-* in {}", sysroot.join("lib").display()))?;
+        .with_context(|| {
+            format!(
+                "nightly ships no libLLVM.so.*-rust-* in {}",
+                sysroot.join("lib").display()
+            )
+        })?;
     let tools = tools_dir();
     let stamp_path = tools.join("bpf-linker.stamp");
-    let stamp = format!("bpf-linker {BPF_LINKER_VERSION} llvm-{major} {}\n", libllvm.display());
+    let stamp = format!(
+        "bpf-linker {BPF_LINKER_VERSION} llvm-{major} {}\n",
+        libllvm.display()
+    );
     let binary = tools.join("bin/bpf-linker");
     if binary.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(());
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} (once)");
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} (once)"
+    );
     let prefix = tools.join("llvm");
     std::fs::create_dir_all(prefix.join("lib")).context("creating target/tools/llvm/lib")?;
     let link = prefix.join("lib/libLLVM.so");
@@ -137,8 +160,19 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
     run_checked(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
-            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
             .arg("--root")
             .arg(&tools)
             .env("LLVM_PREFIX", &prefix),
@@ -158,14 +192,19 @@ pub fn ensure_apt(packages: &[&str]) -> anyhow::Result<()> {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", pkg])
                 .output()
-                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+                })
         })
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    run_checked(Command::new("apt-get").args(["update", "-qq"]), "apt-get update")?;
+    run_checked(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
     run_checked(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])

@@ -188,7 +188,8 @@ fn before_after(before: u64, after: u64) -> String {
 }
 
 /// The drop-caches step: sync, write 1 to drop_caches, report the page cache and MemAvailable.
-fn drop_caches(proc_root: &Path, dry_run: bool) -> anyhow::Result<String> {
+/// Syncs, then drops the page cache; reports the change. `dry_run` only says what it would do.
+pub fn drop_caches(proc_root: &Path, dry_run: bool) -> anyhow::Result<String> {
     let before = procfs::read_meminfo(proc_root)?;
     if dry_run {
         return Ok(format!(

@@ -180,17 +180,7 @@ pub fn psi(roots: &SysRoots) -> Check {
 /// runaway job never takes the way in down with it. `--apply` sets it (until sshd restarts).
 pub fn sshd(roots: &SysRoots) -> Check {
     let name = "sshd oom_score_adj";
-    let comm_of = |pid: u32| -> Option<procfs::PidStat> {
-        procfs::parse_pid_stat(&procfs::read(&roots.proc.join(pid.to_string()).join("stat")).ok()?)
-    };
-    let mut listeners: Vec<_> = procfs::list_pids(&roots.proc)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(comm_of)
-        .filter(|s| s.comm == "sshd" && comm_of(s.ppid).is_none_or(|p| p.comm != "sshd"))
-        .map(|s| s.pid)
-        .collect();
-    listeners.sort_unstable();
+    let listeners = crate::guard::protect::sshd_listeners(&roots.proc);
     if listeners.is_empty() {
         return Check::new(name, Level::Info, "no sshd listener running".to_owned());
     }

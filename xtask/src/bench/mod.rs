@@ -1,16 +1,30 @@
 //! `cargo xtask bench …`: each benchmark measures memtrace against a baseline in the same
 //! invocation and prints a table with ratios.
+//!
+//! The workloads are run as child processes of a release build of xtask itself, through the
+//! hidden `bench workload` subcommand, so that what is timed is one process doing only the
+//! workload (see [`workload`]).
+mod bpf_stats;
+mod overhead;
+mod process;
+mod stats;
+mod workload;
 
 /// The benchmarks.
 #[derive(Debug, clap::Subcommand)]
 pub enum Bench {
-    /// Tracing overhead on a fault storm and a realistic pipeline: none vs memtrace vs bpftrace.
-    Overhead,
+    /// Tracing overhead on a fault storm and a realistic pipeline: none vs memtrace vs bpftrace,
+    /// plus the kernel programs' run time per event and `memtrace top`'s own CPU and memory.
+    Overhead(overhead::Options),
+    /// Runs one workload and prints its report line (used by `bench overhead`).
+    #[command(hide = true)]
+    Workload(workload::Args),
 }
 
 /// Runs one benchmark.
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
-        Bench::Overhead => anyhow::bail!("bench overhead: not built yet"),
+        Bench::Overhead(options) => overhead::run(&options),
+        Bench::Workload(args) => workload::run(&args),
     }
 }

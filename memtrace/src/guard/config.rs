@@ -1,0 +1,479 @@
+//! The guard's TOML configuration: an embedded, documented default (`--print-config`), user
+//! files layered over it key by key, and validation into [`GuardConfig`]. Unknown keys and bad
+//! values are one-line errors naming the key (and the line, for syntax errors).
+use std::{path::Path, time::Duration};
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::duration::parse_duration;
+
+/// The default configuration, printed by `memtrace guard --print-config`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("config {origin}:{line}: {message}")]
+    Parse {
+        /// File name (or "default").
+        origin: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong, one line.
+        message: String,
+    },
+    /// A value of the right type but out of range or inconsistent.
+    #[error("config key {key}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `thresholds.warn_used_percent`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    sampling: RawSampling,
+    #[serde(default)]
+    thresholds: RawThresholds,
+    #[serde(default)]
+    actions: RawActions,
+    #[serde(default)]
+    victims: RawVictims,
+    #[serde(default)]
+    protect: RawProtect,
+}
+
+/// Declares a raw config section whose every key is optional: a missing key keeps the default
+/// from `default.toml`.
+macro_rules! section {
+    ($name:ident { $($field:ident: $ty:ty),* $(,)? }) => {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $(#[serde(default)] $field: Option<$ty>,)*
+        }
+        impl $name {
+            /// Keys set in `over` replace ours.
+            fn layer(&mut self, over: Self) {
+                $(if over.$field.is_some() { self.$field = over.$field; })*
+            }
+        }
+    };
+}
+
+section!(RawSampling {
+    interval_idle: String,
+    interval_pressure: String,
+    psi_stall: String,
+    psi_window: String,
+    growth_window: String,
+});
+section!(RawThresholds {
+    warn_used_percent: f64,
+    reclaim_used_percent: f64,
+    suspend_used_percent: f64,
+    kill_used_percent: f64,
+    resume_used_percent: f64,
+    resume_after: String,
+    psi_some_warn: f64,
+    psi_full_suspend: f64,
+    exhaustion_suspend: String,
+    kill_after: String,
+});
+section!(RawActions {
+    drop_caches: bool,
+    cgroup_reclaim: bool,
+    temp_dirs: Vec<String>,
+    temp_older_than: String,
+    reclaim_every: String,
+    suspend: bool,
+    kill: bool,
+    kill_grace: String,
+});
+section!(RawVictims {
+    prefer: Vec<String>,
+    avoid: Vec<String>,
+    protected: Vec<String>,
+    min_growth_mib_per_s: f64,
+});
+section!(RawProtect {
+    sshd_oom_score_adj: i32,
+    sshd_stall_escalates: bool,
+});
+
+impl RawConfig {
+    fn layer(&mut self, over: Self) {
+        self.sampling.layer(over.sampling);
+        self.thresholds.layer(over.thresholds);
+        self.actions.layer(over.actions);
+        self.victims.layer(over.victims);
+        self.protect.layer(over.protect);
+    }
+}
+
+/// When to sample and how fast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// Interval well below warn.
+    pub interval_idle: Duration,
+    /// Interval at and above warn.
+    pub interval_pressure: Duration,
+    /// PSI trigger stall.
+    pub psi_stall: Duration,
+    /// PSI trigger window.
+    pub psi_window: Duration,
+    /// Window for rates and the forecast.
+    pub growth_window: Duration,
+}
+
+/// Where each level starts, and how it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// Warn at this used percent.
+    pub warn: f64,
+    /// Reclaim at this used percent.
+    pub reclaim: f64,
+    /// Suspend at this used percent.
+    pub suspend: f64,
+    /// Kill (if allowed) at this used percent.
+    pub kill: f64,
+    /// Resume below this used percent…
+    pub resume: f64,
+    /// …held this long.
+    pub resume_after: Duration,
+    /// PSI some avg10 that raises warn.
+    pub psi_some_warn: f64,
+    /// PSI full avg10 that raises suspend.
+    pub psi_full_suspend: f64,
+    /// Time-to-exhaustion below which (at or above warn) we suspend.
+    pub exhaustion_suspend: Duration,
+    /// Suspended and still at kill level this long → kill.
+    pub kill_after: Duration,
+}
+
+/// What the guard may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actions {
+    /// Drop the page cache on reclaim (machine scope).
+    pub drop_caches: bool,
+    /// Write memory.reclaim on reclaim (v2 cgroup scope).
+    pub cgroup_reclaim: bool,
+    /// Temp directories to clean on reclaim.
+    pub temp_dirs: Vec<std::path::PathBuf>,
+    /// Age of temp files that may be deleted.
+    pub temp_older_than: Duration,
+    /// Minimum time between reclaim passes.
+    pub reclaim_every: Duration,
+    /// Suspend the offender.
+    pub suspend: bool,
+    /// Kill the offender as a last resort.
+    pub kill: bool,
+    /// SIGTERM → SIGKILL grace.
+    pub kill_grace: Duration,
+}
+
+/// How victims are chosen.
+#[derive(Debug, Clone)]
+pub struct Victims {
+    /// Chosen first.
+    pub prefer: Vec<Regex>,
+    /// Chosen last.
+    pub avoid: Vec<Regex>,
+    /// Never touched (command names).
+    pub protected: Vec<Regex>,
+    /// Growth above which a tree counts as growing, bytes/s.
+    pub min_growth_bytes_per_s: f64,
+}
+
+/// Protection of the way into the box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protect {
+    /// oom_score_adj for the listening sshd (0: leave alone).
+    pub sshd_oom_score_adj: i32,
+    /// sshd/login-shell reclaim stalls escalate to suspend.
+    pub sshd_stall_escalates: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// Sampling.
+    pub sampling: Sampling,
+    /// Levels.
+    pub thresholds: Thresholds,
+    /// Allowed actions.
+    pub actions: Actions,
+    /// Victim choice.
+    pub victims: Victims,
+    /// sshd protection.
+    pub protect: Protect,
+}
+
+fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|err| {
+        let line = err
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
+        ConfigError::Parse {
+            origin: origin.to_owned(),
+            line,
+            message: err.message().replace('\n', " "),
+        }
+    })
+}
+
+impl GuardConfig {
+    /// The embedded default.
+    pub fn default_config() -> Result<Self, ConfigError> {
+        Self::from_layers(None)
+    }
+
+    /// Reads `path` and layers it over the default.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_layers(Some((&text, &path.display().to_string())))
+    }
+
+    /// Layers the user text (if any) over the default and validates.
+    pub fn from_layers(user: Option<(&str, &str)>) -> Result<Self, ConfigError> {
+        let mut raw = parse_raw(DEFAULT_TOML, "default")?;
+        if let Some((text, origin)) = user {
+            raw.layer(parse_raw(text, origin)?);
+        }
+        validate(raw)
+    }
+}
+
+/// Takes a key that the embedded default always sets.
+fn need<T>(value: Option<T>, key: &'static str) -> Result<T, ConfigError> {
+    value.ok_or(ConfigError::Invalid {
+        key,
+        message: "missing (the embedded default sets every key)".to_owned(),
+    })
+}
+
+fn duration(value: Option<String>, key: &'static str) -> Result<Duration, ConfigError> {
+    let text = need(value, key)?;
+    parse_duration(&text).map_err(|err| ConfigError::Invalid {
+        key,
+        message: err.to_string(),
+    })
+}
+
+fn percent(value: Option<f64>, key: &'static str) -> Result<f64, ConfigError> {
+    let value = need(value, key)?;
+    if !(0.0..=100.0).contains(&value) {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("must be between 0 and 100, got {value}"),
+        });
+    }
+    Ok(value)
+}
+
+fn regexes(value: Option<Vec<String>>, key: &'static str) -> Result<Vec<Regex>, ConfigError> {
+    need(value, key)?
+        .iter()
+        .map(|pattern| {
+            Regex::new(pattern).map_err(|err| ConfigError::Invalid {
+                key,
+                message: format!("bad regex {pattern:?}: {}", err.to_string().replace('\n', " ")),
+            })
+        })
+        .collect()
+}
+
+fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
+    let s = raw.sampling;
+    let sampling = Sampling {
+        interval_idle: duration(s.interval_idle, "sampling.interval_idle")?,
+        interval_pressure: duration(s.interval_pressure, "sampling.interval_pressure")?,
+        psi_stall: duration(s.psi_stall, "sampling.psi_stall")?,
+        psi_window: duration(s.psi_window, "sampling.psi_window")?,
+        growth_window: duration(s.growth_window, "sampling.growth_window")?,
+    };
+    if sampling.interval_pressure > sampling.interval_idle {
+        return Err(ConfigError::Invalid {
+            key: "sampling.interval_pressure",
+            message: "must not be longer than sampling.interval_idle".to_owned(),
+        });
+    }
+    if !(Duration::from_millis(500)..=Duration::from_secs(10)).contains(&sampling.psi_window) {
+        return Err(ConfigError::Invalid {
+            key: "sampling.psi_window",
+            message: "the kernel accepts PSI windows from 500ms to 10s".to_owned(),
+        });
+    }
+    if sampling.psi_stall >= sampling.psi_window {
+        return Err(ConfigError::Invalid {
+            key: "sampling.psi_stall",
+            message: "must be shorter than sampling.psi_window".to_owned(),
+        });
+    }
+    let t = raw.thresholds;
+    let thresholds = Thresholds {
+        warn: percent(t.warn_used_percent, "thresholds.warn_used_percent")?,
+        reclaim: percent(t.reclaim_used_percent, "thresholds.reclaim_used_percent")?,
+        suspend: percent(t.suspend_used_percent, "thresholds.suspend_used_percent")?,
+        kill: percent(t.kill_used_percent, "thresholds.kill_used_percent")?,
+        resume: percent(t.resume_used_percent, "thresholds.resume_used_percent")?,
+        resume_after: duration(t.resume_after, "thresholds.resume_after")?,
+        psi_some_warn: percent(t.psi_some_warn, "thresholds.psi_some_warn")?,
+        psi_full_suspend: percent(t.psi_full_suspend, "thresholds.psi_full_suspend")?,
+        exhaustion_suspend: duration(t.exhaustion_suspend, "thresholds.exhaustion_suspend")?,
+        kill_after: duration(t.kill_after, "thresholds.kill_after")?,
+    };
+    let ordered = [
+        ("thresholds.resume_used_percent", thresholds.resume),
+        ("thresholds.warn_used_percent", thresholds.warn),
+        ("thresholds.reclaim_used_percent", thresholds.reclaim),
+        ("thresholds.suspend_used_percent", thresholds.suspend),
+        ("thresholds.kill_used_percent", thresholds.kill),
+    ];
+    for pair in ordered.windows(2) {
+        if let [(low_key, low), (key, value)] = pair
+            && value < low
+        {
+            return Err(ConfigError::Invalid {
+                key,
+                message: format!("must not be below {low_key} ({value} < {low})"),
+            });
+        }
+    }
+    if thresholds.resume >= thresholds.suspend {
+        return Err(ConfigError::Invalid {
+            key: "thresholds.resume_used_percent",
+            message: "must be below thresholds.suspend_used_percent (hysteresis)".to_owned(),
+        });
+    }
+    let a = raw.actions;
+    let actions = Actions {
+        drop_caches: need(a.drop_caches, "actions.drop_caches")?,
+        cgroup_reclaim: need(a.cgroup_reclaim, "actions.cgroup_reclaim")?,
+        temp_dirs: need(a.temp_dirs, "actions.temp_dirs")?
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .collect(),
+        temp_older_than: duration(a.temp_older_than, "actions.temp_older_than")?,
+        reclaim_every: duration(a.reclaim_every, "actions.reclaim_every")?,
+        suspend: need(a.suspend, "actions.suspend")?,
+        kill: need(a.kill, "actions.kill")?,
+        kill_grace: duration(a.kill_grace, "actions.kill_grace")?,
+    };
+    if let Some(dir) = actions.temp_dirs.iter().find(|d| !d.is_absolute() || d.parent().is_none()) {
+        return Err(ConfigError::Invalid {
+            key: "actions.temp_dirs",
+            message: format!("{} must be an absolute path below /", dir.display()),
+        });
+    }
+    let v = raw.victims;
+    let min_growth = need(v.min_growth_mib_per_s, "victims.min_growth_mib_per_s")?;
+    if !(min_growth >= 0.0 && min_growth.is_finite()) {
+        return Err(ConfigError::Invalid {
+            key: "victims.min_growth_mib_per_s",
+            message: format!("must be a non-negative number, got {min_growth}"),
+        });
+    }
+    let victims = Victims {
+        prefer: regexes(v.prefer, "victims.prefer")?,
+        avoid: regexes(v.avoid, "victims.avoid")?,
+        protected: regexes(v.protected, "victims.protected")?,
+        min_growth_bytes_per_s: min_growth * 1024.0 * 1024.0,
+    };
+    let p = raw.protect;
+    let protect = Protect {
+        sshd_oom_score_adj: need(p.sshd_oom_score_adj, "protect.sshd_oom_score_adj")?,
+        sshd_stall_escalates: need(p.sshd_stall_escalates, "protect.sshd_stall_escalates")?,
+    };
+    if !(-1000..=1000).contains(&protect.sshd_oom_score_adj) {
+        return Err(ConfigError::Invalid {
+            key: "protect.sshd_oom_score_adj",
+            message: format!("must be between -1000 and 1000, got {}", protect.sshd_oom_score_adj),
+        });
+    }
+    Ok(GuardConfig {
+        sampling,
+        thresholds,
+        actions,
+        victims,
+        protect,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The embedded default, layering, and the one-line errors that name the key.
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_documented_values_hold() {
+        let config = GuardConfig::default_config().expect("default config");
+        assert_eq!(config.thresholds.warn, 80.0);
+        assert_eq!(config.thresholds.kill, 95.0);
+        assert!(!config.actions.kill, "kill is opt-in");
+        assert!(config.actions.suspend);
+        assert_eq!(config.sampling.interval_idle, Duration::from_secs(1));
+        assert_eq!(config.protect.sshd_oom_score_adj, -1000);
+        assert!(config.victims.protected.iter().any(|r| r.is_match("sshd")));
+        assert!(!config.victims.protected.iter().any(|r| r.is_match("python3")));
+    }
+
+    #[test]
+    fn user_keys_layer_over_the_default() {
+        let text = "[thresholds]\nresume_used_percent = 40\nwarn_used_percent = 50\nreclaim_used_percent = 55\nsuspend_used_percent = 60.5\n[actions]\nkill = true\n";
+        let config = GuardConfig::from_layers(Some((text, "user.toml"))).expect("valid");
+        assert_eq!(config.thresholds.warn, 50.0);
+        assert_eq!(config.thresholds.suspend, 60.5);
+        assert_eq!(config.thresholds.kill, 95.0, "untouched keys keep the default");
+        assert!(config.actions.kill);
+    }
+
+    fn error(text: &str) -> String {
+        let err = GuardConfig::from_layers(Some((text, "bad.toml"))).expect_err("refused");
+        let message = err.to_string();
+        assert!(!message.contains('\n'), "one line: {message:?}");
+        message
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let unknown = error("[thresholds]\nwarn_used_percnt = 50\n");
+        assert!(unknown.contains("bad.toml:2") && unknown.contains("warn_used_percnt"), "{unknown}");
+        let section = error("[threshold]\n");
+        assert!(section.contains("threshold"), "{section}");
+        let range = error("[thresholds]\nwarn_used_percent = 120\n");
+        assert!(range.contains("thresholds.warn_used_percent"), "{range}");
+        let order = error("[thresholds]\nkill_used_percent = 70\n");
+        assert!(order.contains("thresholds.kill_used_percent"), "{order}");
+        let hysteresis = error("[thresholds]\nresume_used_percent = 92\nwarn_used_percent = 92\nreclaim_used_percent = 92\nsuspend_used_percent = 92\n");
+        assert!(hysteresis.contains("resume_used_percent"), "{hysteresis}");
+        let dur = error("[sampling]\ninterval_idle = \"soon\"\n");
+        assert!(dur.contains("sampling.interval_idle"), "{dur}");
+        let regex = error("[victims]\nprefer = [\"(\"]\n");
+        assert!(regex.contains("victims.prefer"), "{regex}");
+        let kind = error("[actions]\nkill = \"yes\"\n");
+        assert!(kind.contains("bad.toml:2"), "{kind}");
+        let psi = error("[sampling]\npsi_window = \"20s\"\n");
+        assert!(psi.contains("sampling.psi_window"), "{psi}");
+        let temp = error("[actions]\ntemp_dirs = [\"/\"]\n");
+        assert!(temp.contains("actions.temp_dirs"), "{temp}");
+    }
+}

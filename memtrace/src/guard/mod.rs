@@ -1,0 +1,241 @@
+//! `memtrace guard`: acts on memory pressure before it reaches sshd — warn, reclaim, suspend
+//! (and later resume) the growing process tree, and kill it only as a last resort.
+//!
+//! The loop sleeps in poll() on a kernel PSI trigger and a signalfd, waking at an adaptive
+//! interval (faster as headroom shrinks); each round samples the scope's usage and the tracer's
+//! per-process maps and hands them to the [`engine::Engine`].
+pub mod config;
+pub mod engine;
+pub mod level;
+pub mod metrics;
+pub mod pidfd;
+pub mod protect;
+pub mod psi_trigger;
+pub mod reclaim;
+pub mod scope;
+pub mod suspend;
+pub mod victim;
+
+use std::{
+    net::SocketAddr,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    guard::{config::GuardConfig, engine::Engine, psi_trigger::PsiTrigger, scope::Scope},
+    privilege, procfs,
+    sampler::Sampler,
+    tracer::{Tracer, TracerOptions},
+};
+
+/// Raw arguments of `memtrace guard`.
+#[derive(Debug, clap::Args)]
+pub struct GuardArgs {
+    /// TOML configuration layered over the embedded default.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Guard one cgroup (its usage against its limit, its PSI) instead of the machine.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Log every decision, send nothing, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Serve OpenMetrics on this address (e.g. 127.0.0.1:9184). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Where suspended trees are recorded (a restarted guard resumes them).
+    #[arg(long, value_name = "FILE", default_value = suspend::STATE_FILE)]
+    pub state_file: PathBuf,
+    /// Run without a PSI trigger (polling only), for kernels without PSI.
+    #[arg(long)]
+    pub no_psi: bool,
+    /// Pressure file to arm instead of the scope's (tests).
+    #[arg(long, hide = true)]
+    pub psi_file: Option<PathBuf>,
+    /// Stop after this long (tests, benchmarks).
+    #[arg(long, hide = true)]
+    pub exit_after: Option<String>,
+}
+
+/// Runs `memtrace guard`.
+pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
+    if args.print_config {
+        print!("{}", config::DEFAULT_TOML);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = match &args.config {
+        Some(path) => GuardConfig::from_file(path)?,
+        None => GuardConfig::default_config()?,
+    };
+    privilege::require_root("memtrace guard")?;
+    let scope = match &args.cgroup {
+        Some(path) => Scope::cgroup(path)?,
+        None => Scope::Machine,
+    };
+    let exit_after = args
+        .exit_after
+        .as_deref()
+        .map(crate::duration::parse_duration)
+        .transpose()
+        .context("--exit-after")?;
+    let proc_root = Path::new("/proc");
+    // Arm PSI before anything else changes state, so a missing PSI fails cleanly.
+    let trigger = if args.no_psi {
+        None
+    } else {
+        let path = args.psi_file.clone().unwrap_or_else(|| scope.pressure_file(proc_root));
+        Some(PsiTrigger::arm(&path, config.sampling.psi_stall, config.sampling.psi_window)?)
+    };
+    let signals = SignalFd::block_termination().context("blocking SIGINT/SIGTERM")?;
+    for line in suspend::SuspendedSet::recover(&args.state_file, proc_root) {
+        log::warn!("recovered from an earlier guard: {line}");
+    }
+    let tracer = Tracer::start(TracerOptions::default())?;
+    let mut sampler = Sampler::new(tracer, proc_root, config.sampling.growth_window.as_secs_f64())
+        .context("seeding the tracer from /proc")?;
+    sampler.set_ident_max_age(Duration::from_secs(10));
+    for line in protect::protect_self(args.dry_run)
+        .into_iter()
+        .chain(protect::protect_sshd(proc_root, config.protect.sshd_oom_score_adj, args.dry_run))
+    {
+        log::info!("{line}");
+    }
+    let shared = Arc::new(Mutex::new(String::new()));
+    if let Some(addr) = args.metrics {
+        let bound = metrics::serve(addr, Arc::clone(&shared)).with_context(|| format!("--metrics {addr}"))?;
+        log::info!("metrics at http://{bound}/metrics");
+    }
+    log::info!(
+        "guarding {} ({}); thresholds warn {} %, reclaim {} %, suspend {} %, kill {} % ({}), resume below {} %",
+        scope.describe(),
+        if args.dry_run { "dry run: nothing will be sent" } else { "armed" },
+        config.thresholds.warn,
+        config.thresholds.reclaim,
+        config.thresholds.suspend,
+        config.thresholds.kill,
+        if config.actions.kill { "allowed" } else { "not allowed" },
+        config.thresholds.resume,
+    );
+    let mut engine = Engine::new(config, scope.clone(), proc_root, &args.state_file, args.dry_run);
+    let started = std::time::Instant::now();
+    loop {
+        let woke = wait(&signals, trigger.as_ref(), engine.next_interval())?;
+        if woke.terminate {
+            log::info!("terminating: resuming anything suspended");
+            break;
+        }
+        if exit_after.is_some_and(|limit| started.elapsed() >= limit) {
+            break;
+        }
+        let usage = scope.usage(proc_root)?;
+        let psi = procfs::read(&scope.pressure_file(proc_root))
+            .ok()
+            .and_then(|text| procfs::parse_psi(&text));
+        let snapshot = sampler.sample()?;
+        let scope_pids = scope.pids()?;
+        for decision in engine.tick(usage, psi.as_ref(), woke.psi, &snapshot, scope_pids.as_ref()) {
+            let line = format!(
+                "{} [{}] {}{}{}",
+                decision.action,
+                decision.level,
+                decision.reason,
+                if decision.pids.is_empty() { String::new() } else { format!(" | pids {:?}", decision.pids) },
+                if decision.detail.is_empty() { String::new() } else { format!(" | {}", decision.detail.join(" | ")) },
+            );
+            match decision.action {
+                "level" | "warn" => log::warn!("{line}"),
+                _ => log::error!("{line}"),
+            }
+        }
+        if args.metrics.is_some()
+            && let Ok(mut text) = shared.lock()
+        {
+            *text = metrics::render(&engine.state, &snapshot, 10);
+        }
+    }
+    for line in engine.suspended.resume_all() {
+        log::info!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why poll() returned.
+#[derive(Debug, Default)]
+struct Woke {
+    terminate: bool,
+    psi: bool,
+}
+
+fn wait(signals: &SignalFd, trigger: Option<&PsiTrigger>, timeout: Duration) -> anyhow::Result<Woke> {
+    let mut fds = [
+        libc::pollfd {
+            fd: signals.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: trigger.map_or(-1, PsiTrigger::fd),
+            events: libc::POLLPRI,
+            revents: 0,
+        },
+    ];
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: fds is a valid array of two pollfds for the duration of the call (a negative fd
+    // is ignored by poll).
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(Woke::default());
+        }
+        return Err(err).context("poll");
+    }
+    if fds[1].revents & libc::POLLERR != 0 {
+        anyhow::bail!("the PSI trigger failed (pressure file gone?)");
+    }
+    Ok(Woke {
+        terminate: fds[0].revents & libc::POLLIN != 0,
+        psi: fds[1].revents & libc::POLLPRI != 0,
+    })
+}
+
+/// SIGINT and SIGTERM, blocked and delivered through a file descriptor the loop polls.
+#[derive(Debug)]
+struct SignalFd {
+    fd: OwnedFd,
+}
+
+impl SignalFd {
+    fn block_termination() -> std::io::Result<Self> {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+        let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: mask is a valid sigset_t; the calls only write it.
+        unsafe {
+            libc::sigemptyset(&mut mask);
+            libc::sigaddset(&mut mask, libc::SIGINT);
+            libc::sigaddset(&mut mask, libc::SIGTERM);
+        }
+        // SAFETY: mask is initialised; the old mask is not needed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        // SAFETY: -1 asks for a new signalfd for the initialised mask.
+        let fd = unsafe { libc::signalfd(-1, &mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
+    }
+}

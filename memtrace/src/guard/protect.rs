@@ -1,0 +1,66 @@
+//! Protecting the way into the box and the guard itself: the listening sshd gets a low
+//! `oom_score_adj`; the guard locks its memory (mlockall) and makes itself unkillable by the
+//! kernel OOM killer, so it keeps working under the pressure it exists for.
+use std::{fs, path::Path};
+
+use crate::procfs;
+
+/// The listening sshd processes: command `sshd` with a parent that is not sshd.
+pub fn sshd_listeners(proc_root: &Path) -> Vec<u32> {
+    let stat_of = |pid: u32| -> Option<procfs::PidStat> {
+        procfs::parse_pid_stat(&procfs::read(&proc_root.join(pid.to_string()).join("stat")).ok()?)
+    };
+    let mut listeners: Vec<u32> = procfs::list_pids(proc_root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(stat_of)
+        .filter(|s| s.comm == "sshd" && stat_of(s.ppid).is_none_or(|p| p.comm != "sshd"))
+        .map(|s| s.pid)
+        .collect();
+    listeners.sort_unstable();
+    listeners
+}
+
+/// Sets `oom_score_adj` of every sshd listener; returns log lines (`old → new`).
+pub fn protect_sshd(proc_root: &Path, value: i32, dry_run: bool) -> Vec<String> {
+    if value == 0 {
+        return Vec::new();
+    }
+    let mut log = Vec::new();
+    for pid in sshd_listeners(proc_root) {
+        let path = proc_root.join(pid.to_string()).join("oom_score_adj");
+        let old = fs::read_to_string(&path).map(|s| s.trim().to_owned()).unwrap_or_default();
+        if old == value.to_string() {
+            continue;
+        }
+        if dry_run {
+            log.push(format!("dry run: would set sshd {pid} oom_score_adj {old} → {value}"));
+        } else {
+            match fs::write(&path, value.to_string()) {
+                Ok(()) => log.push(format!("sshd {pid} oom_score_adj {old} → {value}")),
+                Err(err) => log.push(format!("sshd {pid} oom_score_adj: {err}")),
+            }
+        }
+    }
+    log
+}
+
+/// Locks the guard's memory and exempts it from the OOM killer; returns log lines.
+pub fn protect_self(dry_run: bool) -> Vec<String> {
+    let mut log = Vec::new();
+    if dry_run {
+        return log;
+    }
+    match fs::write("/proc/self/oom_score_adj", "-1000") {
+        Ok(()) => log.push("guard oom_score_adj → -1000".to_owned()),
+        Err(err) => log.push(format!("guard oom_score_adj: {err}")),
+    }
+    // SAFETY: mlockall only changes this process's paging; failure is reported, not fatal.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc == 0 {
+        log.push("guard memory locked (mlockall)".to_owned());
+    } else {
+        log.push(format!("mlockall: {}", std::io::Error::last_os_error()));
+    }
+    log
+}

@@ -1,0 +1,214 @@
+//! What the guard watches: the whole machine (MemTotal − MemAvailable) or one cgroup (its
+//! usage minus inactive file cache, against its limit), v1 or v2, with the PSI file that goes
+//! with it and the set of pids inside.
+use std::{
+    collections::HashSet,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use crate::procfs;
+
+/// A scope that cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    /// Not a memory cgroup directory.
+    #[error("{0} is not a memory cgroup (no memory.current or memory.usage_in_bytes there)")]
+    NotCgroup(String),
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A file had unexpected content.
+    #[error("unexpected content in {0}")]
+    Format(String),
+}
+
+/// Which cgroup hierarchy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// Legacy memory controller.
+    V1,
+    /// Unified hierarchy.
+    V2,
+}
+
+/// The guard's scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole machine.
+    Machine,
+    /// One cgroup and its descendants.
+    Cgroup {
+        /// Its directory.
+        path: PathBuf,
+        /// Its hierarchy.
+        version: CgroupVersion,
+    },
+}
+
+/// Memory in use in a scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Bytes in use that cannot simply be dropped.
+    pub used_bytes: u64,
+    /// The scope's limit (MemTotal for the machine or an unlimited cgroup).
+    pub limit_bytes: u64,
+}
+
+impl Usage {
+    /// Used as a percentage of the limit.
+    pub fn percent(&self) -> f64 {
+        crate::system::percent(self.used_bytes, self.limit_bytes)
+    }
+}
+
+fn read(path: &Path) -> Result<String, ScopeError> {
+    fs::read_to_string(path).map_err(|source| ScopeError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn read_u64(path: &Path) -> Result<Option<u64>, ScopeError> {
+    let text = read(path)?;
+    let text = text.trim();
+    if text == "max" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| ScopeError::Format(path.display().to_string()))
+}
+
+/// A `key value` line of a memory.stat file.
+pub fn stat_value(stat: &str, key: &str) -> Option<u64> {
+    stat.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+impl Scope {
+    /// Parses `--cgroup PATH`.
+    pub fn cgroup(path: &Path) -> Result<Self, ScopeError> {
+        let version = if path.join("memory.current").exists() {
+            CgroupVersion::V2
+        } else if path.join("memory.usage_in_bytes").exists() {
+            CgroupVersion::V1
+        } else {
+            return Err(ScopeError::NotCgroup(path.display().to_string()));
+        };
+        Ok(Self::Cgroup {
+            path: path.to_owned(),
+            version,
+        })
+    }
+
+    /// Current usage.
+    pub fn usage(&self, proc_root: &Path) -> Result<Usage, ScopeError> {
+        let total = procfs::read_meminfo(proc_root)
+            .map_err(|_| ScopeError::Format(proc_root.join("meminfo").display().to_string()))?;
+        match self {
+            Self::Machine => Ok(Usage {
+                used_bytes: total.total.saturating_sub(total.available),
+                limit_bytes: total.total,
+            }),
+            Self::Cgroup { path, version } => {
+                let (usage_file, limit_file, inactive_key) = match version {
+                    CgroupVersion::V1 => (
+                        "memory.usage_in_bytes",
+                        "memory.limit_in_bytes",
+                        "total_inactive_file",
+                    ),
+                    CgroupVersion::V2 => ("memory.current", "memory.max", "inactive_file"),
+                };
+                let usage = read_u64(&path.join(usage_file))?.unwrap_or(0);
+                let inactive = stat_value(&read(&path.join("memory.stat"))?, inactive_key).unwrap_or(0);
+                // v1 reports "unlimited" as a huge page-aligned number.
+                let limit = read_u64(&path.join(limit_file))?
+                    .filter(|&l| l < total.total)
+                    .unwrap_or(total.total);
+                Ok(Usage {
+                    used_bytes: usage.saturating_sub(inactive),
+                    limit_bytes: limit,
+                })
+            }
+        }
+    }
+
+    /// The PSI file for this scope: the cgroup's own on v2, the system's otherwise.
+    pub fn pressure_file(&self, proc_root: &Path) -> PathBuf {
+        match self {
+            Self::Cgroup {
+                path,
+                version: CgroupVersion::V2,
+            } => path.join("memory.pressure"),
+            _ => proc_root.join("pressure/memory"),
+        }
+    }
+
+    /// Pids in the scope (`None` for the machine: everything).
+    pub fn pids(&self) -> Result<Option<HashSet<u32>>, ScopeError> {
+        let Self::Cgroup { path, .. } = self else {
+            return Ok(None);
+        };
+        let mut pids = HashSet::new();
+        let mut stack = vec![path.clone()];
+        while let Some(dir) = stack.pop() {
+            for line in read(&dir.join("cgroup.procs"))?.lines() {
+                if let Ok(pid) = line.trim().parse() {
+                    pids.insert(pid);
+                }
+            }
+            if let Ok(entries) = fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        Ok(Some(pids))
+    }
+
+    /// For logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Machine => "machine".to_owned(),
+            Self::Cgroup { path, version } => format!("cgroup {} ({version:?})", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! memory.stat parsing and the cgroup check.
+    use super::*;
+
+    #[test]
+    fn stat_lines() {
+        let stat = "cache 10\ninactive_file 4096\ntotal_inactive_file 8192\n";
+        assert_eq!(stat_value(stat, "inactive_file"), Some(4096));
+        assert_eq!(stat_value(stat, "total_inactive_file"), Some(8192));
+        assert_eq!(stat_value(stat, "missing"), None);
+    }
+
+    #[test]
+    fn non_cgroup_is_refused() {
+        let err = Scope::cgroup(Path::new("/proc")).expect_err("not a cgroup");
+        assert!(err.to_string().contains("is not a memory cgroup"));
+    }
+
+    #[test]
+    fn machine_usage_reads_meminfo() {
+        let usage = Scope::Machine.usage(Path::new("/proc")).expect("meminfo");
+        assert!(usage.limit_bytes > 0 && usage.used_bytes <= usage.limit_bytes);
+        assert!(usage.percent() > 0.0 && usage.percent() < 100.0);
+    }
+}

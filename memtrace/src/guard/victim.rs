@@ -1,0 +1,313 @@
+//! Victim choice: which process tree is the offender. Processes are grouped into trees (a
+//! growing process and everything its tree's root spawned), protected processes are never part
+//! of any tree, and trees are ranked: preferred first, avoided last, then growing before not,
+//! then by growth rate, then by footprint (anon + shmem + GPU). Pure: works on a snapshot.
+use std::collections::{HashMap, HashSet};
+
+use crate::{guard::config::Victims, guard::pidfd::Target, model::ProcSample};
+
+/// Facts about a process the snapshot does not carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Session id (`session == pid` for a session leader).
+    pub session: u32,
+}
+
+/// A ranked candidate tree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The tree's root.
+    pub root: Target,
+    /// Every member to signal, root first (protected processes excluded).
+    pub members: Vec<Target>,
+    /// Sum of the members' positive footprint (anon + shmem) growth, bytes/s.
+    pub growth_bytes_per_s: f64,
+    /// Sum of the members' resident sets.
+    pub rss_bytes: u64,
+    /// What the tree holds that the kernel cannot drop: anon + shmem (+ GPU memory).
+    pub footprint_bytes: u64,
+    /// A member matches `victims.prefer`.
+    pub preferred: bool,
+    /// A member matches `victims.avoid`.
+    pub avoided: bool,
+    /// Growth at or above `victims.min_growth_mib_per_s`.
+    pub growing: bool,
+}
+
+impl Candidate {
+    /// One-line description for decision logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({}) {} proc(s) growth {:+.1} MiB/s footprint {:.1} MiB{}{}",
+            self.root.pid,
+            self.root.comm,
+            self.members.len(),
+            self.growth_bytes_per_s / 1048576.0,
+            self.footprint_bytes as f64 / 1048576.0,
+            if self.preferred { " [prefer]" } else { "" },
+            if self.avoided { " [avoid]" } else { "" },
+        )
+    }
+}
+
+/// Who must never be touched.
+#[derive(Debug)]
+pub struct Protection<'a> {
+    /// The guard's own pid.
+    pub guard_pid: u32,
+    /// Configured victim rules.
+    pub victims: &'a Victims,
+}
+
+fn is_sshd(comm: &str) -> bool {
+    matches!(comm, "sshd" | "sshd-session")
+}
+
+impl Protection<'_> {
+    /// Why `p` is protected, or `None` if it may be acted on.
+    pub fn reason(
+        &self,
+        p: &ProcSample,
+        extra: &HashMap<u32, Extra>,
+        table: &HashMap<u32, &ProcSample>,
+    ) -> Option<&'static str> {
+        if p.pid <= 1 {
+            return Some("init");
+        }
+        if p.pid == 2 || p.ppid == 2 {
+            return Some("kernel thread");
+        }
+        if p.pid == self.guard_pid {
+            return Some("the guard itself");
+        }
+        if self.victims.protected.iter().any(|r| r.is_match(&p.comm)) {
+            return Some("protected name");
+        }
+        let leader = extra.get(&p.pid).is_some_and(|e| e.session == p.pid);
+        let parent_is_sshd = table.get(&p.ppid).is_some_and(|parent| is_sshd(&parent.comm));
+        if leader && parent_is_sshd {
+            return Some("ssh login shell");
+        }
+        None
+    }
+}
+
+fn matches(rules: &[regex::Regex], p: &ProcSample) -> bool {
+    rules.iter().any(|r| r.is_match(&p.comm) || r.is_match(&p.cmdline))
+}
+
+fn target(p: &ProcSample) -> Target {
+    Target {
+        pid: p.pid,
+        start_ticks: p.start_ticks,
+        comm: p.comm.clone(),
+    }
+}
+
+/// Ranks every tree of the live, in-scope processes of `procs`, best victim first.
+pub fn rank(
+    procs: &[ProcSample],
+    extra: &HashMap<u32, Extra>,
+    protection: &Protection<'_>,
+    in_scope: &dyn Fn(u32) -> bool,
+) -> Vec<Candidate> {
+    let live: Vec<&ProcSample> = procs.iter().filter(|p| !p.exited && in_scope(p.pid)).collect();
+    let table: HashMap<u32, &ProcSample> = live.iter().map(|p| (p.pid, *p)).collect();
+    let protected: HashSet<u32> = live
+        .iter()
+        .filter(|p| protection.reason(p, extra, &table).is_some())
+        .map(|p| p.pid)
+        .collect();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for p in &live {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    // The root of p's tree: walk up while the parent is an ordinary process of the scope
+    // (stop below protected processes, session leaders and init).
+    let root_of = |mut pid: u32| -> u32 {
+        for _ in 0..64 {
+            let Some(p) = table.get(&pid) else { break };
+            let is_leader = extra.get(&pid).is_some_and(|e| e.session == pid);
+            let Some(parent) = table.get(&p.ppid) else { break };
+            if is_leader || protected.contains(&parent.pid) || parent.pid <= 1 {
+                break;
+            }
+            pid = parent.pid;
+        }
+        pid
+    };
+    let mut roots: Vec<u32> = live
+        .iter()
+        .filter(|p| !protected.contains(&p.pid))
+        .map(|p| root_of(p.pid))
+        .collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let mut out: Vec<Candidate> = roots
+        .into_iter()
+        .filter_map(|root| {
+            let mut members = Vec::new();
+            let mut stack = vec![root];
+            let mut seen = HashSet::new();
+            while let Some(pid) = stack.pop() {
+                if !seen.insert(pid) || protected.contains(&pid) {
+                    continue;
+                }
+                let Some(p) = table.get(&pid) else { continue };
+                members.push(*p);
+                if let Some(kids) = children.get(&pid) {
+                    stack.extend(kids.iter().copied());
+                }
+            }
+            let root_sample = *table.get(&root)?;
+            let growth: f64 = members
+                .iter()
+                .map(|p| p.footprint_growth_bytes_per_s.max(0.0))
+                .sum();
+            Some(Candidate {
+                root: target(root_sample),
+                growth_bytes_per_s: growth,
+                rss_bytes: members.iter().map(|p| p.rss_bytes).sum(),
+                footprint_bytes: members
+                    .iter()
+                    .map(|p| p.anon_bytes + p.shmem_bytes + p.gpu_bytes.unwrap_or(0))
+                    .sum(),
+                preferred: members.iter().any(|p| matches(&protection.victims.prefer, p)),
+                avoided: members.iter().any(|p| matches(&protection.victims.avoid, p)),
+                growing: growth >= protection.victims.min_growth_bytes_per_s.max(1.0),
+                members: members.iter().map(|p| target(p)).collect(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.preferred
+            .cmp(&a.preferred)
+            .then(a.avoided.cmp(&b.avoided))
+            .then(b.growing.cmp(&a.growing))
+            .then(b.growth_bytes_per_s.total_cmp(&a.growth_bytes_per_s))
+            .then(b.footprint_bytes.cmp(&a.footprint_bytes))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Trees, protection and ranking on hand-made snapshots.
+    use super::*;
+    use crate::guard::config::GuardConfig;
+
+    const MIB: f64 = 1048576.0;
+
+    fn proc(pid: u32, ppid: u32, comm: &str, rss_mib: u64, growth_mib: f64) -> ProcSample {
+        ProcSample {
+            pid,
+            ppid,
+            comm: comm.to_owned(),
+            cmdline: comm.to_owned(),
+            start_ticks: u64::from(pid) * 10,
+            rss_bytes: rss_mib << 20,
+            anon_bytes: rss_mib << 20,
+            growth_bytes_per_s: growth_mib * MIB,
+            footprint_growth_bytes_per_s: growth_mib * MIB,
+            ..ProcSample::default()
+        }
+    }
+
+    /// init → sshd → sshd-session → bash (login shell) → python pipeline → python worker (growing),
+    /// plus chill (big, stable) and a protected stand-in called sshd.
+    fn snapshot() -> (Vec<ProcSample>, HashMap<u32, Extra>) {
+        let procs = vec![
+            proc(1, 0, "systemd", 10, 0.0),
+            proc(100, 1, "sshd", 8, 0.0),
+            proc(200, 100, "sshd-session", 8, 0.0),
+            proc(300, 200, "bash", 4, 0.0),
+            proc(400, 300, "python3", 50, 0.5),
+            proc(401, 400, "python3", 300, 120.0),
+            proc(500, 300, "chill", 900, 0.0),
+            proc(600, 1, "sshd", 20, 5.0),
+            proc(700, 1, "memtrace", 10, 2.0),
+        ];
+        let extra = [(300, 300), (400, 300), (401, 300), (500, 300), (100, 100), (600, 600)]
+            .into_iter()
+            .map(|(pid, session)| (pid, Extra { session }))
+            .collect();
+        (procs, extra)
+    }
+
+    #[test]
+    fn growing_pipeline_tree_ranks_first_and_protected_are_never_members() {
+        let config = GuardConfig::default_config().expect("default");
+        let protection = Protection {
+            guard_pid: 700,
+            victims: &config.victims,
+        };
+        let (procs, extra) = snapshot();
+        let ranked = rank(&procs, &extra, &protection, &|_| true);
+        let first = &ranked[0];
+        assert_eq!(first.root.pid, 400, "the pipeline's parent is the root");
+        let pids: Vec<u32> = first.members.iter().map(|t| t.pid).collect();
+        assert_eq!(pids, vec![400, 401]);
+        assert!(first.growing);
+        for candidate in &ranked {
+            for member in &candidate.members {
+                assert!(
+                    ![1, 100, 200, 300, 600, 700].contains(&member.pid),
+                    "{} must never be a member",
+                    member.pid
+                );
+            }
+        }
+        let chill = ranked.iter().find(|c| c.root.pid == 500).expect("chill is its own tree");
+        assert!(!chill.growing);
+    }
+
+    #[test]
+    fn avoid_and_prefer_reorder() {
+        let text = "[victims]\navoid = [\"^python3$\"]\n";
+        let config = GuardConfig::from_layers(Some((text, "t"))).expect("valid");
+        let protection = Protection {
+            guard_pid: 700,
+            victims: &config.victims,
+        };
+        let (procs, extra) = snapshot();
+        let ranked = rank(&procs, &extra, &protection, &|_| true);
+        assert_eq!(ranked[0].root.pid, 500, "avoided trees go last");
+        assert_eq!(ranked.last().map(|c| c.root.pid), Some(400));
+
+        let text = "[victims]\nprefer = [\"chill\"]\n";
+        let config = GuardConfig::from_layers(Some((text, "t"))).expect("valid");
+        let protection = Protection {
+            guard_pid: 700,
+            victims: &config.victims,
+        };
+        assert_eq!(rank(&procs, &extra, &protection, &|_| true)[0].root.pid, 500);
+    }
+
+    #[test]
+    fn scope_limits_trees() {
+        let config = GuardConfig::default_config().expect("default");
+        let protection = Protection {
+            guard_pid: 700,
+            victims: &config.victims,
+        };
+        let (procs, extra) = snapshot();
+        let ranked = rank(&procs, &extra, &protection, &|pid| pid == 401 || pid == 500);
+        assert_eq!(ranked[0].root.pid, 401, "the parent is outside the scope");
+        assert_eq!(ranked[0].members.len(), 1);
+    }
+
+    #[test]
+    fn host_leaker_beats_big_stable_gpu_holder() {
+        let config = GuardConfig::default_config().expect("default");
+        let protection = Protection {
+            guard_pid: 1,
+            victims: &config.victims,
+        };
+        let mut gpu_holder = proc(10, 1, "trainer", 2000, 0.0);
+        gpu_holder.gpu_bytes = Some(70 << 30);
+        let leaker = proc(20, 1, "leaker", 500, 40.0);
+        let ranked = rank(&[gpu_holder, leaker], &HashMap::new(), &protection, &|_| true);
+        assert_eq!(ranked[0].root.pid, 20);
+        assert_eq!(ranked[1].footprint_bytes, (2000u64 << 20) + (70u64 << 30));
+    }
+}

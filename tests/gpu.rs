@@ -1,0 +1,182 @@
+//! The GPU path through the built binary on machines without a GPU (or without NVML): `top` and
+//! `status` exit 0, say "no NVML" in exactly one info line, show no GPU lines or columns and carry
+//! no GPU keys in their JSON, also after many intervals (no retry storm) and for non-root
+//! `status`. On a machine where NVML loads, each test checks the "GPU: NVML sees" line instead;
+//! the allocation check on a real GPU is `scripts/gpu-check.sh` (`cargo xtask gpu-check`).
+mod support;
+
+use std::{
+    io::Read as _,
+    os::unix::process::CommandExt as _,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{MEMTRACE, require_root};
+
+const NOBODY: u32 = 65534;
+
+/// Whether NVML can work here at all; when it cannot, the "no NVML" path must be taken.
+fn nvml_present() -> bool {
+    memtrace::basics::doctor_tracing::nvml_loadable()
+}
+
+/// `memtrace ARGS` with the default log level (info), to completion.
+fn memtrace(args: &[&str], uid: Option<u32>) -> Output {
+    let mut cmd = Command::new(MEMTRACE);
+    cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    cmd.output()
+        .unwrap_or_else(|err| panic!("running memtrace {args:?}: {err}"))
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Checks the one GPU info line on stderr: "no NVML: …, GPU columns hidden" without NVML.
+/// Returns whether GPUs are in use.
+fn check_gpu_line(stderr: &str) -> bool {
+    let no_nvml: Vec<&str> = stderr.lines().filter(|l| l.contains("no NVML")).collect();
+    let sees: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("GPU: NVML sees"))
+        .collect();
+    if nvml_present() && sees.len() == 1 {
+        eprintln!("NVML works here: {}", sees[0]);
+        return true;
+    }
+    assert_eq!(no_nvml.len(), 1, "exactly one no-NVML line: {stderr:?}");
+    assert!(no_nvml[0].contains(" INFO "), "an info line: {stderr:?}");
+    assert!(
+        no_nvml[0].ends_with(", GPU columns hidden"),
+        "says what it means: {stderr:?}"
+    );
+    if !nvml_present() {
+        assert!(
+            no_nvml[0].contains("libnvidia-ml.so.1 not found"),
+            "names the missing library: {stderr:?}"
+        );
+    }
+    assert!(!stderr.contains("error"), "no error: {stderr:?}");
+    false
+}
+
+fn assert_no_gpu_keys(procs: &[Value]) {
+    for p in procs {
+        assert!(p.get("gpu_bytes").is_none(), "gpu_bytes without a GPU: {p}");
+    }
+}
+
+#[test]
+fn top_once_json_without_gpu_exits_0_with_one_info_line() {
+    require_root();
+    let out = memtrace(&["top", "--once", "--json", "--interval", "0.5"], None);
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    let procs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    assert!(!procs.is_empty());
+    if !check_gpu_line(&stderr) {
+        assert_no_gpu_keys(&procs);
+    }
+}
+
+#[test]
+fn top_table_without_gpu_has_no_gpu_lines_or_column() {
+    require_root();
+    let out = memtrace(&["top", "--once", "--interval", "0.5"], None);
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PEAK MiB"), "{text}");
+    if !check_gpu_line(&stderr) {
+        assert!(!text.contains("GPU"), "no GPU line or column: {text}");
+    } else {
+        assert!(
+            text.contains("GPU MiB") && text.contains("GPU0: "),
+            "{text}"
+        );
+    }
+}
+
+/// Many intervals later there is still one line: NVML is tried once, not every interval.
+#[test]
+fn top_without_gpu_does_not_retry() {
+    require_root();
+    let mut child = Command::new(MEMTRACE)
+        .args(["top", "--json", "--interval", "0.1"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting memtrace top");
+    let pid = child.id();
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    // Tracer start, then ≥ 10 intervals.
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    // SAFETY: kill has no memory-safety preconditions; pid is our own, not yet reaped, child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().expect("waiting for memtrace top");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let stdout = reader.join().expect("reader thread");
+    assert!(status.success(), "exits 0 on SIGTERM: {status:?} {stderr}");
+    let snapshots: Vec<Vec<Value>> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    assert!(
+        snapshots.len() >= 5,
+        "{} snapshots in {:?}",
+        snapshots.len(),
+        started.elapsed()
+    );
+    if !check_gpu_line(&stderr) {
+        snapshots.iter().for_each(|s| assert_no_gpu_keys(s));
+    }
+}
+
+#[test]
+fn status_json_without_gpu_has_no_gpu_keys_as_root_and_nobody() {
+    require_root();
+    for uid in [None, Some(NOBODY)] {
+        let out = memtrace(&["status", "--json"], uid);
+        let stderr = stderr_of(&out);
+        assert!(out.status.success(), "uid {uid:?}: {stderr}");
+        let report: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        assert!(report["system"]["mem_total_bytes"].as_u64().unwrap_or(0) > 0);
+        let top = report["top"].as_array().expect("top array");
+        assert!(!top.is_empty());
+        if check_gpu_line(&stderr) {
+            assert!(report["gpus"].as_array().is_some_and(|g| !g.is_empty()));
+        } else {
+            assert!(report.get("gpus").is_none(), "{report}");
+            assert!(report.get("gpu_processes").is_none(), "{report}");
+            assert_no_gpu_keys(top);
+        }
+    }
+}
+
+#[test]
+fn status_text_without_gpu_has_no_gpu_lines() {
+    require_root();
+    let out = memtrace(&["status"], Some(NOBODY));
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("RAM:"), "{text}");
+    if !check_gpu_line(&stderr) {
+        assert!(!text.contains("GPU"), "{text}");
+    }
+}
