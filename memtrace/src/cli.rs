@@ -16,6 +16,11 @@ pub struct Cli {
 pub enum Command {
     /// Live per-process memory table sorted by growth (needs root: loads eBPF).
     Top(crate::top::TopArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Act on memory pressure: warn, reclaim, suspend/resume, kill the growing tree (root).
     Guard(crate::guard::GuardArgs),
     /// Memory status: RAM, swap, PSI and the top processes by RSS (no root needed).

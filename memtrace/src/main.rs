@@ -12,6 +12,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Top(args) => memtrace::top::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "memtrace", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Guard(args) => memtrace::guard::run(args),
         Command::Status(args) => memtrace::status::run(args),
         Command::Swap(args) => memtrace::basics::swap::run(args),

@@ -1,4 +1,6 @@
-//! `cargo xtask run [-- ARGS]`: builds, then runs `memtrace ARGS` as root (default `top`).
+//! `cargo xtask run [-- ARGS]`: builds, then runs `memtrace ARGS` as root. The default is the
+//! main job, `memtrace guard`, in dry-run mode: it shows what it would do without signalling
+//! anything (`cargo xtask run -- guard` arms it).
 use std::os::unix::process::CommandExt as _;
 
 use anyhow::Context as _;
@@ -11,7 +13,7 @@ pub struct Options {
     /// Build and run optimised binaries.
     #[arg(long)]
     pub release: bool,
-    /// Arguments for memtrace (default: `top`).
+    /// Arguments for memtrace (default: `guard --dry-run`).
     #[arg(last = true)]
     pub args: Vec<String>,
 }
@@ -24,7 +26,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     })?;
     root::mount_tracefs()?;
     let args: Vec<String> = if options.args.is_empty() {
-        vec!["top".to_owned()]
+        eprintln!("xtask: running `memtrace guard --dry-run` (nothing is signalled); `cargo xtask run -- guard` arms it");
+        vec!["guard".to_owned(), "--dry-run".to_owned()]
     } else {
         options.args.clone()
     };

@@ -78,6 +78,7 @@ macro_rules! section {
 section!(RawSampling {
     interval_idle: String,
     interval_pressure: String,
+    processes_idle: String,
     psi_stall: String,
     psi_window: String,
     growth_window: String,
@@ -91,6 +92,7 @@ section!(RawThresholds {
     resume_after: String,
     psi_some_warn: f64,
     psi_full_suspend: f64,
+    gpu_warn_percent: f64,
     exhaustion_suspend: String,
     kill_after: String,
 });
@@ -132,6 +134,8 @@ pub struct Sampling {
     pub interval_idle: Duration,
     /// Interval at and above warn.
     pub interval_pressure: Duration,
+    /// Per-process sampling interval while well below warn.
+    pub processes_idle: Duration,
     /// PSI trigger stall.
     pub psi_stall: Duration,
     /// PSI trigger window.
@@ -159,6 +163,8 @@ pub struct Thresholds {
     pub psi_some_warn: f64,
     /// PSI full avg10 that raises suspend.
     pub psi_full_suspend: f64,
+    /// GPU memory percent (any device) that raises warn.
+    pub gpu_warn_percent: f64,
     /// Time-to-exhaustion below which (at or above warn) we suspend.
     pub exhaustion_suspend: Duration,
     /// Suspended and still at kill level this long → kill.
@@ -306,6 +312,7 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
     let sampling = Sampling {
         interval_idle: duration(s.interval_idle, "sampling.interval_idle")?,
         interval_pressure: duration(s.interval_pressure, "sampling.interval_pressure")?,
+        processes_idle: duration(s.processes_idle, "sampling.processes_idle")?,
         psi_stall: duration(s.psi_stall, "sampling.psi_stall")?,
         psi_window: duration(s.psi_window, "sampling.psi_window")?,
         growth_window: duration(s.growth_window, "sampling.growth_window")?,
@@ -338,6 +345,7 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
         resume_after: duration(t.resume_after, "thresholds.resume_after")?,
         psi_some_warn: percent(t.psi_some_warn, "thresholds.psi_some_warn")?,
         psi_full_suspend: percent(t.psi_full_suspend, "thresholds.psi_full_suspend")?,
+        gpu_warn_percent: percent(t.gpu_warn_percent, "thresholds.gpu_warn_percent")?,
         exhaustion_suspend: duration(t.exhaustion_suspend, "thresholds.exhaustion_suspend")?,
         kill_after: duration(t.kill_after, "thresholds.kill_after")?,
     };
@@ -430,7 +438,7 @@ mod tests {
         assert_eq!(config.thresholds.kill, 95.0);
         assert!(!config.actions.kill, "kill is opt-in");
         assert!(config.actions.suspend);
-        assert_eq!(config.sampling.interval_idle, Duration::from_secs(1));
+        assert_eq!(config.sampling.interval_idle, Duration::from_millis(100));
         assert_eq!(config.protect.sshd_oom_score_adj, -1000);
         assert!(config.victims.protected.iter().any(|r| r.is_match("sshd")));
         assert!(!config.victims.protected.iter().any(|r| r.is_match("python3")));

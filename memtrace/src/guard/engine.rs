@@ -11,6 +11,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    gpu::{GpuSample, over_threshold},
     guard::{
         config::GuardConfig,
         level::{Assessment, Level, Signals, assess, time_to_exhaustion},
@@ -135,6 +136,15 @@ impl Engine {
         s.interval_pressure + (s.interval_idle - s.interval_pressure).mul_f64(fraction)
     }
 
+    /// Whether the next round needs fresh per-process data: near or above warn, under PSI
+    /// stall, or while holding a tree. Otherwise a round reads only the scope's usage.
+    pub fn wants_processes(&self, used_percent: f64, psi_triggered: bool) -> bool {
+        used_percent >= self.config.thresholds.warn - 10.0
+            || psi_triggered
+            || self.state.level >= Level::Warn
+            || self.held() > 0
+    }
+
     fn held(&self) -> usize {
         self.suspended.trees.len() + self.dry_held.len()
     }
@@ -213,10 +223,18 @@ impl Engine {
         psi_triggered: bool,
         snapshot: &Snapshot,
         scope_pids: Option<&HashSet<u32>>,
+        gpu: Option<&GpuSample>,
     ) -> Vec<Decision> {
         let now = Instant::now();
-        let in_scope = |pid: u32| scope_pids.is_none_or(|set| set.contains(&pid));
-        let procs: Vec<ProcSample> = snapshot.procs.iter().filter(|p| in_scope(p.pid)).cloned().collect();
+        // Built only when a decision needs it: idle rounds allocate nothing per process.
+        let in_scope_procs = || -> Vec<ProcSample> {
+            snapshot
+                .procs
+                .iter()
+                .filter(|p| scope_pids.is_none_or(|set| set.contains(&p.pid)))
+                .cloned()
+                .collect()
+        };
         let growth = self.scope_growth(now, usage.used_bytes);
         let exhaustion_s = time_to_exhaustion(usage.used_bytes, usage.limit_bytes, growth);
         let signals = Signals {
@@ -226,6 +244,9 @@ impl Engine {
             psi_triggered,
             exhaustion_s,
             sshd_stalled: self.sshd_stalled(&snapshot.procs),
+            gpu_over: gpu
+                .map(|sample| gpu_reasons(sample, snapshot, self.config.thresholds.gpu_warn_percent))
+                .unwrap_or_default(),
         };
         let assessment = assess(&signals, &self.config.thresholds, &self.config.protect);
         log::debug!(
@@ -243,6 +264,7 @@ impl Engine {
         if assessment.level != previous {
             out.push(self.decision(&assessment, "level", format!("{previous} → {}", assessment.level), Vec::new(), Vec::new()));
             if assessment.level >= Level::Warn && previous < Level::Warn {
+                let procs = in_scope_procs();
                 let mut growers: Vec<&ProcSample> = procs.iter().filter(|p| !p.exited).collect();
                 growers.sort_by(|a, b| b.growth_bytes_per_s.total_cmp(&a.growth_bytes_per_s));
                 let detail = growers
@@ -266,7 +288,7 @@ impl Engine {
         self.maybe_reclaim(now, &assessment, &usage, &mut out);
         self.maybe_resume(now, &assessment, &mut out);
         if assessment.level >= Level::Suspend {
-            let (fresh, extra) = self.refreshed(&procs);
+            let (fresh, extra) = self.refreshed(&in_scope_procs());
             let protection = Protection {
                 guard_pid: self.guard_pid,
                 victims: &self.config.victims,
@@ -440,6 +462,28 @@ impl Engine {
     }
 }
 
+/// One reason per GPU at or above `percent`, naming its three largest holders.
+fn gpu_reasons(sample: &GpuSample, snapshot: &Snapshot, percent: f64) -> Vec<String> {
+    over_threshold(sample, percent)
+        .into_iter()
+        .map(|(index, used, holders)| {
+            let names: Vec<String> = holders
+                .iter()
+                .take(3)
+                .map(|(pid, bytes)| {
+                    let comm = snapshot
+                        .procs
+                        .iter()
+                        .find(|p| p.pid == *pid)
+                        .map_or("?", |p| p.comm.as_str());
+                    format!("{pid} ({comm}) {:.1} GiB", *bytes as f64 / (1u64 << 30) as f64)
+                })
+                .collect();
+            format!("GPU {index} memory {used:.1} % >= {percent} %; top holders: {}", names.join(", "))
+        })
+        .collect()
+}
+
 /// The victim's own v2 cgroup, if it has one holding nothing but the tree (then it can be
 /// frozen instead of signalled).
 fn own_cgroup(proc_root: &Path, victim: &Candidate) -> Option<PathBuf> {
@@ -464,4 +508,95 @@ fn own_cgroup(proc_root: &Path, victim: &Candidate) -> Option<PathBuf> {
     let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
     let pids: Vec<u32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
     (!pids.is_empty() && pids.iter().all(|pid| members.contains(pid))).then_some(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ladder in a dry run: suspend at pressure, resume after calm, GPU warn names holders.
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{gpu::GpuProcess, model::GpuDevice};
+
+    fn engine() -> Engine {
+        let text = "[thresholds]\nresume_after = \"1ms\"\n";
+        let config = GuardConfig::from_layers(Some((text, "test"))).expect("config");
+        let state = std::env::temp_dir().join(format!("memtrace-engine-test-{}.json", std::process::id()));
+        Engine::new(config, Scope::Machine, Path::new("/nonexistent-proc"), &state, true)
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            procs: vec![ProcSample {
+                pid: 4242,
+                ppid: 1,
+                comm: "leaker".to_owned(),
+                start_ticks: 1,
+                anon_bytes: 900 << 20,
+                rss_bytes: 900 << 20,
+                growth_bytes_per_s: 50.0 * 1048576.0,
+                footprint_growth_bytes_per_s: 50.0 * 1048576.0,
+                ..ProcSample::default()
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    fn usage(percent: u64) -> Usage {
+        Usage {
+            used_bytes: percent << 20,
+            limit_bytes: 100 << 20,
+        }
+    }
+
+    #[test]
+    fn dry_run_suspends_then_resumes_without_sending() {
+        let mut engine = engine();
+        // The victim must exist in /proc (identities are re-read before choosing): use this
+        // test process, and let the engine believe the guard is someone else.
+        engine.proc_root = std::path::PathBuf::from("/proc");
+        engine.guard_pid = 1;
+        let me = procfs::parse_pid_stat(&procfs::read(Path::new("/proc/self/stat")).expect("stat"))
+            .expect("parse");
+        let mut snap = snapshot();
+        snap.procs[0].pid = me.pid;
+        snap.procs[0].start_ticks = me.start_ticks;
+        let decisions = engine.tick(usage(92), None, false, &snap, None, None);
+        let suspend = decisions.iter().find(|d| d.action == "suspend").expect("a suspend decision");
+        assert!(suspend.reason.starts_with("dry run, nothing sent"), "{}", suspend.reason);
+        assert_eq!(suspend.pids, vec![me.pid]);
+        assert_eq!(engine.state.suspended, 1);
+        assert!(engine.suspended.trees.is_empty(), "nothing really suspended");
+        let calm = engine.tick(usage(40), None, false, &snap, None, None);
+        assert!(calm.iter().all(|d| d.action != "resume"), "resume waits for resume_after");
+        std::thread::sleep(Duration::from_millis(5));
+        let calm = engine.tick(usage(40), None, false, &snap, None, None);
+        assert!(calm.iter().any(|d| d.action == "resume"), "{calm:?}");
+        assert_eq!(engine.state.suspended, 0);
+    }
+
+    #[test]
+    fn gpu_over_threshold_warns_with_holders() {
+        let mut engine = engine();
+        let snap = snapshot();
+        let gpu = GpuSample {
+            devices: vec![GpuDevice {
+                index: 0,
+                name: "Test GPU".to_owned(),
+                used_bytes: 97 << 30,
+                total_bytes: 100 << 30,
+                utilization_percent: None,
+            }],
+            processes: vec![GpuProcess {
+                pid: 4242,
+                gpu_index: 0,
+                used_bytes: 90 << 30,
+            }],
+        };
+        let decisions = engine.tick(usage(10), None, false, &snap, None, Some(&gpu));
+        let warn = decisions.iter().find(|d| d.action == "warn").expect("a warn decision");
+        assert!(warn.reason.contains("GPU 0 memory 97.0 %"), "{}", warn.reason);
+        assert!(warn.reason.contains("4242 (leaker) 90.0 GiB"), "{}", warn.reason);
+        assert_eq!(engine.state.level, Level::Warn);
+    }
 }

@@ -57,6 +57,8 @@ pub struct Signals {
     pub exhaustion_s: Option<f64>,
     /// sshd or an ssh login shell stalled in direct reclaim since the last round.
     pub sshd_stalled: bool,
+    /// GPUs at or above the GPU warn threshold, described with their top holders.
+    pub gpu_over: Vec<String>,
 }
 
 /// The level and why.
@@ -111,6 +113,9 @@ pub fn assess(signals: &Signals, t: &Thresholds, protect: &Protect) -> Assessmen
             Level::Suspend,
             format!("memory full in {seconds:.1} s < {limit} s at this growth"),
         );
+    }
+    for gpu in &signals.gpu_over {
+        out.raise(Level::Warn, gpu.clone());
     }
     if signals.sshd_stalled && protect.sshd_stall_escalates {
         out.raise(Level::Suspend, "sshd or an ssh login shell stalled in reclaim".to_owned());
@@ -182,6 +187,12 @@ mod tests {
             ..Signals::default()
         });
         assert_eq!(trigger.level, Level::Warn);
+        let gpu = assess_with(Signals {
+            gpu_over: vec!["GPU 0 at 97.0 %".to_owned()],
+            ..Signals::default()
+        });
+        assert_eq!(gpu.level, Level::Warn);
+        assert_eq!(gpu.reasons, vec!["GPU 0 at 97.0 %".to_owned()]);
     }
 
     #[test]

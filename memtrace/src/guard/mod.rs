@@ -125,8 +125,16 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         if config.actions.kill { "allowed" } else { "not allowed" },
         config.thresholds.resume,
     );
+    let mut gpu = crate::gpu::Paced::new(crate::gpu::open_default());
+    let pressure_file = scope.pressure_file(proc_root);
     let mut engine = Engine::new(config, scope.clone(), proc_root, &args.state_file, args.dry_run);
     let started = std::time::Instant::now();
+    // Idle rounds read only the scope's usage; per-process data is refreshed when needed.
+    let mut snapshot = sampler.sample()?;
+    let mut last_processes = std::time::Instant::now();
+    let mut gpu_sample = gpu.sample().clone();
+    crate::gpu::join(&mut snapshot, &gpu_sample);
+    let mut scope_pids = scope.pids()?;
     loop {
         let woke = wait(&signals, trigger.as_ref(), engine.next_interval())?;
         if woke.terminate {
@@ -137,12 +145,23 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         let usage = scope.usage(proc_root)?;
-        let psi = procfs::read(&scope.pressure_file(proc_root))
-            .ok()
-            .and_then(|text| procfs::parse_psi(&text));
-        let snapshot = sampler.sample()?;
-        let scope_pids = scope.pids()?;
-        for decision in engine.tick(usage, psi.as_ref(), woke.psi, &snapshot, scope_pids.as_ref()) {
+        let psi = procfs::read(&pressure_file).ok().and_then(|text| procfs::parse_psi(&text));
+        let fresh = engine.wants_processes(usage.percent(), woke.psi)
+            || last_processes.elapsed() >= engine.config().sampling.processes_idle;
+        if fresh {
+            snapshot = sampler.sample()?;
+            last_processes = std::time::Instant::now();
+            // GPUs are sampled faster while the guard is above ok.
+            gpu.set_every(if engine.state.level >= level::Level::Warn {
+                crate::gpu::SAMPLE_EVERY_UNDER_PRESSURE
+            } else {
+                crate::gpu::SAMPLE_EVERY
+            });
+            gpu_sample = gpu.sample_at(std::time::Instant::now()).clone();
+            crate::gpu::join(&mut snapshot, &gpu_sample);
+            scope_pids = scope.pids()?;
+        }
+        for decision in engine.tick(usage, psi.as_ref(), woke.psi, &snapshot, scope_pids.as_ref(), Some(&gpu_sample)) {
             let line = format!(
                 "{} [{}] {}{}{}",
                 decision.action,

@@ -48,6 +48,9 @@ pub fn protect_sshd(proc_root: &Path, value: i32, dry_run: bool) -> Vec<String> 
 /// Locks the guard's memory and exempts it from the OOM killer; returns log lines.
 pub fn protect_self(dry_run: bool) -> Vec<String> {
     let mut log = Vec::new();
+    // Give freed start-up memory (BTF parsing) back to the system.
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe { libc::malloc_trim(0) };
     if dry_run {
         return log;
     }
@@ -55,10 +58,12 @@ pub fn protect_self(dry_run: bool) -> Vec<String> {
         Ok(()) => log.push("guard oom_score_adj → -1000".to_owned()),
         Err(err) => log.push(format!("guard oom_score_adj: {err}")),
     }
+    // Lock only what is or becomes resident (MCL_ONFAULT): the whole binary is not faulted in
+    // just to be locked.
     // SAFETY: mlockall only changes this process's paging; failure is reported, not fatal.
-    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
     if rc == 0 {
-        log.push("guard memory locked (mlockall)".to_owned());
+        log.push("guard memory locked (mlockall, on fault)".to_owned());
     } else {
         log.push(format!("mlockall: {}", std::io::Error::last_os_error()));
     }

@@ -1,0 +1,240 @@
+//! `cargo xtask bench reaction`: how fast `memtrace guard` stops a runaway hog. A Python hog
+//! grows at 100 MiB/s, 1 GiB/s or unthrottled inside a 512 MiB memory cgroup that the guard
+//! watches (`--cgroup`, default thresholds, no cache dropping); an independent 10 ms sampler in
+//! this process records when the cgroup's usage crosses the guard's warn threshold (the first
+//! level at which it may act) and when the hog is seen stopped. Also measured: the guard's RSS
+//! and CPU during the trials, and its idle cost watching the whole machine in dry-run mode.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    bench::{
+        cgroup::BenchCgroup,
+        process::{Guarded, cpu_seconds, memory},
+        stats::{median, quantile},
+    },
+    build, root, tools,
+};
+
+/// Options of `bench reaction`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Trials per growth rate.
+    #[arg(long, default_value_t = 10)]
+    pub trials: usize,
+    /// Seconds of idle measurement (guard in dry-run mode on the whole machine).
+    #[arg(long, default_value_t = 20)]
+    pub idle_seconds: u64,
+}
+
+const LIMIT: u64 = 512 << 20;
+/// The default warn threshold of the guard (percent).
+const WARN_PERCENT: f64 = 80.0;
+
+const HOG: &str = "import sys, time
+rate = float(sys.argv[1])
+chunk = 8 << 20
+held = []
+t0 = time.monotonic()
+while True:
+    b = bytearray(chunk)
+    memoryview(b)[::4096] = b'\\x01' * (chunk // 4096)
+    held.append(b)
+    if rate > 0:
+        wait = t0 + len(held) * 8 / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+";
+
+/// One trial's outcome.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Stopped this many ms after crossing warn, at this usage percent.
+    Stopped { after_ms: f64, at_percent: f64 },
+    /// The kernel OOM-killed the hog first.
+    OomKilled,
+    /// Nothing happened within the time limit.
+    TimedOut,
+}
+
+fn state_of(pid: u32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Starts the guard on `cgroup` and waits until it says it is guarding.
+fn start_guard(
+    binary: &Path,
+    cgroup: &Path,
+    config: &Path,
+    state: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Guarded> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("guard")
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .arg("--state-file")
+        .arg(state);
+    if !cgroup.as_os_str().is_empty() {
+        cmd.arg("--cgroup").arg(cgroup);
+    }
+    let mut guard = Guarded::spawn(cmd.stderr(Stdio::piped()), "memtrace guard")?;
+    let stderr = guard.child_mut().stderr.take().context("guard stderr")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("guarding ") || line.contains("memtrace: error") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the guard did not start within 30 s")?;
+    if !line.contains("guarding ") {
+        bail!("the guard failed: {line}");
+    }
+    Ok(guard)
+}
+
+fn trial(
+    binary: &Path,
+    config: &Path,
+    rate_mib: f64,
+    index: usize,
+) -> anyhow::Result<(Outcome, f64, u64)> {
+    let mut group = BenchCgroup::create(&format!("reaction-{index}"), LIMIT)?;
+    let state = tools::workspace_root().join("target/bench-reaction-state.json");
+    let mut guard = start_guard(binary, &group.path, config, &state, &[])?;
+    let cpu_before = cpu_seconds(guard.pid())?;
+    let mut hog = Guarded::spawn(
+        &mut group.command("python3", &["-c", HOG, &rate_mib.to_string()]),
+        "hog",
+    )?;
+    group.track(hog.pid());
+    let start = Instant::now();
+    let mut crossed: Option<Instant> = None;
+    let outcome = loop {
+        let now = Instant::now();
+        let percent = group.used_percent();
+        if crossed.is_none() && percent >= WARN_PERCENT {
+            crossed = Some(now);
+        }
+        match state_of(hog.pid()) {
+            Some('T') => {
+                let after_ms = crossed.map_or(0.0, |c| now.duration_since(c).as_secs_f64() * 1e3);
+                break Outcome::Stopped {
+                    after_ms,
+                    at_percent: percent,
+                };
+            }
+            None | Some('Z') => break Outcome::OomKilled,
+            _ => {}
+        }
+        if hog.exited().is_some() {
+            break Outcome::OomKilled;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            break Outcome::TimedOut;
+        }
+        std::thread::sleep(Duration::from_millis(10).saturating_sub(now.elapsed()));
+    };
+    let cpu = cpu_seconds(guard.pid())? - cpu_before;
+    let hwm = memory(guard.pid())?.hwm;
+    hog.signal(libc::SIGKILL)?;
+    let _ = hog.wait();
+    guard.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    Ok((outcome, cpu, hwm))
+}
+
+/// Runs the benchmark and prints its tables.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    root::require("cargo xtask bench reaction")?;
+    let binary = build::run(&build::Options { release: true })?;
+    let config = tools::workspace_root().join("target/bench-reaction.toml");
+    // Defaults, except: no machine-wide cache dropping from inside a benchmark.
+    std::fs::write(&config, "[actions]\ndrop_caches = false\n")
+        .context("writing the guard config")?;
+    println!(
+        "bench reaction: hog in a {} MiB cgroup; onset = usage crosses warn ({WARN_PERCENT} %), action = hog stopped; independent 10 ms sampler",
+        LIMIT >> 20
+    );
+    println!(
+        "{:<14} {:>7} {:>12} {:>12} {:>12} {:>14} {:>10}",
+        "growth", "trials", "median ms", "p99 ms", "max ms", "stopped at %", "OOM/none"
+    );
+    let mut hwm_max = 0u64;
+    let mut cpu_per_trial = Vec::new();
+    for (label, rate) in [
+        ("100 MiB/s", 100.0),
+        ("1 GiB/s", 1024.0),
+        ("unthrottled", 0.0),
+    ] {
+        let mut reactions = Vec::new();
+        let mut at = Vec::new();
+        let mut failed = 0;
+        for i in 0..options.trials {
+            let (outcome, cpu, hwm) = trial(&binary, &config, rate, i)?;
+            hwm_max = hwm_max.max(hwm);
+            cpu_per_trial.push(cpu);
+            match outcome {
+                Outcome::Stopped {
+                    after_ms,
+                    at_percent,
+                } => {
+                    reactions.push(after_ms);
+                    at.push(at_percent);
+                }
+                Outcome::OomKilled | Outcome::TimedOut => failed += 1,
+            }
+        }
+        let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        println!(
+            "{:<14} {:>7} {:>12} {:>12} {:>12} {:>14} {:>10}",
+            label,
+            options.trials,
+            fmt(median(&reactions)),
+            fmt(quantile(&reactions, 0.99)),
+            fmt(reactions.iter().copied().reduce(f64::max)),
+            fmt(median(&at)),
+            failed
+        );
+    }
+    println!(
+        "guard during trials: peak RSS {:.1} MiB, CPU {:.3} s per trial (median)",
+        hwm_max as f64 / 1048576.0,
+        median(&cpu_per_trial).unwrap_or(0.0)
+    );
+    idle(&binary, options.idle_seconds)
+}
+
+/// The guard watching the whole machine, dry run (it sends nothing), with no pressure.
+fn idle(binary: &Path, seconds: u64) -> anyhow::Result<()> {
+    let state = tools::workspace_root().join("target/bench-reaction-idle-state.json");
+    let config = tools::workspace_root().join("target/bench-reaction-idle.toml");
+    std::fs::write(&config, "").context("writing the idle config")?;
+    let mut guard = start_guard(binary, &PathBuf::new(), &config, &state, &["--dry-run"])?;
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_seconds(guard.pid())?;
+    std::thread::sleep(Duration::from_secs(seconds));
+    let used = cpu_seconds(guard.pid())? - before;
+    let mem = memory(guard.pid())?;
+    guard.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    println!(
+        "guard idle (whole machine, {} processes, {seconds} s): CPU {:.3} % of one core, RSS {:.1} MiB (peak {:.1} MiB)",
+        crate::bench::process::process_count(),
+        used / seconds as f64 * 100.0,
+        mem.rss as f64 / 1048576.0,
+        mem.hwm as f64 / 1048576.0
+    );
+    Ok(())
+}
