@@ -14,15 +14,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Live per-process memory table sorted by growth (needs root: loads eBPF).
-    Top(crate::top::TopArgs),
-    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
     /// Act on memory pressure: warn, reclaim, suspend/resume, kill the growing tree (root).
     Guard(crate::guard::GuardArgs),
+    /// Live per-process memory table sorted by growth (needs root: loads eBPF).
+    Top(crate::top::TopArgs),
     /// Memory status: RAM, swap, PSI and the top processes by RSS (no root needed).
     Status(crate::status::StatusArgs),
     /// Swap: status against the recommendation for this RAM, setup and removal of a swap file.
@@ -47,4 +42,9 @@ pub enum Command {
     /// The pipeline `memtrace demo` runs.
     #[command(hide = true)]
     DemoPipeline(crate::run::demo_pipeline::DemoPipelineArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }

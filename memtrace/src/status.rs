@@ -169,12 +169,19 @@ fn process_line(p: &ProcSample, gpu: bool) -> String {
         human_bytes(p.anon_bytes),
         human_bytes(p.file_bytes),
         human_bytes(p.shmem_bytes),
-        if p.cmdline.is_empty() {
-            &p.comm
-        } else {
-            &p.cmdline
-        },
+        command_text(p, 80),
     )
+}
+
+/// The command line (or the comm when it has none), cut to `width` characters with `…`.
+pub fn command_text(p: &crate::model::ProcSample, width: usize) -> String {
+    let text = if p.cmdline.is_empty() { &p.comm } else { &p.cmdline };
+    if text.chars().count() <= width {
+        return text.clone();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// `GPU0: …` line: one GPU's used/total memory (and utilisation when known), in the same form

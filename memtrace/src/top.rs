@@ -170,7 +170,7 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     }
     let gpu = !snapshot.gpus.is_empty();
     out.push_str(&format!(
-        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}{}\n",
+        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>9}{}\n",
         "PID",
         "COMMAND",
         "RSS MiB",
@@ -178,7 +178,7 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
         "FILE",
         "SHMEM",
         "SWAP",
-        "GROW MB/s",
+        "GROW MiB/s",
         "FAULTS/s",
         "STALL ms",
         "PEAK MiB",
@@ -201,7 +201,7 @@ fn row(p: &ProcSample, gpu: bool) -> String {
         String::new()
     };
     format!(
-        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9.0} {:>9.1} {:>9}{gpu_column}\n",
+        "{:>7} {:<16} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9.0} {:>9.1} {:>9}{gpu_column}\n",
         p.pid,
         comm,
         mib(p.rss_bytes),

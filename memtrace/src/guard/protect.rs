@@ -48,9 +48,6 @@ pub fn protect_sshd(proc_root: &Path, value: i32, dry_run: bool) -> Vec<String> 
 /// Locks the guard's memory and exempts it from the OOM killer; returns log lines.
 pub fn protect_self(dry_run: bool) -> Vec<String> {
     let mut log = Vec::new();
-    // Give freed start-up memory (BTF parsing) back to the system.
-    // SAFETY: malloc_trim only releases free heap pages.
-    unsafe { libc::malloc_trim(0) };
     if dry_run {
         return log;
     }

@@ -126,6 +126,10 @@ impl Tracer {
             name: "EVENTS",
             source,
         })?;
+        drop(aya_btf);
+        // Parsing vmlinux BTF twice (ours and aya's) peaks at tens of MiB of heap; give it back.
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe { libc::malloc_trim(0) };
         Ok(Self {
             ebpf,
             events,
