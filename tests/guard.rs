@@ -427,3 +427,66 @@ fn recycled_pid_is_never_signalled() {
     assert!(err.to_string().contains("reused"), "{err}");
     assert_ne!(state(reused.pid()), Some('T'), "nothing was signalled");
 }
+
+/// `memtrace run` guards its own process tree: with thresholds set below the machine's current
+/// use, the growing pipeline is suspended (an unrelated growing process is not), and it is
+/// resumed when the run ends.
+#[test]
+fn run_guards_only_its_own_tree() {
+    require_root();
+    let config = tmp().join("guard-run.toml");
+    std::fs::write(
+        &config,
+        "[thresholds]\nresume_used_percent = 0.5\nwarn_used_percent = 1\nreclaim_used_percent = 1\n\
+         suspend_used_percent = 2\nkill_used_percent = 99\n[actions]\ndrop_caches = false\n",
+    )
+    .expect("config");
+    let grow = "import time\nchunks = []\nfor _ in range(16):\n    chunks.append(bytearray(4 << 20))\n    for i in range(0, 4 << 20, 4096): chunks[-1][i] = 1\n    time.sleep(0.05)\nprint('grown', flush=True)\ntime.sleep(30)\n";
+    let mut outsider = Guarded::spawn(Command::new("python3").args(["-c", grow]).stdout(Stdio::null()));
+    let trace = tmp().join("guard-run.mtrace");
+    let mut run = Guarded::spawn(
+        Command::new(MEMTRACE)
+            .args(["run", "--out"])
+            .arg(&trace)
+            .arg("--config")
+            .arg(&config)
+            .args(["--", "python3", "-c", grow])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let stopped = wait_until(Duration::from_secs(30), || {
+        children(run.pid()).iter().any(|&child| state(child) == Some('T'))
+    });
+    assert!(stopped, "the pipeline under `memtrace run` was suspended");
+    assert_ne!(state(outsider.pid()), Some('T'), "a process outside the run's tree is never touched");
+    // SAFETY: kill only signals the memtrace run this test started.
+    unsafe { libc::kill(run.pid() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = run.0.try_wait().ok().flatten();
+    assert!(status.is_some(), "memtrace run ended after SIGTERM");
+    let mut out = String::new();
+    if let Some(mut stdout) = run.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    }
+    let mut err = String::new();
+    if let Some(mut stderr) = run.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+    }
+    assert!(
+        format!("{out}{err}").contains("the guard suspended"),
+        "the run says the guard suspended the pipeline ({status:?}):\n{out}\n{err}"
+    );
+    let report = Command::new(MEMTRACE).arg("report").arg(&trace).output().expect("report");
+    assert!(String::from_utf8_lossy(&report.stdout).contains("suspend"), "the trace carries the guard decision");
+    let _ = outsider.0.kill();
+}

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Install the toolchain pieces (nightly rust-src, bpf-linker) and build everything.
     Build(build::Options),
-    /// Build, then run `memtrace ARGS` as root (default: `memtrace top`).
+    /// Build, then run `memtrace ARGS` as root (default: `memtrace guard --dry-run`).
     Run(run::Options),
     /// Lints (fmt, clippy for host and BPF), unit tests, then the privileged integration tests.
     Test(test::Options),

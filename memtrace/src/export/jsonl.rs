@@ -50,19 +50,38 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
     let mut events = trace.events.iter().peekable();
     for (index, sample) in trace.samples.iter().enumerate() {
         while let Some(e) = events.next_if(|e| e.after_samples <= index) {
-            line(out, &Line::Event { time_unix_ms: e.time_unix_ms, event: e.event.clone() })?;
+            line(
+                out,
+                &Line::Event {
+                    time_unix_ms: e.time_unix_ms,
+                    event: e.event.clone(),
+                },
+            )?;
         }
-        let procs = sample.procs.iter().map(|(slot, v)| proc_sample(trace, *slot, v)).collect();
-        line(out, &Line::Sample {
-            time_unix_ms: sample.time_unix_ms,
-            system: sample.system.clone(),
-            gpus: sample.gpus.clone(),
-            health: sample.health.clone(),
-            procs,
-        })?;
+        let procs = sample
+            .procs
+            .iter()
+            .map(|(slot, v)| proc_sample(trace, *slot, v))
+            .collect();
+        line(
+            out,
+            &Line::Sample {
+                time_unix_ms: sample.time_unix_ms,
+                system: sample.system.clone(),
+                gpus: sample.gpus.clone(),
+                health: sample.health.clone(),
+                procs,
+            },
+        )?;
     }
     for e in events {
-        line(out, &Line::Event { time_unix_ms: e.time_unix_ms, event: e.event.clone() })?;
+        line(
+            out,
+            &Line::Event {
+                time_unix_ms: e.time_unix_ms,
+                event: e.event.clone(),
+            },
+        )?;
     }
     Ok(())
 }

@@ -52,7 +52,9 @@ impl std::str::FromStr for Format {
             "perfetto" => Ok(Self::Perfetto),
             "csv" => Ok(Self::Csv),
             "jsonl" => Ok(Self::Jsonl),
-            other => anyhow::bail!("unknown export format {other:?} (expected perfetto, csv or jsonl)"),
+            other => {
+                anyhow::bail!("unknown export format {other:?} (expected perfetto, csv or jsonl)")
+            }
         }
     }
 }
@@ -69,16 +71,19 @@ pub fn write(trace: &TraceData, format: Format, out: &mut dyn Write) -> std::io:
 /// Runs `memtrace export`.
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let format: Format = args.format.parse()?;
-    let trace = trace::read_file(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    let file = File::create(&args.out)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let trace =
+        trace::read_file(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let file =
+        File::create(&args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
     let mut out = BufWriter::new(file);
     write(&trace, format, &mut out)
         .and_then(|()| out.flush())
         .with_context(|| format!("writing {}", args.out.display()))?;
     if let Some(damage) = &trace.damage {
-        eprintln!("memtrace: error: {}: {damage} (exported what precedes it)", args.file.display());
+        eprintln!(
+            "memtrace: error: {}: {damage} (exported what precedes it)",
+            args.file.display()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

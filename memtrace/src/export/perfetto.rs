@@ -55,7 +55,9 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
         if let Some(gpu) = point.gpu {
             total["gpu"] = json!(mib(gpu));
         }
-        w.push(&json!({"ph":"C","name":"tree memory MiB","pid":PIPELINE_PID,"ts":ts,"args":total}))?;
+        w.push(
+            &json!({"ph":"C","name":"tree memory MiB","pid":PIPELINE_PID,"ts":ts,"args":total}),
+        )?;
         for (slot, v) in &sample.procs {
             let ident = trace.ident(*slot);
             if named.insert(ident.pid) {
@@ -88,7 +90,9 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
     for e in &trace.events {
         let ts = us(e.time_unix_ms);
         let (name, cat) = match &e.event {
-            Event::GuardDecision { action, level, .. } => (format!("guard: {action} ({level})"), "guard"),
+            Event::GuardDecision { action, level, .. } => {
+                (format!("guard: {action} ({level})"), "guard")
+            }
             Event::OomKill { pid, comm, .. } => (format!("OOM kill: {comm} ({pid})"), "oom"),
             Event::Exec { pid, comm, .. } => (format!("exec {comm} ({pid})"), "process"),
             Event::Exit { pid, comm, .. } => (format!("exit {comm} ({pid})"), "process"),

@@ -12,6 +12,7 @@ pub mod pidfd;
 pub mod protect;
 pub mod psi_trigger;
 pub mod reclaim;
+pub mod run_hook;
 pub mod scope;
 pub mod suspend;
 pub mod victim;

@@ -7,6 +7,8 @@ use serde::Serialize;
 pub const LEAK_MIN_BYTES_PER_CLIP: f64 = 1024.0 * 1024.0;
 /// The fit must explain at least this much of the variance to say "likely leak".
 pub const LEAK_MIN_R2: f64 = 0.8;
+/// Below this r² a positive slope is noise, not a possible leak.
+pub const POSSIBLE_MIN_R2: f64 = 0.5;
 /// Fewer clips than this give no verdict.
 pub const MIN_CLIPS: usize = 3;
 
@@ -34,7 +36,11 @@ pub fn least_squares(points: &[(f64, f64)]) -> Option<Fit> {
         return None;
     }
     let slope = sxy / sxx;
-    let r2 = if syy == 0.0 { 0.0 } else { (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0) };
+    let r2 = if syy == 0.0 {
+        0.0
+    } else {
+        (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0)
+    };
     Some(Fit { slope, r2 })
 }
 
@@ -75,7 +81,9 @@ impl Verdict {
             Some(fit) if fit.slope >= LEAK_MIN_BYTES_PER_CLIP && fit.r2 >= LEAK_MIN_R2 => {
                 Self::LikelyLeak
             }
-            Some(fit) if fit.slope >= LEAK_MIN_BYTES_PER_CLIP => Self::PossibleLeak,
+            Some(fit) if fit.slope >= LEAK_MIN_BYTES_PER_CLIP && fit.r2 >= POSSIBLE_MIN_R2 => {
+                Self::PossibleLeak
+            }
             _ => Self::NoLeak,
         }
     }
@@ -100,8 +108,15 @@ mod tests {
 
     #[test]
     fn steady_retention_is_a_leak() {
-        let fit = retained_fit(&[20.0 * MIB, 19.5 * MIB, 20.4 * MIB, 20.0 * MIB, 20.1 * MIB, 19.9 * MIB])
-            .expect("fit");
+        let fit = retained_fit(&[
+            20.0 * MIB,
+            19.5 * MIB,
+            20.4 * MIB,
+            20.0 * MIB,
+            20.1 * MIB,
+            19.9 * MIB,
+        ])
+        .expect("fit");
         assert!((fit.slope / MIB - 20.0).abs() < 0.5, "{fit:?}");
         assert!(fit.r2 > 0.99);
         assert_eq!(Verdict::of(Some(fit), 6), Verdict::LikelyLeak);
@@ -109,7 +124,8 @@ mod tests {
 
     #[test]
     fn freed_memory_and_warm_up_are_not() {
-        let freed = retained_fit(&[0.1 * MIB, -0.1 * MIB, 0.0, 0.2 * MIB, -0.2 * MIB, 0.0]).expect("fit");
+        let freed =
+            retained_fit(&[0.1 * MIB, -0.1 * MIB, 0.0, 0.2 * MIB, -0.2 * MIB, 0.0]).expect("fit");
         assert_eq!(Verdict::of(Some(freed), 6), Verdict::NoLeak);
         let warm_up = retained_fit(&[100.0 * MIB, 0.0, 0.0, 0.0, 0.0, 0.0]).expect("fit");
         assert!(warm_up.slope < LEAK_MIN_BYTES_PER_CLIP * 10.0);

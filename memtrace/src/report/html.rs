@@ -12,18 +12,26 @@ const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A stable colour per stage name.
 fn colour(stage: &str) -> String {
-    let hash = stage.bytes().fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+    let hash = stage.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    });
     format!("hsl({}, 70%, 55%)", hash % 360)
 }
 
 fn chart(report: &Report) -> String {
     let points = &report.series;
-    let t_max = points.last().map_or(1.0, |p| p.t_ms as f64 / 1000.0).max(1.0);
+    let t_max = points
+        .last()
+        .map_or(1.0, |p| p.t_ms as f64 / 1000.0)
+        .max(1.0);
     let y_max = points
         .iter()
         .map(|p| p.rss.max(p.footprint).max(p.gpu.unwrap_or(0)))
@@ -69,7 +77,9 @@ fn chart(report: &Report) -> String {
     let line = |pick: &dyn Fn(&super::Point) -> Option<u64>, colour: &str, width: f64| {
         let coords: Vec<String> = points
             .iter()
-            .filter_map(|p| pick(p).map(|v| format!("{:.1},{:.1}", x(p.t_ms as f64 / 1000.0), y(v as f64))))
+            .filter_map(|p| {
+                pick(p).map(|v| format!("{:.1},{:.1}", x(p.t_ms as f64 / 1000.0), y(v as f64)))
+            })
             .collect();
         format!(
             "<polyline fill='none' stroke='{colour}' stroke-width='{width}' points='{}'/>",
@@ -137,7 +147,11 @@ pub fn render(report: &Report) -> String {
         .verdicts
         .iter()
         .map(|v| {
-            let class = if v.verdict == super::fit::Verdict::LikelyLeak { "leak" } else { "" };
+            let class = if v.verdict == super::fit::Verdict::LikelyLeak {
+                "leak"
+            } else {
+                ""
+            };
             format!("<li class='{class}'>{}</li>", escape(&v.text))
         })
         .collect();

@@ -114,13 +114,25 @@ pub fn analyze(trace: &TraceData) -> Report {
     for e in &trace.events {
         let t_s = t(e.time_unix_ms);
         match &e.event {
-            Event::GuardDecision { level, action, reason, pids } => guard.push(Moment {
+            Event::GuardDecision {
+                level,
+                action,
+                reason,
+                pids,
+            } => guard.push(Moment {
                 t_s,
                 text: format!("{action} ({level}) pids {pids:?}: {reason}"),
             }),
-            Event::OomKill { pid, comm, rss_bytes } => oom_kills.push(Moment {
+            Event::OomKill {
+                pid,
+                comm,
+                rss_bytes,
+            } => oom_kills.push(Moment {
                 t_s,
-                text: format!("pid {pid} ({comm}) with {}", crate::units::human_bytes(*rss_bytes)),
+                text: format!(
+                    "pid {pid} ({comm}) with {}",
+                    crate::units::human_bytes(*rss_bytes)
+                ),
             }),
             Event::RunEnd { exit_code, signal } => {
                 exit = Some(match (exit_code, signal) {
@@ -133,12 +145,19 @@ pub fn analyze(trace: &TraceData) -> Report {
         }
     }
     let totals = proc_totals(trace);
-    let mut reclaim: Vec<ProcTotal> =
-        totals.iter().filter(|p| p.reclaim_stall_ns > 0).cloned().collect();
-    reclaim.sort_by(|a, b| b.reclaim_stall_ns.cmp(&a.reclaim_stall_ns));
+    let mut reclaim: Vec<ProcTotal> = totals
+        .iter()
+        .filter(|p| p.reclaim_stall_ns > 0)
+        .cloned()
+        .collect();
+    reclaim.sort_by_key(|p| std::cmp::Reverse(p.reclaim_stall_ns));
     reclaim.truncate(5);
     let mut top = totals;
-    top.sort_by(|a, b| b.peak_footprint.cmp(&a.peak_footprint).then(a.pid.cmp(&b.pid)));
+    top.sort_by(|a, b| {
+        b.peak_footprint
+            .cmp(&a.peak_footprint)
+            .then(a.pid.cmp(&b.pid))
+    });
     top.truncate(8);
     Report {
         header: trace.header.clone(),
@@ -194,13 +213,16 @@ fn proc_totals(trace: &TraceData) -> Vec<ProcTotal> {
 /// Runs `memtrace report`. Damage is one error line on stderr after the report of everything
 /// before it, and a non-zero exit.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let trace = trace::read_file(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let trace =
+        trace::read_file(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let report = analyze(&trace);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", text::render(&report, &args.file.display().to_string()));
+        print!(
+            "{}",
+            text::render(&report, &args.file.display().to_string())
+        );
     }
     if let Some(out) = &args.html {
         std::fs::write(out, html::render(&report))

@@ -86,11 +86,19 @@ pub fn stage_runs(trace: &TraceData, points: &[Point]) -> Vec<StageRun> {
     let mut runs = Vec::new();
     let mut open: Option<(String, Option<String>, usize, u64)> = None;
     let start = trace.header.start_unix_ms;
-    let mut close = |open: &mut Option<(String, Option<String>, usize, u64)>, end: usize, t: u64| {
-        if let Some((stage, clip, begin, t0)) = open.take() {
-            runs.push(measure(trace, points, stage, clip, (at(begin), at(end)), (t0, t)));
-        }
-    };
+    let mut close =
+        |open: &mut Option<(String, Option<String>, usize, u64)>, end: usize, t: u64| {
+            if let Some((stage, clip, begin, t0)) = open.take() {
+                runs.push(measure(
+                    trace,
+                    points,
+                    stage,
+                    clip,
+                    (at(begin), at(end)),
+                    (t0, t),
+                ));
+            }
+        };
     for e in &trace.events {
         let t = e.time_unix_ms.saturating_sub(start);
         match &e.event {
@@ -143,8 +151,18 @@ fn measure(
 /// Processes that joined the tree between samples `first` and `last`, with their peak RSS.
 fn children(trace: &TraceData, first: usize, last: usize) -> Vec<(String, u64)> {
     let mut found: BTreeMap<String, u64> = BTreeMap::new();
+    // The first process to join is the traced command itself, not a sub-stage.
+    let root = trace.events.iter().find_map(|e| match &e.event {
+        Event::Exec { pid, .. } => Some(*pid),
+        _ => None,
+    });
     for e in &trace.events {
-        let Event::Exec { pid, comm, .. } = &e.event else { continue };
+        let Event::Exec { pid, comm, .. } = &e.event else {
+            continue;
+        };
+        if Some(*pid) == root {
+            continue;
+        }
         if e.after_samples <= first || e.after_samples > last + 1 {
             continue;
         }
@@ -210,7 +228,15 @@ pub fn verdicts(runs: &[StageRun]) -> Vec<StageVerdict> {
                 .map(|r| r.host_peak.saturating_sub(r.host_start.max(r.host_end)))
                 .max()
                 .unwrap_or(0);
-            let text = verdict_line(stage, mine.len(), host, gpu, verdict, gpu_verdict, transient_peak);
+            let text = verdict_line(
+                stage,
+                mine.len(),
+                host,
+                gpu,
+                verdict,
+                gpu_verdict,
+                transient_peak,
+            );
             StageVerdict {
                 stage: stage.to_owned(),
                 clips: mine.len(),
@@ -248,7 +274,12 @@ fn verdict_line(
         verdict.words()
     );
     if let (Some(g), Some(v)) = (gpu, gpu_verdict) {
-        line.push_str(&format!("; GPU {}/clip (r² {:.2}): {}", signed_mib(g.slope), g.r2, v.words()));
+        line.push_str(&format!(
+            "; GPU {}/clip (r² {:.2}): {}",
+            signed_mib(g.slope),
+            g.r2,
+            v.words()
+        ));
     }
     if verdict != Verdict::LikelyLeak && transient_peak >= 16 << 20 {
         line.push_str(&format!(

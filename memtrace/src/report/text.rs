@@ -43,13 +43,25 @@ pub fn render(report: &Report, name: &str) -> String {
         human_bytes(report.bytes),
         report.samples,
         report.duration_s,
-        if report.complete { "" } else { ", not closed by the recorder" }
+        if report.complete {
+            ""
+        } else {
+            ", not closed by the recorder"
+        }
     );
-    let swap = if h.swap_bytes == 0 { "no swap".to_owned() } else { format!("{} swap", human_bytes(h.swap_bytes)) };
+    let swap = if h.swap_bytes == 0 {
+        "no swap".to_owned()
+    } else {
+        format!("{} swap", human_bytes(h.swap_bytes))
+    };
     let gpus = if h.gpus.is_empty() {
         "no GPU source".to_owned()
     } else {
-        h.gpus.iter().map(|g| format!("{} ({})", g.name, human_bytes(g.total_bytes))).collect::<Vec<_>>().join(", ")
+        h.gpus
+            .iter()
+            .map(|g| format!("{} ({})", g.name, human_bytes(g.total_bytes)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     out.push_str(&format!(
         "Host: {} (Linux {}), {} RAM, {swap}, {} CPUs, {gpus}; started {}\n",
@@ -82,7 +94,9 @@ pub fn render(report: &Report, name: &str) -> String {
              socket in $MEMTRACE_MARK_SOCKET, or `memtrace run --stage-regex`.\n",
         );
     } else {
-        out.push_str("Verdicts (memory each stage keeps per clip: least-squares fit over clips):\n");
+        out.push_str(
+            "Verdicts (memory each stage keeps per clip: least-squares fit over clips):\n",
+        );
         for v in &report.verdicts {
             out.push_str(&format!("  {}\n", v.text));
         }
@@ -100,7 +114,10 @@ fn stage_table(report: &Report) -> String {
         "STAGE", "CLIP", "SECONDS", "START", "END", "PEAK", "RETAINED"
     );
     if gpu {
-        out.push_str(&format!(" {:>9} {:>9} {:>9}", "GPU END", "GPU PEAK", "GPU RET"));
+        out.push_str(&format!(
+            " {:>9} {:>9} {:>9}",
+            "GPU END", "GPU PEAK", "GPU RET"
+        ));
     }
     out.push_str("  SUB-STAGES\n");
     for r in &report.stages {
@@ -115,7 +132,12 @@ fn stage_table(report: &Report) -> String {
             signed(r.host_retained)
         ));
         if let Some(g) = r.gpu {
-            out.push_str(&format!(" {:>9} {:>9} {:>9}", mib(g[1]), mib(g[2]), signed(g[3])));
+            out.push_str(&format!(
+                " {:>9} {:>9} {:>9}",
+                mib(g[1]),
+                mib(g[2]),
+                signed(g[3])
+            ));
         } else if gpu {
             out.push_str(&format!(" {:>9} {:>9} {:>9}", "-", "-", "-"));
         }
@@ -161,7 +183,10 @@ fn events(report: &Report) -> String {
             ));
         }
     }
-    out.push_str(&format!("Top processes by peak host memory:\n  {:>7} {:<16} {:>10} {:>10}\n", "PID", "COMMAND", "PEAK MiB", "PEAK RSS"));
+    out.push_str(&format!(
+        "Top processes by peak host memory:\n  {:>7} {:<16} {:>10} {:>10}\n",
+        "PID", "COMMAND", "PEAK MiB", "PEAK RSS"
+    ));
     for p in &report.top {
         out.push_str(&format!(
             "  {:>7} {:<16} {:>10} {:>10}\n",

@@ -51,7 +51,9 @@ pub fn spawn(
     if regex.is_some() {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {program:?}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {program:?}"))?;
     let pid = child.id();
     let mut pumps = 0;
     if let Some(regex) = regex {
@@ -74,7 +76,12 @@ pub fn spawn(
 }
 
 /// Copies `pipe` to our stdout or stderr line by line, sending a mark for each matching line.
-fn pump(pipe: impl Read + Send + 'static, to_stderr: bool, regex: StageRegex, marks: UnboundedSender<Pumped>) {
+fn pump(
+    pipe: impl Read + Send + 'static,
+    to_stderr: bool,
+    regex: StageRegex,
+    marks: UnboundedSender<Pumped>,
+) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut line = Vec::new();

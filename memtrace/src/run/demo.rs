@@ -31,7 +31,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !(3..=40).contains(&args.clips) {
         anyhow::bail!("--clips {} is out of range (3 to 40)", args.clips);
     }
-    let out = args.out.unwrap_or_else(|| std::env::temp_dir().join("memtrace-demo.mtrace"));
+    let out = args
+        .out
+        .unwrap_or_else(|| std::env::temp_dir().join("memtrace-demo.mtrace"));
     let exe = std::env::current_exe().context("finding the memtrace binary")?;
     println!(
         "memtrace demo: a synthetic pipeline processes {} clips ({}); one stage keeps {LEAK_MIB} MiB per \
@@ -40,8 +42,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.clips,
         STAGES.join(" → ")
     );
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (set, _) = env::plan(&env::RunSection::default(), cpus, |k| std::env::var_os(k).is_some());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (set, _) = env::plan(&env::RunSection::default(), cpus, |k| {
+        std::env::var_os(k).is_some()
+    });
     let command = vec![
         exe.display().to_string(),
         "demo-pipeline".to_owned(),
@@ -61,7 +67,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let data = trace::read_file(&out)?;
     let analysis = report::analyze(&data);
     println!();
-    print!("{}", report::text::render(&analysis, &out.display().to_string()));
+    print!(
+        "{}",
+        report::text::render(&analysis, &out.display().to_string())
+    );
     if let Some(html) = &args.html {
         std::fs::write(html, report::html::render(&analysis))
             .with_context(|| format!("writing {}", html.display()))?;
@@ -73,5 +82,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         out.display(),
         out.display()
     );
-    Ok(ExitCode::from(outcome.status.as_ref().map_or(1, super::child::exit_code)))
+    Ok(ExitCode::from(
+        outcome.status.as_ref().map_or(1, super::child::exit_code),
+    ))
 }

@@ -80,6 +80,12 @@ pub fn run(args: DemoPipelineArgs) -> anyhow::Result<ExitCode> {
         }
     }
     mark("end");
-    println!("Done: {} clips, {} MiB still held by composite", args.clips, kept.iter().map(Vec::len).sum::<usize>() >> 20);
+    // Marks are asynchronous: give memtrace a moment to sample before `kept` is freed at exit.
+    std::thread::sleep(Duration::from_millis(150));
+    println!(
+        "Done: {} clips, {} MiB still held by composite",
+        args.clips,
+        kept.iter().map(Vec::len).sum::<usize>() >> 20
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -120,7 +120,14 @@ async fn event_loop(
 ) -> anyhow::Result<Outcome> {
     let (pump_tx, mut pump_rx) = mpsc::unbounded_channel::<Pumped>();
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<i32>();
-    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2] {
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
         let mut stream = signal(SignalKind::from_raw(sig)).context("installing signal handlers")?;
         let tx = sig_tx.clone();
         tokio::spawn(async move {
@@ -137,14 +144,21 @@ async fn event_loop(
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join("mark.sock");
-            let socket = UnixDatagram::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+            let socket =
+                UnixDatagram::bind(&path).with_context(|| format!("binding {}", path.display()))?;
             (Some((socket, path)), Some(SocketDir(dir)))
         }
         _ => (None, None),
     };
     let (scope, mut started) = match &plan.target {
         Target::Spawn(cmd) => {
-            let started = child::spawn(cmd, &plan.env, socket.as_ref().map(|s| s.1.as_path()), plan.regex.as_ref(), &pump_tx)?;
+            let started = child::spawn(
+                cmd,
+                &plan.env,
+                socket.as_ref().map(|s| s.1.as_path()),
+                plan.regex.as_ref(),
+                &pump_tx,
+            )?;
             (Scope::Tree(started.pid), Some(started))
         }
         Target::Attach(pid) => {
@@ -199,11 +213,13 @@ async fn event_loop(
                 }
             }
             Some(sig) = sig_rx.recv() => match child_pid {
-                Some(pid) => {
-                    if !(tty && (sig == libc::SIGINT || sig == libc::SIGQUIT)) {
-                        child::forward(pid, sig);
+                Some(pid) if !(tty && (sig == libc::SIGINT || sig == libc::SIGQUIT)) => {
+                    child::forward(pid, sig);
+                    if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT) {
+                        session.terminating()?;
                     }
                 }
+                Some(_) => {}
                 None if sig == libc::SIGINT || sig == libc::SIGTERM => break None,
                 None => {}
             }
@@ -225,7 +241,10 @@ async fn event_loop(
         }
     }
     use std::os::unix::process::ExitStatusExt as _;
-    let end = status.map(|s: ExitStatus| Event::RunEnd { exit_code: s.code(), signal: s.signal() });
+    let end = status.map(|s: ExitStatus| Event::RunEnd {
+        exit_code: s.code(),
+        signal: s.signal(),
+    });
     let finished = session.finish(end)?;
     Ok(Outcome { status, finished })
 }

@@ -36,8 +36,10 @@ struct FileConfig {
 
 /// Reads the `[run]` table of `path`.
 pub fn load(path: &Path) -> anyhow::Result<RunSection> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: FileConfig = toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
     if let Some(interval) = &file.run.interval {
         parse_duration(interval).with_context(|| format!("{}: [run] interval", path.display()))?;
     }
@@ -46,13 +48,20 @@ pub fn load(path: &Path) -> anyhow::Result<RunSection> {
 
 /// The sampling interval a section asks for, or `default`.
 pub fn interval(section: &RunSection, default: Duration) -> Duration {
-    section.interval.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(default)
+    section
+        .interval
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+        .unwrap_or(default)
 }
 
 /// The defaults, before the config's changes.
 pub fn defaults(cpus: usize) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("PYTORCH_CUDA_ALLOC_CONF".to_owned(), "expandable_segments:True".to_owned()),
+        (
+            "PYTORCH_CUDA_ALLOC_CONF".to_owned(),
+            "expandable_segments:True".to_owned(),
+        ),
         ("MALLOC_ARENA_MAX".to_owned(), "2".to_owned()),
         ("OMP_NUM_THREADS".to_owned(), cpus.clamp(1, 4).to_string()),
     ])
@@ -82,7 +91,10 @@ pub fn plan(
 pub fn swap_warning(ram_bytes: u64, swap_bytes: u64) -> Option<String> {
     let rec = swap_plan::recommend(ram_bytes);
     let size = human_bytes(rec.recommended_low_bytes);
-    let fix = format!("`memtrace swap setup {}G`", rec.recommended_low_bytes.div_ceil(1 << 30));
+    let fix = format!(
+        "`memtrace swap setup {}G`",
+        rec.recommended_low_bytes.div_ceil(1 << 30)
+    );
     match rec.verdict(swap_bytes) {
         Verdict::Ok => None,
         Verdict::None => Some(format!(
@@ -112,10 +124,19 @@ mod tests {
         let (set, kept) = plan(&section, 16, |k| k == "MALLOC_ARENA_MAX");
         assert_eq!(set.get("MY_VAR").map(String::as_str), Some("1"));
         assert!(!set.contains_key("OMP_NUM_THREADS"), "\"\" drops a default");
-        assert!(!set.contains_key("MALLOC_ARENA_MAX"), "the user's value wins");
+        assert!(
+            !set.contains_key("MALLOC_ARENA_MAX"),
+            "the user's value wins"
+        );
         assert_eq!(kept, vec!["MALLOC_ARENA_MAX".to_owned()]);
-        assert_eq!(interval(&section, Duration::from_secs(1)), Duration::from_millis(200));
-        assert_eq!(defaults(2).get("OMP_NUM_THREADS").map(String::as_str), Some("2"));
+        assert_eq!(
+            interval(&section, Duration::from_secs(1)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            defaults(2).get("OMP_NUM_THREADS").map(String::as_str),
+            Some("2")
+        );
     }
 
     #[test]

@@ -54,13 +54,22 @@ pub fn parse_line(line: &str, source: &'static str) -> Result<Mark, MarkError> {
         Some("stage") => {
             let stage = words.next().ok_or_else(bad)?.to_owned();
             let clip = match words.next() {
-                Some(word) => Some(word.strip_prefix("clip=").filter(|c| !c.is_empty()).ok_or_else(bad)?.to_owned()),
+                Some(word) => Some(
+                    word.strip_prefix("clip=")
+                        .filter(|c| !c.is_empty())
+                        .ok_or_else(bad)?
+                        .to_owned(),
+                ),
                 None => None,
             };
             if words.next().is_some() {
                 return Err(bad());
             }
-            Ok(Mark::Begin { stage, clip, source })
+            Ok(Mark::Begin {
+                stage,
+                clip,
+                source,
+            })
         }
         _ => Err(bad()),
     }
@@ -69,8 +78,14 @@ pub fn parse_line(line: &str, source: &'static str) -> Result<Mark, MarkError> {
 /// The protocol line for a mark.
 pub fn line_of(mark: &Mark) -> String {
     match mark {
-        Mark::Begin { stage, clip: Some(clip), .. } => format!("stage {stage} clip={clip}"),
-        Mark::Begin { stage, clip: None, .. } => format!("stage {stage}"),
+        Mark::Begin {
+            stage,
+            clip: Some(clip),
+            ..
+        } => format!("stage {stage} clip={clip}"),
+        Mark::Begin {
+            stage, clip: None, ..
+        } => format!("stage {stage}"),
         Mark::End => "end".to_owned(),
     }
 }
@@ -82,9 +97,12 @@ pub struct StageRegex(regex::Regex);
 impl StageRegex {
     /// Compiles `pattern`, which must have a `stage` group.
     pub fn new(pattern: &str) -> anyhow::Result<Self> {
-        let re = regex::Regex::new(pattern).with_context(|| format!("--stage-regex {pattern:?}"))?;
+        let re =
+            regex::Regex::new(pattern).with_context(|| format!("--stage-regex {pattern:?}"))?;
         if !re.capture_names().any(|n| n == Some("stage")) {
-            anyhow::bail!("--stage-regex {pattern:?} needs a named group (?P<stage>…) (and optionally (?P<clip>…))");
+            anyhow::bail!(
+                "--stage-regex {pattern:?} needs a named group (?P<stage>…) (and optionally (?P<clip>…))"
+            );
         }
         Ok(Self(re))
     }
@@ -125,7 +143,11 @@ pub fn run(args: MarkArgs) -> anyhow::Result<ExitCode> {
             if stage.is_empty() || stage.contains(char::is_whitespace) {
                 anyhow::bail!("stage name {stage:?} must be one word");
             }
-            Mark::Begin { stage, clip: args.clip, source: "cli" }
+            Mark::Begin {
+                stage,
+                clip: args.clip,
+                source: "cli",
+            }
         }
         _ => Mark::End,
     };
@@ -141,22 +163,38 @@ pub fn run(args: MarkArgs) -> anyhow::Result<ExitCode> {
 
 /// Sends `mark` to the socket at `target` and waits for the acknowledgement.
 pub fn send(target: &Path, mark: &Mark, timeout: Duration) -> anyhow::Result<()> {
-    let dir = target.parent().map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let dir = target
+        .parent()
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
     let own: PathBuf = dir.join(format!("mark-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&own);
     let socket = UnixDatagram::bind(&own)
         .or_else(|_| UnixDatagram::unbound())
         .context("creating a socket")?;
     let result = (|| {
-        socket.set_read_timeout(Some(timeout)).context("socket timeout")?;
-        socket.send_to(line_of(mark).as_bytes(), target).with_context(|| {
-            format!("no `memtrace run` listening at {} (did it end?)", target.display())
-        })?;
-        if socket.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf)).is_none() {
+        socket
+            .set_read_timeout(Some(timeout))
+            .context("socket timeout")?;
+        socket
+            .send_to(line_of(mark).as_bytes(), target)
+            .with_context(|| {
+                format!(
+                    "no `memtrace run` listening at {} (did it end?)",
+                    target.display()
+                )
+            })?;
+        if socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .is_none()
+        {
             return Ok(());
         }
         let mut buf = [0u8; 256];
-        let n = socket.recv(&mut buf).context("memtrace run did not confirm the mark within 5 s")?;
+        let n = socket
+            .recv(&mut buf)
+            .context("memtrace run did not confirm the mark within 5 s")?;
         let reply = String::from_utf8_lossy(&buf[..n]);
         if reply.as_bytes() != ACK {
             anyhow::bail!("memtrace run refused the mark: {reply}");
@@ -176,14 +214,29 @@ mod tests {
     fn protocol_lines() {
         assert_eq!(
             parse_line("stage composite clip=3\n", "socket"),
-            Ok(Mark::Begin { stage: "composite".into(), clip: Some("3".into()), source: "socket" })
+            Ok(Mark::Begin {
+                stage: "composite".into(),
+                clip: Some("3".into()),
+                source: "socket"
+            })
         );
         assert_eq!(
             parse_line("stage decode", "socket"),
-            Ok(Mark::Begin { stage: "decode".into(), clip: None, source: "socket" })
+            Ok(Mark::Begin {
+                stage: "decode".into(),
+                clip: None,
+                source: "socket"
+            })
         );
         assert_eq!(parse_line("end", "socket"), Ok(Mark::End));
-        for bad in ["", "stage", "stage a b", "stage a clip=", "begin x", "end now"] {
+        for bad in [
+            "",
+            "stage",
+            "stage a b",
+            "stage a clip=",
+            "begin x",
+            "end now",
+        ] {
             assert!(parse_line(bad, "socket").is_err(), "{bad:?}");
         }
         let mark = parse_line("stage x clip=7", "cli").expect("valid");
@@ -192,10 +245,15 @@ mod tests {
 
     #[test]
     fn regex_marks() {
-        let re = StageRegex::new(r"Processing clip (?P<clip>\d+)/\d+: (?P<stage>\w+)").expect("valid");
+        let re =
+            StageRegex::new(r"Processing clip (?P<clip>\d+)/\d+: (?P<stage>\w+)").expect("valid");
         assert_eq!(
             re.mark("Processing clip 3/40: composite"),
-            Some(Mark::Begin { stage: "composite".into(), clip: Some("3".into()), source: "regex" })
+            Some(Mark::Begin {
+                stage: "composite".into(),
+                clip: Some("3".into()),
+                source: "regex"
+            })
         );
         assert_eq!(re.mark("other output"), None);
         assert!(StageRegex::new("clip (\\d+)").is_err());

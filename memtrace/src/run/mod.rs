@@ -31,6 +31,11 @@ pub trait RunHook {
     fn on_snapshot(&mut self, snapshot: &Snapshot, tree: &[u32]) -> Vec<Event>;
     /// Called once when the run ends.
     fn finish(&mut self) -> Vec<Event>;
+    /// Called when a terminating signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT) is forwarded to the
+    /// pipeline: a hook holding it stopped must let it go so it can act on the signal.
+    fn on_terminate(&mut self) -> Vec<Event> {
+        Vec::new()
+    }
 }
 
 /// Raw arguments of `memtrace run`.
@@ -107,17 +112,26 @@ pub fn run_with_hooks(args: RunArgs, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Re
         None => env::interval(&section, Duration::from_millis(200)),
     };
     check_interval(interval, args.interval.as_deref().unwrap_or("(config)"))?;
-    let regex = args.stage_regex.as_deref().map(marks::StageRegex::new).transpose()?;
+    let regex = args
+        .stage_regex
+        .as_deref()
+        .map(marks::StageRegex::new)
+        .transpose()?;
     let out = args.out.clone().unwrap_or_else(default_out);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let (set, kept) = env::plan(&section, cpus, |k| std::env::var_os(k).is_some());
-    if let Ok(info) = crate::procfs::read_meminfo(std::path::Path::new("/proc")) {
-        if let Some(warning) = env::swap_warning(info.total, info.swap_total) {
-            eprintln!("{warning}");
-        }
+    if let Ok(info) = crate::procfs::read_meminfo(std::path::Path::new("/proc"))
+        && let Some(warning) = env::swap_warning(info.total, info.swap_total)
+    {
+        eprintln!("{warning}");
     }
     let shown: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut line = format!("[memtrace] environment for the pipeline: {}", shown.join(" "));
+    let mut line = format!(
+        "[memtrace] environment for the pipeline: {}",
+        shown.join(" ")
+    );
     if !kept.is_empty() {
         line.push_str(&format!(" (kept yours: {})", kept.join(", ")));
     }
@@ -140,19 +154,41 @@ pub fn run_with_hooks(args: RunArgs, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Re
     };
     let outcome = engine::execute(plan, hooks)?;
     summarize(&out, &outcome);
-    Ok(ExitCode::from(outcome.status.as_ref().map_or(1, child::exit_code)))
+    Ok(ExitCode::from(
+        outcome.status.as_ref().map_or(1, child::exit_code),
+    ))
 }
 
 /// The closing lines of `run`: guard actions, how the pipeline ended, the trace, the verdicts.
 fn summarize(out: &std::path::Path, outcome: &engine::Outcome) {
     let f = &outcome.finished;
-    if let Some(Event::GuardDecision { action, level, reason, pids }) = f.guard_actions.last() {
+    if let Some(Event::GuardDecision {
+        action,
+        level,
+        reason,
+        pids,
+    }) = f.guard_actions.last()
+    {
         let more = f.guard_actions.len() - 1;
-        let more = if more > 0 { format!(" (+{more} earlier, see the report)") } else { String::new() };
-        eprintln!("[memtrace] the guard {action} the pipeline ({level}, pids {pids:?}): {reason}{more}");
+        let more = if more > 0 {
+            format!(" (+{more} earlier, see the report)")
+        } else {
+            String::new()
+        };
+        let done = match action.as_str() {
+            "suspend" => "suspended",
+            "kill" => "killed",
+            other => other,
+        };
+        eprintln!(
+            "[memtrace] the guard {done} the pipeline ({level}, pids {pids:?}): {reason}{more}"
+        );
     }
     let ended = match &outcome.status {
-        Some(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(status)) {
+        Some(status) => match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(status),
+        ) {
             (Some(code), _) => format!("exited with code {code}"),
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             _ => "ended".to_owned(),
@@ -198,5 +234,7 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         crate::units::human_bytes(outcome.finished.bytes),
         outcome.finished.samples
     );
-    Ok(ExitCode::from(outcome.status.as_ref().map_or(0, child::exit_code)))
+    Ok(ExitCode::from(
+        outcome.status.as_ref().map_or(0, child::exit_code),
+    ))
 }

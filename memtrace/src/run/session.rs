@@ -45,6 +45,7 @@ pub struct Session {
     guard_actions: Vec<Event>,
     last_tree_alive: bool,
     last_totals: (u64, Option<u64>),
+    last_time: u64,
 }
 
 /// What a finished session reports.
@@ -96,6 +97,7 @@ impl Session {
             guard_actions: Vec::new(),
             last_tree_alive: true,
             last_totals: (0, None),
+            last_time: 0,
         }
     }
 
@@ -108,6 +110,7 @@ impl Session {
     pub fn tick(&mut self) -> anyhow::Result<u64> {
         let full = self.sampler.sample().context("sampling")?;
         let time = full.time_unix_ms;
+        self.last_time = time;
         let mut events = Vec::new();
         let mine = self.filter(&full, &mut events);
         self.writer.sample(&mine).context("writing the trace")?;
@@ -123,7 +126,12 @@ impl Session {
                 rss_bytes: kill.rss_bytes,
             });
         }
-        let tree: Vec<u32> = mine.procs.iter().filter(|p| !p.exited).map(|p| p.pid).collect();
+        let tree: Vec<u32> = mine
+            .procs
+            .iter()
+            .filter(|p| !p.exited)
+            .map(|p| p.pid)
+            .collect();
         self.last_tree_alive = self.scope == Scope::All || !tree.is_empty();
         for hook in &mut self.hooks {
             events.extend(hook.on_snapshot(&full, &tree));
@@ -132,14 +140,26 @@ impl Session {
         Ok(time)
     }
 
+    /// A terminating signal was forwarded to the pipeline: the hooks release what they hold.
+    pub fn terminating(&mut self) -> anyhow::Result<()> {
+        let mut events = Vec::new();
+        for hook in &mut self.hooks {
+            events.extend(hook.on_terminate());
+        }
+        let time = self.tick()?;
+        self.write_events(time, events)
+    }
+
     fn write_events(&mut self, time: u64, events: Vec<Event>) -> anyhow::Result<()> {
         for event in events {
-            if let Event::GuardDecision { action, .. } = &event {
-                if action.contains("kill") || action.contains("suspend") {
-                    self.guard_actions.push(event.clone());
-                }
+            if let Event::GuardDecision { action, .. } = &event
+                && (action.contains("kill") || action.contains("suspend"))
+            {
+                self.guard_actions.push(event.clone());
             }
-            self.writer.event(time, &event).context("writing the trace")?;
+            self.writer
+                .event(time, &event)
+                .context("writing the trace")?;
         }
         Ok(())
     }
@@ -201,7 +221,12 @@ impl Session {
                 clip: open.clip,
             });
         }
-        if let Mark::Begin { stage, clip, source } = mark {
+        if let Mark::Begin {
+            stage,
+            clip,
+            source,
+        } = mark
+        {
             self.open = Some(OpenStage {
                 stage: stage.clone(),
                 clip: clip.clone(),
@@ -226,7 +251,11 @@ impl Session {
         if !self.memory_lines {
             return;
         }
-        let clip = open.clip.as_ref().map(|c| format!("clip {c} ")).unwrap_or_default();
+        let clip = open
+            .clip
+            .as_ref()
+            .map(|c| format!("clip {c} "))
+            .unwrap_or_default();
         let delta = host as i64 - open.host_start as i64;
         let mut line = format!(
             "[Memory] {clip}{}: before {}, after {} ({}{}), peak {}",
@@ -238,7 +267,11 @@ impl Session {
             human_bytes(open.host_peak.max(host)),
         );
         if let (Some(a), Some(b)) = (open.gpu_start, gpu) {
-            line.push_str(&format!("; GPU before {}, after {}", human_bytes(a), human_bytes(b)));
+            line.push_str(&format!(
+                "; GPU before {}, after {}",
+                human_bytes(a),
+                human_bytes(b)
+            ));
         }
         eprintln!("{line}");
     }
@@ -246,16 +279,19 @@ impl Session {
     /// Ends the open stage, notes how the command ended, runs the hooks' last words and closes
     /// the trace.
     pub fn finish(mut self, end: Option<Event>) -> anyhow::Result<Finished> {
-        let time = self.tick()?;
-        let mut events = Vec::new();
+        // The open stage ends at the last sample that saw the tree, not after it exited.
         if let Some(open) = self.open.take() {
             let (host, gpu) = self.current_totals();
             self.memory_line(&open, host, gpu);
-            events.push(Event::StageEnd {
+            let time = self.last_time;
+            let event = Event::StageEnd {
                 stage: open.stage,
                 clip: open.clip,
-            });
+            };
+            self.write_events(time, vec![event])?;
         }
+        let time = self.tick()?;
+        let mut events = Vec::new();
         for hook in &mut self.hooks {
             events.extend(hook.finish());
         }

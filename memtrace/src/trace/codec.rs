@@ -5,128 +5,13 @@
 //! memory and GPU memory in KiB. Rates are not stored: they follow from the counters.
 use std::collections::{BTreeMap, HashMap};
 
-use bytes::{Buf as _, BufMut as _, BytesMut};
+use bytes::{Buf as _, BytesMut};
+
+pub use super::process::{ProcIdent, ProcValues, decode_ident, encode_ident};
+pub use super::varint::{DecodeError, get_varint, put_varint};
+use super::varint::{get_delta, get_str, put_delta, put_str};
 
 use crate::model::{GpuDevice, Snapshot, SystemSample, TracerHealth};
-
-/// Why a payload did not decode.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct DecodeError(pub String);
-
-fn short(what: &str) -> DecodeError {
-    DecodeError(format!("payload ends inside {what}"))
-}
-
-/// Appends `value` as LEB128.
-pub fn put_varint(out: &mut BytesMut, mut value: u64) {
-    while value >= 0x80 {
-        out.put_u8((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.put_u8(value as u8);
-}
-
-/// Reads one LEB128 value.
-pub fn get_varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        if !buf.has_remaining() {
-            return Err(short("a number"));
-        }
-        let byte = buf.get_u8();
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(DecodeError("number longer than 10 bytes".to_owned()))
-}
-
-/// Appends the change from `old` to `new`, zigzagged.
-fn put_delta(out: &mut BytesMut, old: u64, new: u64) {
-    let delta = new.wrapping_sub(old) as i64;
-    put_varint(out, ((delta << 1) ^ (delta >> 63)) as u64);
-}
-
-/// Applies one zigzagged change to `old`.
-fn get_delta(buf: &mut &[u8], old: u64) -> Result<u64, DecodeError> {
-    let raw = get_varint(buf)?;
-    let delta = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
-    Ok(old.wrapping_add(delta as u64))
-}
-
-/// Appends a length-prefixed UTF-8 string.
-pub fn put_str(out: &mut BytesMut, text: &str) {
-    put_varint(out, text.len() as u64);
-    out.put_slice(text.as_bytes());
-}
-
-/// Reads a length-prefixed UTF-8 string.
-pub fn get_str(buf: &mut &[u8]) -> Result<String, DecodeError> {
-    let len = usize::try_from(get_varint(buf)?).unwrap_or(usize::MAX);
-    if buf.remaining() < len {
-        return Err(short("a string"));
-    }
-    let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-    buf.advance(len);
-    Ok(text)
-}
-
-/// Who a process slot is.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ProcIdent {
-    /// tgid.
-    pub pid: u32,
-    /// Parent.
-    pub ppid: u32,
-    /// Start time in clock ticks since boot.
-    pub start_ticks: u64,
-    /// Command name.
-    pub comm: String,
-    /// Command line.
-    pub cmdline: String,
-}
-
-/// One process's numbers in one sample.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ProcValues {
-    /// Anonymous resident bytes.
-    pub anon: u64,
-    /// File-backed resident bytes.
-    pub file: u64,
-    /// Shared-memory resident bytes.
-    pub shmem: u64,
-    /// Swapped-out bytes.
-    pub swap: u64,
-    /// Highest resident set seen.
-    pub peak_rss: u64,
-    /// Page faults since tracing began.
-    pub faults: u64,
-    /// Direct-reclaim stalls.
-    pub reclaim_count: u64,
-    /// Time stalled in direct reclaim, ns.
-    pub reclaim_stall_ns: u64,
-    /// GPU memory, when known.
-    pub gpu: Option<u64>,
-    /// Exited in this interval.
-    pub exited: bool,
-    /// Chosen by the OOM killer.
-    pub oom_killed: bool,
-}
-
-impl ProcValues {
-    /// Resident set: anon + file + shmem.
-    pub fn rss(&self) -> u64 {
-        self.anon + self.file + self.shmem
-    }
-
-    /// What the process owns and cannot give back by dropping caches: anon + shmem + swap. Leak
-    /// verdicts use this.
-    pub fn footprint(&self) -> u64 {
-        self.anon + self.shmem + self.swap
-    }
-}
 
 const PAGE: u64 = 4096;
 const KIB: u64 = 1024;
@@ -201,7 +86,13 @@ fn system_from(f: &[u64; 6]) -> SystemSample {
 }
 
 fn health_fields(h: &TracerHealth) -> [u64; 5] {
-    [h.kswapd_wakeups, h.map_full, h.ringbuf_drops, h.no_owner, h.reclaim_unmatched]
+    [
+        h.kswapd_wakeups,
+        h.map_full,
+        h.ringbuf_drops,
+        h.no_owner,
+        h.reclaim_unmatched,
+    ]
 }
 
 fn put_masked(out: &mut BytesMut, old: &[u64], new: &[u64]) {
@@ -229,6 +120,20 @@ fn get_masked(buf: &mut &[u8], state: &mut [u64]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Longest command line stored (a compiler's can be tens of KiB; the start says what it was).
+pub const MAX_CMDLINE: usize = 1024;
+
+fn capped(cmdline: &str) -> String {
+    if cmdline.len() <= MAX_CMDLINE {
+        return cmdline.to_owned();
+    }
+    let mut end = MAX_CMDLINE;
+    while !cmdline.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &cmdline[..end])
+}
+
 /// Turns snapshots into sample payloads, assigning a slot to each (pid, start time).
 #[derive(Debug, Default)]
 pub struct Encoder {
@@ -240,9 +145,13 @@ pub struct Encoder {
 impl Encoder {
     /// Starts from the header's start time.
     pub fn new(start_unix_ms: u64) -> Self {
-        let mut encoder = Self::default();
-        encoder.state.time_ms = start_unix_ms;
-        encoder
+        Self {
+            state: State {
+                time_ms: start_unix_ms,
+                ..State::default()
+            },
+            ..Self::default()
+        }
     }
 
     /// Encodes `snapshot` (already filtered to what is traced): returns the identities that are
@@ -270,7 +179,7 @@ impl Encoder {
                 ppid: p.ppid,
                 start_ticks: p.start_ticks,
                 comm: p.comm.clone(),
-                cmdline: p.cmdline.clone(),
+                cmdline: capped(&p.cmdline),
             };
             if slot == next {
                 self.idents.push(ident.clone());
@@ -421,9 +330,12 @@ pub struct Decoder {
 impl Decoder {
     /// Starts from the header's start time.
     pub fn new(start_unix_ms: u64) -> Self {
-        let mut state = State::default();
-        state.time_ms = start_unix_ms;
-        Self { state }
+        Self {
+            state: State {
+                time_ms: start_unix_ms,
+                ..State::default()
+            },
+        }
     }
 
     /// Decodes one sample payload.
@@ -451,14 +363,20 @@ impl Decoder {
         let count = get_varint(buf)?;
         let mut slot = 0u32;
         for _ in 0..count {
-            let step = u32::try_from(get_varint(buf)?).map_err(|_| DecodeError("bad slot".into()))?;
-            slot = slot.checked_add(step).ok_or_else(|| DecodeError("bad slot".into()))?;
+            let step =
+                u32::try_from(get_varint(buf)?).map_err(|_| DecodeError("bad slot".into()))?;
+            slot = slot
+                .checked_add(step)
+                .ok_or_else(|| DecodeError("bad slot".into()))?;
             let old = s.procs.get(&slot).copied().unwrap_or_default();
             let new = decode_proc(buf, &old)?;
             s.procs.insert(slot, new);
         }
         if buf.has_remaining() {
-            return Err(DecodeError(format!("{} unexpected bytes after the sample", buf.remaining())));
+            return Err(DecodeError(format!(
+                "{} unexpected bytes after the sample",
+                buf.remaining()
+            )));
         }
         let sample = Sample {
             time_unix_ms: s.time_ms,
@@ -517,31 +435,4 @@ fn decode_proc(buf: &mut &[u8], old: &ProcValues) -> Result<ProcValues, DecodeEr
         new.gpu = None;
     }
     Ok(new)
-}
-
-/// Encodes a PROC record payload.
-pub fn encode_ident(slot: u32, ident: &ProcIdent) -> BytesMut {
-    let mut out = BytesMut::with_capacity(32 + ident.cmdline.len());
-    put_varint(&mut out, u64::from(slot));
-    put_varint(&mut out, u64::from(ident.pid));
-    put_varint(&mut out, u64::from(ident.ppid));
-    put_varint(&mut out, ident.start_ticks);
-    put_str(&mut out, &ident.comm);
-    put_str(&mut out, &ident.cmdline);
-    out
-}
-
-/// Decodes a PROC record payload.
-pub fn decode_ident(mut buf: &[u8]) -> Result<(u32, ProcIdent), DecodeError> {
-    let buf = &mut buf;
-    let small = |v: u64| u32::try_from(v).map_err(|_| DecodeError("number out of range".into()));
-    let slot = small(get_varint(buf)?)?;
-    let ident = ProcIdent {
-        pid: small(get_varint(buf)?)?,
-        ppid: small(get_varint(buf)?)?,
-        start_ticks: get_varint(buf)?,
-        comm: get_str(buf)?,
-        cmdline: get_str(buf)?,
-    };
-    Ok((slot, ident))
 }

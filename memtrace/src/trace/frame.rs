@@ -31,7 +31,11 @@ const fn crc_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -134,7 +138,10 @@ mod tests {
     fn round_trip_and_damage() {
         let framed = encode(kind::EVENT, b"hello");
         let record = decode(&framed, 10).expect("valid").expect("a record");
-        assert_eq!((record.kind, record.payload, record.len), (kind::EVENT, &b"hello"[..], 14));
+        assert_eq!(
+            (record.kind, record.payload, record.len),
+            (kind::EVENT, &b"hello"[..], 14)
+        );
         assert!(matches!(
             decode(&framed[..9], 10),
             Err(TraceError::Truncated { offset: 10, .. })

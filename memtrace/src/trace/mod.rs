@@ -12,13 +12,15 @@
 pub mod codec;
 pub mod frame;
 pub mod header;
+pub mod process;
 pub mod reader;
+pub mod varint;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};
 
 pub use header::Header;
-pub use reader::{TraceData, read_file, read_bytes};
+pub use reader::{TraceData, read_bytes, read_file};
 pub use writer::TraceWriter;
 
 /// The file starts with these bytes.

@@ -86,10 +86,11 @@ pub fn read_bytes(data: &[u8]) -> Result<TraceData, TraceError> {
             what: format!("expected the header record, found kind {}", first.kind),
         });
     }
-    let header: Header = serde_json::from_slice(first.payload).map_err(|err| TraceError::Corrupt {
-        offset,
-        what: format!("header: {err}"),
-    })?;
+    let header: Header =
+        serde_json::from_slice(first.payload).map_err(|err| TraceError::Corrupt {
+            offset,
+            what: format!("header: {err}"),
+        })?;
     offset += first.len as u64;
     rest = &rest[first.len..];
     let mut trace = TraceData {
@@ -118,14 +119,22 @@ pub fn read_bytes(data: &[u8]) -> Result<TraceData, TraceError> {
     Ok(trace)
 }
 
-fn apply(trace: &mut TraceData, decoder: &mut Decoder, kind: u8, payload: &[u8]) -> Result<(), String> {
+fn apply(
+    trace: &mut TraceData,
+    decoder: &mut Decoder,
+    kind: u8,
+    payload: &[u8],
+) -> Result<(), String> {
     match kind {
         kind::SAMPLE => {
-            let sample = decoder.decode(payload).map_err(|e| format!("sample: {e}"))?;
+            let sample = decoder
+                .decode(payload)
+                .map_err(|e| format!("sample: {e}"))?;
             trace.samples.push(sample);
         }
         kind::PROC => {
-            let (slot, ident) = codec::decode_ident(payload).map_err(|e| format!("process: {e}"))?;
+            let (slot, ident) =
+                codec::decode_ident(payload).map_err(|e| format!("process: {e}"))?;
             let slot = slot as usize;
             if slot == trace.idents.len() {
                 trace.idents.push(ident);
@@ -199,20 +208,33 @@ mod tests {
             ..Header::default()
         };
         let mut writer = TraceWriter::create(path, &header).expect("create");
-        writer.sample(&snapshot(0, vec![proc(1, 10), proc(2, 5)])).expect("sample");
         writer
-            .event(1_000_500, &Event::StageBegin {
-                stage: "decode".into(),
-                clip: Some("1".into()),
-                source: "cli".into(),
-            })
+            .sample(&snapshot(0, vec![proc(1, 10), proc(2, 5)]))
+            .expect("sample");
+        writer
+            .event(
+                1_000_500,
+                &Event::StageBegin {
+                    stage: "decode".into(),
+                    clip: Some("1".into()),
+                    source: "cli".into(),
+                },
+            )
             .expect("event");
-        writer.sample(&snapshot(1000, vec![proc(1, 10), proc(2, 7)])).expect("sample");
+        writer
+            .sample(&snapshot(1000, vec![proc(1, 10), proc(2, 7)]))
+            .expect("sample");
         let mut gone = proc(2, 7);
         gone.exited = true;
-        writer.sample(&snapshot(2000, vec![proc(1, 12), gone])).expect("sample");
-        writer.sample(&snapshot(3000, vec![proc(1, 12)])).expect("sample");
-        writer.finish(&serde_json::json!({"ok": true})).expect("finish");
+        writer
+            .sample(&snapshot(2000, vec![proc(1, 12), gone]))
+            .expect("sample");
+        writer
+            .sample(&snapshot(3000, vec![proc(1, 12)]))
+            .expect("sample");
+        writer
+            .finish(&serde_json::json!({"ok": true}))
+            .expect("finish");
         std::fs::read(path).expect("read back")
     }
 
@@ -257,9 +279,16 @@ mod tests {
         let at = flipped.len() / 2;
         flipped[at] ^= 0x55;
         let trace = read_bytes(&flipped).expect("header reads");
-        let offset = trace.damage.as_ref().and_then(TraceError::offset).expect("offset");
+        let offset = trace
+            .damage
+            .as_ref()
+            .and_then(TraceError::offset)
+            .expect("offset");
         assert!(offset <= at as u64);
-        assert!(matches!(read_bytes(b"hello world"), Err(TraceError::NotATrace)));
+        assert!(matches!(
+            read_bytes(b"hello world"),
+            Err(TraceError::NotATrace)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

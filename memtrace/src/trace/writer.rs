@@ -62,7 +62,10 @@ impl TraceWriter {
         let (idents, payload) = self.encoder.encode(snapshot);
         let mut out = BytesMut::with_capacity(payload.len() + 64 * (idents.len() + 1));
         for (slot, ident) in &idents {
-            out.extend_from_slice(&frame::encode(kind::PROC, &codec::encode_ident(*slot, ident)));
+            out.extend_from_slice(&frame::encode(
+                kind::PROC,
+                &codec::encode_ident(*slot, ident),
+            ));
         }
         out.extend_from_slice(&frame::encode(kind::SAMPLE, &payload));
         self.samples += 1;
@@ -72,7 +75,10 @@ impl TraceWriter {
     /// Appends one event that happened at `time_unix_ms`.
     pub fn event(&mut self, time_unix_ms: u64, event: &Event) -> Result<(), TraceError> {
         let mut payload = BytesMut::new();
-        codec::put_varint(&mut payload, time_unix_ms.saturating_sub(self.start_unix_ms));
+        codec::put_varint(
+            &mut payload,
+            time_unix_ms.saturating_sub(self.start_unix_ms),
+        );
         payload.extend_from_slice(&serde_json::to_vec(event).unwrap_or_default());
         let framed = frame::encode(kind::EVENT, &payload);
         self.write(&framed)

@@ -5,8 +5,10 @@
 //! hidden `bench workload` subcommand, so that what is timed is one process doing only the
 //! workload (see [`workload`]).
 mod bpf_stats;
+mod cgroup;
 mod overhead;
 mod process;
+mod reaction;
 mod stats;
 mod workload;
 
@@ -16,6 +18,9 @@ pub enum Bench {
     /// Tracing overhead on a fault storm and a realistic pipeline: none vs memtrace vs bpftrace,
     /// plus the kernel programs' run time per event and `memtrace top`'s own CPU and memory.
     Overhead(overhead::Options),
+    /// How fast the guard stops a hog growing at 100 MiB/s, 1 GiB/s and unthrottled inside a
+    /// limited cgroup (onset→action median and p99), and the guard's RSS and CPU.
+    Reaction(reaction::Options),
     /// Runs one workload and prints its report line (used by `bench overhead`).
     #[command(hide = true)]
     Workload(workload::Args),
@@ -25,6 +30,7 @@ pub enum Bench {
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Overhead(options) => overhead::run(&options),
+        Bench::Reaction(options) => reaction::run(&options),
         Bench::Workload(args) => workload::run(&args),
     }
 }

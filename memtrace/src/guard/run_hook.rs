@@ -1,0 +1,119 @@
+//! The guard inside `memtrace run`: the same engine, with the machine's memory as the signal
+//! and only the pipeline's own process tree as possible victims. Its decisions go into the
+//! trace; whatever it holds suspended is resumed when the run ends.
+use std::{collections::HashSet, path::Path};
+
+use anyhow::Context as _;
+
+use crate::{
+    guard::{config::GuardConfig, engine::Engine, scope::Scope},
+    model::Snapshot,
+    procfs,
+    run::RunHook,
+    trace::Event,
+};
+
+/// The guard as a [`RunHook`].
+#[derive(Debug)]
+pub struct GuardHook {
+    engine: Engine,
+    proc_root: &'static Path,
+}
+
+/// The guard configuration of a `memtrace run --config` file: everything but its `[run]` table
+/// (the guard refuses keys it does not know), layered over the default.
+pub fn config_from_run_file(path: Option<&Path>) -> anyhow::Result<GuardConfig> {
+    let Some(path) = path else {
+        return Ok(GuardConfig::default_config()?);
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("config {}: {}", path.display(), err.message()))?;
+    table.remove("run");
+    let rest = toml::to_string(&table).context("re-encoding the guard part of the config")?;
+    Ok(GuardConfig::from_layers(Some((&rest, &path.display().to_string())))?)
+}
+
+impl GuardHook {
+    /// A guard for one run; its state file is per run so runs don't share suspensions.
+    pub fn new(config: GuardConfig) -> Self {
+        let state = std::path::PathBuf::from(format!("/run/memtrace/run-{}-suspended.json", std::process::id()));
+        Self {
+            engine: Engine::new(config, Scope::Machine, Path::new("/proc"), &state, false),
+            proc_root: Path::new("/proc"),
+        }
+    }
+}
+
+fn event(decision: crate::guard::engine::Decision) -> Event {
+    let mut reason = decision.reason;
+    if !decision.detail.is_empty() {
+        reason.push_str(" | ");
+        reason.push_str(&decision.detail.join(" | "));
+    }
+    Event::GuardDecision {
+        level: decision.level.to_string(),
+        action: decision.action.to_owned(),
+        reason,
+        pids: decision.pids,
+    }
+}
+
+impl RunHook for GuardHook {
+    fn on_snapshot(&mut self, snapshot: &Snapshot, tree: &[u32]) -> Vec<Event> {
+        let usage = match Scope::Machine.usage(self.proc_root) {
+            Ok(usage) => usage,
+            Err(err) => {
+                log::warn!("guard: {err}");
+                return Vec::new();
+            }
+        };
+        let psi = procfs::read(&self.proc_root.join("pressure/memory"))
+            .ok()
+            .and_then(|text| procfs::parse_psi(&text));
+        let scope: HashSet<u32> = tree.iter().copied().collect();
+        self.engine
+            .tick(usage, psi.as_ref(), false, snapshot, Some(&scope), None)
+            .into_iter()
+            .filter(|d| d.action != "level")
+            .inspect(|d| log::warn!("guard: {} [{}] {}", d.action, d.level, d.reason))
+            .map(event)
+            .collect()
+    }
+
+    fn on_terminate(&mut self) -> Vec<Event> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Vec<Event> {
+        self.engine
+            .suspended
+            .resume_all()
+            .into_iter()
+            .map(|line| Event::GuardDecision {
+                level: self.engine.state.level.to_string(),
+                action: "resume".to_owned(),
+                reason: format!("run ended: {line}"),
+                pids: Vec::new(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The run config's `[run]` table does not upset the guard's strict parser.
+    use super::*;
+
+    #[test]
+    fn run_table_is_ignored_and_guard_keys_apply() {
+        let path = std::env::temp_dir().join(format!("memtrace-run-hook-{}.toml", std::process::id()));
+        std::fs::write(&path, "[run]\ninterval = \"500ms\"\n[thresholds]\nwarn_used_percent = 81\n").expect("write");
+        let config = config_from_run_file(Some(&path)).expect("valid");
+        assert_eq!(config.thresholds.warn, 81.0);
+        std::fs::write(&path, "[run]\n[thresholds]\nwarn_used_percnt = 81\n").expect("write");
+        let err = config_from_run_file(Some(&path)).expect_err("unknown key");
+        assert!(err.to_string().contains("warn_used_percnt"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+}
