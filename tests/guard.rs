@@ -4,217 +4,21 @@
 mod support;
 
 use std::{
-    io::{BufRead as _, BufReader},
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use support::{Guarded, MEMTRACE, MIB, cgroup::TestCgroup, require_root};
-
-/// A Python process that renames itself, holds `mib` MiB and sleeps.
-fn holder(comm: &str, mib: u64) -> String {
-    format!(
-        "import time\n\
-         open('/proc/self/comm', 'w').write('{comm}')\n\
-         b = bytearray({mib} << 20)\n\
-         for i in range(0, len(b), 4096): b[i] = 1\n\
-         print('ready', flush=True)\n\
-         time.sleep(120)\n"
-    )
-}
-
-/// A pipeline: a parent that starts a child growing `step` MiB every 25 ms up to `target` MiB.
-fn pipeline(step: u64, target: u64) -> String {
-    let child = format!(
-        "import time\n\
-         open('/proc/self/comm', 'w').write('grower')\n\
-         chunks = []\n\
-         while len(chunks) * {step} < {target}:\n\
-         \x20   c = bytearray({step} << 20)\n\
-         \x20   for i in range(0, len(c), 4096): c[i] = 1\n\
-         \x20   chunks.append(c)\n\
-         \x20   time.sleep(0.025)\n\
-         print('grown', flush=True)\n\
-         time.sleep(120)\n"
-    );
-    format!(
-        "import subprocess, sys, time\n\
-         open('/proc/self/comm', 'w').write('pipeline')\n\
-         child = subprocess.Popen([sys.executable, '-c', {child:?}])\n\
-         print('child', child.pid, flush=True)\n\
-         child.wait()\n"
-    )
-}
-
-/// Thresholds scaled for a small cgroup, fast sampling, no cache dropping (it is machine-wide).
-fn config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join(format!("guard-{}.toml", std::process::id()));
-    let text = format!(
-        "[sampling]\ninterval_idle = \"200ms\"\ninterval_pressure = \"50ms\"\ngrowth_window = \"1s\"\n\
-         [thresholds]\nresume_used_percent = 45\nwarn_used_percent = 50\nreclaim_used_percent = 55\n\
-         suspend_used_percent = 65\nkill_used_percent = 95\nresume_after = \"1s\"\n\
-         [actions]\ndrop_caches = false\n\
-         [victims]\nprotected = [\"^(sshd|ballast)$\"]\n{extra}"
-    );
-    std::fs::write(&path, text).expect("writing the guard config");
-    path
-}
-
-fn tmp() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
-
-/// A running guard whose log lines are collected.
-struct GuardRun {
-    child: Guarded,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl GuardRun {
-    fn start(cgroup: &Path, config: &Path, state: &Path, extra: &[&str]) -> Self {
-        let mut child = Guarded::spawn(
-            Command::new(MEMTRACE)
-                .args(["guard", "--cgroup"])
-                .arg(cgroup)
-                .arg("--config")
-                .arg(config)
-                .arg("--state-file")
-                .arg(state)
-                .args(extra)
-                .stderr(Stdio::piped()),
-        );
-        let stderr = child.0.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("guard: {line}");
-                if let Ok(mut log) = sink.lock() {
-                    log.push(line);
-                }
-            }
-        });
-        let run = Self { child, log };
-        assert!(run.wait_log("guarding", Duration::from_secs(20)), "the guard never started");
-        run
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.lines().iter().any(|l| l.contains(needle)))
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: kill only signals the guard this test started.
-        unsafe { libc::kill(self.child.pid() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the guard did not exit within 10 s of SIGTERM");
-    }
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    done()
-}
-
-/// The state letter of `pid` (`T` = stopped), or `None` once it is gone.
-fn state(pid: u32) -> Option<char> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = text.rfind(')')?;
-    text[after + 1..].trim_start().chars().next()
-}
-
-fn alive(pid: u32) -> bool {
-    state(pid).is_some_and(|s| s != 'Z')
-}
-
-/// A python3 that runs under the command name `comm` from its very first instruction (exec
-/// through a symlink named `comm`), so protection by name holds before the script starts.
-fn python_as(comm: &str) -> String {
-    let dir = tmp().join("as");
-    let _ = std::fs::create_dir_all(&dir);
-    let link = dir.join(comm);
-    if !link.exists() {
-        let out = Command::new("python3")
-            .args(["-c", "import sys, os; print(os.path.realpath(sys.executable))"])
-            .output()
-            .expect("python3 is needed by these tests");
-        let real = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        std::os::unix::fs::symlink(real, &link).expect("symlinking python3");
-    }
-    link.display().to_string()
-}
-
-/// Starts `code` in the cgroup under command name `comm` and waits for its first line;
-/// returns (process, first line).
-fn start_in(group: &mut TestCgroup, comm: &str, code: &str) -> (Guarded, String) {
-    let program = python_as(comm);
-    let mut child = Guarded::spawn(group.command(&program, &["-c", code]).stdout(Stdio::piped()));
-    group.track(child.pid());
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(20)).expect("the child's first line");
-    (child, first)
-}
-
-struct Scenario {
-    group: TestCgroup,
-    chill: Guarded,
-    sshd: Guarded,
-    ballast: Option<Guarded>,
-}
-
-/// Ballast (128 MiB, protected), chill (16 MiB) and an `sshd` stand-in in one 512 MiB cgroup.
-fn scenario(name: &str) -> Scenario {
-    let mut group = TestCgroup::create(name, 512 * MIB);
-    let (ballast, _) = start_in(&mut group, "ballast", &holder("ballast", 128));
-    let (chill, _) = start_in(&mut group, "chill", &holder("chill", 16));
-    let (sshd, _) = start_in(&mut group, "sshd", &holder("sshd", 4));
-    Scenario {
-        group,
-        chill,
-        sshd,
-        ballast: Some(ballast),
-    }
-}
-
-/// Starts the pipeline (growing 4 MiB per 25 ms up to 240 MiB); returns (parent, grower pid).
-fn start_pipeline(group: &mut TestCgroup) -> (Guarded, u32) {
-    let (parent, line) = start_in(group, "pipeline", &pipeline(4, 240));
-    let grower = line
-        .strip_prefix("child ")
-        .and_then(|pid| pid.trim().parse().ok())
-        .expect("the pipeline prints its child's pid");
-    group.track(grower);
-    (parent, grower)
-}
+use support::{
+    Guarded, MEMTRACE, MIB,
+    cgroup::TestCgroup,
+    guard_env::{
+        GuardRun, alive, config, config_calm, holder, scenario, start_in, start_pipeline, state,
+        tmp, wait_until,
+    },
+    require_root,
+};
 
 /// The growing pipeline is suspended before any OOM kill, chill and sshd are untouched, and the
 /// tree is resumed once the test frees memory.
@@ -231,25 +35,52 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
     let suspended = wait_until(Duration::from_secs(30), || {
         state(grower) == Some('T') && state(parent.pid()) == Some('T')
     });
-    assert!(suspended, "pipeline and grower stopped (grower {:?})", state(grower));
+    assert!(
+        suspended,
+        "pipeline and grower stopped (grower {:?})",
+        state(grower)
+    );
     assert!(!s.group.saw_oom_kill(), "suspended before any OOM kill");
     for (name, pid) in [("chill", s.chill.pid()), ("sshd", s.sshd.pid())] {
-        assert!(matches!(state(pid), Some('S' | 'R')), "{name} untouched: {:?}", state(pid));
+        assert!(
+            matches!(state(pid), Some('S' | 'R')),
+            "{name} untouched: {:?}",
+            state(pid)
+        );
     }
-    assert!(guard.wait_log("suspend [", Duration::from_secs(2)), "a suspend decision is logged");
-    let line = guard.lines().into_iter().find(|l| l.contains("suspend [")).expect("a suspend decision");
-    assert!(line.contains(&grower.to_string()) && line.contains("candidate"), "{line}");
+    assert!(
+        guard.wait_log("suspend [", Duration::from_secs(2)),
+        "a suspend decision is logged"
+    );
+    let line = guard
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("suspend ["))
+        .expect("a suspend decision");
+    assert!(
+        line.contains(&grower.to_string()) && line.contains("candidate"),
+        "{line}"
+    );
     assert!(std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains(&grower.to_string())));
 
     // Free memory: the ballast goes (by pid), the tree must be resumed.
     drop(s.ballast.take());
-    let resumed = wait_until(Duration::from_secs(20), || state(grower).is_some_and(|c| c != 'T'));
-    assert!(resumed, "grower resumed after memory was freed: {:?}", state(grower));
+    let resumed = wait_until(Duration::from_secs(20), || {
+        state(grower).is_some_and(|c| c != 'T')
+    });
+    assert!(
+        resumed,
+        "grower resumed after memory was freed: {:?}",
+        state(grower)
+    );
     assert!(guard.wait_log("resume [", Duration::from_secs(2)));
     guard.terminate();
     assert!(!state_file.exists(), "a clean exit leaves no state file");
     for pid in [grower, parent.pid(), s.chill.pid(), s.sshd.pid()] {
-        assert!(alive(pid) && state(pid) != Some('T'), "{pid} alive and running after the guard");
+        assert!(
+            alive(pid) && state(pid) != Some('T'),
+            "{pid} alive and running after the guard"
+        );
     }
 }
 
@@ -262,8 +93,14 @@ fn kills_only_the_offender_when_suspension_does_not_help() {
     let config = config(&tmp(), "");
     let text = std::fs::read_to_string(&config)
         .expect("config")
-        .replace("kill_used_percent = 95", "kill_used_percent = 75\nkill_after = \"1s\"")
-        .replace("drop_caches = false", "drop_caches = false\nkill = true\nkill_grace = \"1s\"");
+        .replace(
+            "kill_used_percent = 95",
+            "kill_used_percent = 75\nkill_after = \"1s\"",
+        )
+        .replace(
+            "drop_caches = false",
+            "drop_caches = false\nkill = true\nkill_grace = \"1s\"",
+        );
     std::fs::write(&config, text).expect("config");
     let mut s = scenario("kill");
     let group_path = s.group.path.clone();
@@ -275,8 +112,15 @@ fn kills_only_the_offender_when_suspension_does_not_help() {
     );
     // More memory, from a protected process: suspension can't relieve this.
     let (more, _) = start_in(&mut s.group, "ballast", &holder("ballast", 120));
-    let killed = wait_until(Duration::from_secs(30), || !alive(grower) && !alive(parent.pid()));
-    assert!(killed, "offender tree killed: grower {:?} parent {:?}", state(grower), state(parent.pid()));
+    let killed = wait_until(Duration::from_secs(30), || {
+        !alive(grower) && !alive(parent.pid())
+    });
+    assert!(
+        killed,
+        "offender tree killed: grower {:?} parent {:?}",
+        state(grower),
+        state(parent.pid())
+    );
     for (name, pid) in [
         ("chill", s.chill.pid()),
         ("sshd", s.sshd.pid()),
@@ -299,7 +143,10 @@ fn dry_run_sends_nothing() {
     let group_path = s.group.path.clone();
     let mut guard = GuardRun::start(&group_path, &config, &state_file, &["--dry-run"]);
     let (_parent, grower) = start_pipeline(&mut s.group);
-    assert!(guard.wait_log("dry run, nothing sent", Duration::from_secs(30)), "a dry-run decision is logged");
+    assert!(
+        guard.wait_log("dry run, nothing sent", Duration::from_secs(30)),
+        "a dry-run decision is logged"
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         assert_ne!(state(grower), Some('T'), "dry run must not stop anything");
@@ -327,7 +174,11 @@ fn load_under_thresholds_triggers_nothing() {
     let acted: Vec<String> = guard
         .lines()
         .into_iter()
-        .filter(|l| ["warn [", "reclaim [", "suspend [", "kill [", "resume ["].iter().any(|a| l.contains(a)))
+        .filter(|l| {
+            ["warn [", "reclaim [", "suspend [", "kill [", "resume ["]
+                .iter()
+                .any(|a| l.contains(a))
+        })
         .collect();
     assert!(acted.is_empty(), "nothing may be acted on: {acted:?}");
     guard.terminate();
@@ -353,17 +204,17 @@ fn restart_after_sigkill_resumes_what_was_suspended() {
     let calm = config_calm(&tmp());
     let mut second = GuardRun::start(&group_path, &calm, &state_file, &[]);
     assert!(
-        wait_until(Duration::from_secs(5), || state(grower).is_some_and(|c| c != 'T')),
+        wait_until(Duration::from_secs(5), || state(grower)
+            .is_some_and(|c| c != 'T')),
         "resumed by the next guard"
     );
-    assert!(second.lines().iter().any(|l| l.contains("recovered from an earlier guard")));
+    assert!(
+        second
+            .lines()
+            .iter()
+            .any(|l| l.contains("recovered from an earlier guard"))
+    );
     second.terminate();
-}
-
-fn config_calm(dir: &Path) -> PathBuf {
-    let path = dir.join(format!("guard-calm-{}.toml", std::process::id()));
-    std::fs::write(&path, "[thresholds]\nresume_used_percent = 97\nwarn_used_percent = 98\nreclaim_used_percent = 98\nsuspend_used_percent = 99\nkill_used_percent = 99.5\n").expect("config");
-    path
 }
 
 /// Bad config, missing PSI and no root each end with one clear line and a non-zero exit.
@@ -373,10 +224,27 @@ fn bad_config_missing_psi_and_no_root_are_clear_errors() {
     let bad = tmp().join("guard-bad.toml");
     std::fs::write(&bad, "[thresholds]\nwarn_used_percnt = 50\n").expect("config");
     let cases: Vec<(Vec<String>, Option<u32>, &str)> = vec![
-        (vec!["--config".into(), bad.display().to_string()], None, "warn_used_percnt"),
-        (vec!["--psi-file".into(), "/nonexistent/pressure".into(), "--cgroup".into(), "/sys/fs/cgroup/memory".into()], None, "PSI is not available"),
+        (
+            vec!["--config".into(), bad.display().to_string()],
+            None,
+            "warn_used_percnt",
+        ),
+        (
+            vec![
+                "--psi-file".into(),
+                "/nonexistent/pressure".into(),
+                "--cgroup".into(),
+                "/sys/fs/cgroup/memory".into(),
+            ],
+            None,
+            "PSI is not available",
+        ),
         (vec![], Some(65534), "needs root"),
-        (vec!["--cgroup".into(), "/proc".into()], None, "is not a memory cgroup"),
+        (
+            vec!["--cgroup".into(), "/proc".into()],
+            None,
+            "is not a memory cgroup",
+        ),
     ];
     for (args, uid, needle) in cases {
         let mut cmd = Command::new(MEMTRACE);
@@ -391,7 +259,10 @@ fn bad_config_missing_psi_and_no_root_are_clear_errors() {
         assert_eq!(errors.len(), 1, "one error line for {args:?}: {stderr}");
         assert!(errors[0].contains(needle), "{args:?}: {stderr}");
     }
-    let out = Command::new(MEMTRACE).args(["guard", "--print-config"]).output().expect("print-config");
+    let out = Command::new(MEMTRACE)
+        .args(["guard", "--print-config"])
+        .output()
+        .expect("print-config");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("[thresholds]"));
 }
@@ -402,10 +273,16 @@ fn recycled_pid_is_never_signalled() {
     require_root();
     let mut first = Command::new("sleep").arg("60").spawn().expect("sleep");
     let pid = first.id();
-    let start_ticks = memtrace::procfs::parse_pid_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat"))
-        .expect("parse")
-        .start_ticks;
-    let victim = memtrace::guard::pidfd::Target { pid, start_ticks, comm: "sleep".into() };
+    let start_ticks = memtrace::procfs::parse_pid_stat(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat"),
+    )
+    .expect("parse")
+    .start_ticks;
+    let victim = memtrace::guard::pidfd::Target {
+        pid,
+        start_ticks,
+        comm: "sleep".into(),
+    };
     // The guard only acts on processes seen in an earlier sample: at least one clock tick
     // (10 ms, the resolution of /proc start times) separates their birth from a reuse.
     std::thread::sleep(Duration::from_millis(50));
@@ -423,7 +300,9 @@ fn recycled_pid_is_never_signalled() {
     }
     let reused = reused.expect("the pid was recycled within 20 tries");
     std::thread::sleep(Duration::from_millis(100));
-    let err = victim.open(Path::new("/proc")).expect_err("a recycled pid must be refused");
+    let err = victim
+        .open(Path::new("/proc"))
+        .expect_err("a recycled pid must be refused");
     assert!(err.to_string().contains("reused"), "{err}");
     assert_ne!(state(reused.pid()), Some('T'), "nothing was signalled");
 }
@@ -442,7 +321,11 @@ fn run_guards_only_its_own_tree() {
     )
     .expect("config");
     let grow = "import time\nchunks = []\nfor _ in range(16):\n    chunks.append(bytearray(4 << 20))\n    for i in range(0, 4 << 20, 4096): chunks[-1][i] = 1\n    time.sleep(0.05)\nprint('grown', flush=True)\ntime.sleep(30)\n";
-    let mut outsider = Guarded::spawn(Command::new("python3").args(["-c", grow]).stdout(Stdio::null()));
+    let mut outsider = Guarded::spawn(
+        Command::new("python3")
+            .args(["-c", grow])
+            .stdout(Stdio::null()),
+    );
     let trace = tmp().join("guard-run.mtrace");
     let mut run = Guarded::spawn(
         Command::new(MEMTRACE)
@@ -462,10 +345,16 @@ fn run_guards_only_its_own_tree() {
             .collect()
     };
     let stopped = wait_until(Duration::from_secs(30), || {
-        children(run.pid()).iter().any(|&child| state(child) == Some('T'))
+        children(run.pid())
+            .iter()
+            .any(|&child| state(child) == Some('T'))
     });
     assert!(stopped, "the pipeline under `memtrace run` was suspended");
-    assert_ne!(state(outsider.pid()), Some('T'), "a process outside the run's tree is never touched");
+    assert_ne!(
+        state(outsider.pid()),
+        Some('T'),
+        "a process outside the run's tree is never touched"
+    );
     // SAFETY: kill only signals the memtrace run this test started.
     unsafe { libc::kill(run.pid() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -486,7 +375,14 @@ fn run_guards_only_its_own_tree() {
         format!("{out}{err}").contains("the guard suspended"),
         "the run says the guard suspended the pipeline ({status:?}):\n{out}\n{err}"
     );
-    let report = Command::new(MEMTRACE).arg("report").arg(&trace).output().expect("report");
-    assert!(String::from_utf8_lossy(&report.stdout).contains("suspend"), "the trace carries the guard decision");
+    let report = Command::new(MEMTRACE)
+        .arg("report")
+        .arg(&trace)
+        .output()
+        .expect("report");
+    assert!(
+        String::from_utf8_lossy(&report.stdout).contains("suspend"),
+        "the trace carries the guard decision"
+    );
     let _ = outsider.0.kill();
 }

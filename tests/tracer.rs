@@ -215,7 +215,10 @@ fn optional_fault_hook_counts_faults() {
             .map(|e| field(e, "faults"))
             .filter(|&f| f >= 16384 * 95 / 100)
     });
-    assert!(faults.is_some(), "the hook counted ≥ 95 % of 16384 faults for {pid}");
+    assert!(
+        faults.is_some(),
+        "the hook counted ≥ 95 % of 16384 faults for {pid}"
+    );
 }
 
 /// Without root, `memtrace top` refuses with one clear line and a non-zero exit; `status`

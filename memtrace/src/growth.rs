@@ -113,7 +113,11 @@ mod tests {
         window.push(point(1.0, 4096.0), 1.0);
         assert_eq!(window.rates(1.0), Rates::default());
         window.push(point(1.0, 2048.0), 1.0);
-        assert_eq!(window.rates(1.0), Rates::default(), "no elapsed time, no rate");
+        assert_eq!(
+            window.rates(1.0),
+            Rates::default(),
+            "no elapsed time, no rate"
+        );
         window.push(point(3.0, 0.0), 1.0);
         assert!(window.rates(1.0).growth_bytes_per_s < 0.0);
     }
@@ -124,6 +128,9 @@ mod tests {
         window.push(point(10.0, 0.0), 1.0);
         window.push(point(10.005, 5.0 * 1048576.0), 1.0);
         let rate = window.rates(1.0).growth_bytes_per_s;
-        assert!((rate - 5.0 * 1048576.0).abs() < 1.0, "5 MiB in 5 ms reads as 5 MiB/s, got {rate}");
+        assert!(
+            (rate - 5.0 * 1048576.0).abs() < 1.0,
+            "5 MiB in 5 ms reads as 5 MiB/s, got {rate}"
+        );
     }
 }

@@ -22,11 +22,13 @@ fn main() -> ExitCode {
         Command::Swap(args) => memtrace::basics::swap::run(args),
         Command::Doctor(args) => memtrace::basics::doctor::run(args),
         Command::Clean(args) => memtrace::basics::clean::run(args),
-        Command::Run(args) => memtrace::guard::run_hook::config_from_run_file(args.config.as_deref())
-            .and_then(|config| {
-                let guard = memtrace::guard::run_hook::GuardHook::new(config);
-                memtrace::run::run_with_hooks(args, vec![Box::new(guard)])
-            }),
+        Command::Run(args) => memtrace::guard::run_hook::config_from_run_file(
+            args.config.as_deref(),
+        )
+        .and_then(|config| {
+            let guard = memtrace::guard::run_hook::GuardHook::new(config);
+            memtrace::run::run_with_hooks(args, vec![Box::new(guard)])
+        }),
         Command::Record(args) => memtrace::run::record(args),
         Command::Mark(args) => memtrace::run::marks::run(args),
         Command::Report(args) => memtrace::report::run(args),

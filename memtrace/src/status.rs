@@ -175,7 +175,11 @@ fn process_line(p: &ProcSample, gpu: bool) -> String {
 
 /// The command line (or the comm when it has none), cut to `width` characters with `…`.
 pub fn command_text(p: &crate::model::ProcSample, width: usize) -> String {
-    let text = if p.cmdline.is_empty() { &p.comm } else { &p.cmdline };
+    let text = if p.cmdline.is_empty() {
+        &p.comm
+    } else {
+        &p.cmdline
+    };
     if text.chars().count() <= width {
         return text.clone();
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cgroup;
+pub mod guard_env;
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -301,7 +301,10 @@ fn regexes(value: Option<Vec<String>>, key: &'static str) -> Result<Vec<Regex>, 
         .map(|pattern| {
             Regex::new(pattern).map_err(|err| ConfigError::Invalid {
                 key,
-                message: format!("bad regex {pattern:?}: {}", err.to_string().replace('\n', " ")),
+                message: format!(
+                    "bad regex {pattern:?}: {}",
+                    err.to_string().replace('\n', " ")
+                ),
             })
         })
         .collect()
@@ -386,7 +389,11 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
         kill: need(a.kill, "actions.kill")?,
         kill_grace: duration(a.kill_grace, "actions.kill_grace")?,
     };
-    if let Some(dir) = actions.temp_dirs.iter().find(|d| !d.is_absolute() || d.parent().is_none()) {
+    if let Some(dir) = actions
+        .temp_dirs
+        .iter()
+        .find(|d| !d.is_absolute() || d.parent().is_none())
+    {
         return Err(ConfigError::Invalid {
             key: "actions.temp_dirs",
             message: format!("{} must be an absolute path below /", dir.display()),
@@ -414,7 +421,10 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
     if !(-1000..=1000).contains(&protect.sshd_oom_score_adj) {
         return Err(ConfigError::Invalid {
             key: "protect.sshd_oom_score_adj",
-            message: format!("must be between -1000 and 1000, got {}", protect.sshd_oom_score_adj),
+            message: format!(
+                "must be between -1000 and 1000, got {}",
+                protect.sshd_oom_score_adj
+            ),
         });
     }
     Ok(GuardConfig {
@@ -441,7 +451,13 @@ mod tests {
         assert_eq!(config.sampling.interval_idle, Duration::from_millis(100));
         assert_eq!(config.protect.sshd_oom_score_adj, -1000);
         assert!(config.victims.protected.iter().any(|r| r.is_match("sshd")));
-        assert!(!config.victims.protected.iter().any(|r| r.is_match("python3")));
+        assert!(
+            !config
+                .victims
+                .protected
+                .iter()
+                .any(|r| r.is_match("python3"))
+        );
     }
 
     #[test]
@@ -450,7 +466,10 @@ mod tests {
         let config = GuardConfig::from_layers(Some((text, "user.toml"))).expect("valid");
         assert_eq!(config.thresholds.warn, 50.0);
         assert_eq!(config.thresholds.suspend, 60.5);
-        assert_eq!(config.thresholds.kill, 95.0, "untouched keys keep the default");
+        assert_eq!(
+            config.thresholds.kill, 95.0,
+            "untouched keys keep the default"
+        );
         assert!(config.actions.kill);
     }
 
@@ -464,14 +483,19 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let unknown = error("[thresholds]\nwarn_used_percnt = 50\n");
-        assert!(unknown.contains("bad.toml:2") && unknown.contains("warn_used_percnt"), "{unknown}");
+        assert!(
+            unknown.contains("bad.toml:2") && unknown.contains("warn_used_percnt"),
+            "{unknown}"
+        );
         let section = error("[threshold]\n");
         assert!(section.contains("threshold"), "{section}");
         let range = error("[thresholds]\nwarn_used_percent = 120\n");
         assert!(range.contains("thresholds.warn_used_percent"), "{range}");
         let order = error("[thresholds]\nkill_used_percent = 70\n");
         assert!(order.contains("thresholds.kill_used_percent"), "{order}");
-        let hysteresis = error("[thresholds]\nresume_used_percent = 92\nwarn_used_percent = 92\nreclaim_used_percent = 92\nsuspend_used_percent = 92\n");
+        let hysteresis = error(
+            "[thresholds]\nresume_used_percent = 92\nwarn_used_percent = 92\nreclaim_used_percent = 92\nsuspend_used_percent = 92\n",
+        );
         assert!(hysteresis.contains("resume_used_percent"), "{hysteresis}");
         let dur = error("[sampling]\ninterval_idle = \"soon\"\n");
         assert!(dur.contains("sampling.interval_idle"), "{dur}");

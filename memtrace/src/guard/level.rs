@@ -108,7 +108,10 @@ pub fn assess(signals: &Signals, t: &Thresholds, protect: &Protect) -> Assessmen
         out.raise(Level::Warn, "PSI trigger fired".to_owned());
     }
     let limit = t.exhaustion_suspend.as_secs_f64();
-    if let Some(seconds) = signals.exhaustion_s.filter(|&s| s < limit && used >= t.warn) {
+    if let Some(seconds) = signals
+        .exhaustion_s
+        .filter(|&s| s < limit && used >= t.warn)
+    {
         out.raise(
             Level::Suspend,
             format!("memory full in {seconds:.1} s < {limit} s at this growth"),
@@ -118,7 +121,10 @@ pub fn assess(signals: &Signals, t: &Thresholds, protect: &Protect) -> Assessmen
         out.raise(Level::Warn, gpu.clone());
     }
     if signals.sshd_stalled && protect.sshd_stall_escalates {
-        out.raise(Level::Suspend, "sshd or an ssh login shell stalled in reclaim".to_owned());
+        out.raise(
+            Level::Suspend,
+            "sshd or an ssh login shell stalled in reclaim".to_owned(),
+        );
     }
     out
 }
@@ -176,7 +182,11 @@ mod tests {
             exhaustion_s: Some(3.0),
             ..Signals::default()
         });
-        assert_eq!(slow.level, Level::Ok, "the forecast counts only at or above warn");
+        assert_eq!(
+            slow.level,
+            Level::Ok,
+            "the forecast counts only at or above warn"
+        );
         let sshd = assess_with(Signals {
             sshd_stalled: true,
             ..Signals::default()

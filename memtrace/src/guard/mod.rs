@@ -93,42 +93,72 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let trigger = if args.no_psi {
         None
     } else {
-        let path = args.psi_file.clone().unwrap_or_else(|| scope.pressure_file(proc_root));
-        Some(PsiTrigger::arm(&path, config.sampling.psi_stall, config.sampling.psi_window)?)
+        let path = args
+            .psi_file
+            .clone()
+            .unwrap_or_else(|| scope.pressure_file(proc_root));
+        Some(PsiTrigger::arm(
+            &path,
+            config.sampling.psi_stall,
+            config.sampling.psi_window,
+        )?)
     };
     let signals = SignalFd::block_termination().context("blocking SIGINT/SIGTERM")?;
     for line in suspend::SuspendedSet::recover(&args.state_file, proc_root) {
         log::warn!("recovered from an earlier guard: {line}");
     }
     let tracer = Tracer::start(TracerOptions::default())?;
-    let mut sampler = Sampler::new(tracer, proc_root, config.sampling.growth_window.as_secs_f64())
-        .context("seeding the tracer from /proc")?;
+    let mut sampler = Sampler::new(
+        tracer,
+        proc_root,
+        config.sampling.growth_window.as_secs_f64(),
+    )
+    .context("seeding the tracer from /proc")?;
     sampler.set_ident_max_age(Duration::from_secs(10));
     for line in protect::protect_self(args.dry_run)
         .into_iter()
-        .chain(protect::protect_sshd(proc_root, config.protect.sshd_oom_score_adj, args.dry_run))
+        .chain(protect::protect_sshd(
+            proc_root,
+            config.protect.sshd_oom_score_adj,
+            args.dry_run,
+        ))
     {
         log::info!("{line}");
     }
     let shared = Arc::new(Mutex::new(String::new()));
     if let Some(addr) = args.metrics {
-        let bound = metrics::serve(addr, Arc::clone(&shared)).with_context(|| format!("--metrics {addr}"))?;
+        let bound = metrics::serve(addr, Arc::clone(&shared))
+            .with_context(|| format!("--metrics {addr}"))?;
         log::info!("metrics at http://{bound}/metrics");
     }
     log::info!(
         "guarding {} ({}); thresholds warn {} %, reclaim {} %, suspend {} %, kill {} % ({}), resume below {} %",
         scope.describe(),
-        if args.dry_run { "dry run: nothing will be sent" } else { "armed" },
+        if args.dry_run {
+            "dry run: nothing will be sent"
+        } else {
+            "armed"
+        },
         config.thresholds.warn,
         config.thresholds.reclaim,
         config.thresholds.suspend,
         config.thresholds.kill,
-        if config.actions.kill { "allowed" } else { "not allowed" },
+        if config.actions.kill {
+            "allowed"
+        } else {
+            "not allowed"
+        },
         config.thresholds.resume,
     );
     let mut gpu = crate::gpu::Paced::new(crate::gpu::open_default());
     let pressure_file = scope.pressure_file(proc_root);
-    let mut engine = Engine::new(config, scope.clone(), proc_root, &args.state_file, args.dry_run);
+    let mut engine = Engine::new(
+        config,
+        scope.clone(),
+        proc_root,
+        &args.state_file,
+        args.dry_run,
+    );
     let started = std::time::Instant::now();
     // Idle rounds read only the scope's usage; per-process data is refreshed when needed.
     let mut snapshot = sampler.sample()?;
@@ -146,7 +176,9 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         let usage = scope.usage(proc_root)?;
-        let psi = procfs::read(&pressure_file).ok().and_then(|text| procfs::parse_psi(&text));
+        let psi = procfs::read(&pressure_file)
+            .ok()
+            .and_then(|text| procfs::parse_psi(&text));
         let fresh = engine.wants_processes(usage.percent(), woke.psi)
             || last_processes.elapsed() >= engine.config().sampling.processes_idle;
         if fresh {
@@ -162,14 +194,29 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             crate::gpu::join(&mut snapshot, &gpu_sample);
             scope_pids = scope.pids()?;
         }
-        for decision in engine.tick(usage, psi.as_ref(), woke.psi, &snapshot, scope_pids.as_ref(), Some(&gpu_sample)) {
+        for decision in engine.tick(
+            usage,
+            psi.as_ref(),
+            woke.psi,
+            &snapshot,
+            scope_pids.as_ref(),
+            Some(&gpu_sample),
+        ) {
             let line = format!(
                 "{} [{}] {}{}{}",
                 decision.action,
                 decision.level,
                 decision.reason,
-                if decision.pids.is_empty() { String::new() } else { format!(" | pids {:?}", decision.pids) },
-                if decision.detail.is_empty() { String::new() } else { format!(" | {}", decision.detail.join(" | ")) },
+                if decision.pids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" | pids {:?}", decision.pids)
+                },
+                if decision.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" | {}", decision.detail.join(" | "))
+                },
             );
             match decision.action {
                 "level" | "warn" => log::warn!("{line}"),
@@ -195,7 +242,11 @@ struct Woke {
     psi: bool,
 }
 
-fn wait(signals: &SignalFd, trigger: Option<&PsiTrigger>, timeout: Duration) -> anyhow::Result<Woke> {
+fn wait(
+    signals: &SignalFd,
+    trigger: Option<&PsiTrigger>,
+    timeout: Duration,
+) -> anyhow::Result<Woke> {
     let mut fds = [
         libc::pollfd {
             fd: signals.fd.as_raw_fd(),

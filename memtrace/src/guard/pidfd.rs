@@ -29,7 +29,9 @@ pub enum TargetError {
     #[error("pid {0} has exited")]
     Gone(u32),
     /// The pid now belongs to another process.
-    #[error("pid {pid} was reused by another process (start time {found} != {expected}); nothing sent")]
+    #[error(
+        "pid {pid} was reused by another process (start time {found} != {expected}); nothing sent"
+    )]
     Reused {
         /// The pid.
         pid: u32,

@@ -29,12 +29,16 @@ pub fn protect_sshd(proc_root: &Path, value: i32, dry_run: bool) -> Vec<String> 
     let mut log = Vec::new();
     for pid in sshd_listeners(proc_root) {
         let path = proc_root.join(pid.to_string()).join("oom_score_adj");
-        let old = fs::read_to_string(&path).map(|s| s.trim().to_owned()).unwrap_or_default();
+        let old = fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
         if old == value.to_string() {
             continue;
         }
         if dry_run {
-            log.push(format!("dry run: would set sshd {pid} oom_score_adj {old} → {value}"));
+            log.push(format!(
+                "dry run: would set sshd {pid} oom_score_adj {old} → {value}"
+            ));
         } else {
             match fs::write(&path, value.to_string()) {
                 Ok(()) => log.push(format!("sshd {pid} oom_score_adj {old} → {value}")),

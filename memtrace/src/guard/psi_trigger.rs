@@ -13,7 +13,9 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum PsiError {
     /// The pressure file does not exist or cannot be opened.
-    #[error("PSI is not available at {path} ({source}); boot with psi=1 (CONFIG_PSI) or run with --no-psi")]
+    #[error(
+        "PSI is not available at {path} ({source}); boot with psi=1 (CONFIG_PSI) or run with --no-psi"
+    )]
     Unavailable {
         /// The file.
         path: String,
@@ -68,10 +70,11 @@ impl PsiTrigger {
                 source,
             })?;
         let spec = format!("some {} {}\0", stall.as_micros(), window.as_micros());
-        file.write_all(spec.as_bytes()).map_err(|source| PsiError::Arm {
-            path: path.display().to_string(),
-            source,
-        })?;
+        file.write_all(spec.as_bytes())
+            .map_err(|source| PsiError::Arm {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(Self { file })
     }
 

@@ -13,7 +13,13 @@ use crate::{
 };
 
 /// Runs every enabled reclaim step once; returns one log line per step.
-pub fn reclaim(scope: &Scope, usage: &Usage, actions: &Actions, proc_root: &Path, dry_run: bool) -> Vec<String> {
+pub fn reclaim(
+    scope: &Scope,
+    usage: &Usage,
+    actions: &Actions,
+    proc_root: &Path,
+    dry_run: bool,
+) -> Vec<String> {
     let mut log = Vec::new();
     match scope {
         Scope::Cgroup {
@@ -24,13 +30,20 @@ pub fn reclaim(scope: &Scope, usage: &Usage, actions: &Actions, proc_root: &Path
             // it could not reach the target, which is fine).
             let amount = usage.used_bytes / 4;
             if dry_run {
-                log.push(format!("dry run: would write {amount} to {}/memory.reclaim", path.display()));
+                log.push(format!(
+                    "dry run: would write {amount} to {}/memory.reclaim",
+                    path.display()
+                ));
             } else {
                 match fs::write(path.join("memory.reclaim"), amount.to_string()) {
-                    Ok(()) => log.push(format!("memory.reclaim {amount} bytes on {}", path.display())),
-                    Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => {
-                        log.push(format!("memory.reclaim on {}: reclaimed less than asked", path.display()))
-                    }
+                    Ok(()) => log.push(format!(
+                        "memory.reclaim {amount} bytes on {}",
+                        path.display()
+                    )),
+                    Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => log.push(format!(
+                        "memory.reclaim on {}: reclaimed less than asked",
+                        path.display()
+                    )),
                     Err(err) => log.push(format!("memory.reclaim on {}: {err}", path.display())),
                 }
             }

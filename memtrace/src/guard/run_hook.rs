@@ -26,18 +26,25 @@ pub fn config_from_run_file(path: Option<&Path>) -> anyhow::Result<GuardConfig> 
     let Some(path) = path else {
         return Ok(GuardConfig::default_config()?);
     };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut table: toml::Table = toml::from_str(&text)
         .map_err(|err| anyhow::anyhow!("config {}: {}", path.display(), err.message()))?;
     table.remove("run");
     let rest = toml::to_string(&table).context("re-encoding the guard part of the config")?;
-    Ok(GuardConfig::from_layers(Some((&rest, &path.display().to_string())))?)
+    Ok(GuardConfig::from_layers(Some((
+        &rest,
+        &path.display().to_string(),
+    )))?)
 }
 
 impl GuardHook {
     /// A guard for one run; its state file is per run so runs don't share suspensions.
     pub fn new(config: GuardConfig) -> Self {
-        let state = std::path::PathBuf::from(format!("/run/memtrace/run-{}-suspended.json", std::process::id()));
+        let state = std::path::PathBuf::from(format!(
+            "/run/memtrace/run-{}-suspended.json",
+            std::process::id()
+        ));
         Self {
             engine: Engine::new(config, Scope::Machine, Path::new("/proc"), &state, false),
             proc_root: Path::new("/proc"),
@@ -107,8 +114,13 @@ mod tests {
 
     #[test]
     fn run_table_is_ignored_and_guard_keys_apply() {
-        let path = std::env::temp_dir().join(format!("memtrace-run-hook-{}.toml", std::process::id()));
-        std::fs::write(&path, "[run]\ninterval = \"500ms\"\n[thresholds]\nwarn_used_percent = 81\n").expect("write");
+        let path =
+            std::env::temp_dir().join(format!("memtrace-run-hook-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[run]\ninterval = \"500ms\"\n[thresholds]\nwarn_used_percent = 81\n",
+        )
+        .expect("write");
         let config = config_from_run_file(Some(&path)).expect("valid");
         assert_eq!(config.thresholds.warn, 81.0);
         std::fs::write(&path, "[run]\n[thresholds]\nwarn_used_percnt = 81\n").expect("write");

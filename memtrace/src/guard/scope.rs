@@ -128,7 +128,8 @@ impl Scope {
                     CgroupVersion::V2 => ("memory.current", "memory.max", "inactive_file"),
                 };
                 let usage = read_u64(&path.join(usage_file))?.unwrap_or(0);
-                let inactive = stat_value(&read(&path.join("memory.stat"))?, inactive_key).unwrap_or(0);
+                let inactive =
+                    stat_value(&read(&path.join("memory.stat"))?, inactive_key).unwrap_or(0);
                 // v1 reports "unlimited" as a huge page-aligned number.
                 let limit = read_u64(&path.join(limit_file))?
                     .filter(|&l| l < total.total)

@@ -102,7 +102,10 @@ fn resume_record(record: &Record, proc_root: &Path, log: &mut Vec<String>) {
         return;
     }
     for member in &record.members {
-        match member.open(proc_root).and_then(|fd| fd.signal(libc::SIGCONT)) {
+        match member
+            .open(proc_root)
+            .and_then(|fd| fd.signal(libc::SIGCONT))
+        {
             Ok(()) => log.push(format!("resumed {} ({})", member.pid, member.comm)),
             Err(TargetError::Gone(_)) => {}
             Err(err) => log.push(format!("not resuming {}: {err}", member.pid)),
@@ -167,8 +170,16 @@ impl SuspendedSet {
     }
 
     /// Suspends `candidate`: records it, then stops it (freezing `freeze` if given).
-    pub fn suspend(&mut self, candidate: &Candidate, freeze: Option<PathBuf>) -> Result<String, SuspendError> {
-        let how = if freeze.is_some() { How::Freeze } else { How::Stop };
+    pub fn suspend(
+        &mut self,
+        candidate: &Candidate,
+        freeze: Option<PathBuf>,
+    ) -> Result<String, SuspendError> {
+        let how = if freeze.is_some() {
+            How::Freeze
+        } else {
+            How::Stop
+        };
         let record = Record {
             how: how.clone(),
             members: candidate.members.clone(),
@@ -199,7 +210,10 @@ impl SuspendedSet {
         if fds.is_empty() {
             self.trees.pop();
             let _ = self.persist();
-            return Err(SuspendError::NoMember(candidate.root.pid, skipped.join("; ")));
+            return Err(SuspendError::NoMember(
+                candidate.root.pid,
+                skipped.join("; "),
+            ));
         }
         let mut done = match (&how, &freeze) {
             (How::Freeze, Some(cgroup)) => match fs::write(cgroup.join("cgroup.freeze"), "1") {

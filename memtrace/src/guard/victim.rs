@@ -84,7 +84,9 @@ impl Protection<'_> {
             return Some("protected name");
         }
         let leader = extra.get(&p.pid).is_some_and(|e| e.session == p.pid);
-        let parent_is_sshd = table.get(&p.ppid).is_some_and(|parent| is_sshd(&parent.comm));
+        let parent_is_sshd = table
+            .get(&p.ppid)
+            .is_some_and(|parent| is_sshd(&parent.comm));
         if leader && parent_is_sshd {
             return Some("ssh login shell");
         }
@@ -93,7 +95,9 @@ impl Protection<'_> {
 }
 
 fn matches(rules: &[regex::Regex], p: &ProcSample) -> bool {
-    rules.iter().any(|r| r.is_match(&p.comm) || r.is_match(&p.cmdline))
+    rules
+        .iter()
+        .any(|r| r.is_match(&p.comm) || r.is_match(&p.cmdline))
 }
 
 fn target(p: &ProcSample) -> Target {
@@ -111,7 +115,10 @@ pub fn rank(
     protection: &Protection<'_>,
     in_scope: &dyn Fn(u32) -> bool,
 ) -> Vec<Candidate> {
-    let live: Vec<&ProcSample> = procs.iter().filter(|p| !p.exited && in_scope(p.pid)).collect();
+    let live: Vec<&ProcSample> = procs
+        .iter()
+        .filter(|p| !p.exited && in_scope(p.pid))
+        .collect();
     let table: HashMap<u32, &ProcSample> = live.iter().map(|p| (p.pid, *p)).collect();
     let protected: HashSet<u32> = live
         .iter()
@@ -128,7 +135,9 @@ pub fn rank(
         for _ in 0..64 {
             let Some(p) = table.get(&pid) else { break };
             let is_leader = extra.get(&pid).is_some_and(|e| e.session == pid);
-            let Some(parent) = table.get(&p.ppid) else { break };
+            let Some(parent) = table.get(&p.ppid) else {
+                break;
+            };
             if is_leader || protected.contains(&parent.pid) || parent.pid <= 1 {
                 break;
             }
@@ -172,8 +181,12 @@ pub fn rank(
                     .iter()
                     .map(|p| p.anon_bytes + p.shmem_bytes + p.gpu_bytes.unwrap_or(0))
                     .sum(),
-                preferred: members.iter().any(|p| matches(&protection.victims.prefer, p)),
-                avoided: members.iter().any(|p| matches(&protection.victims.avoid, p)),
+                preferred: members
+                    .iter()
+                    .any(|p| matches(&protection.victims.prefer, p)),
+                avoided: members
+                    .iter()
+                    .any(|p| matches(&protection.victims.avoid, p)),
                 growing: growth >= protection.victims.min_growth_bytes_per_s.max(1.0),
                 members: members.iter().map(|p| target(p)).collect(),
             })
@@ -227,10 +240,17 @@ mod tests {
             proc(600, 1, "sshd", 20, 5.0),
             proc(700, 1, "memtrace", 10, 2.0),
         ];
-        let extra = [(300, 300), (400, 300), (401, 300), (500, 300), (100, 100), (600, 600)]
-            .into_iter()
-            .map(|(pid, session)| (pid, Extra { session }))
-            .collect();
+        let extra = [
+            (300, 300),
+            (400, 300),
+            (401, 300),
+            (500, 300),
+            (100, 100),
+            (600, 600),
+        ]
+        .into_iter()
+        .map(|(pid, session)| (pid, Extra { session }))
+        .collect();
         (procs, extra)
     }
 
@@ -257,7 +277,10 @@ mod tests {
                 );
             }
         }
-        let chill = ranked.iter().find(|c| c.root.pid == 500).expect("chill is its own tree");
+        let chill = ranked
+            .iter()
+            .find(|c| c.root.pid == 500)
+            .expect("chill is its own tree");
         assert!(!chill.growing);
     }
 
@@ -280,7 +303,10 @@ mod tests {
             guard_pid: 700,
             victims: &config.victims,
         };
-        assert_eq!(rank(&procs, &extra, &protection, &|_| true)[0].root.pid, 500);
+        assert_eq!(
+            rank(&procs, &extra, &protection, &|_| true)[0].root.pid,
+            500
+        );
     }
 
     #[test]
@@ -306,7 +332,9 @@ mod tests {
         let mut gpu_holder = proc(10, 1, "trainer", 2000, 0.0);
         gpu_holder.gpu_bytes = Some(70 << 30);
         let leaker = proc(20, 1, "leaker", 500, 40.0);
-        let ranked = rank(&[gpu_holder, leaker], &HashMap::new(), &protection, &|_| true);
+        let ranked = rank(&[gpu_holder, leaker], &HashMap::new(), &protection, &|_| {
+            true
+        });
         assert_eq!(ranked[0].root.pid, 20);
         assert_eq!(ranked[1].footprint_bytes, (2000u64 << 20) + (70u64 << 30));
     }

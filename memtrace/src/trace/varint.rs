@@ -65,4 +65,3 @@ pub fn get_str(buf: &mut &[u8]) -> Result<String, DecodeError> {
     buf.advance(len);
     Ok(text)
 }
-

@@ -1,0 +1,217 @@
+//! The rungs of the ladder as the engine takes them: reclaim, resume (with hysteresis),
+//! suspend the best candidate, kill as the last resort — each returning its decisions.
+use std::time::Instant;
+
+use super::{Decision, Engine, inputs::own_cgroup};
+use crate::guard::{
+    level::{Assessment, Level},
+    reclaim::reclaim,
+    scope::Usage,
+    suspend::kill_fds,
+    victim::Candidate,
+};
+
+impl Engine {
+    pub(super) fn decision(
+        &self,
+        a: &Assessment,
+        action: &'static str,
+        reason: String,
+        pids: Vec<u32>,
+        detail: Vec<String>,
+    ) -> Decision {
+        let reason = if self.dry_run && !matches!(action, "level" | "warn") {
+            format!("dry run, nothing sent: {reason}")
+        } else {
+            reason
+        };
+        Decision {
+            level: a.level,
+            action,
+            reason,
+            pids,
+            detail,
+        }
+    }
+
+    pub(super) fn maybe_reclaim(
+        &mut self,
+        now: Instant,
+        a: &Assessment,
+        usage: &Usage,
+        out: &mut Vec<Decision>,
+    ) {
+        let due = self
+            .last_reclaim
+            .is_none_or(|t| now.duration_since(t) >= self.config.actions.reclaim_every);
+        if a.level < Level::Reclaim || !due {
+            return;
+        }
+        self.last_reclaim = Some(now);
+        let detail = reclaim(
+            &self.scope,
+            usage,
+            &self.config.actions,
+            &self.proc_root,
+            self.dry_run,
+        );
+        if detail.is_empty() {
+            return;
+        }
+        self.state.counts.reclaim += 1;
+        out.push(self.decision(a, "reclaim", a.reasons.join("; "), Vec::new(), detail));
+    }
+
+    pub(super) fn maybe_resume(&mut self, now: Instant, a: &Assessment, out: &mut Vec<Decision>) {
+        if self.held() == 0 {
+            self.below_resume_since = None;
+            return;
+        }
+        let calm =
+            self.state.used_percent < self.config.thresholds.resume && a.level < Level::Suspend;
+        if !calm {
+            self.below_resume_since = None;
+            return;
+        }
+        let since = *self.below_resume_since.get_or_insert(now);
+        if now.duration_since(since) < self.config.thresholds.resume_after {
+            return;
+        }
+        self.below_resume_since = None;
+        let reason = format!(
+            "used {:.1} % < resume {} % for {:?}",
+            self.state.used_percent,
+            self.config.thresholds.resume,
+            self.config.thresholds.resume_after
+        );
+        if let Some(tree) = self.dry_held.pop() {
+            let pids = tree.members.iter().map(|t| t.pid).collect();
+            out.push(self.decision(a, "resume", reason, pids, vec![tree.summary()]));
+        } else {
+            let pids = self
+                .suspended
+                .trees
+                .first()
+                .map(|t| t.record.members.iter().map(|m| m.pid).collect())
+                .unwrap_or_default();
+            if let Some(line) = self.suspended.resume_oldest() {
+                self.state.counts.resume += 1;
+                out.push(self.decision(a, "resume", reason, pids, vec![line]));
+            }
+        }
+    }
+
+    pub(super) fn maybe_suspend(
+        &mut self,
+        a: &Assessment,
+        growth: f64,
+        ranked: &[Candidate],
+        usage: &Usage,
+        out: &mut Vec<Decision>,
+    ) {
+        if !self.config.actions.suspend {
+            return;
+        }
+        let min_growth = self.config.victims.min_growth_bytes_per_s.max(1.0);
+        // With a tree already held, suspend another only while the scope keeps growing:
+        // a held tree keeps its memory, so the level alone says nothing new.
+        if self.held() > 0 && growth < min_growth {
+            return;
+        }
+        let held = |c: &Candidate| {
+            self.suspended.holds(&c.root) || self.dry_held.iter().any(|d| d.root == c.root)
+        };
+        let at_kill = a.level >= Level::Kill && self.held() == 0;
+        let Some(victim) = ranked
+            .iter()
+            .find(|c| !held(c) && (c.growing || at_kill) && !c.members.is_empty())
+        else {
+            return;
+        };
+        let candidates: Vec<String> = ranked.iter().take(5).map(Candidate::summary).collect();
+        let pids: Vec<u32> = victim.members.iter().map(|t| t.pid).collect();
+        let reason = format!("{}; victim {}", a.reasons.join("; "), victim.summary());
+        if self.dry_run {
+            self.dry_held.push(victim.clone());
+            out.push(self.decision(a, "suspend", reason, pids, candidates));
+            return;
+        }
+        let freeze = own_cgroup(&self.proc_root, victim);
+        let mut detail = match self.suspended.suspend(victim, freeze) {
+            Ok(line) => {
+                self.state.counts.suspend += 1;
+                vec![line]
+            }
+            Err(err) => vec![format!("suspend failed: {err}")],
+        };
+        detail.push(format!(
+            "used {:.1} MiB of {:.1} MiB",
+            usage.used_bytes as f64 / 1048576.0,
+            usage.limit_bytes as f64 / 1048576.0
+        ));
+        detail.extend(candidates.into_iter().map(|c| format!("candidate {c}")));
+        out.push(self.decision(a, "suspend", reason, pids, detail));
+    }
+
+    pub(super) fn maybe_kill(
+        &mut self,
+        now: Instant,
+        a: &Assessment,
+        ranked: &[Candidate],
+        out: &mut Vec<Decision>,
+    ) {
+        if a.level < Level::Kill || !self.config.actions.kill {
+            self.kill_level_since = None;
+            return;
+        }
+        if self.held() == 0 && !self.config.actions.suspend {
+            // Suspension is off: kill the best candidate directly.
+            let Some(victim) = ranked.iter().find(|c| !c.members.is_empty()) else {
+                return;
+            };
+            let pids = victim.members.iter().map(|t| t.pid).collect();
+            let reason = format!("{}; victim {}", a.reasons.join("; "), victim.summary());
+            let detail = if self.dry_run {
+                Vec::new()
+            } else {
+                let fds: Vec<_> = victim
+                    .members
+                    .iter()
+                    .filter_map(|t| t.open(&self.proc_root).ok())
+                    .collect();
+                self.state.counts.kill += 1;
+                vec![kill_fds(&fds, self.config.actions.kill_grace)]
+            };
+            out.push(self.decision(a, "kill", reason, pids, detail));
+            return;
+        }
+        if self.held() == 0 {
+            return;
+        }
+        let since = *self.kill_level_since.get_or_insert(now);
+        if now.duration_since(since) < self.config.thresholds.kill_after {
+            return;
+        }
+        self.kill_level_since = None;
+        let reason = format!(
+            "{}; suspension did not relieve pressure within {:?}",
+            a.reasons.join("; "),
+            self.config.thresholds.kill_after
+        );
+        if let Some(tree) = self.dry_held.pop() {
+            let pids = tree.members.iter().map(|t| t.pid).collect();
+            out.push(self.decision(a, "kill", reason, pids, vec![tree.summary()]));
+            return;
+        }
+        let pids = self
+            .suspended
+            .trees
+            .first()
+            .map(|t| t.record.members.iter().map(|m| m.pid).collect())
+            .unwrap_or_default();
+        if let Some(line) = self.suspended.kill_oldest(self.config.actions.kill_grace) {
+            self.state.counts.kill += 1;
+            out.push(self.decision(a, "kill", reason, pids, vec![line]));
+        }
+    }
+}

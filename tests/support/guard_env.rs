@@ -1,0 +1,238 @@
+//! Scenario pieces of the guard tests: Python holders and a growing pipeline started under
+//! chosen command names inside a test cgroup, a running guard whose log is collected, and small
+//! waits on process states.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{Guarded, MEMTRACE, MIB, cgroup::TestCgroup};
+
+/// A Python process that renames itself, holds `mib` MiB and sleeps.
+pub fn holder(comm: &str, mib: u64) -> String {
+    format!(
+        "import time\n\
+         open('/proc/self/comm', 'w').write('{comm}')\n\
+         b = bytearray({mib} << 20)\n\
+         for i in range(0, len(b), 4096): b[i] = 1\n\
+         print('ready', flush=True)\n\
+         time.sleep(120)\n"
+    )
+}
+
+/// A pipeline: a parent that starts a child growing `step` MiB every 25 ms up to `target` MiB.
+pub fn pipeline(step: u64, target: u64) -> String {
+    let child = format!(
+        "import time\n\
+         open('/proc/self/comm', 'w').write('grower')\n\
+         chunks = []\n\
+         while len(chunks) * {step} < {target}:\n\
+         \x20   c = bytearray({step} << 20)\n\
+         \x20   for i in range(0, len(c), 4096): c[i] = 1\n\
+         \x20   chunks.append(c)\n\
+         \x20   time.sleep(0.025)\n\
+         print('grown', flush=True)\n\
+         time.sleep(120)\n"
+    );
+    format!(
+        "import subprocess, sys, time\n\
+         open('/proc/self/comm', 'w').write('pipeline')\n\
+         child = subprocess.Popen([sys.executable, '-c', {child:?}])\n\
+         print('child', child.pid, flush=True)\n\
+         child.wait()\n"
+    )
+}
+
+/// Thresholds scaled for a small cgroup, fast sampling, no cache dropping (it is machine-wide).
+pub fn config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join(format!("guard-{}.toml", std::process::id()));
+    let text = format!(
+        "[sampling]\ninterval_idle = \"200ms\"\ninterval_pressure = \"50ms\"\ngrowth_window = \"1s\"\n\
+         [thresholds]\nresume_used_percent = 45\nwarn_used_percent = 50\nreclaim_used_percent = 55\n\
+         suspend_used_percent = 65\nkill_used_percent = 95\nresume_after = \"1s\"\n\
+         [actions]\ndrop_caches = false\n\
+         [victims]\nprotected = [\"^(sshd|ballast)$\"]\n{extra}"
+    );
+    std::fs::write(&path, text).expect("writing the guard config");
+    path
+}
+
+pub fn tmp() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// A running guard whose log lines are collected.
+pub struct GuardRun {
+    /// The guard process.
+    pub child: Guarded,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl GuardRun {
+    pub fn start(cgroup: &Path, config: &Path, state: &Path, extra: &[&str]) -> Self {
+        let mut child = Guarded::spawn(
+            Command::new(MEMTRACE)
+                .args(["guard", "--cgroup"])
+                .arg(cgroup)
+                .arg("--config")
+                .arg(config)
+                .arg("--state-file")
+                .arg(state)
+                .args(extra)
+                .stderr(Stdio::piped()),
+        );
+        let stderr = child.0.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("guard: {line}");
+                if let Ok(mut log) = sink.lock() {
+                    log.push(line);
+                }
+            }
+        });
+        let run = Self { child, log };
+        assert!(
+            run.wait_log("guarding", Duration::from_secs(20)),
+            "the guard never started"
+        );
+        run
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.lines().iter().any(|l| l.contains(needle)))
+    }
+
+    pub fn terminate(&mut self) {
+        // SAFETY: kill only signals the guard this test started.
+        unsafe { libc::kill(self.child.pid() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the guard did not exit within 10 s of SIGTERM");
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    done()
+}
+
+/// The state letter of `pid` (`T` = stopped), or `None` once it is gone.
+pub fn state(pid: u32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = text.rfind(')')?;
+    text[after + 1..].trim_start().chars().next()
+}
+
+pub fn alive(pid: u32) -> bool {
+    state(pid).is_some_and(|s| s != 'Z')
+}
+
+/// A python3 that runs under the command name `comm` from its very first instruction (exec
+/// through a symlink named `comm`), so protection by name holds before the script starts.
+pub fn python_as(comm: &str) -> String {
+    let dir = tmp().join("as");
+    let _ = std::fs::create_dir_all(&dir);
+    let link = dir.join(comm);
+    if !link.exists() {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, os; print(os.path.realpath(sys.executable))",
+            ])
+            .output()
+            .expect("python3 is needed by these tests");
+        let real = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        std::os::unix::fs::symlink(real, &link).expect("symlinking python3");
+    }
+    link.display().to_string()
+}
+
+/// Starts `code` in the cgroup under command name `comm` and waits for its first line;
+/// returns (process, first line).
+pub fn start_in(group: &mut TestCgroup, comm: &str, code: &str) -> (Guarded, String) {
+    let program = python_as(comm);
+    let mut child = Guarded::spawn(
+        group
+            .command(&program, &["-c", code])
+            .stdout(Stdio::piped()),
+    );
+    group.track(child.pid());
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the child's first line");
+    (child, first)
+}
+
+pub struct Scenario {
+    /// The cgroup.
+    pub group: TestCgroup,
+    /// 16 MiB, stable.
+    pub chill: Guarded,
+    /// The protected stand-in.
+    pub sshd: Guarded,
+    /// 128 MiB, protected; the test drops it to free memory.
+    pub ballast: Option<Guarded>,
+}
+
+/// Ballast (128 MiB, protected), chill (16 MiB) and an `sshd` stand-in in one 512 MiB cgroup.
+pub fn scenario(name: &str) -> Scenario {
+    let mut group = TestCgroup::create(name, 512 * MIB);
+    let (ballast, _) = start_in(&mut group, "ballast", &holder("ballast", 128));
+    let (chill, _) = start_in(&mut group, "chill", &holder("chill", 16));
+    let (sshd, _) = start_in(&mut group, "sshd", &holder("sshd", 4));
+    Scenario {
+        group,
+        chill,
+        sshd,
+        ballast: Some(ballast),
+    }
+}
+
+/// Starts the pipeline (growing 4 MiB per 25 ms up to 240 MiB); returns (parent, grower pid).
+pub fn start_pipeline(group: &mut TestCgroup) -> (Guarded, u32) {
+    let (parent, line) = start_in(group, "pipeline", &pipeline(4, 240));
+    let grower = line
+        .strip_prefix("child ")
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("the pipeline prints its child's pid");
+    group.track(grower);
+    (parent, grower)
+}
+
+/// Thresholds that cannot fire on a quiet cgroup.
+pub fn config_calm(dir: &Path) -> PathBuf {
+    let path = dir.join(format!("guard-calm-{}.toml", std::process::id()));
+    std::fs::write(&path, "[thresholds]\nresume_used_percent = 97\nwarn_used_percent = 98\nreclaim_used_percent = 98\nsuspend_used_percent = 99\nkill_used_percent = 99.5\n").expect("config");
+    path
+}
