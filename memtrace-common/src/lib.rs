@@ -36,8 +36,11 @@ pub struct ProcStats {
     pub reclaim_count: u64,
     /// Total time its threads spent stalled in direct reclaim, in ns.
     pub reclaim_ns: u64,
+    /// `jiffies` when `rss_bytes` was last read from the mm (0: seeded from /proc). Of several
+    /// copies of a process's counters (this entry, per-CPU [`RssSlot`]s), the newest wins.
+    pub stamp: u64,
 }
-const _: () = assert!(core::mem::size_of::<ProcStats>() == 64);
+const _: () = assert!(core::mem::size_of::<ProcStats>() == 72);
 
 impl ProcStats {
     /// All counters zero: the value of a freshly inserted entry.
@@ -47,8 +50,25 @@ impl ProcStats {
         faults: 0,
         reclaim_count: 0,
         reclaim_ns: 0,
+        stamp: 0,
     };
 }
+
+/// Per-CPU cache of the resident counters of the process whose memory last changed on this
+/// CPU. A run of `rss_stat` events of one process on one CPU updates only this slot (no hash
+/// lookup); the slot is written back to the process's entry when another process's event
+/// arrives on the CPU. Userspace merges entries and slots, newest `stamp` first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssSlot {
+    /// Process whose counters the slot holds (0: none).
+    pub tgid: u32,
+    /// Explicit padding, always 0.
+    pub _pad: u32,
+    /// Its counters: `rss_bytes`, `peak_rss_bytes` and `stamp` are meaningful.
+    pub stats: ProcStats,
+}
+const _: () = assert!(core::mem::size_of::<RssSlot>() == 80);
 
 /// Per-CPU batch of user page faults: consecutive faults by the same process on one CPU only bump
 /// `pending`; the batch is folded into [`ProcStats::faults`] when another process faults there.
@@ -88,7 +108,7 @@ pub struct ProcEvent {
     /// The process's counters at the time of the event.
     pub stats: ProcStats,
 }
-const _: () = assert!(core::mem::size_of::<ProcEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<ProcEvent>() == 104);
 
 /// Indices of the per-CPU `STATS` array: health counters of the tracer itself.
 pub mod stat {
@@ -173,7 +193,7 @@ impl KernelLayout {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{FaultSlot, KernelLayout, ProcEvent, ProcStats};
+    use super::{FaultSlot, KernelLayout, ProcEvent, ProcStats, RssSlot};
 
     // SAFETY: each type is #[repr(C)], made only of integers and integer arrays, has no padding
     // (sizes checked above), so every bit pattern is a valid value.
@@ -184,4 +204,6 @@ mod pod {
     unsafe impl aya::Pod for ProcEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for KernelLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RssSlot {}
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{COMM_LEN, ProcEvent, ProcStats, event_kind, layout_flags, stat};
 
-use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, layout, load};
+use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, layout, load, merged_stats};
 
 // tp_btf/sched_process_exit: TP_PROTO(struct task_struct *p, bool group_dead)  (kernel ≥ 6.16)
 //                           TP_PROTO(struct task_struct *p)                   (before)
@@ -55,8 +55,7 @@ fn try_process_exit(ctx: &BtfTracePointContext) {
             }
         }
     }
-    // SAFETY: the value is copied out at once; the entry is removed right after.
-    let Some(mut stats) = (unsafe { PROCS.get(tgid) }).copied() else {
+    let Some(mut stats) = merged_stats(tgid, true) else {
         return;
     };
     let _ = PROCS.remove(tgid);
@@ -79,7 +78,8 @@ fn group_faults(task: *const u8) -> u64 {
         if signal.is_null() {
             return own;
         }
-        own + load::<u64>(signal, layout.signal_min_flt) + load::<u64>(signal, layout.signal_maj_flt)
+        own + load::<u64>(signal, layout.signal_min_flt)
+            + load::<u64>(signal, layout.signal_maj_flt)
     }
 }
 

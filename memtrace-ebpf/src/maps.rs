@@ -5,12 +5,16 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use memtrace_common::{
-    FaultSlot, KernelLayout, MAX_PROCS, MAX_RECLAIMING_THREADS, ProcStats, RINGBUF_BYTES,
+    FaultSlot, KernelLayout, MAX_PROCS, MAX_RECLAIMING_THREADS, ProcStats, RINGBUF_BYTES, RssSlot,
 };
 
 /// Per-process counters, keyed by tgid.
 #[map]
 pub static PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+/// Per-CPU cache of the last process's resident counters, see [`RssSlot`].
+#[map]
+pub static RSS_SLOTS: PerCpuArray<RssSlot> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU fault batch (one slot per CPU), see [`FaultSlot`].
 #[map]
@@ -111,4 +115,59 @@ pub unsafe fn flush_fault_slot(slot: *mut FaultSlot) {
 pub unsafe fn load<T: Copy>(base: *const u8, offset: u32) -> T {
     // SAFETY: guaranteed by the caller (see above).
     unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
+}
+
+/// Writes a slot's resident counters back into its process's entry, if the entry still exists
+/// (an exited process must not come back) and is older; then empties the slot.
+///
+/// # Safety
+/// `slot` must be this CPU's `RSS_SLOTS` value.
+#[inline(always)]
+pub unsafe fn flush_rss_slot(slot: *mut RssSlot) {
+    // SAFETY: guaranteed by the caller.
+    let (tgid, stats) = unsafe { ((*slot).tgid, (*slot).stats) };
+    if tgid != 0
+        && let Some(entry) = PROCS.get_ptr_mut(tgid)
+    {
+        // SAFETY: entry points into a live PROCS value; plain stores of values that were true
+        // at `stats.stamp`.
+        unsafe {
+            if (*entry).stamp <= stats.stamp {
+                (*entry).rss_bytes = stats.rss_bytes;
+                (*entry).stamp = stats.stamp;
+            }
+            if (*entry).peak_rss_bytes < stats.peak_rss_bytes {
+                (*entry).peak_rss_bytes = stats.peak_rss_bytes;
+            }
+        }
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*slot).tgid = 0 };
+}
+
+/// A copy of process `tgid`'s entry with this CPU's newer resident counters folded in; the slot
+/// is emptied when `take` (the process is gone). Other CPUs' slots are merged by userspace.
+#[inline(always)]
+pub fn merged_stats(tgid: u32, take: bool) -> Option<ProcStats> {
+    // SAFETY: the value is copied out at once.
+    let mut stats = (unsafe { PROCS.get(tgid) }).copied()?;
+    if let Some(slot) = RSS_SLOTS.get_ptr_mut(0) {
+        // SAFETY: slot is this CPU's RSS_SLOTS value.
+        unsafe {
+            if (*slot).tgid == tgid {
+                let cached = (*slot).stats;
+                if cached.stamp >= stats.stamp {
+                    stats.rss_bytes = cached.rss_bytes;
+                    stats.stamp = cached.stamp;
+                }
+                if cached.peak_rss_bytes > stats.peak_rss_bytes {
+                    stats.peak_rss_bytes = cached.peak_rss_bytes;
+                }
+                if take {
+                    (*slot).tgid = 0;
+                }
+            }
+        }
+    }
+    Some(stats)
 }

@@ -4,10 +4,12 @@
 //! reclaimer unmapping pages, a process exiting), so it is attributed to the mm's owner, never to
 //! `current`. The counter's value is read from the mm itself, as the classic tracepoint does.
 //! All reads are direct loads through the BTF-typed `mm` argument: no helper calls.
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use memtrace_common::stat;
+use aya_ebpf::{
+    helpers::generated::bpf_jiffies64, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+use memtrace_common::{NR_RSS, stat};
 
-use crate::maps::{bump, layout, load, proc_entry};
+use crate::maps::{RSS_SLOTS, bump, flush_rss_slot, layout, load, proc_entry};
 
 // tp_btf/rss_stat:
 //   TP_PROTO(struct mm_struct *mm, int member)
@@ -34,39 +36,40 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     // SAFETY: as above; `owner` is a BTF-typed task_struct pointer read from the mm.
     let tgid = unsafe { load::<i32>(owner, layout.task_tgid) } as u32;
-    let counter = |index: u32| -> i64 {
+    let counter = |index: u32| -> u64 {
         let offset = layout.mm_rss_stat + index * layout.rss_counter_size + layout.counter_count;
         // SAFETY: as above, at a constant offset inside mm_struct.rss_stat.
-        unsafe { load::<i64>(mm, offset) }
+        let pages = unsafe { load::<i64>(mm, offset) };
+        // percpu_counter_read_positive(): the batched value can dip below zero transiently.
+        (pages.max(0) as u64) * u64::from(layout.page_size)
     };
-    // One constant offset per counter: the verifier refuses variable offsets into kernel
-    // structures (and loses the bound of an index kept in another register).
-    let pages = match member {
-        0 => counter(0),
-        1 => counter(1),
-        2 => counter(2),
-        3 => counter(3),
-        _ => return Ok(()),
-    };
-    // percpu_counter_read_positive(): the batched value can dip below zero transiently.
-    let bytes = (pages.max(0) as u64) * u64::from(layout.page_size);
-    let Some(entry) = proc_entry(tgid) else {
+    if member as u32 >= NR_RSS as u32 {
+        return Ok(());
+    }
+    let Some(slot) = RSS_SLOTS.get_ptr_mut(0) else {
         return Ok(());
     };
-    // SAFETY: entry points into a live PROCS value. Concurrent writers race only on plain stores
-    // of a counter's current value, so the last one wins with a value that was true at that time.
+    // SAFETY: slot is this CPU's RSS_SLOTS value; tracing programs do not nest on one CPU.
     unsafe {
-        let rss = &mut (*entry).rss_bytes;
-        match member {
-            0 => rss[0] = bytes,
-            1 => rss[1] = bytes,
-            2 => rss[2] = bytes,
-            _ => rss[3] = bytes,
+        if (*slot).tgid != tgid {
+            // Another process's memory changed on this CPU: write the old one back and start
+            // from this process's entry (created if new).
+            flush_rss_slot(slot);
+            let Some(entry) = proc_entry(tgid) else {
+                return Ok(());
+            };
+            (*slot).stats.peak_rss_bytes = (*entry).peak_rss_bytes;
+            (*slot).tgid = tgid;
         }
+        // All four counters, read from the mm: the slot is a consistent snapshot of it.
+        let rss = [counter(0), counter(1), counter(2), counter(3)];
+        let stats = &mut (*slot).stats;
+        stats.rss_bytes = rss;
+        stats.stamp = bpf_jiffies64();
         let swap = layout.swap_member as usize;
         let resident = rss.iter().sum::<u64>() - rss.get(swap).copied().unwrap_or(0);
-        if resident > (*entry).peak_rss_bytes {
-            (*entry).peak_rss_bytes = resident;
+        if resident > stats.peak_rss_bytes {
+            stats.peak_rss_bytes = resident;
         }
     }
     Ok(())

@@ -141,8 +141,19 @@ impl Sampler {
             }
             self.oom_victims.push_back(event.pid);
         }
+        // An exit event carries its own CPU's cache; other CPUs may hold newer counters.
+        let slots = self.tracer.rss_slots().unwrap_or_default();
         for event in events.iter().filter(|e| e.kind == event_kind::EXIT) {
-            let mut sample = self.exit_sample(event, members);
+            let mut merged = ProcCounters {
+                pid: event.pid,
+                stats: event.stats,
+            };
+            crate::tracer::merge_slots(&mut merged, &slots);
+            let event = ProcEvent {
+                stats: merged.stats,
+                ..*event
+            };
+            let mut sample = self.exit_sample(&event, members);
             if let Some(at) = self.oom_victims.iter().position(|&pid| pid == event.pid) {
                 sample.oom_killed = true;
                 self.oom_victims.remove(at);
@@ -357,6 +368,7 @@ mod tests {
             faults: 7,
             reclaim_count: 1,
             reclaim_ns: 99,
+            stamp: 0,
         };
         let sample = sample_from_stats(3, &stats, MEMBERS);
         assert_eq!(

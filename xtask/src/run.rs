@@ -26,7 +26,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     })?;
     root::mount_tracefs()?;
     let args: Vec<String> = if options.args.is_empty() {
-        eprintln!("xtask: running `memtrace guard --dry-run` (nothing is signalled); `cargo xtask run -- guard` arms it");
+        eprintln!(
+            "xtask: running `memtrace guard --dry-run` (nothing is signalled); `cargo xtask run -- guard` arms it"
+        );
         vec!["guard".to_owned(), "--dry-run".to_owned()]
     } else {
         options.args.clone()

@@ -8,7 +8,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError},
 };
-use memtrace_common::{FaultSlot, ProcEvent, ProcStats, stat};
+use memtrace_common::{FaultSlot, ProcEvent, ProcStats, RssSlot, stat};
 
 use crate::{btf, model::TracerHealth, privilege, tracefs};
 pub use layout::RssMembers;
@@ -182,6 +182,10 @@ impl Tracer {
             let Ok((pid, stats)) = item else { continue };
             out.push(ProcCounters { pid, stats });
         }
+        let slots = self.rss_slots()?;
+        for entry in &mut out {
+            merge_slots(entry, &slots);
+        }
         if self.options.fault_hook {
             for slot in self.fault_slots()? {
                 if slot.pending == 0 {
@@ -193,6 +197,21 @@ impl Tracer {
             }
         }
         Ok(out)
+    }
+
+    /// The per-CPU caches of resident counters (see `RssSlot`).
+    pub fn rss_slots(&self) -> Result<Vec<RssSlot>, TracerError> {
+        let map = self.ebpf.map("RSS_SLOTS").ok_or(missing_map("RSS_SLOTS"))?;
+        let slots: PerCpuArray<&MapData, RssSlot> =
+            PerCpuArray::try_from(map).map_err(|source| TracerError::Map {
+                name: "RSS_SLOTS",
+                source,
+            })?;
+        let values = slots.get(&0, 0).map_err(|source| TracerError::Map {
+            name: "RSS_SLOTS",
+            source,
+        })?;
+        Ok(values.iter().copied().collect())
     }
 
     /// The per-CPU fault batches.
@@ -268,6 +287,19 @@ impl Tracer {
     }
 }
 
+/// Folds the per-CPU caches of `entry`'s process into it: the newest resident counters win, the
+/// peak is the highest seen anywhere.
+pub fn merge_slots(entry: &mut ProcCounters, slots: &[RssSlot]) {
+    for slot in slots.iter().filter(|s| s.tgid == entry.pid) {
+        let cached = &slot.stats;
+        if cached.stamp >= entry.stats.stamp {
+            entry.stats.rss_bytes = cached.rss_bytes;
+            entry.stats.stamp = cached.stamp;
+        }
+        entry.stats.peak_rss_bytes = entry.stats.peak_rss_bytes.max(cached.peak_rss_bytes);
+    }
+}
+
 fn missing_map(name: &'static str) -> TracerError {
     TracerError::Map {
         name,
@@ -295,4 +327,55 @@ fn attach(
     program.load(tracepoint, btf).map_err(wrap)?;
     program.attach().map_err(wrap)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Merging per-CPU caches into an entry.
+    use super::*;
+
+    fn slot(tgid: u32, anon: u64, peak: u64, stamp: u64) -> RssSlot {
+        RssSlot {
+            tgid,
+            _pad: 0,
+            stats: ProcStats {
+                rss_bytes: [0, anon, 0, 0],
+                peak_rss_bytes: peak,
+                stamp,
+                ..ProcStats::ZERO
+            },
+        }
+    }
+
+    #[test]
+    fn newest_counters_and_highest_peak_win() {
+        let mut entry = ProcCounters {
+            pid: 7,
+            stats: ProcStats {
+                rss_bytes: [0, 10, 0, 0],
+                peak_rss_bytes: 50,
+                stamp: 100,
+                ..ProcStats::ZERO
+            },
+        };
+        merge_slots(
+            &mut entry,
+            &[
+                slot(7, 30, 40, 105),
+                slot(7, 20, 60, 103),
+                slot(8, 99, 999, 200),
+            ],
+        );
+        assert_eq!(entry.stats.rss_bytes[1], 30, "the newest copy's counters");
+        assert_eq!(entry.stats.stamp, 105);
+        assert_eq!(
+            entry.stats.peak_rss_bytes, 60,
+            "the highest peak of any copy"
+        );
+        merge_slots(&mut entry, &[slot(7, 1, 1, 50)]);
+        assert_eq!(
+            entry.stats.rss_bytes[1], 30,
+            "an older copy changes nothing"
+        );
+    }
 }

@@ -7,6 +7,9 @@
 mod bpf_stats;
 mod cgroup;
 mod overhead;
+mod overhead_measure;
+mod overhead_tables;
+mod overhead_tracers;
 mod process;
 mod reaction;
 mod stats;

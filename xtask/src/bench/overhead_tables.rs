@@ -1,0 +1,333 @@
+//! The tables `cargo xtask bench overhead` prints (wall and CPU time overhead, kernel program
+//! cost, `memtrace top`'s own cost) and the project's targets judged against them.
+use super::{
+    overhead::Options,
+    overhead_measure::{KINDS, ProgramCosts, Samples, TOP_WARMUP, TopCost},
+    overhead_tracers::{VARIANTS, Variant},
+    stats,
+    workload::{Kind, Report},
+};
+
+/// What is compared between runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Wall time of the workload.
+    Wall,
+    /// CPU time (user + system) of the workload process: includes the kernel programs that
+    /// run in its context, not the time it waited for a CPU.
+    Cpu,
+}
+
+impl Metric {
+    fn of(self, report: &Report) -> f64 {
+        match self {
+            Self::Wall => report.secs(),
+            Self::Cpu => report.cpu_secs(),
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Wall => "wall time",
+            Self::Cpu => "CPU time (user + system) of the workload process",
+        }
+    }
+}
+
+/// Seconds of each report.
+fn secs(reports: &[Report], metric: Metric) -> Vec<f64> {
+    reports.iter().map(|r| metric.of(r)).collect()
+}
+
+/// Median faults per run.
+fn faults(reports: &[Report]) -> u64 {
+    let faults: Vec<f64> = reports.iter().map(|r| r.faults as f64).collect();
+    stats::median(&faults).map_or(0, |f| f.round() as u64)
+}
+
+fn fmt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn fmt_signed(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:+.decimals$}"))
+}
+
+/// Paired overhead of `variant` on `kind`: (added ns per fault, percent).
+fn overhead(
+    samples: &Samples,
+    kind: Kind,
+    variant: Variant,
+    metric: Metric,
+) -> (Option<f64>, Option<f64>) {
+    let (Some(base), Some(runs)) = (
+        samples.get(&(kind, Variant::None)),
+        samples.get(&(kind, variant)),
+    ) else {
+        return (None, None);
+    };
+    let (base_s, runs_s) = (secs(base, metric), secs(runs, metric));
+    let base_faults = faults(base);
+    (
+        stats::paired_median(&base_s, &runs_s, |b, v| {
+            stats::added_ns_per_event(b, v, base_faults)
+        }),
+        stats::paired_median(&base_s, &runs_s, stats::overhead_percent),
+    )
+}
+
+/// The baseline's own spread (IQR in % of its median), to tell an overhead from noise.
+fn noise(samples: &Samples, kind: Kind, metric: Metric) -> Option<f64> {
+    let base = secs(samples.get(&(kind, Variant::None))?, metric);
+    Some(stats::iqr(&base)? / stats::median(&base)? * 100.0)
+}
+
+pub fn overhead_table(samples: &Samples, metric: Metric) -> String {
+    let mut out = format!("{}:\n", metric.title());
+    out.push_str(&format!(
+        "{:<9} {:<25} {:>4} {:>9} {:>8} {:>11} {:>15} {:>11}\n",
+        "workload",
+        "variant",
+        "runs",
+        "median s",
+        "±IQR s",
+        "faults/run",
+        "added ns/fault",
+        "overhead %"
+    ));
+    for kind in KINDS {
+        for variant in VARIANTS {
+            let Some(reports) = samples.get(&(kind, variant)) else {
+                continue;
+            };
+            let s = secs(reports, metric);
+            let (added, percent) = if variant == Variant::None {
+                (None, None)
+            } else {
+                overhead(samples, kind, variant, metric)
+            };
+            out.push_str(&format!(
+                "{:<9} {:<25} {:>4} {:>9} {:>8} {:>11} {:>15} {:>11}\n",
+                kind.name(),
+                variant.label(),
+                reports.len(),
+                fmt(stats::median(&s), 3),
+                fmt(stats::iqr(&s), 3),
+                faults(reports),
+                fmt_signed(added, 1),
+                fmt_signed(percent, 2),
+            ));
+        }
+    }
+    out
+}
+
+/// The floor of the run-time statistics: ns per event of the empty probe.
+fn floor_ns(costs: &[ProgramCosts]) -> Option<f64> {
+    let floor = costs.iter().find(|c| c.variant == Variant::BpftraceEmpty)?;
+    let (_, time, count) = floor.programs.first()?;
+    stats::ns_per_event(*time, *count)
+}
+
+pub fn program_table(costs: &[ProgramCosts]) -> String {
+    let floor = floor_ns(costs);
+    let mut out = format!(
+        "{:<21} {:<9} {:<16} {:>9} {:>9} {:>11} {:>12}\n",
+        "variant", "workload", "program", "events", "ns/event", "above floor", "ns/wl fault"
+    );
+    for cost in costs {
+        let mut total_ns = 0;
+        for (name, time, count) in &cost.programs {
+            total_ns += time;
+            if *count == 0 {
+                continue;
+            }
+            let per_event = stats::ns_per_event(*time, *count);
+            let above = match (per_event, floor) {
+                (Some(ns), Some(floor)) if cost.variant != Variant::BpftraceEmpty => {
+                    Some(ns - floor)
+                }
+                _ => None,
+            };
+            out.push_str(&format!(
+                "{:<21} {:<9} {:<16} {:>9} {:>9} {:>11} {:>12}\n",
+                cost.variant.label(),
+                cost.kind.name(),
+                name,
+                count,
+                fmt(per_event, 1),
+                fmt(above, 1),
+                "",
+            ));
+        }
+        if cost.variant != Variant::BpftraceEmpty {
+            out.push_str(&format!(
+                "{:<21} {:<9} {:<16} {:>9} {:>9} {:>11} {:>12}\n",
+                cost.variant.label(),
+                cost.kind.name(),
+                "(all programs)",
+                cost.programs.iter().map(|p| p.2).sum::<u64>(),
+                "",
+                "",
+                fmt(stats::ns_per_event(total_ns, cost.report.faults), 1),
+            ));
+        }
+    }
+    out.push_str(
+        "(kernel.bpf_stats_enabled: run_time_ns / run_cnt over one run of the workload, every \
+         process's events included. Each measured run includes the statistics' own clock reads: \
+         the empty probe's ns/event is that floor, \"above floor\" subtracts it. ns/wl fault: all \
+         of the tracer's program time per minor fault of the workload)\n",
+    );
+    out
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+pub fn top_table(top: &[TopCost], options: &Options) -> String {
+    let mut out = format!(
+        "{:<34} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9}\n",
+        "memtrace top --json --interval 1",
+        "processes",
+        "CPU % core",
+        "start-up s",
+        "RSS MiB",
+        "anon MiB",
+        "file MiB",
+        "peak MiB"
+    );
+    for cost in top {
+        let label = match cost.variant {
+            Variant::MemtraceHook => "  fault hook",
+            _ => "  no fault hook",
+        };
+        let m = &cost.memory;
+        out.push_str(&format!(
+            "{:<34} {:>9} {:>10.2} {:>11.2} {:>8.1} {:>9.1} {:>9.1} {:>9.1}\n",
+            label,
+            cost.processes,
+            cost.cpu_percent,
+            cost.startup_cpu_s,
+            mib(m.rss),
+            mib(m.anon),
+            mib(m.file),
+            mib(m.hwm),
+        ));
+    }
+    out.push_str(&format!(
+        "(CPU: utime+stime over {} s after {} s of start-up, whose CPU time is start-up s; {} \
+         idle processes of ours among the processes; RSS = VmRSS (anon = RssAnon, file = \
+         RssFile), peak = VmHWM, at the end)\n",
+        options.top_secs,
+        TOP_WARMUP.as_secs(),
+        options.top_procs
+    ));
+    out
+}
+
+/// The project's targets against what was measured.
+pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> String {
+    let verdict = |met: Option<bool>| match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "n/a",
+    };
+    let mut out = format!(
+        "{:<48} {:>9} {:>10}  {:<7} note\n",
+        "target", "limit", "measured", "verdict"
+    );
+    let mut line =
+        |what: String, limit: &str, measured: String, met: Option<bool>, note: String| {
+            out.push_str(&format!(
+                "{what:<48} {limit:>9} {measured:>10}  {:<7} {note}\n",
+                verdict(met)
+            ));
+        };
+    for (kind, limit, text) in [
+        (Kind::Storm, 2.0, "≤ 2 %"),
+        (Kind::Pipeline, 0.1, "< 0.1 %"),
+    ] {
+        let spread = noise(samples, kind, Metric::Cpu);
+        let resolution = if spread.is_some_and(|n| n > limit) {
+            " (wider than the target)"
+        } else {
+            ""
+        };
+        for variant in [Variant::MemtraceNoHook, Variant::MemtraceHook] {
+            let (_, percent) = overhead(samples, kind, variant, Metric::Cpu);
+            let (_, wall) = overhead(samples, kind, variant, Metric::Wall);
+            line(
+                format!("{} overhead (CPU), {}", kind.name(), variant.label()),
+                text,
+                fmt_signed(percent, 2) + " %",
+                percent.map(|p| {
+                    if kind == Kind::Storm {
+                        p <= limit
+                    } else {
+                        p < limit
+                    }
+                }),
+                format!(
+                    "baseline CPU IQR {} %{resolution}; wall time {} % (IQR {} %)",
+                    fmt(spread, 2),
+                    fmt_signed(wall, 2),
+                    fmt(noise(samples, kind, Metric::Wall), 2)
+                ),
+            );
+        }
+    }
+    let floor = floor_ns(costs);
+    for cost in costs
+        .iter()
+        .filter(|c| c.variant == Variant::MemtraceHook && c.kind == Kind::Storm)
+    {
+        // The per-fault hooks; the rest fire per process exit or reclaim, not per fault.
+        for (name, time, count) in cost
+            .programs
+            .iter()
+            .filter(|p| p.0 == "rss_stat" || p.0 == "page_fault_user")
+        {
+            let per_event = stats::ns_per_event(*time, *count);
+            line(
+                format!("kernel run time per event, {name}"),
+                "≤ 40 ns",
+                fmt(per_event, 1) + " ns",
+                per_event.map(|ns| ns <= 40.0),
+                format!(
+                    "{} ns above the {} ns floor of the statistics",
+                    fmt(per_event.zip(floor).map(|(ns, f)| ns - f), 1),
+                    fmt(floor, 1)
+                ),
+            );
+        }
+    }
+    for cost in top {
+        let hook = if cost.variant == Variant::MemtraceHook {
+            ", fault hook"
+        } else {
+            ", no fault hook"
+        };
+        line(
+            format!("top{hook}: CPU, 1 s interval"),
+            "< 1 %",
+            format!("{:.2} %", cost.cpu_percent),
+            Some(cost.cpu_percent < 1.0),
+            format!("{} processes", cost.processes),
+        );
+        let peak = mib(cost.memory.hwm);
+        line(
+            format!("top{hook}: RSS (peak, VmHWM)"),
+            "< 20 MiB",
+            format!("{peak:.1} MiB"),
+            Some(peak < 20.0),
+            format!(
+                "VmRSS {:.1} MiB at the end, {:.1} MiB of it anonymous",
+                mib(cost.memory.rss),
+                mib(cost.memory.anon)
+            ),
+        );
+    }
+    out
+}
