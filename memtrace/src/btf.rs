@@ -3,7 +3,7 @@
 //!
 //! Rust eBPF code has no CO-RE relocations, so userspace reads the few offsets the programs need
 //! here and hands them over as a read-only global before load.
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 /// The vmlinux BTF of the running kernel.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -49,29 +49,17 @@ pub enum BtfError {
     Missing(String),
 }
 
-/// One parsed type: kind, name, size-or-type, and its members/params/enumerators.
-#[derive(Debug, Clone)]
-struct Type {
-    kind: u32,
-    name: String,
-    kind_flag: bool,
-    /// `size` for structs/unions/enums/ints, referenced type id for the rest.
-    size_or_type: u32,
-    /// Struct/union members: (name, type id, offset in bits).
-    members: Vec<(String, u32, u32)>,
-    /// Array element type id and count.
-    array: Option<(u32, u32)>,
-    /// Enumerators (name, value).
-    enumerators: Vec<(String, i64)>,
-    /// FUNC_PROTO parameter count.
-    params: u32,
-}
-
-/// Parsed BTF: every type by id, plus a name index.
+/// Parsed BTF: the raw bytes and where each type id starts. Types are decoded on demand, so
+/// reading the ~5 MiB vmlinux BTF costs little more than the file itself.
 #[derive(Debug)]
 pub struct Btf {
-    types: Vec<Type>,
-    by_name: HashMap<String, Vec<u32>>,
+    data: Vec<u8>,
+    /// Start of the type section in `data`.
+    types_at: usize,
+    /// Start and length of the string section in `data`.
+    strings: (usize, usize),
+    /// Offset (within the type section) of each type id; id 0 (void) has none.
+    offsets: Vec<u32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -79,6 +67,29 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
         .get(at..at + 4)
         .ok_or(BtfError::Malformed("truncated type section"))?;
     Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+/// One type's common header.
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    /// Where the type starts in `data`.
+    at: usize,
+    name_off: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    size_or_type: u32,
+}
+
+/// Bytes of kind-specific data that follow a type's 12-byte header.
+fn extra_len(kind: u32, vlen: usize) -> usize {
+    match kind {
+        kind::INT | kind::VAR | kind::DECL_TAG => 4,
+        kind::ARRAY => 12,
+        kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 12 * vlen,
+        kind::ENUM | kind::FUNC_PROTO => 8 * vlen,
+        _ => 0,
+    }
 }
 
 impl Btf {
@@ -93,152 +104,124 @@ impl Btf {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&data)
+        Self::from_bytes(data)
     }
 
     /// Parses raw (little-endian) BTF bytes.
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
+        Self::from_bytes(data.to_vec())
+    }
+
+    fn from_bytes(data: Vec<u8>) -> Result<Self, BtfError> {
         if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
             return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
         }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
-        let types_bytes = data
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::Malformed("type section out of bounds"))?;
-        let strings = data
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::Malformed("string section out of bounds"))?;
-        let name = |off: u32| -> String {
-            strings
-                .get(off as usize..)
-                .and_then(|rest| rest.split(|&b| b == 0).next())
-                .map(|raw| String::from_utf8_lossy(raw).into_owned())
-                .unwrap_or_default()
-        };
-
-        // Type id 0 is void.
-        let mut types = vec![Type {
-            kind: 0,
-            name: String::new(),
-            kind_flag: false,
-            size_or_type: 0,
-            members: Vec::new(),
-            array: None,
-            enumerators: Vec::new(),
-            params: 0,
-        }];
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let type_off = u32_at(&data, 8)? as usize;
+        let type_len = u32_at(&data, 12)? as usize;
+        let str_off = u32_at(&data, 16)? as usize;
+        let str_len = u32_at(&data, 20)? as usize;
+        let types_at = hdr_len + type_off;
+        if data.len() < types_at + type_len {
+            return Err(BtfError::Malformed("type section out of bounds"));
+        }
+        if data.len() < hdr_len + str_off + str_len {
+            return Err(BtfError::Malformed("string section out of bounds"));
+        }
+        let mut offsets = vec![0u32];
         let mut at = 0usize;
-        while at < types_bytes.len() {
-            let name_off = u32_at(types_bytes, at)?;
-            let info = u32_at(types_bytes, at + 4)?;
-            let size_or_type = u32_at(types_bytes, at + 8)?;
-            at += 12;
-            let type_kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let mut ty = Type {
-                kind: type_kind,
-                name: name(name_off),
-                kind_flag: info >> 31 == 1,
-                size_or_type,
-                members: Vec::new(),
-                array: None,
-                enumerators: Vec::new(),
-                params: 0,
-            };
-            match type_kind {
-                kind::INT | kind::VAR | kind::DECL_TAG => at += 4,
-                kind::ARRAY => {
-                    ty.array = Some((u32_at(types_bytes, at)?, u32_at(types_bytes, at + 8)?));
-                    at += 12;
-                }
-                kind::STRUCT | kind::UNION => {
-                    for _ in 0..vlen {
-                        let member_name = name(u32_at(types_bytes, at)?);
-                        let member_type = u32_at(types_bytes, at + 4)?;
-                        let raw_offset = u32_at(types_bytes, at + 8)?;
-                        let offset = if ty.kind_flag {
-                            raw_offset & 0x00ff_ffff
-                        } else {
-                            raw_offset
-                        };
-                        ty.members.push((member_name, member_type, offset));
-                        at += 12;
-                    }
-                }
-                kind::ENUM => {
-                    for _ in 0..vlen {
-                        let enumerator = name(u32_at(types_bytes, at)?);
-                        let value = i64::from(u32_at(types_bytes, at + 4)? as i32);
-                        ty.enumerators.push((enumerator, value));
-                        at += 8;
-                    }
-                }
-                kind::ENUM64 => {
-                    for _ in 0..vlen {
-                        let enumerator = name(u32_at(types_bytes, at)?);
-                        let low = u64::from(u32_at(types_bytes, at + 4)?);
-                        let high = u64::from(u32_at(types_bytes, at + 8)?);
-                        ty.enumerators
-                            .push((enumerator, ((high << 32) | low) as i64));
-                        at += 12;
-                    }
-                }
-                kind::FUNC_PROTO => {
-                    ty.params = vlen as u32;
-                    at += 8 * vlen;
-                }
-                kind::DATASEC => at += 12 * vlen,
-                _ => {}
-            }
-            types.push(ty);
+        while at < type_len {
+            let info = u32_at(&data, types_at + at + 4)?;
+            offsets.push(
+                u32::try_from(at).map_err(|_| BtfError::Malformed("type section too large"))?,
+            );
+            at += 12 + extra_len((info >> 24) & 0x1f, (info & 0xffff) as usize);
         }
-        let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
-        for (id, ty) in types.iter().enumerate() {
-            if !ty.name.is_empty() {
-                by_name.entry(ty.name.clone()).or_default().push(id as u32);
-            }
+        if at != type_len {
+            return Err(BtfError::Malformed("truncated type section"));
         }
-        Ok(Self { types, by_name })
+        Ok(Self {
+            data,
+            types_at,
+            strings: (hdr_len + str_off, str_len),
+            offsets,
+        })
     }
 
-    fn get(&self, id: u32) -> Result<&Type, BtfError> {
-        self.types
+    /// The NUL-terminated string at `off` of the string section.
+    fn name(&self, off: u32) -> &[u8] {
+        let (start, len) = self.strings;
+        self.data
+            .get(start + off as usize..start + len)
+            .and_then(|rest| rest.split(|&b| b == 0).next())
+            .unwrap_or_default()
+    }
+
+    fn head(&self, id: u32) -> Result<Head, BtfError> {
+        if id == 0 {
+            return Ok(Head {
+                at: 0,
+                name_off: 0,
+                kind: 0,
+                vlen: 0,
+                kind_flag: false,
+                size_or_type: 0,
+            });
+        }
+        let offset = *self
+            .offsets
             .get(id as usize)
-            .ok_or(BtfError::Malformed("type id out of range"))
+            .ok_or(BtfError::Malformed("type id out of range"))?;
+        let at = self.types_at + offset as usize;
+        let info = u32_at(&self.data, at + 4)?;
+        Ok(Head {
+            at,
+            name_off: u32_at(&self.data, at)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_type: u32_at(&self.data, at + 8)?,
+        })
+    }
+
+    /// The `index`-th word after a type's header.
+    fn word(&self, head: &Head, index: usize) -> Result<u32, BtfError> {
+        u32_at(&self.data, head.at + 12 + 4 * index)
+    }
+
+    /// Ids of every type called `name`.
+    fn ids_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (u32, Head)> + 'a {
+        (1..self.offsets.len() as u32).filter_map(move |id| {
+            let head = self.head(id).ok()?;
+            (self.name(head.name_off) == name.as_bytes()).then_some((id, head))
+        })
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
-    fn resolve(&self, mut id: u32) -> Result<&Type, BtfError> {
+    fn resolve(&self, mut id: u32) -> Result<Head, BtfError> {
         for _ in 0..32 {
-            let ty = self.get(id)?;
-            match ty.kind {
+            let head = self.head(id)?;
+            match head.kind {
                 kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {
-                    id = ty.size_or_type;
+                    id = head.size_or_type;
                 }
-                _ => return Ok(ty),
+                _ => return Ok(head),
             }
         }
         Err(BtfError::Malformed("typedef chain too long"))
     }
 
-    /// The struct (not a forward declaration) called `name`.
-    fn find_struct(&self, name: &str) -> Result<&Type, BtfError> {
-        self.by_name
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter_map(|&id| self.get(id).ok())
-            .find(|ty| ty.kind == kind::STRUCT || ty.kind == kind::UNION)
+    /// The struct or union (not a forward declaration) called `name`.
+    fn find_struct(&self, name: &str) -> Result<Head, BtfError> {
+        self.ids_named(name)
+            .map(|(_, head)| head)
+            .find(|head| head.kind == kind::STRUCT || head.kind == kind::UNION)
             .ok_or_else(|| BtfError::Missing(format!("struct {name}")))
     }
 
     /// Whether a type called `name` exists (any kind).
     pub fn has_type(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.ids_named(name).next().is_some()
     }
 
     /// Size in bytes of struct `name`.
@@ -248,35 +231,45 @@ impl Btf {
 
     /// Byte offset of `member` in struct `name`, looking through anonymous members.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
-        let ty = self.find_struct(name)?;
-        self.find_member(ty, member, 0)?
+        let head = self.find_struct(name)?;
+        self.find_member(&head, member, 0)?
             .map(|(bits, _)| bits / 8)
             .ok_or_else(|| BtfError::Missing(format!("member {name}.{member}")))
     }
 
     /// Type id of `member` in struct `name`.
     pub fn member_type(&self, name: &str, member: &str) -> Result<u32, BtfError> {
-        let ty = self.find_struct(name)?;
-        self.find_member(ty, member, 0)?
+        let head = self.find_struct(name)?;
+        self.find_member(&head, member, 0)?
             .map(|(_, id)| id)
             .ok_or_else(|| BtfError::Missing(format!("member {name}.{member}")))
     }
 
-    /// (offset in bits, type id) of `member` inside `ty`, recursing into unnamed members.
+    /// (offset in bits, type id) of `member` inside the struct/union `head`, recursing into
+    /// unnamed members.
     fn find_member(
         &self,
-        ty: &Type,
+        head: &Head,
         member: &str,
         base: u32,
     ) -> Result<Option<(u32, u32)>, BtfError> {
-        for (name, type_id, offset) in &ty.members {
-            if name == member {
-                return Ok(Some((base + offset, *type_id)));
+        for index in 0..head.vlen {
+            let name_off = self.word(head, 3 * index)?;
+            let type_id = self.word(head, 3 * index + 1)?;
+            let raw_offset = self.word(head, 3 * index + 2)?;
+            let offset = if head.kind_flag {
+                raw_offset & 0x00ff_ffff
+            } else {
+                raw_offset
+            };
+            let name = self.name(name_off);
+            if name == member.as_bytes() {
+                return Ok(Some((base + offset, type_id)));
             }
             if name.is_empty() {
-                let inner = self.resolve(*type_id)?;
+                let inner = self.resolve(type_id)?;
                 if (inner.kind == kind::STRUCT || inner.kind == kind::UNION)
-                    && let Some(found) = self.find_member(inner, member, base + offset)?
+                    && let Some(found) = self.find_member(&inner, member, base + offset)?
                 {
                     return Ok(Some(found));
                 }
@@ -287,45 +280,61 @@ impl Btf {
 
     /// If type `id` is an array: (element type id, element count).
     pub fn array_of(&self, id: u32) -> Result<Option<(u32, u32)>, BtfError> {
-        Ok(self.resolve(id)?.array)
+        let head = self.resolve(id)?;
+        if head.kind != kind::ARRAY {
+            return Ok(None);
+        }
+        Ok(Some((self.word(&head, 0)?, self.word(&head, 2)?)))
     }
 
-    /// Name and kind-is-struct of type `id` after resolving typedefs.
+    /// Name of type `id` after resolving typedefs, if it is a struct.
     pub fn struct_name(&self, id: u32) -> Result<Option<String>, BtfError> {
-        let ty = self.resolve(id)?;
-        Ok((ty.kind == kind::STRUCT).then(|| ty.name.clone()))
+        let head = self.resolve(id)?;
+        Ok((head.kind == kind::STRUCT)
+            .then(|| String::from_utf8_lossy(self.name(head.name_off)).into_owned()))
     }
 
     /// Value of enumerator `name` in any enum.
     pub fn enum_value(&self, name: &str) -> Result<i64, BtfError> {
-        self.types
-            .iter()
-            .filter(|ty| ty.kind == kind::ENUM || ty.kind == kind::ENUM64)
-            .flat_map(|ty| ty.enumerators.iter())
-            .find(|(enumerator, _)| enumerator == name)
-            .map(|(_, value)| *value)
-            .ok_or_else(|| BtfError::Missing(format!("enumerator {name}")))
+        for id in 1..self.offsets.len() as u32 {
+            let head = self.head(id)?;
+            let (stride, wide) = match head.kind {
+                kind::ENUM => (2, false),
+                kind::ENUM64 => (3, true),
+                _ => continue,
+            };
+            for index in 0..head.vlen {
+                if self.name(self.word(&head, stride * index)?) != name.as_bytes() {
+                    continue;
+                }
+                let low = self.word(&head, stride * index + 1)?;
+                return Ok(if wide {
+                    let high = u64::from(self.word(&head, stride * index + 2)?);
+                    ((high << 32) | u64::from(low)) as i64
+                } else {
+                    i64::from(low as i32)
+                });
+            }
+        }
+        Err(BtfError::Missing(format!("enumerator {name}")))
     }
 
     /// Number of arguments BTF tracepoint `name` passes to a program (the prototype of
     /// `btf_trace_NAME` minus its leading `void *`). `None` when the kernel has no such
     /// tracepoint.
     pub fn tracepoint_args(&self, name: &str) -> Result<Option<u32>, BtfError> {
-        let Some(ids) = self.by_name.get(&format!("btf_trace_{name}")) else {
-            return Ok(None);
-        };
-        for &id in ids {
-            let ty = self.get(id)?;
-            if ty.kind != kind::TYPEDEF {
+        let typedef = format!("btf_trace_{name}");
+        for (_, head) in self.ids_named(&typedef) {
+            if head.kind != kind::TYPEDEF {
                 continue;
             }
-            let pointer = self.resolve(ty.size_or_type)?;
+            let pointer = self.resolve(head.size_or_type)?;
             if pointer.kind != kind::PTR {
                 continue;
             }
             let proto = self.resolve(pointer.size_or_type)?;
             if proto.kind == kind::FUNC_PROTO {
-                return Ok(Some(proto.params.saturating_sub(1)));
+                return Ok(Some((proto.vlen as u32).saturating_sub(1)));
             }
         }
         Ok(None)
