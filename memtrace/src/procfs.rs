@@ -231,6 +231,52 @@ pub fn parse_cmdline(raw: &[u8]) -> String {
         .join(" ")
 }
 
+/// A /proc or cgroup file kept open and re-read from offset 0: a hot loop that reads the same
+/// files every round then skips the path lookup, open and close each time.
+#[derive(Debug)]
+pub struct OpenFile {
+    file: fs::File,
+    path: std::path::PathBuf,
+    buf: Vec<u8>,
+}
+
+impl OpenFile {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> Result<Self, ProcError> {
+        let file = fs::File::open(path).map_err(|source| ProcError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// The file's current content (a fresh read from offset 0).
+    pub fn text(&mut self) -> Result<&str, ProcError> {
+        use std::os::unix::fs::FileExt as _;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self
+                .file
+                .read_at(&mut chunk, self.buf.len() as u64)
+                .map_err(|source| ProcError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        std::str::from_utf8(&self.buf)
+            .map_err(|_| ProcError::Format(self.path.display().to_string()))
+    }
+}
+
 /// Reads a file under /proc into a string.
 pub fn read(path: &Path) -> Result<String, ProcError> {
     fs::read_to_string(path).map_err(|source| ProcError::Io {
@@ -346,6 +392,24 @@ mod tests {
         assert_eq!(psi.some.avg10, 1.5);
         assert_eq!(psi.full.total_us, 45);
         assert_eq!(parse_psi("some avg10=x\n"), None);
+    }
+
+    #[test]
+    fn open_file_rereads_from_the_start() {
+        let path = std::env::temp_dir().join(format!("memtrace-openfile-{}", std::process::id()));
+        fs::write(&path, "one").expect("write");
+        let mut file = OpenFile::open(&path).expect("open");
+        assert_eq!(file.text().expect("read"), "one");
+        fs::write(&path, "two, longer").expect("write");
+        assert_eq!(file.text().expect("read"), "two, longer");
+        let meminfo = OpenFile::open(Path::new("/proc/meminfo")).and_then(|mut f| {
+            let first = f.text()?.len();
+            let second = f.text()?.len();
+            Ok((first, second))
+        });
+        let (first, second) = meminfo.expect("meminfo twice");
+        assert!(first > 100 && second > 100);
+        let _ = fs::remove_file(&path);
     }
 
     #[test]

@@ -151,7 +151,9 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         config.thresholds.resume,
     );
     let mut gpu = crate::gpu::Paced::new(crate::gpu::open_default());
-    let pressure_file = scope.pressure_file(proc_root);
+    // Read every round: kept open (no path lookup, open and close per round).
+    let mut scope_files = scope.open_files(proc_root)?;
+    let mut pressure = procfs::OpenFile::open(&scope.pressure_file(proc_root)).ok();
     let mut engine = Engine::new(
         config,
         scope.clone(),
@@ -175,12 +177,18 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         if exit_after.is_some_and(|limit| started.elapsed() >= limit) {
             break;
         }
-        let usage = scope.usage(proc_root)?;
-        let psi = procfs::read(&pressure_file)
-            .ok()
-            .and_then(|text| procfs::parse_psi(&text));
+        let usage = scope_files.usage()?;
         let fresh = engine.wants_processes(usage.percent(), woke.psi)
             || last_processes.elapsed() >= engine.config().sampling.processes_idle;
+        // PSI averages matter only near pressure: the armed trigger reports stalls by itself.
+        let psi = if fresh {
+            pressure
+                .as_mut()
+                .and_then(|file| file.text().ok())
+                .and_then(procfs::parse_psi)
+        } else {
+            None
+        };
         if fresh {
             snapshot = sampler.sample()?;
             last_processes = std::time::Instant::now();

@@ -26,6 +26,9 @@ pub enum ScopeError {
     /// A file had unexpected content.
     #[error("unexpected content in {0}")]
     Format(String),
+    /// A file could not be read.
+    #[error(transparent)]
+    Proc(#[from] procfs::ProcError),
 }
 
 /// Which cgroup hierarchy.
@@ -51,6 +54,56 @@ pub enum Scope {
     },
 }
 
+/// A cgroup's usage, limit and stat files, open.
+#[derive(Debug)]
+struct CgroupFiles {
+    usage: procfs::OpenFile,
+    limit: procfs::OpenFile,
+    stat: procfs::OpenFile,
+    inactive_key: &'static str,
+}
+
+/// The files a scope's usage is read from, kept open between rounds.
+#[derive(Debug)]
+pub struct ScopeFiles {
+    meminfo: procfs::OpenFile,
+    cgroup: Option<CgroupFiles>,
+}
+
+fn number(text: &str, what: &str) -> Result<Option<u64>, ScopeError> {
+    let text = text.trim();
+    if text == "max" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| ScopeError::Format(what.to_owned()))
+}
+
+impl ScopeFiles {
+    /// Reads the current usage.
+    pub fn usage(&mut self) -> Result<Usage, ScopeError> {
+        let total = procfs::parse_meminfo(self.meminfo.text()?)
+            .ok_or_else(|| ScopeError::Format("meminfo".to_owned()))?;
+        let Some(files) = &mut self.cgroup else {
+            return Ok(Usage {
+                used_bytes: total.total.saturating_sub(total.available),
+                limit_bytes: total.total,
+            });
+        };
+        let usage = number(files.usage.text()?, "cgroup usage")?.unwrap_or(0);
+        let inactive = stat_value(files.stat.text()?, files.inactive_key).unwrap_or(0);
+        // v1 reports "unlimited" as a huge page-aligned number.
+        let limit = number(files.limit.text()?, "cgroup limit")?
+            .filter(|&l| l < total.total)
+            .unwrap_or(total.total);
+        Ok(Usage {
+            used_bytes: usage.saturating_sub(inactive),
+            limit_bytes: limit,
+        })
+    }
+}
+
 /// Memory in use in a scope.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Usage {
@@ -72,17 +125,6 @@ fn read(path: &Path) -> Result<String, ScopeError> {
         path: path.display().to_string(),
         source,
     })
-}
-
-fn read_u64(path: &Path) -> Result<Option<u64>, ScopeError> {
-    let text = read(path)?;
-    let text = text.trim();
-    if text == "max" {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| ScopeError::Format(path.display().to_string()))
 }
 
 /// A `key value` line of a memory.stat file.
@@ -109,17 +151,19 @@ impl Scope {
         })
     }
 
-    /// Current usage.
+    /// Current usage (opens the files for one read; a loop keeps [`ScopeFiles`] instead).
     pub fn usage(&self, proc_root: &Path) -> Result<Usage, ScopeError> {
-        let total = procfs::read_meminfo(proc_root)
-            .map_err(|_| ScopeError::Format(proc_root.join("meminfo").display().to_string()))?;
-        match self {
-            Self::Machine => Ok(Usage {
-                used_bytes: total.total.saturating_sub(total.available),
-                limit_bytes: total.total,
-            }),
+        self.open_files(proc_root)?.usage()
+    }
+
+    /// The files the usage is read from, opened once.
+    pub fn open_files(&self, proc_root: &Path) -> Result<ScopeFiles, ScopeError> {
+        let open = |path: &Path| procfs::OpenFile::open(path).map_err(ScopeError::from);
+        let meminfo = open(&proc_root.join("meminfo"))?;
+        let cgroup = match self {
+            Self::Machine => None,
             Self::Cgroup { path, version } => {
-                let (usage_file, limit_file, inactive_key) = match version {
+                let (usage, limit, inactive_key) = match version {
                     CgroupVersion::V1 => (
                         "memory.usage_in_bytes",
                         "memory.limit_in_bytes",
@@ -127,19 +171,15 @@ impl Scope {
                     ),
                     CgroupVersion::V2 => ("memory.current", "memory.max", "inactive_file"),
                 };
-                let usage = read_u64(&path.join(usage_file))?.unwrap_or(0);
-                let inactive =
-                    stat_value(&read(&path.join("memory.stat"))?, inactive_key).unwrap_or(0);
-                // v1 reports "unlimited" as a huge page-aligned number.
-                let limit = read_u64(&path.join(limit_file))?
-                    .filter(|&l| l < total.total)
-                    .unwrap_or(total.total);
-                Ok(Usage {
-                    used_bytes: usage.saturating_sub(inactive),
-                    limit_bytes: limit,
+                Some(CgroupFiles {
+                    usage: open(&path.join(usage))?,
+                    limit: open(&path.join(limit))?,
+                    stat: open(&path.join("memory.stat"))?,
+                    inactive_key,
                 })
             }
-        }
+        };
+        Ok(ScopeFiles { meminfo, cgroup })
     }
 
     /// The PSI file for this scope: the cgroup's own on v2, the system's otherwise.

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use crate::{
     bench::{
         cgroup::BenchCgroup,
-        process::{Guarded, cpu_seconds, memory},
+        process::{Guarded, memory},
         stats::{median, quantile},
     },
     build, root, tools,
@@ -115,7 +115,7 @@ fn trial(
     let mut group = BenchCgroup::create(&format!("reaction-{index}"), LIMIT)?;
     let state = tools::workspace_root().join("target/bench-reaction-state.json");
     let mut guard = start_guard(binary, &group.path, config, &state, &[])?;
-    let cpu_before = cpu_seconds(guard.pid())?;
+    let cpu_before = cpu_precise(guard.pid())?;
     let mut hog = Guarded::spawn(
         &mut group.command("python3", &["-c", HOG, &rate_mib.to_string()]),
         "hog",
@@ -148,7 +148,7 @@ fn trial(
         }
         std::thread::sleep(Duration::from_millis(10).saturating_sub(now.elapsed()));
     };
-    let cpu = cpu_seconds(guard.pid())? - cpu_before;
+    let cpu = cpu_precise(guard.pid())? - cpu_before;
     let hwm = memory(guard.pid())?.hwm;
     hog.signal(libc::SIGKILL)?;
     let _ = hog.wait();
@@ -210,11 +210,24 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         );
     }
     println!(
-        "guard during trials: peak RSS {:.1} MiB, CPU {:.3} s per trial (median)",
+        "guard during trials: peak RSS {:.1} MiB, CPU {:.1} ms per trial (median)",
         hwm_max as f64 / 1048576.0,
-        median(&cpu_per_trial).unwrap_or(0.0)
+        median(&cpu_per_trial).unwrap_or(0.0) * 1e3
     );
     idle(&binary, options.idle_seconds)
+}
+
+/// CPU time of `pid` in seconds with nanosecond resolution (`/proc/PID/schedstat`; the
+/// clock-tick counters of `stat` are too coarse for an idle process).
+fn cpu_precise(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/schedstat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("parsing {path}"))?;
+    Ok(ns as f64 / 1e9)
 }
 
 /// The guard watching the whole machine, dry run (it sends nothing), with no pressure.
@@ -224,9 +237,9 @@ fn idle(binary: &Path, seconds: u64) -> anyhow::Result<()> {
     std::fs::write(&config, "").context("writing the idle config")?;
     let mut guard = start_guard(binary, &PathBuf::new(), &config, &state, &["--dry-run"])?;
     std::thread::sleep(Duration::from_secs(1));
-    let before = cpu_seconds(guard.pid())?;
+    let before = cpu_precise(guard.pid())?;
     std::thread::sleep(Duration::from_secs(seconds));
-    let used = cpu_seconds(guard.pid())? - before;
+    let used = cpu_precise(guard.pid())? - before;
     let mem = memory(guard.pid())?;
     guard.stop(libc::SIGTERM, Duration::from_secs(10))?;
     println!(

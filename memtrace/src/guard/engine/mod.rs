@@ -98,6 +98,8 @@ pub struct Engine {
     kill_level_since: Option<Instant>,
     history: VecDeque<(Instant, u64)>,
     sshd_stalls: HashMap<u32, u64>,
+    /// Time of the snapshot the sshd stalls were last compared on (idle rounds reuse one).
+    sshd_checked_ms: u64,
     /// Latest state.
     pub state: EngineState,
 }
@@ -128,6 +130,7 @@ impl Engine {
             kill_level_since: None,
             history: VecDeque::with_capacity(64),
             sshd_stalls: HashMap::new(),
+            sshd_checked_ms: 0,
             state: EngineState::default(),
         }
     }
@@ -184,7 +187,9 @@ impl Engine {
     }
 
     /// sshd or ssh login shells (children of sshd) stalled in reclaim since the last tick.
-    fn sshd_stalled(&mut self, procs: &[ProcSample]) -> bool {
+    fn sshd_stalled(&mut self, snapshot: &Snapshot) -> bool {
+        self.sshd_checked_ms = snapshot.time_unix_ms;
+        let procs = &snapshot.procs;
         let sshd: HashSet<u32> = procs
             .iter()
             .filter(|p| is_sshd(&p.comm))
@@ -272,7 +277,8 @@ impl Engine {
             psi_full_avg10: psi.map(|p| p.full.avg10),
             psi_triggered,
             exhaustion_s,
-            sshd_stalled: self.sshd_stalled(&snapshot.procs),
+            sshd_stalled: snapshot.time_unix_ms != self.sshd_checked_ms
+                && self.sshd_stalled(snapshot),
             gpu_over: gpu
                 .map(|sample| {
                     gpu_reasons(sample, snapshot, self.config.thresholds.gpu_warn_percent)
