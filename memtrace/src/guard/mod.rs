@@ -15,6 +15,7 @@ pub mod reclaim;
 pub mod run_hook;
 pub mod scope;
 pub mod suspend;
+pub mod usage_events;
 pub mod victim;
 
 use std::{
@@ -153,6 +154,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let mut gpu = crate::gpu::Paced::new(crate::gpu::open_default());
     // Read every round: kept open (no path lookup, open and close per round).
     let mut scope_files = scope.open_files(proc_root)?;
+    let usage_events = arm_usage_events(&scope, &mut scope_files, &config);
     let mut pressure = procfs::OpenFile::open(&scope.pressure_file(proc_root)).ok();
     let mut engine = Engine::new(
         config,
@@ -169,7 +171,12 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     crate::gpu::join(&mut snapshot, &gpu_sample);
     let mut scope_pids = scope.pids()?;
     loop {
-        let woke = wait(&signals, trigger.as_ref(), engine.next_interval())?;
+        let woke = wait(
+            &signals,
+            trigger.as_ref(),
+            usage_events.as_ref(),
+            engine.next_interval(),
+        )?;
         if woke.terminate {
             log::info!("terminating: resuming anything suspended");
             break;
@@ -250,9 +257,39 @@ struct Woke {
     psi: bool,
 }
 
+/// On a v1 cgroup, eventfd wake-ups when raw usage crosses warn and suspend (raw usage counts
+/// the page cache too, so it crosses no later than "used" does). `None` elsewhere.
+fn arm_usage_events(
+    scope: &Scope,
+    files: &mut scope::ScopeFiles,
+    config: &GuardConfig,
+) -> Option<usage_events::UsageEvents> {
+    let Scope::Cgroup {
+        path,
+        version: scope::CgroupVersion::V1,
+    } = scope
+    else {
+        return None;
+    };
+    let limit = files.usage().ok()?.limit_bytes as f64;
+    let thresholds = [config.thresholds.warn, config.thresholds.suspend]
+        .map(|percent| (limit * percent / 100.0) as u64);
+    match usage_events::UsageEvents::arm_v1(path, &thresholds) {
+        Ok(events) => Some(events),
+        Err(err) => {
+            log::warn!(
+                "usage threshold events on {}: {err}; polling only",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 fn wait(
     signals: &SignalFd,
     trigger: Option<&PsiTrigger>,
+    usage: Option<&usage_events::UsageEvents>,
     timeout: Duration,
 ) -> anyhow::Result<Woke> {
     let mut fds = [
@@ -266,11 +303,16 @@ fn wait(
             events: libc::POLLPRI,
             revents: 0,
         },
+        libc::pollfd {
+            fd: usage.map_or(-1, usage_events::UsageEvents::fd),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: fds is a valid array of two pollfds for the duration of the call (a negative fd
-    // is ignored by poll).
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    // SAFETY: fds is a valid array of three pollfds for the duration of the call (a negative
+    // fd is ignored by poll).
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout_ms) };
     if rc < 0 {
         let err = std::io::Error::last_os_error();
         if err.kind() == std::io::ErrorKind::Interrupted {
@@ -280,6 +322,11 @@ fn wait(
     }
     if fds[1].revents & libc::POLLERR != 0 {
         anyhow::bail!("the PSI trigger failed (pressure file gone?)");
+    }
+    if fds[2].revents & libc::POLLIN != 0
+        && let Some(events) = usage
+    {
+        events.drain();
     }
     Ok(Woke {
         terminate: fds[0].revents & libc::POLLIN != 0,
