@@ -63,6 +63,10 @@ pub struct GuardArgs {
     /// Pressure file to arm instead of the scope's (tests).
     #[arg(long, hide = true)]
     pub psi_file: Option<PathBuf>,
+    /// Poll only, without usage threshold events on a v1 cgroup (benchmarks: the behaviour of
+    /// cgroup v2 and the machine scope).
+    #[arg(long, hide = true)]
+    pub no_usage_events: bool,
     /// Stop after this long (tests, benchmarks).
     #[arg(long, hide = true)]
     pub exit_after: Option<String>,
@@ -154,7 +158,11 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let mut gpu = crate::gpu::Paced::new(crate::gpu::open_default());
     // Read every round: kept open (no path lookup, open and close per round).
     let mut scope_files = scope.open_files(proc_root)?;
-    let usage_events = arm_usage_events(&scope, &mut scope_files, &config);
+    let usage_events = if args.no_usage_events {
+        None
+    } else {
+        arm_usage_events(&scope, &mut scope_files, &config)
+    };
     let mut pressure = procfs::OpenFile::open(&scope.pressure_file(proc_root)).ok();
     let mut engine = Engine::new(
         config,
