@@ -111,6 +111,7 @@ fn trial(
     config: &Path,
     rate_mib: f64,
     index: usize,
+    extra: &[&str],
 ) -> anyhow::Result<(Outcome, f64, u64)> {
     let mut group = BenchCgroup::create(&format!("reaction-{index}"), LIMIT)?;
     let state = tools::workspace_root().join("target/bench-reaction-state.json");
