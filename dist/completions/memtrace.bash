@@ -146,7 +146,7 @@ _memtrace() {
 
     case "${cmd}" in
         memtrace)
-            opts="-h -V --help --version top completions guard status swap doctor clean run record mark report export demo demo-pipeline help"
+            opts="-h -V --help --version guard top status swap doctor clean run record mark report export demo demo-pipeline completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -296,7 +296,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__guard)
-            opts="-c -h -V --config --print-config --cgroup --dry-run --metrics --state-file --no-psi --psi-file --exit-after --help --version"
+            opts="-c -h -V --config --print-config --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -338,7 +338,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__help)
-            opts="top completions guard status swap doctor clean run record mark report export demo demo-pipeline help"
+            opts="guard top status swap doctor clean run record mark report export demo demo-pipeline completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -28,32 +28,7 @@ _memtrace() {
         (( CURRENT += 1 ))
         curcontext="${curcontext%:*:*}:memtrace-command-$line[1]:"
         case $line[1] in
-            (top)
-_arguments "${_arguments_options[@]}" : \
-'-i+[Sampling interval\: seconds (\`2\`, \`0.5\`) or with a unit (\`500ms\`, \`2s\`)]:INTERVAL:_default' \
-'--interval=[Sampling interval\: seconds (\`2\`, \`0.5\`) or with a unit (\`500ms\`, \`2s\`)]:INTERVAL:_default' \
-'--window=[Window growth rates are computed over (default\: one interval)]:WINDOW:_default' \
-'-n+[Rows in the table (the JSON output always has every process)]:ROWS:_default' \
-'--rows=[Rows in the table (the JSON output always has every process)]:ROWS:_default' \
-'--once[Print one snapshot after one interval and exit]' \
-'--json[Print snapshots as JSON arrays of processes, one line each]' \
-'--fault-hook[Also count faults with a per-fault eBPF hook (by default they come from the kernel'\''s own per-task counters at no per-fault cost)]' \
-'-h[Print help]' \
-'--help[Print help]' \
-'-V[Print version]' \
-'--version[Print version]' \
-&& ret=0
-;;
-(completions)
-_arguments "${_arguments_options[@]}" : \
-'-h[Print help]' \
-'--help[Print help]' \
-'-V[Print version]' \
-'--version[Print version]' \
-':shell -- The shell:(bash elvish fish powershell zsh)' \
-&& ret=0
-;;
-(guard)
+            (guard)
 _arguments "${_arguments_options[@]}" : \
 '-c+[TOML configuration layered over the embedded default]:FILE:_files' \
 '--config=[TOML configuration layered over the embedded default]:FILE:_files' \
@@ -65,6 +40,23 @@ _arguments "${_arguments_options[@]}" : \
 '--print-config[Print the embedded default configuration and exit]' \
 '--dry-run[Log every decision, send nothing, change nothing]' \
 '--no-psi[Run without a PSI trigger (polling only), for kernels without PSI]' \
+'--no-usage-events[Poll only, without usage threshold events on a v1 cgroup (benchmarks\: the behaviour of cgroup v2 and the machine scope)]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(top)
+_arguments "${_arguments_options[@]}" : \
+'-i+[Sampling interval\: seconds (\`2\`, \`0.5\`) or with a unit (\`500ms\`, \`2s\`)]:INTERVAL:_default' \
+'--interval=[Sampling interval\: seconds (\`2\`, \`0.5\`) or with a unit (\`500ms\`, \`2s\`)]:INTERVAL:_default' \
+'--window=[Window growth rates are computed over (default\: one interval)]:WINDOW:_default' \
+'-n+[Rows in the table (the JSON output always has every process)]:ROWS:_default' \
+'--rows=[Rows in the table (the JSON output always has every process)]:ROWS:_default' \
+'--once[Print one snapshot after one interval and exit]' \
+'--json[Print snapshots as JSON arrays of processes, one line each]' \
+'--fault-hook[Also count faults with a per-fault eBPF hook (by default they come from the kernel'\''s own per-task counters at no per-fault cost)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \
@@ -274,6 +266,15 @@ _arguments "${_arguments_options[@]}" : \
 '--version[Print version]' \
 && ret=0
 ;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':shell -- The shell:(bash elvish fish powershell zsh)' \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 ":: :_memtrace__subcmd__help_commands" \
@@ -286,15 +287,11 @@ _arguments "${_arguments_options[@]}" : \
         (( CURRENT += 1 ))
         curcontext="${curcontext%:*:*}:memtrace-help-command-$line[1]:"
         case $line[1] in
-            (top)
+            (guard)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
-(completions)
-_arguments "${_arguments_options[@]}" : \
-&& ret=0
-;;
-(guard)
+(top)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
@@ -366,6 +363,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -382,9 +383,8 @@ esac
 (( $+functions[_memtrace_commands] )) ||
 _memtrace_commands() {
     local commands; commands=(
-'top:Live per-process memory table sorted by growth (needs root\: loads eBPF)' \
-'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
 'guard:Act on memory pressure\: warn, reclaim, suspend/resume, kill the growing tree (root)' \
+'top:Live per-process memory table sorted by growth (needs root\: loads eBPF)' \
 'status:Memory status\: RAM, swap, PSI and the top processes by RSS (no root needed)' \
 'swap:Swap\: status against the recommendation for this RAM, setup and removal of a swap file' \
 'doctor:Host checks (swap, sysctls, THP, PSI, BTF, tracepoints, NVML, sshd, guard) with fixes' \
@@ -396,6 +396,7 @@ _memtrace_commands() {
 'export:Export a trace for Perfetto (ui.perfetto.dev), as CSV or as JSON lines' \
 'demo:A synthetic multi-stage clip pipeline with one leaking stage, run and reported' \
 'demo-pipeline:The pipeline \`memtrace demo\` runs' \
+'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'memtrace commands' commands "$@"
@@ -438,9 +439,8 @@ _memtrace__subcmd__guard_commands() {
 (( $+functions[_memtrace__subcmd__help_commands] )) ||
 _memtrace__subcmd__help_commands() {
     local commands; commands=(
-'top:Live per-process memory table sorted by growth (needs root\: loads eBPF)' \
-'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
 'guard:Act on memory pressure\: warn, reclaim, suspend/resume, kill the growing tree (root)' \
+'top:Live per-process memory table sorted by growth (needs root\: loads eBPF)' \
 'status:Memory status\: RAM, swap, PSI and the top processes by RSS (no root needed)' \
 'swap:Swap\: status against the recommendation for this RAM, setup and removal of a swap file' \
 'doctor:Host checks (swap, sysctls, THP, PSI, BTF, tracepoints, NVML, sshd, guard) with fixes' \
@@ -452,6 +452,7 @@ _memtrace__subcmd__help_commands() {
 'export:Export a trace for Perfetto (ui.perfetto.dev), as CSV or as JSON lines' \
 'demo:A synthetic multi-stage clip pipeline with one leaking stage, run and reported' \
 'demo-pipeline:The pipeline \`memtrace demo\` runs' \
+'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'memtrace help commands' commands "$@"

@@ -48,3 +48,40 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+/// Shell completions for `shell`, generated from the command-line definition.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command, "memtrace", &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The completions shipped in dist/ match the command line.
+    use super::*;
+
+    #[test]
+    fn shipped_completions_are_current() {
+        for (shell, shipped) in [
+            (
+                clap_complete::Shell::Bash,
+                include_str!("../../dist/completions/memtrace.bash"),
+            ),
+            (
+                clap_complete::Shell::Zsh,
+                include_str!("../../dist/completions/memtrace.zsh"),
+            ),
+            (
+                clap_complete::Shell::Fish,
+                include_str!("../../dist/completions/memtrace.fish"),
+            ),
+        ] {
+            assert!(
+                completions(shell) == shipped.as_bytes(),
+                "dist/completions for {shell} are stale: run `memtrace completions {shell} > dist/completions/memtrace.{shell}`"
+            );
+        }
+    }
+}

@@ -13,9 +13,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Top(args) => memtrace::top::run(args),
         Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "memtrace", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(&memtrace::cli::completions(shell))
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
         }
         Command::Guard(args) => memtrace::guard::run(args),
         Command::Status(args) => memtrace::status::run(args),

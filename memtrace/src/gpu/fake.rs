@@ -51,18 +51,8 @@ impl GpuSource for FakeGpuSource {
 mod tests {
     //! Script order and repetition.
     use super::*;
-    use crate::gpu::GpuProcess;
 
-    fn with_pid(pid: u32) -> GpuSample {
-        GpuSample {
-            devices: Vec::new(),
-            processes: vec![GpuProcess {
-                pid,
-                gpu_index: 0,
-                used_bytes: 1,
-            }],
-        }
-    }
+    use crate::gpu::test_support::with_pid;
 
     #[test]
     fn replays_in_order_then_repeats_the_last() {

@@ -362,3 +362,21 @@ mod tests {
         let _ = in_child_pid_namespace(Path::new("/proc"));
     }
 }
+
+/// Samples for the tests of this module's files.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{GpuProcess, GpuSample};
+
+    /// A sample in which only `pid` holds (1 byte of) GPU memory.
+    pub(crate) fn with_pid(pid: u32) -> GpuSample {
+        GpuSample {
+            devices: Vec::new(),
+            processes: vec![GpuProcess {
+                pid,
+                gpu_index: 0,
+                used_bytes: 1,
+            }],
+        }
+    }
+}

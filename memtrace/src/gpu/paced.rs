@@ -72,18 +72,9 @@ impl Paced {
 mod tests {
     //! Pacing.
     use super::*;
-    use crate::gpu::{FakeGpuSource, GpuProcess};
+    use crate::gpu::FakeGpuSource;
 
-    fn with_pid(pid: u32) -> GpuSample {
-        GpuSample {
-            devices: Vec::new(),
-            processes: vec![GpuProcess {
-                pid,
-                gpu_index: 0,
-                used_bytes: 1,
-            }],
-        }
-    }
+    use crate::gpu::test_support::with_pid;
 
     #[test]
     fn samples_at_most_every_interval() {

@@ -199,53 +199,31 @@ impl Tracer {
         Ok(out)
     }
 
+    /// Every CPU's value of slot `index` of the per-CPU array `name`.
+    fn per_cpu<T: aya::Pod>(&self, name: &'static str, index: u32) -> Result<Vec<T>, TracerError> {
+        let map = self.ebpf.map(name).ok_or(missing_map(name))?;
+        let array: PerCpuArray<&MapData, T> =
+            PerCpuArray::try_from(map).map_err(|source| TracerError::Map { name, source })?;
+        let values = array
+            .get(&index, 0)
+            .map_err(|source| TracerError::Map { name, source })?;
+        Ok(values.iter().copied().collect())
+    }
+
     /// The per-CPU caches of resident counters (see `RssSlot`).
     pub fn rss_slots(&self) -> Result<Vec<RssSlot>, TracerError> {
-        let map = self.ebpf.map("RSS_SLOTS").ok_or(missing_map("RSS_SLOTS"))?;
-        let slots: PerCpuArray<&MapData, RssSlot> =
-            PerCpuArray::try_from(map).map_err(|source| TracerError::Map {
-                name: "RSS_SLOTS",
-                source,
-            })?;
-        let values = slots.get(&0, 0).map_err(|source| TracerError::Map {
-            name: "RSS_SLOTS",
-            source,
-        })?;
-        Ok(values.iter().copied().collect())
+        self.per_cpu("RSS_SLOTS", 0)
     }
 
     /// The per-CPU fault batches.
     pub fn fault_slots(&self) -> Result<Vec<FaultSlot>, TracerError> {
-        let map = self
-            .ebpf
-            .map("FAULT_SLOTS")
-            .ok_or(missing_map("FAULT_SLOTS"))?;
-        let slots: PerCpuArray<&MapData, FaultSlot> =
-            PerCpuArray::try_from(map).map_err(|source| TracerError::Map {
-                name: "FAULT_SLOTS",
-                source,
-            })?;
-        let values = slots.get(&0, 0).map_err(|source| TracerError::Map {
-            name: "FAULT_SLOTS",
-            source,
-        })?;
-        Ok(values.iter().copied().collect())
+        self.per_cpu("FAULT_SLOTS", 0)
     }
 
     /// The tracer's own health counters, summed over CPUs.
     pub fn health(&self) -> Result<TracerHealth, TracerError> {
-        let map = self.ebpf.map("STATS").ok_or(missing_map("STATS"))?;
-        let stats: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| TracerError::Map {
-                name: "STATS",
-                source,
-            })?;
         let sum = |index: u32| -> Result<u64, TracerError> {
-            let values = stats.get(&index, 0).map_err(|source| TracerError::Map {
-                name: "STATS",
-                source,
-            })?;
-            Ok(values.iter().sum())
+            Ok(self.per_cpu::<u64>("STATS", index)?.iter().sum())
         };
         Ok(TracerHealth {
             kswapd_wakeups: sum(stat::KSWAPD_WAKEUPS)?,

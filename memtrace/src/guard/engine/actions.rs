@@ -12,6 +12,15 @@ use crate::guard::{
 };
 
 impl Engine {
+    /// The members of the tree that was suspended first (the next to resume or kill).
+    fn oldest_held_pids(&self) -> Vec<u32> {
+        self.suspended
+            .trees
+            .first()
+            .map(|t| t.record.members.iter().map(|m| m.pid).collect())
+            .unwrap_or_default()
+    }
+
     pub(super) fn decision(
         &self,
         a: &Assessment,
@@ -88,12 +97,7 @@ impl Engine {
             let pids = tree.members.iter().map(|t| t.pid).collect();
             out.push(self.decision(a, "resume", reason, pids, vec![tree.summary()]));
         } else {
-            let pids = self
-                .suspended
-                .trees
-                .first()
-                .map(|t| t.record.members.iter().map(|m| m.pid).collect())
-                .unwrap_or_default();
+            let pids = self.oldest_held_pids();
             if let Some(line) = self.suspended.resume_oldest() {
                 self.state.counts.resume += 1;
                 out.push(self.decision(a, "resume", reason, pids, vec![line]));
@@ -203,12 +207,7 @@ impl Engine {
             out.push(self.decision(a, "kill", reason, pids, vec![tree.summary()]));
             return;
         }
-        let pids = self
-            .suspended
-            .trees
-            .first()
-            .map(|t| t.record.members.iter().map(|m| m.pid).collect())
-            .unwrap_or_default();
+        let pids = self.oldest_held_pids();
         if let Some(line) = self.suspended.kill_oldest(self.config.actions.kill_grace) {
             self.state.counts.kill += 1;
             out.push(self.decision(a, "kill", reason, pids, vec![line]));
