@@ -169,6 +169,9 @@ pub mod layout_flags {
     pub const EXIT_HAS_GROUP_DEAD: u32 = 1;
     /// `mark_victim` passes the `task_struct *` (kernel ≥ 6.8); before, it passed the pid.
     pub const VICTIM_IS_TASK: u32 = 2;
+    /// The mm counters are `atomic_long_t` (kernel < 6.2), which the verifier will not let a
+    /// program load through a BTF pointer: they are read with `bpf_probe_read_kernel` instead.
+    pub const RSS_ATOMIC: u32 = 4;
 }
 
 impl KernelLayout {

@@ -5,9 +5,11 @@
 //! `current`. The counter's value is read from the mm itself, as the classic tracepoint does.
 //! All reads are direct loads through the BTF-typed `mm` argument: no helper calls.
 use aya_ebpf::{
-    helpers::generated::bpf_jiffies64, macros::btf_tracepoint, programs::BtfTracePointContext,
+    helpers::{bpf_probe_read_kernel, generated::bpf_jiffies64},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
-use memtrace_common::{NR_RSS, stat};
+use memtrace_common::{NR_RSS, layout_flags, stat};
 
 use crate::maps::{RSS_SLOTS, bump, flush_rss_slot, layout, load, proc_entry};
 
@@ -38,8 +40,16 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let tgid = unsafe { load::<i32>(owner, layout.task_tgid) } as u32;
     let counter = |index: u32| -> u64 {
         let offset = layout.mm_rss_stat + index * layout.rss_counter_size + layout.counter_count;
-        // SAFETY: as above, at a constant offset inside mm_struct.rss_stat.
-        let pages = unsafe { load::<i64>(mm, offset) };
+        // The flag is a constant from .rodata: the verifier only checks the branch this kernel
+        // takes (before 6.2 the counters are atomic_long_t, which it won't load through BTF).
+        let pages = if layout.flags & layout_flags::RSS_ATOMIC != 0 {
+            let field = mm.wrapping_add(offset as usize).cast::<i64>();
+            // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one returns an error.
+            unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0)
+        } else {
+            // SAFETY: as above, at a constant offset inside mm_struct.rss_stat.
+            unsafe { load::<i64>(mm, offset) }
+        };
         // percpu_counter_read_positive(): the batched value can dip below zero transiently.
         (pages.max(0) as u64) * u64::from(layout.page_size)
     };

@@ -8,6 +8,7 @@ mod root;
 mod run;
 mod test;
 mod tools;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ enum Command {
     /// On a GPU machine: build, then check with a CUDA allocation that `memtrace top` and
     /// `status` show its GPU and pinned host memory (runs `scripts/gpu-check.sh`).
     GpuCheck(gpu_check::Options),
+    /// A Debian bookworm guest (qemu, TCG) with sshd, earlyoom and this memtrace: build, boot.
+    #[command(subcommand)]
+    Vm(vm::Command),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Test(options) => test::run(&options),
         Command::Bench(bench) => bench::run(bench),
         Command::GpuCheck(options) => gpu_check::run(&options),
+        Command::Vm(command) => vm::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

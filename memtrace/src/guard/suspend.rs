@@ -97,6 +97,8 @@ fn resume_record(record: &Record, proc_root: &Path, log: &mut Vec<String>) {
     if let (How::Freeze, Some(cgroup)) = (&record.how, &record.cgroup) {
         match fs::write(cgroup.join("cgroup.freeze"), "0") {
             Ok(()) => log.push(format!("thawed cgroup {}", cgroup.display())),
+            // The tree exited (or was killed) while frozen and its cgroup went with it.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => log.push(format!("thawing {}: {err}", cgroup.display())),
         }
         return;

@@ -12,6 +12,10 @@ mod overhead_tables;
 mod overhead_tracers;
 mod process;
 mod reaction;
+mod ssh;
+mod ssh_events;
+mod ssh_guest;
+mod ssh_run;
 mod stats;
 mod workload;
 
@@ -24,6 +28,8 @@ pub enum Bench {
     /// How fast the guard stops a hog growing at 100 MiB/s, 1 GiB/s and unthrottled inside a
     /// limited cgroup (onset→action median and p99), and the guard's RSS and CPU.
     Reaction(reaction::Options),
+    /// sshd under a runaway pipeline in a 1 GiB qemu guest: kernel alone vs earlyoom vs memtrace.
+    Ssh(ssh::Options),
     /// Runs one workload and prints its report line (used by `bench overhead`).
     #[command(hide = true)]
     Workload(workload::Args),
@@ -34,6 +40,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Overhead(options) => overhead::run(&options),
         Bench::Reaction(options) => reaction::run(&options),
+        Bench::Ssh(options) => ssh::run(&options),
         Bench::Workload(args) => workload::run(&args),
     }
 }

@@ -1,0 +1,249 @@
+//! `cargo xtask bench ssh`: does sshd stay usable under a runaway pipeline? In a Debian
+//! bookworm guest (1 GiB, no swap, 2 vCPUs, emulated: see `cargo xtask vm`), a hog started as
+//! its own unit grows next to an idle bystander service and an idle login shell, while the host
+//! times `ssh true` every 2 s. Contenders: the kernel alone, earlyoom with its defaults, and
+//! `memtrace guard` with its defaults; scenarios: a 100 MiB/s runaway, a 20 MiB/s leak, a
+//! fork-heavy hog, and a negative control that must not be acted on. Each run boots a fresh
+//! guest; the table pools the runs of each scenario × contender.
+use std::{collections::BTreeMap, io::Write as _};
+
+use crate::{
+    bench::{
+        ssh_events::{self, Action, Actor},
+        ssh_guest::{Contender, Scenario},
+        ssh_run::{self, PROBE_CAP, RunRecord},
+        stats::{median, quantile},
+    },
+    root,
+    vm::{guest::Probe, image},
+};
+
+/// Options of `bench ssh`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// The guest kernel (memtrace's programs do not load on bookworm's 6.1).
+    #[arg(long, value_enum, default_value_t = image::Kernel::Backports)]
+    pub kernel: image::Kernel,
+    /// Runs per scenario and contender (each boots a fresh guest, ~2.5 min).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Scenarios to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Runaway, Scenario::SlowLeak, Scenario::Fork, Scenario::Negative])]
+    pub scenarios: Vec<Scenario>,
+    /// Contenders to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Contender::Kernel, Contender::Earlyoom, Contender::Memtrace])]
+    pub contenders: Vec<Contender>,
+}
+
+/// One table row: the runs of one scenario × contender.
+struct Row {
+    scenario: Scenario,
+    contender: Contender,
+    runs: Vec<RunRecord>,
+    failed: usize,
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// `actor:what:comm ×n` over all runs.
+fn acted_on(actions: &[Action]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for a in actions.iter().filter(|a| a.what != "resume") {
+        let actor = match a.actor {
+            Actor::Kernel => "oom",
+            Actor::Earlyoom => "eo",
+            Actor::Memtrace => "mt",
+        };
+        *counts
+            .entry(format!("{actor} {} {}", a.what, a.comm))
+            .or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "nothing".to_owned();
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+    parts.join(", ")
+}
+
+/// The line of the table for `row`, and whether it met memtrace's targets.
+fn line(row: &Row) -> (String, bool) {
+    let mut idle = Vec::new();
+    let mut loaded = Vec::new();
+    let (mut timeouts, mut failed_probes, mut oom, mut restarts, mut drops) = (0, 0, 0, 0, 0);
+    let mut all_actions = Vec::new();
+    let mut first = Vec::new();
+    let mut resumed = 0;
+    let mut hog_hit = 0;
+    for run in &row.runs {
+        idle.extend_from_slice(&run.idle);
+        for probe in &run.loaded {
+            match probe {
+                Probe::Ok(s) => loaded.push(*s),
+                Probe::Failed(_) => failed_probes += 1,
+                Probe::TimedOut => timeouts += 1,
+            }
+        }
+        let actions = ssh_events::actions(&run.journal);
+        oom += ssh_events::oom_kills(&actions);
+        restarts += usize::from(run.sshd_restarted);
+        drops += usize::from(run.shell_dropped);
+        let hits: Vec<&Action> = actions.iter().filter(|a| a.what != "resume").collect();
+        if let Some(a) = hits.first() {
+            first.push(a.at - run.hog_start);
+        }
+        if hits.iter().any(|a| a.comm == "hog") {
+            hog_hit += 1;
+        }
+        if run.freed_at.is_some_and(|t| {
+            actions
+                .iter()
+                .any(|a| a.what == "resume" && a.at >= t - 1.0)
+        }) {
+            resumed += 1;
+        }
+        all_actions.extend(actions);
+    }
+    let idle_p50 = median(&idle);
+    let p99 = quantile(&loaded, 0.99);
+    let max = loaded
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let n = row.runs.len();
+    let acted = acted_on(&all_actions);
+    let others_hit = all_actions
+        .iter()
+        .any(|a| a.what != "resume" && a.comm != "hog" && a.comm != "load");
+    let met = if row.scenario == Scenario::Negative {
+        acted == "nothing"
+    } else {
+        timeouts == 0
+            && failed_probes == 0
+            && oom == 0
+            && hog_hit == n
+            && !others_hit
+            && p99.zip(idle_p50).is_some_and(|(p, i)| p <= 2.0 * i)
+    };
+    let first_text = if first.is_empty() {
+        "-".to_owned()
+    } else {
+        let lo = first.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = first.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{} ({lo:.0}–{hi:.0})", fmt(median(&first)))
+    };
+    let resumed_text = if row.scenario.ballast() {
+        format!("{resumed}/{n}")
+    } else {
+        "-".to_owned()
+    };
+    let text = format!(
+        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>7} {:<16} {:>7}  {}",
+        row.scenario.label(),
+        row.contender.label(),
+        if row.failed > 0 {
+            format!("{n}+{}F", row.failed)
+        } else {
+            n.to_string()
+        },
+        fmt(idle_p50),
+        fmt(median(&loaded)),
+        fmt(p99),
+        fmt(max),
+        format!("{timeouts}/{failed_probes}"),
+        oom,
+        format!("{restarts}/{drops}"),
+        resumed_text,
+        first_text,
+        if row.contender == Contender::Memtrace {
+            if met { "met" } else { "MISSED" }
+        } else {
+            ""
+        },
+        acted,
+    );
+    (text, met)
+}
+
+fn header() -> String {
+    format!(
+        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>7} {:<16} {:>7}  {}",
+        "scenario",
+        "contender",
+        "runs",
+        "idle",
+        "p50 s",
+        "p99 s",
+        "max s",
+        "TO/F",
+        "OOM",
+        "sshd/",
+        "resumed",
+        "1st action s",
+        "targets",
+        "acted on (actor action comm ×count)"
+    )
+}
+
+/// Runs the benchmark and prints its table.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    root::require("cargo xtask bench ssh")?;
+    let image = image::build(options.kernel)?;
+    let mut rows = Vec::new();
+    for &scenario in &options.scenarios {
+        for &contender in &options.contenders {
+            let mut row = Row {
+                scenario,
+                contender,
+                runs: Vec::new(),
+                failed: 0,
+            };
+            for i in 0..options.runs {
+                eprintln!(
+                    "xtask: bench ssh: {} / {} run {}",
+                    scenario.label(),
+                    contender.label(),
+                    i + 1
+                );
+                match ssh_run::run(&image, contender, scenario) {
+                    Ok(record) => {
+                        eprintln!(
+                            "xtask:   hog at end: {}; bystander {}; notes: {:?}",
+                            record.hog_state, record.bystander, record.notes
+                        );
+                        for line in &record.journal {
+                            eprintln!("xtask:   | {line}");
+                        }
+                        row.runs.push(record);
+                    }
+                    Err(err) => {
+                        eprintln!("xtask: bench ssh: run failed: {err:#}");
+                        row.failed += 1;
+                    }
+                }
+            }
+            eprintln!("{}", line(&row).0);
+            rows.push(row);
+        }
+    }
+    println!(
+        "bench ssh: Debian bookworm guest, 1 GiB, no swap, 2 vCPUs, qemu TCG (emulated); `ssh true` from the host every 2 s, cap {} s; idle = before the hog; p50/p99/max = from the hog's start to its stop",
+        PROBE_CAP.as_secs()
+    );
+    println!("{}", header());
+    let mut all_met = true;
+    for row in &rows {
+        let (text, met) = line(row);
+        all_met &= met || row.contender != Contender::Memtrace;
+        println!("{text}");
+    }
+    println!(
+        "TO/F: probes timed out / failed; OOM: kernel OOM kills; sshd/: sshd restarted / login sessions dropped (runs); resumed: runs where memtrace resumed the hog after the test freed its ballast; 1st action: s from the hog's start, median (min–max); targets (memtrace): no timeout or failure, p99 ≤ 2× idle p50, no OOM kill, only the hog acted on, every run; negative control: nothing acted on"
+    );
+    std::io::stdout().flush().ok();
+    if !all_met {
+        eprintln!("xtask: bench ssh: memtrace missed a target (see the table)");
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Reads a run's guest journal lines (`journalctl -o short-unix`, so every line starts with
+//! the guest's epoch time) into the actions taken: kernel OOM kills, earlyoom's signals,
+//! memtrace's suspensions, kills and resumptions, each with the command name it hit.
+
+/// Who acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// The kernel's OOM killer.
+    Kernel,
+    /// earlyoom.
+    Earlyoom,
+    /// memtrace guard.
+    Memtrace,
+}
+
+/// One action on a process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// Guest epoch seconds.
+    pub at: f64,
+    /// Who acted.
+    pub actor: Actor,
+    /// `kill`, `suspend`, `SIGTERM`, … as logged.
+    pub what: String,
+    /// The command name of the process (tree) acted on.
+    pub comm: String,
+}
+
+fn time_of(line: &str) -> Option<f64> {
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// The text between `open` and `close` right after `marker`.
+fn between<'a>(line: &'a str, marker: &str, open: char, close: char) -> Option<&'a str> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let start = rest.find(open)? + 1;
+    let end = start + rest[start..].find(close)?;
+    Some(&rest[start..end])
+}
+
+/// The actions in `journal` (in order). Resumptions are returned as `what == "resume"`.
+pub fn actions(journal: &[String]) -> Vec<Action> {
+    let mut out = Vec::new();
+    for line in journal {
+        let Some(at) = time_of(line) else { continue };
+        let mut push = |actor, what: &str, comm: Option<&str>| {
+            out.push(Action {
+                at,
+                actor,
+                what: what.to_owned(),
+                comm: comm.unwrap_or("?").to_owned(),
+            });
+        };
+        if line.contains(" kernel: ") && line.contains("Killed process") {
+            push(
+                Actor::Kernel,
+                "oom-kill",
+                between(line, "Killed process", '(', ')'),
+            );
+        } else if line.contains(" earlyoom[")
+            && line.contains("sending SIG")
+            && line.contains(" to process ")
+        {
+            let what = if line.contains("SIGKILL") {
+                "SIGKILL"
+            } else {
+                "SIGTERM"
+            };
+            push(Actor::Earlyoom, what, between(line, "uid", '"', '"'));
+        } else if line.contains(" memtrace[") {
+            for what in ["suspend", "kill", "resume"] {
+                if line.contains(&format!(" {what} [")) && !line.contains("dry run") {
+                    let comm = between(line, "victim ", '(', ')')
+                        .or_else(|| between(line, "resumed ", '(', ')'))
+                        .or_else(|| between(line, "| ", '(', ')'));
+                    push(Actor::Memtrace, what, comm);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a kernel OOM kill is in `journal`.
+pub fn oom_kills(actions: &[Action]) -> usize {
+    actions.iter().filter(|a| a.actor == Actor::Kernel).count()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Parsing the three actors' journal lines.
+    use super::*;
+
+    #[test]
+    fn parses_each_actor() {
+        let lines: Vec<String> = [
+            "1700000001.5 vm kernel: Out of memory: Killed process 612 (hog) total-vm:1MB",
+            "1700000002.0 vm earlyoom[301]: sending SIGTERM to process 612 uid 0 \"hog\": oom_score 900",
+            "1700000003.25 vm memtrace[250]: ERROR suspend [suspend] used 91 %; victim 612 (hog) 1 proc(s) | pids [612]",
+            "1700000009.0 vm memtrace[250]: ERROR resume [ok] used 60 % | pids [612] | resumed 612 (hog)",
+            "1700000010.0 vm sshd[200]: Server listening on 0.0.0.0 port 22.",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let got = actions(&lines);
+        assert_eq!(got.len(), 4);
+        assert_eq!((got[0].actor, got[0].comm.as_str()), (Actor::Kernel, "hog"));
+        assert_eq!(
+            (got[1].what.as_str(), got[1].comm.as_str()),
+            ("SIGTERM", "hog")
+        );
+        assert_eq!(
+            (got[2].what.as_str(), got[2].at),
+            ("suspend", 1_700_000_003.25)
+        );
+        assert_eq!(
+            (got[3].what.as_str(), got[3].comm.as_str()),
+            ("resume", "hog")
+        );
+        assert_eq!(oom_kills(&got), 1);
+    }
+}

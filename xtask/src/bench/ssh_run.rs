@@ -1,0 +1,241 @@
+//! One run of `bench ssh`: boot a fresh guest, start the contender, a bystander service, a
+//! tmpfs ballast and an idle login shell, measure `ssh true` from the host every 2 s (each
+//! probe capped at 40 s, started on time whatever the earlier ones do), start the hog as its own
+//! unit, free the ballast later, stop the hog, and read back what happened (guest journal,
+//! sshd's PID, the bystander's state, whether the login shell's connection survived).
+use std::{
+    io::Write as _,
+    process::Stdio,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    bench::ssh_guest::{BALLAST_MIB, Contender, JOURNAL, SCRIPTS, Scenario},
+    vm::{
+        guest::{Guest, Owned, Probe},
+        image::Image,
+    },
+};
+
+/// Interval between probe starts.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// A probe still running after this counts as a timeout.
+pub const PROBE_CAP: Duration = Duration::from_secs(40);
+const IDLE: Duration = Duration::from_secs(14);
+const CMD_CAP: Duration = Duration::from_secs(90);
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct RunRecord {
+    /// Idle `ssh true` latencies before the hog (s).
+    pub idle: Vec<f64>,
+    /// Probes from the hog's start to its stop.
+    pub loaded: Vec<Probe>,
+    /// Guest time (epoch s) when the hog started, and when the ballast was freed.
+    pub hog_start: f64,
+    /// Guest time when the ballast was freed (`None`: no ballast, or the command failed).
+    pub freed_at: Option<f64>,
+    /// sshd's main PID changed.
+    pub sshd_restarted: bool,
+    /// The idle login shell's connection closed.
+    pub shell_dropped: bool,
+    /// The bystander's state at the end (`active` expected).
+    pub bystander: String,
+    /// The hog unit's state right before it was stopped (and its cgroup's freeze flag).
+    pub hog_state: String,
+    /// The journal lines read back.
+    pub journal: Vec<String>,
+    /// Host commands that failed or timed out during the run.
+    pub notes: Vec<String>,
+}
+
+fn guest_time(text: &str) -> anyhow::Result<f64> {
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("no guest time in {text:?}"))
+}
+
+/// Starts the contender; for memtrace waits until it says it is guarding, or fails with its
+/// journal verbatim.
+fn start_contender(vm: &Guest, contender: Contender) -> anyhow::Result<()> {
+    if contender.start().is_empty() {
+        return Ok(());
+    }
+    vm.ssh_output(contender.start(), CMD_CAP)?;
+    if contender != Contender::Memtrace {
+        return Ok(());
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(180) {
+        let log = vm.ssh_output(
+            "journalctl -b -u memtrace-guard --no-pager -o cat | tail -n 200",
+            CMD_CAP,
+        )?;
+        if log.contains("guarding ") {
+            return Ok(());
+        }
+        if log.contains("memtrace: error") || log.contains("Failed with result") {
+            bail!("memtrace guard failed to start in the guest; its journal:\n{log}");
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let log = vm.ssh_output("journalctl -b -u memtrace-guard --no-pager -o cat", CMD_CAP)?;
+    bail!("memtrace guard did not say `guarding` within 180 s; its journal:\n{log}")
+}
+
+/// Runs `remote`, noting (not failing on) an error: under pressure any command may time out.
+fn try_ssh(vm: &Guest, remote: &str, notes: &mut Vec<String>) -> Option<String> {
+    match vm.ssh_output(remote, CMD_CAP) {
+        Ok(out) => Some(out),
+        Err(err) => {
+            notes.push(format!("{err:#}"));
+            None
+        }
+    }
+}
+
+/// Sleeps until `at`.
+fn sleep_until(at: Instant) {
+    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+}
+
+/// One run on a freshly booted guest.
+pub fn run(image: &Image, contender: Contender, scenario: Scenario) -> anyhow::Result<RunRecord> {
+    let vm = Guest::boot(image, Duration::from_secs(300))?;
+    let record = measure(&vm, contender, scenario);
+    match record {
+        Ok(record) => {
+            vm.shutdown(Duration::from_secs(30))?;
+            Ok(record)
+        }
+        Err(err) => Err(err.context(format!("run directory {}", vm.dir().display()))),
+    }
+}
+
+fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Result<RunRecord> {
+    for (name, text) in SCRIPTS {
+        vm.ssh_input(&format!("cat > /root/{name}"), text.as_bytes(), CMD_CAP)?;
+    }
+    let sshd_before = vm.ssh_output("systemctl show ssh -p MainPID --value", CMD_CAP)?;
+    start_contender(vm, contender)?;
+    vm.ssh_output(
+        "systemd-run -q --unit=bystander /usr/local/bin/bystander /root/bystander.py",
+        CMD_CAP,
+    )?;
+    if scenario.ballast() {
+        vm.ssh_output(
+            &format!("head -c {BALLAST_MIB}M /dev/zero > /dev/shm/ballast"),
+            CMD_CAP,
+        )?;
+    }
+    let mut shell = Owned(
+        vm.ssh_with(&["-tt"], "exec bash --login -i")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the idle login shell")?,
+    );
+    let stop = AtomicBool::new(false);
+    let probes: Mutex<Vec<(Instant, Probe)>> = Mutex::new(Vec::new());
+    let mut notes = Vec::new();
+    let (h0, hog_start, freed_at, hog_state) = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let at = Instant::now();
+                s.spawn(|| {
+                    let started = Instant::now();
+                    let probe = vm.probe(PROBE_CAP);
+                    if let Ok(mut list) = probes.lock() {
+                        list.push((started, probe));
+                    }
+                });
+                sleep_until(at + PROBE_EVERY);
+            }
+        });
+        let result = drive(vm, scenario, &mut notes);
+        stop.store(true, Ordering::Relaxed);
+        result
+    })?;
+    let shell_dropped = shell.exited();
+    if let Some(stdin) = shell.0.stdin.as_mut() {
+        let _ = stdin.write_all(b"exit\n");
+    }
+    let sshd_after = try_ssh(vm, "systemctl show ssh -p MainPID --value", &mut notes);
+    let bystander = try_ssh(vm, "systemctl is-active bystander || true", &mut notes)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let journal = vm.ssh_output(JOURNAL, Duration::from_secs(180))?;
+    let list = probes.into_inner().unwrap_or_default();
+    let idle = list
+        .iter()
+        .filter(|(at, _)| *at < h0)
+        .filter_map(|(_, p)| if let Probe::Ok(s) = p { Some(*s) } else { None })
+        .collect();
+    let loaded = list
+        .iter()
+        .filter(|(at, _)| *at >= h0)
+        .map(|(_, p)| *p)
+        .collect();
+    Ok(RunRecord {
+        idle,
+        loaded,
+        hog_start,
+        freed_at,
+        sshd_restarted: sshd_after.is_some_and(|a| a.trim() != sshd_before.trim()),
+        shell_dropped,
+        bystander,
+        hog_state,
+        journal: journal.lines().map(str::to_owned).collect(),
+        notes,
+    })
+}
+
+/// The scenario's timeline, run while the prober works: idle, hog, free the ballast, stop.
+fn drive(
+    vm: &Guest,
+    scenario: Scenario,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<(Instant, f64, Option<f64>, String)> {
+    std::thread::sleep(IDLE);
+    let h0 = Instant::now();
+    let out = vm.ssh_output(
+        &format!(
+            "date +%s.%N && systemd-run -q --unit=hog -p OOMPolicy=continue {}",
+            scenario.hog_command()
+        ),
+        CMD_CAP,
+    )?;
+    let hog_start = guest_time(&out)?;
+    let (free_after, stop_after) = scenario.timeline();
+    sleep_until(h0 + Duration::from_secs(free_after));
+    let freed_at = if scenario.ballast() {
+        try_ssh(vm, "rm -f /dev/shm/ballast && date +%s.%N", notes)
+            .and_then(|out| guest_time(&out).ok())
+    } else {
+        None
+    };
+    sleep_until(h0 + Duration::from_secs(free_after + stop_after));
+    let hog_state = try_ssh(
+        vm,
+        "echo $(systemctl show hog -p SubState --value) \
+         frozen=$(cat /sys/fs/cgroup/system.slice/hog.service/cgroup.freeze 2>/dev/null || echo -) \
+         stopped=$(ps -o stat= -C hog | grep -c T)",
+        notes,
+    )
+    .unwrap_or_else(|| "unknown".to_owned());
+    try_ssh(
+        vm,
+        "systemctl kill -s KILL hog 2>/dev/null; systemctl stop hog 2>/dev/null; true",
+        notes,
+    );
+    Ok((h0, hog_start, freed_at, hog_state.trim().to_owned()))
+}
