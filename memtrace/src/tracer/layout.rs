@@ -69,7 +69,11 @@ pub fn kernel_layout(btf: &Btf, page_size: u32) -> Result<KernelLayout, BtfError
     if btf.tracepoint_args("mark_victim")? == Some(2) {
         flags |= layout_flags::VICTIM_IS_TASK;
     }
-    if btf.struct_name(btf.member_type("mm_struct", "rss_stat")?)?.as_deref() == Some("mm_rss_stat") {
+    if btf
+        .struct_name(btf.member_type("mm_struct", "rss_stat")?)?
+        .as_deref()
+        == Some("mm_rss_stat")
+    {
         flags |= layout_flags::RSS_ATOMIC;
     }
     Ok(KernelLayout {
