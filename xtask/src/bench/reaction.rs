@@ -18,6 +18,7 @@ use crate::{
     bench::{
         cgroup::BenchCgroup,
         process::{Guarded, memory},
+        ssh_guest::HOG,
         stats::{median, quantile},
     },
     build, root, tools,
@@ -37,21 +38,6 @@ pub struct Options {
 const LIMIT: u64 = 512 << 20;
 /// The default warn threshold of the guard (percent).
 const WARN_PERCENT: f64 = 80.0;
-
-const HOG: &str = "import sys, time
-rate = float(sys.argv[1])
-chunk = 8 << 20
-held = []
-t0 = time.monotonic()
-while True:
-    b = bytearray(chunk)
-    memoryview(b)[::4096] = b'\\x01' * (chunk // 4096)
-    held.append(b)
-    if rate > 0:
-        wait = t0 + len(held) * 8 / rate - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-";
 
 /// One trial's outcome.
 #[derive(Debug, Clone, Copy)]

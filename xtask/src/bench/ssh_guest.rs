@@ -10,8 +10,9 @@ pub const SCRIPTS: &[(&str, &str)] = &[
     ("load.py", LOAD),
 ];
 
-/// Grows by 8 MiB chunks at `argv[1]` MiB/s (0: as fast as it can) until stopped.
-const HOG: &str = "import sys, time
+/// Grows by 8 MiB chunks at `argv[1]` MiB/s (0: as fast as it can) until stopped (also the
+/// hog of `bench reaction`).
+pub const HOG: &str = "import sys, time
 rate = float(sys.argv[1])
 chunk = 8 << 20
 held = []
