@@ -13,6 +13,7 @@ mod overhead_tracers;
 mod process;
 mod reaction;
 mod ssh;
+mod ssh_check;
 mod ssh_events;
 mod ssh_guest;
 mod ssh_run;
@@ -33,6 +34,12 @@ pub enum Bench {
     /// Runs one workload and prints its report line (used by `bench overhead`).
     #[command(hide = true)]
     Workload(workload::Args),
+}
+
+/// One memtrace run against the runaway hog in the guest, checked (the last step of
+/// `cargo xtask test`).
+pub fn guest_check() -> anyhow::Result<()> {
+    ssh_check::run()
 }
 
 /// Runs one benchmark.

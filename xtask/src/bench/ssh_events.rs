@@ -1,6 +1,8 @@
 //! Reads a run's guest journal lines (`journalctl -o short-unix`, so every line starts with
 //! the guest's epoch time) into the actions taken: kernel OOM kills, earlyoom's signals,
-//! memtrace's suspensions, kills and resumptions, each with the command name it hit.
+//! memtrace's suspensions, kills and resumptions, each with the command name it hit. The kernel's
+//! OOM kills are taken from the serial console instead (see [`console_kills`]): journald itself
+//! can be killed or stall when the kernel alone faces the hog.
 
 /// Who acted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,25 @@ pub fn actions(journal: &[String]) -> Vec<Action> {
     out
 }
 
+/// The kernel's `Killed process` lines of the guest's serial console (`[uptime] …`) as journal
+/// lines (`EPOCH vm kernel: …`), given the guest's boot time in epoch seconds.
+pub fn console_kills(console: &str, boot_epoch: f64) -> Vec<String> {
+    console
+        .lines()
+        .filter(|l| l.contains("Killed process"))
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix('[')?;
+            let (uptime, text) = rest.split_once(']')?;
+            let uptime: f64 = uptime.trim().parse().ok()?;
+            Some(format!(
+                "{:.6} vm kernel: {}",
+                boot_epoch + uptime,
+                text.trim()
+            ))
+        })
+        .collect()
+}
+
 /// Whether a kernel OOM kill is in `journal`.
 pub fn oom_kills(actions: &[Action]) -> usize {
     actions.iter().filter(|a| a.actor == Actor::Kernel).count()
@@ -119,5 +140,20 @@ mod tests {
             ("resume", "hog")
         );
         assert_eq!(oom_kills(&got), 1);
+    }
+
+    #[test]
+    fn console_kills_get_epoch_times() {
+        let console = "[   93.5] Out of memory: Killed process 506 (hog) total-vm:1kB\n\
+                       [   94.0] systemd[1]: Started x.\n\
+                       garbage Killed process\n";
+        let lines = console_kills(console, 1_700_000_000.0);
+        assert_eq!(
+            lines,
+            ["1700000093.500000 vm kernel: Out of memory: Killed process 506 (hog) total-vm:1kB"]
+        );
+        let got = actions(&lines);
+        assert_eq!((got[0].actor, got[0].comm.as_str()), (Actor::Kernel, "hog"));
+        assert_eq!(got[0].at, 1_700_000_093.5);
     }
 }

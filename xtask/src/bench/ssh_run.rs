@@ -1,8 +1,10 @@
 //! One run of `bench ssh`: boot a fresh guest, start the contender, a bystander service, a
 //! tmpfs ballast and an idle login shell, measure `ssh true` from the host every 2 s (each
 //! probe capped at 40 s, started on time whatever the earlier ones do), start the hog as its own
-//! unit, free the ballast later, stop the hog, and read back what happened (guest journal,
-//! sshd's PID, the bystander's state, whether the login shell's connection survived).
+//! unit, free the ballast later, stop the hog, and read back what happened (guest journal, the
+//! serial console for the kernel's OOM kills, sshd's PID, the bystander's state, whether the
+//! login shell's connection survived). A guest that stops answering is a result (timeouts, an
+//! unreadable journal), not a failed run.
 use std::{
     io::Write as _,
     process::Stdio,
@@ -16,7 +18,10 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench::ssh_guest::{BALLAST_MIB, Contender, JOURNAL, SCRIPTS, Scenario},
+    bench::{
+        ssh_events::{self, Action},
+        ssh_guest::{BALLAST_MIB, Contender, JOURNAL, SCRIPTS, Scenario},
+    },
     vm::{
         guest::{Guest, Owned, Probe},
         image::Image,
@@ -29,6 +34,10 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 pub const PROBE_CAP: Duration = Duration::from_secs(40);
 const IDLE: Duration = Duration::from_secs(14);
 const CMD_CAP: Duration = Duration::from_secs(90);
+/// Seconds after the planned stop when the guest's systemd ends the hog itself.
+const HOG_GRACE_S: u64 = 15;
+/// Tries to stop the hog at the end (each up to [`CMD_CAP`]).
+const STOP_TRIES: usize = 3;
 
 /// What one run measured.
 #[derive(Debug)]
@@ -41,6 +50,8 @@ pub struct RunRecord {
     pub hog_start: f64,
     /// Guest time when the ballast was freed (`None`: no ballast, or the command failed).
     pub freed_at: Option<f64>,
+    /// Guest time when the measured window ended (the planned stop of the hog).
+    pub window_end: f64,
     /// sshd's main PID changed.
     pub sshd_restarted: bool,
     /// The idle login shell's connection closed.
@@ -53,6 +64,27 @@ pub struct RunRecord {
     pub journal: Vec<String>,
     /// Host commands that failed or timed out during the run.
     pub notes: Vec<String>,
+}
+
+/// The guest's boot time in epoch seconds from `date +%s.%N` and `/proc/uptime` lines.
+fn boot_epoch(text: &str) -> anyhow::Result<f64> {
+    let mut values = text.lines().filter_map(|l| l.trim().parse::<f64>().ok());
+    match (values.next(), values.next()) {
+        (Some(now), Some(uptime)) => Ok(now - uptime),
+        _ => bail!("no guest time and uptime in {text:?}"),
+    }
+}
+
+impl RunRecord {
+    /// Whether memtrace resumed the hog after the ballast was freed and before the window
+    /// ended (not counting the clean-up resume after the test killed the hog).
+    pub fn resumed_after_free(&self, actions: &[Action]) -> bool {
+        self.freed_at.is_some_and(|t| {
+            actions
+                .iter()
+                .any(|a| a.what == "resume" && a.at >= t - 1.0 && a.at < self.window_end)
+        })
+    }
 }
 
 fn guest_time(text: &str) -> anyhow::Result<f64> {
@@ -123,6 +155,8 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
     for (name, text) in SCRIPTS {
         vm.ssh_input(&format!("cat > /root/{name}"), text.as_bytes(), CMD_CAP)?;
     }
+    let clock = vm.ssh_output("date +%s.%N; cut -d' ' -f1 /proc/uptime", CMD_CAP)?;
+    let boot_epoch = boot_epoch(&clock)?;
     let sshd_before = vm.ssh_output("systemctl show ssh -p MainPID --value", CMD_CAP)?;
     start_contender(vm, contender)?;
     vm.ssh_output(
@@ -146,6 +180,7 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
     let stop = AtomicBool::new(false);
     let probes: Mutex<Vec<(Instant, Probe)>> = Mutex::new(Vec::new());
     let mut notes = Vec::new();
+    let (free_after, stop_after) = scenario.timeline();
     let (h0, hog_start, freed_at, hog_state) = std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
@@ -160,7 +195,7 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
                 sleep_until(at + PROBE_EVERY);
             }
         });
-        let result = drive(vm, scenario, &mut notes);
+        let result = drive(vm, scenario, &stop, &mut notes);
         stop.store(true, Ordering::Relaxed);
         result
     })?;
@@ -173,7 +208,13 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let journal = vm.ssh_output(JOURNAL, Duration::from_secs(180))?;
+    let mut journal: Vec<String> = try_ssh(vm, JOURNAL, &mut notes)
+        .unwrap_or_else(|| "(the guest's journal could not be read)".to_owned())
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let console = std::fs::read_to_string(vm.dir().join("console.log")).unwrap_or_default();
+    journal.extend(ssh_events::console_kills(&console, boot_epoch));
     let list = probes.into_inner().unwrap_or_default();
     let idle = list
         .iter()
@@ -190,11 +231,12 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
         loaded,
         hog_start,
         freed_at,
+        window_end: hog_start + (free_after + stop_after) as f64,
         sshd_restarted: sshd_after.is_some_and(|a| a.trim() != sshd_before.trim()),
         shell_dropped,
         bystander,
         hog_state,
-        journal: journal.lines().map(str::to_owned).collect(),
+        journal,
         notes,
     })
 }
@@ -203,19 +245,24 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
 fn drive(
     vm: &Guest,
     scenario: Scenario,
+    stop_probes: &AtomicBool,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<(Instant, f64, Option<f64>, String)> {
     std::thread::sleep(IDLE);
+    let (free_after, stop_after) = scenario.timeline();
     let h0 = Instant::now();
+    // The guest's systemd ends the hog on its own a little after the planned stop, in case a
+    // thrashing guest no longer lets the stop command in.
     let out = vm.ssh_output(
         &format!(
-            "date +%s.%N && systemd-run -q --unit=hog -p OOMPolicy=continue {}",
+            "date +%s.%N && systemd-run -q --unit=hog -p OOMPolicy=continue \
+             -p RuntimeMaxSec={} -p TimeoutStopSec=2 {}",
+            free_after + stop_after + HOG_GRACE_S,
             scenario.hog_command()
         ),
         CMD_CAP,
     )?;
     let hog_start = guest_time(&out)?;
-    let (free_after, stop_after) = scenario.timeline();
     sleep_until(h0 + Duration::from_secs(free_after));
     let freed_at = if scenario.ballast() {
         try_ssh(vm, "rm -f /dev/shm/ballast && date +%s.%N", notes)
@@ -224,6 +271,9 @@ fn drive(
         None
     };
     sleep_until(h0 + Duration::from_secs(free_after + stop_after));
+    // The measured window ends here, the same for every contender, however long the guest
+    // then takes to let the stop command in.
+    stop_probes.store(true, Ordering::Relaxed);
     let hog_state = try_ssh(
         vm,
         "echo $(systemctl show hog -p SubState --value) \
@@ -232,10 +282,18 @@ fn drive(
         notes,
     )
     .unwrap_or_else(|| "unknown".to_owned());
-    try_ssh(
-        vm,
-        "systemctl kill -s KILL hog 2>/dev/null; systemctl stop hog 2>/dev/null; true",
-        notes,
-    );
+    // A thrashing guest may not answer at once: the hog must be gone before the journal is
+    // read, so try a few times (bounded).
+    for _ in 0..STOP_TRIES {
+        if try_ssh(
+            vm,
+            "systemctl kill -s KILL hog 2>/dev/null; systemctl stop hog 2>/dev/null; true",
+            notes,
+        )
+        .is_some()
+        {
+            break;
+        }
+    }
     Ok((h0, hog_start, freed_at, hog_state.trim().to_owned()))
 }

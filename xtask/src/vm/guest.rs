@@ -4,7 +4,7 @@
 //! wait longer than asked. qemu and every ssh client are our own children, killed by PID when
 //! their guard drops.
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -64,27 +64,34 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr().context("reading the port")?.port())
 }
 
+/// Drains `pipe` on its own thread, so a child writing more than a pipe buffer never blocks.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
 /// Waits for `child` up to `cap`; `None` (after killing it) when it was still running.
-fn wait_capped(child: Child, cap: Duration) -> anyhow::Result<Option<std::process::Output>> {
+fn wait_capped(mut child: Child, cap: Duration) -> anyhow::Result<Option<std::process::Output>> {
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let mut owned = Owned(child);
     let start = Instant::now();
     while start.elapsed() < cap {
         if owned.exited() {
-            let mut out = std::process::Output {
+            return Ok(Some(std::process::Output {
                 status: owned.0.wait().context("reaping ssh")?,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            };
-            if let Some(mut s) = owned.0.stdout.take() {
-                let _ = s.read_to_end(&mut out.stdout);
-            }
-            if let Some(mut s) = owned.0.stderr.take() {
-                let _ = s.read_to_end(&mut out.stderr);
-            }
-            return Ok(Some(out));
+                stdout: stdout.join().unwrap_or_default(),
+                stderr: stderr.join().unwrap_or_default(),
+            }));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Dropping `owned` kills the child; the reader threads end with its pipes.
     Ok(None)
 }
 
@@ -248,7 +255,6 @@ impl Guest {
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(input).context("writing to ssh")?;
         }
-        // Small outputs only (the pipes are read after the exit).
         let out = wait_capped(child, cap)?
             .with_context(|| format!("`{remote}` in the guest took over {} s", cap.as_secs()))?;
         if !out.status.success() {

@@ -7,8 +7,8 @@
 //!   `bench ssh`), python3-minimal, procps, iproute2 and Debian's kernel + initramfs, configured
 //!   here (static networking for qemu's user net, the per-boot ssh key read from the kernel
 //!   command line, `memtrace-guard.service` installed but not enabled);
-//! - with `--kernel backports`, bookworm-backports' kernel installed next to 6.1 (memtrace's
-//!   eBPF programs do not load on 6.1: see the README);
+//! - with `--kernel backports`, bookworm-backports' kernel installed next to 6.1 (to check
+//!   memtrace on a newer kernel; the benchmark's default is Debian's own 6.1);
 //! - `vmlinuz-*`, `initrd.img-*`: copied out of the rootfs for a direct kernel boot;
 //! - `rootfs.img`: an ext4 image made from `rootfs/` with `mkfs.ext4 -d` (no loop mounts), with
 //!   the memtrace built here in `/usr/local/bin`; remade when that binary is newer.
@@ -65,7 +65,8 @@ pub fn vm_dir() -> PathBuf {
 
 /// Builds what is missing and returns the image.
 pub fn build(kernel: Kernel) -> anyhow::Result<Image> {
-    tools::ensure_apt(&["debootstrap", "e2fsprogs", "openssh-client"])?;
+    // qemu-img makes each boot's overlay; any version reads our raw image.
+    tools::ensure_apt(&["debootstrap", "e2fsprogs", "openssh-client", "qemu-utils"])?;
     let dir = vm_dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let qemu_root = ensure_qemu(&dir)?;
@@ -115,6 +116,10 @@ fn ensure_qemu(dir: &Path) -> anyhow::Result<PathBuf> {
     eprintln!(
         "xtask: fetching and unpacking bookworm's qemu-system-x86 into target/vm/qemu (once)"
     );
+    tools::run_checked(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
     let sim = output(
         Command::new("apt-get").args([
             "-s",
