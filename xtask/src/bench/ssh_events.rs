@@ -90,14 +90,16 @@ pub fn console_kills(console: &str, boot_epoch: f64) -> Vec<String> {
         .lines()
         .filter(|l| l.contains("Killed process"))
         .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix('[')?;
-            let (uptime, text) = rest.split_once(']')?;
-            let uptime: f64 = uptime.trim().parse().ok()?;
-            Some(format!(
-                "{:.6} vm kernel: {}",
-                boot_epoch + uptime,
-                text.trim()
-            ))
+            // The stamp may follow other output on the same line (a login prompt).
+            l.match_indices('[').find_map(|(i, _)| {
+                let (uptime, text) = l[i + 1..].split_once(']')?;
+                let uptime: f64 = uptime.trim().parse().ok()?;
+                Some(format!(
+                    "{:.6} vm kernel: {}",
+                    boot_epoch + uptime,
+                    text.trim()
+                ))
+            })
         })
         .collect()
 }
@@ -144,7 +146,7 @@ mod tests {
 
     #[test]
     fn console_kills_get_epoch_times() {
-        let console = "[   93.5] Out of memory: Killed process 506 (hog) total-vm:1kB\n\
+        let console = "memtrace-vm login: [   93.5] Out of memory: Killed process 506 (hog) total-vm:1kB\n\
                        [   94.0] systemd[1]: Started x.\n\
                        garbage Killed process\n";
         let lines = console_kills(console, 1_700_000_000.0);
