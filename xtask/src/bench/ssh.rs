@@ -84,7 +84,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
     let mut hog_hit = 0;
     for run in &row.runs {
         idle.extend_from_slice(&run.idle);
-        for probe in &run.loaded {
+        for (_, probe) in &run.loaded {
             match probe {
                 Probe::Ok(s) => loaded.push(*s),
                 Probe::Failed(_) => failed_probes += 1,
@@ -138,7 +138,8 @@ pub(super) fn line(row: &Row) -> (String, bool) {
     } else {
         let lo = first.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = first.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("{} ({lo:.0}–{hi:.0})", fmt(median(&first)))
+        let mid = median(&first).unwrap_or(lo);
+        format!("{mid:.1} ({lo:.0}–{hi:.0})")
     };
     let resumed_text = if row.scenario.ballast() {
         format!("{resumed}/{n}")
@@ -216,8 +217,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 match ssh_run::run(&image, contender, scenario) {
                     Ok(record) => {
                         eprintln!(
-                            "xtask:   hog at end: {}; bystander {}; notes: {:?}",
-                            record.hog_state, record.bystander, record.notes
+                            "xtask:   hog at end: {}; bystander {}; contender CPU {:?} s; notes: {:?}",
+                            record.hog_state,
+                            record.bystander,
+                            record.contender_cpu_s,
+                            record.notes
+                        );
+                        eprintln!(
+                            "xtask:   ssh true (s after hog start:latency): {}",
+                            record.probe_series()
                         );
                         for line in &record.journal {
                             eprintln!("xtask:   | {line}");

@@ -38,7 +38,7 @@ fn problems(record: &RunRecord) -> Vec<String> {
     let bad = record
         .loaded
         .iter()
-        .filter(|p| !matches!(p, Probe::Ok(_)))
+        .filter(|(_, p)| !matches!(p, Probe::Ok(_)))
         .count();
     if bad > 0 {
         out.push(format!("{bad} `ssh true` probe(s) timed out or failed"));
@@ -63,6 +63,11 @@ fn problems(record: &RunRecord) -> Vec<String> {
 pub fn run() -> anyhow::Result<()> {
     let image = image::build(image::Kernel::Stable)?;
     let record = ssh_run::run(&image, Contender::Memtrace, Scenario::Runaway)?;
+    eprintln!(
+        "xtask:   ssh true (s after hog start:latency): {}; guard CPU {:?} s",
+        record.probe_series(),
+        record.contender_cpu_s
+    );
     for line in &record.journal {
         eprintln!("xtask:   | {line}");
     }
@@ -88,13 +93,14 @@ mod tests {
     //! The checks on a run's record.
     use super::*;
 
-    fn record(journal: &[&str], loaded: Vec<Probe>) -> RunRecord {
+    fn record(journal: &[&str], loaded: Vec<(f64, Probe)>) -> RunRecord {
         RunRecord {
             idle: vec![1.0],
             loaded,
             hog_start: 1_700_000_000.0,
             freed_at: Some(1_700_000_060.0),
             window_end: 1_700_000_080.0,
+            contender_cpu_s: None,
             sshd_restarted: false,
             shell_dropped: false,
             bystander: "active".to_owned(),
@@ -109,14 +115,17 @@ mod tests {
 
     #[test]
     fn a_clean_run_passes() {
-        let r = record(&[SUSPEND, RESUME], vec![Probe::Ok(1.2), Probe::Ok(1.4)]);
+        let r = record(
+            &[SUSPEND, RESUME],
+            vec![(0.0, Probe::Ok(1.2)), (2.0, Probe::Ok(1.4))],
+        );
         assert_eq!(problems(&r), Vec::<String>::new());
     }
 
     #[test]
     fn a_resume_after_the_test_killed_the_hog_does_not_count() {
         let late = "1700000085.0 vm memtrace[250]: ERROR resume [ok] used 20 % | pids [612] | resumed 612 (hog)";
-        let r = record(&[SUSPEND, late], vec![Probe::Ok(1.2)]);
+        let r = record(&[SUSPEND, late], vec![(0.0, Probe::Ok(1.2))]);
         assert_eq!(
             problems(&r),
             ["the hog was not resumed after the ballast was freed"]
@@ -130,7 +139,7 @@ mod tests {
                 "1700000004.0 vm memtrace[250]: ERROR suspend [suspend] used 91 %; victim 300 (bystander) 1 proc(s) | pids [300]",
                 "1700000009.0 vm kernel: Out of memory: Killed process 612 (hog) total-vm:1MB",
             ],
-            vec![Probe::Ok(1.2), Probe::TimedOut],
+            vec![(0.0, Probe::Ok(1.2)), (2.0, Probe::TimedOut)],
         );
         r.shell_dropped = true;
         r.bystander = "inactive".to_owned();

@@ -99,6 +99,15 @@ impl Contender {
         }
     }
 
+    /// Its systemd unit in the guest, if it has one.
+    pub fn unit(self) -> Option<&'static str> {
+        match self {
+            Self::Kernel => None,
+            Self::Earlyoom => Some("earlyoom"),
+            Self::Memtrace => Some("memtrace-guard"),
+        }
+    }
+
     /// The table label.
     pub fn label(self) -> &'static str {
         match self {

@@ -44,9 +44,9 @@ const STOP_TRIES: usize = 3;
 pub struct RunRecord {
     /// Idle `ssh true` latencies before the hog (s).
     pub idle: Vec<f64>,
-    /// Probes from the hog's start to its stop.
-    pub loaded: Vec<Probe>,
-    /// Guest time (epoch s) when the hog started, and when the ballast was freed.
+    /// Probes from the hog's start to its planned stop: (s after the hog's start, outcome).
+    pub loaded: Vec<(f64, Probe)>,
+    /// Guest time (epoch s) when the hog started.
     pub hog_start: f64,
     /// Guest time when the ballast was freed (`None`: no ballast, or the command failed).
     pub freed_at: Option<f64>,
@@ -56,6 +56,9 @@ pub struct RunRecord {
     pub sshd_restarted: bool,
     /// The idle login shell's connection closed.
     pub shell_dropped: bool,
+    /// CPU time the contender's unit used from just before the idle probes to the end, s
+    /// (emulated: several times what it would be on hardware).
+    pub contender_cpu_s: Option<f64>,
     /// The bystander's state at the end (`active` expected).
     pub bystander: String,
     /// The hog unit's state right before it was stopped (and its cgroup's freeze flag).
@@ -76,6 +79,20 @@ fn boot_epoch(text: &str) -> anyhow::Result<f64> {
 }
 
 impl RunRecord {
+    /// The loaded probes as `+OFFSET:LATENCY` (`TO`: timed out, `F`: failed), for the log.
+    pub fn probe_series(&self) -> String {
+        let parts: Vec<String> = self
+            .loaded
+            .iter()
+            .map(|(at, p)| match p {
+                Probe::Ok(s) => format!("+{at:.0}:{s:.1}"),
+                Probe::Failed(_) => format!("+{at:.0}:F"),
+                Probe::TimedOut => format!("+{at:.0}:TO"),
+            })
+            .collect();
+        parts.join(" ")
+    }
+
     /// Whether memtrace resumed the hog after the ballast was freed and before the window
     /// ended (not counting the clean-up resume after the test killed the hog).
     pub fn resumed_after_free(&self, actions: &[Action]) -> bool {
@@ -120,6 +137,18 @@ fn start_contender(vm: &Guest, contender: Contender) -> anyhow::Result<()> {
     }
     let log = vm.ssh_output("journalctl -b -u memtrace-guard --no-pager -o cat", CMD_CAP)?;
     bail!("memtrace guard did not say `guarding` within 180 s; its journal:\n{log}")
+}
+
+/// CPU time the contender's unit has used so far (s), if it has a unit.
+fn unit_cpu_s(vm: &Guest, contender: Contender, notes: &mut Vec<String>) -> Option<f64> {
+    let unit = contender.unit()?;
+    try_ssh(
+        vm,
+        &format!("systemctl show {unit} -p CPUUsageNSec --value"),
+        notes,
+    )
+    .and_then(|out| out.trim().parse::<f64>().ok())
+    .map(|ns| ns / 1e9)
 }
 
 /// Runs `remote`, noting (not failing on) an error: under pressure any command may time out.
@@ -169,6 +198,7 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
             CMD_CAP,
         )?;
     }
+    let mut notes = Vec::new();
     let mut shell = Owned(
         vm.ssh_with(&["-tt"], "exec bash --login -i")
             .stdin(Stdio::piped())
@@ -177,9 +207,9 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
             .spawn()
             .context("starting the idle login shell")?,
     );
+    let cpu_before = unit_cpu_s(vm, contender, &mut notes);
     let stop = AtomicBool::new(false);
     let probes: Mutex<Vec<(Instant, Probe)>> = Mutex::new(Vec::new());
-    let mut notes = Vec::new();
     let (free_after, stop_after) = scenario.timeline();
     let (h0, hog_start, freed_at, hog_state) = std::thread::scope(|s| {
         s.spawn(|| {
@@ -204,6 +234,9 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
         let _ = stdin.write_all(b"exit\n");
     }
     let sshd_after = try_ssh(vm, "systemctl show ssh -p MainPID --value", &mut notes);
+    let contender_cpu_s = unit_cpu_s(vm, contender, &mut notes)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let bystander = try_ssh(vm, "systemctl is-active bystander || true", &mut notes)
         .unwrap_or_default()
         .trim()
@@ -224,7 +257,7 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
     let loaded = list
         .iter()
         .filter(|(at, _)| *at >= h0)
-        .map(|(_, p)| *p)
+        .map(|(at, p)| (at.duration_since(h0).as_secs_f64(), *p))
         .collect();
     Ok(RunRecord {
         idle,
@@ -232,6 +265,7 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
         hog_start,
         freed_at,
         window_end: hog_start + (free_after + stop_after) as f64,
+        contender_cpu_s,
         sshd_restarted: sshd_after.is_some_and(|a| a.trim() != sshd_before.trim()),
         shell_dropped,
         bystander,
