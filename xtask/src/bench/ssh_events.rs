@@ -40,6 +40,16 @@ fn between<'a>(line: &'a str, marker: &str, open: char, close: char) -> Option<&
     Some(&rest[start..end])
 }
 
+/// The command name in the kernel's `Killed process PID (COMM) total-vm:…`; COMM may itself
+/// contain parentheses (`(sd-pam)`).
+fn killed_comm(line: &str) -> Option<&str> {
+    let rest = &line[line.find("Killed process")? + "Killed process".len()..];
+    let rest = &rest[..rest.find(" total-vm").unwrap_or(rest.len())];
+    let start = rest.find('(')? + 1;
+    let end = rest.rfind(')')?;
+    rest.get(start..end)
+}
+
 /// The actions in `journal` (in order). Resumptions are returned as `what == "resume"`.
 pub fn actions(journal: &[String]) -> Vec<Action> {
     let mut out = Vec::new();
@@ -54,11 +64,7 @@ pub fn actions(journal: &[String]) -> Vec<Action> {
             });
         };
         if line.contains(" kernel: ") && line.contains("Killed process") {
-            push(
-                Actor::Kernel,
-                "oom-kill",
-                between(line, "Killed process", '(', ')'),
-            );
+            push(Actor::Kernel, "oom-kill", killed_comm(line));
         } else if line.contains(" earlyoom[")
             && line.contains("sending SIG")
             && line.contains(" to process ")
@@ -142,6 +148,9 @@ mod tests {
             ("resume", "hog")
         );
         assert_eq!(oom_kills(&got), 1);
+        let odd =
+            ["1.0 vm kernel: Out of memory: Killed process 9 ((sd-pam)) total-vm:1kB".to_owned()];
+        assert_eq!(actions(&odd)[0].comm, "(sd-pam)");
     }
 
     #[test]
