@@ -21,6 +21,7 @@ use crate::{
     bench::{
         ssh_events::{self, Action},
         ssh_guest::{BALLAST_MIB, Contender, JOURNAL, SCRIPTS, Scenario},
+        stats::{median, quantile},
     },
     vm::{
         guest::{Guest, Owned, Probe},
@@ -79,6 +80,24 @@ fn boot_epoch(text: &str) -> anyhow::Result<f64> {
 }
 
 impl RunRecord {
+    /// This run's loaded latencies, a timeout counting as the cap (failures left out).
+    pub fn loaded_latencies(&self) -> Vec<f64> {
+        self.loaded
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Probe::Ok(s) => Some(*s),
+                Probe::TimedOut => Some(PROBE_CAP.as_secs_f64()),
+                Probe::Failed(_) => None,
+            })
+            .collect()
+    }
+
+    /// This run's loaded p99 over its idle median (the target is ≤ 2 in every run).
+    pub fn p99_over_idle(&self) -> Option<f64> {
+        let p99 = quantile(&self.loaded_latencies(), 0.99)?;
+        median(&self.idle).map(|idle| p99 / idle)
+    }
+
     /// The loaded probes as `+OFFSET:LATENCY` (`TO`: timed out, `F`: failed), for the log.
     pub fn probe_series(&self) -> String {
         let parts: Vec<String> = self
