@@ -52,7 +52,8 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn output_of(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
+/// Runs `cmd`; its stdout, or an error with its stderr.
+pub fn output_of(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("starting {what}"))?;
     if !out.status.success() {
         bail!(

@@ -94,17 +94,6 @@ pub fn build(kernel: Kernel) -> anyhow::Result<Image> {
     })
 }
 
-fn output(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("starting {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Downloads and unpacks qemu-system-x86 with the packages it depends on that a simulated
 /// install would add, into `target/vm/qemu/root`.
 fn ensure_qemu(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -120,7 +109,7 @@ fn ensure_qemu(dir: &Path) -> anyhow::Result<PathBuf> {
         Command::new("apt-get").args(["update", "-qq"]),
         "apt-get update",
     )?;
-    let sim = output(
+    let sim = tools::output_of(
         Command::new("apt-get").args([
             "-s",
             "install",
