@@ -19,7 +19,7 @@ const NOBODY: u32 = 65534;
 
 /// Whether NVML can work here at all; when it cannot, the "no NVML" path must be taken.
 fn nvml_present() -> bool {
-    memtrace::basics::doctor_tracing::nvml_loadable()
+    memtrace::cmd::doctor::tracing::nvml_loadable()
 }
 
 /// `memtrace ARGS` with the default log level (info), to completion.

@@ -273,12 +273,12 @@ fn recycled_pid_is_never_signalled() {
     require_root();
     let mut first = Command::new("sleep").arg("60").spawn().expect("sleep");
     let pid = first.id();
-    let start_ticks = memtrace::procfs::parse_pid_stat(
+    let start_ticks = memtrace::host::procfs::parse_pid_stat(
         &std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat"),
     )
     .expect("parse")
     .start_ticks;
-    let victim = memtrace::guard::pidfd::Target {
+    let victim = memtrace::host::pidfd::ProcRef {
         pid,
         start_ticks,
         comm: "sleep".into(),

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use memtrace::trace;
+use memtrace::record::trace;
 use serde_json::Value;
 use support::{MEMTRACE, MIB, cgroup::TestCgroup, require_root};
 

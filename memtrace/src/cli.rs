@@ -17,31 +17,31 @@ pub enum Command {
     /// Act on memory pressure: warn, reclaim, suspend/resume, kill the growing tree (root).
     Guard(crate::guard::GuardArgs),
     /// Live per-process memory table sorted by growth (needs root: loads eBPF).
-    Top(crate::top::TopArgs),
+    Top(crate::cmd::top::TopArgs),
     /// Memory status: RAM, swap, PSI and the top processes by RSS (no root needed).
-    Status(crate::status::StatusArgs),
+    Status(crate::cmd::status::StatusArgs),
     /// Swap: status against the recommendation for this RAM, setup and removal of a swap file.
-    Swap(crate::basics::swap::SwapArgs),
+    Swap(crate::cmd::swap::SwapArgs),
     /// Host checks (swap, sysctls, THP, PSI, BTF, tracepoints, NVML, sshd, guard) with fixes.
-    Doctor(crate::basics::doctor::DoctorArgs),
+    Doctor(crate::cmd::doctor::DoctorArgs),
     /// Free memory: drop the page cache, delete old temp files; reports what each step freed.
-    Clean(crate::basics::clean::CleanArgs),
+    Clean(crate::cmd::clean::CleanArgs),
     /// Run a pipeline under tracing: swap check, memory-friendly env, stage marks, `[Memory]`
     /// lines, a trace file, the child's exit code (needs root: loads eBPF).
-    Run(crate::run::RunArgs),
+    Run(crate::record::RunArgs),
     /// Record a trace of a command, a running process tree (--pid) or every process.
-    Record(crate::run::RecordArgs),
+    Record(crate::record::RecordArgs),
     /// Mark a stage of the pipeline running under `memtrace run` (STAGE [--clip ID] or --end).
-    Mark(crate::run::marks::MarkArgs),
+    Mark(crate::record::marks::MarkArgs),
     /// Which stage leaks, how much per clip, host or GPU: the report of a trace.
-    Report(crate::report::ReportArgs),
+    Report(crate::analyze::report::ReportArgs),
     /// Export a trace for Perfetto (ui.perfetto.dev), as CSV or as JSON lines.
-    Export(crate::export::ExportArgs),
+    Export(crate::analyze::export::ExportArgs),
     /// A synthetic multi-stage clip pipeline with one leaking stage, run and reported.
-    Demo(crate::run::demo::DemoArgs),
+    Demo(crate::cmd::demo::DemoArgs),
     /// The pipeline `memtrace demo` runs.
     #[command(hide = true)]
-    DemoPipeline(crate::run::demo_pipeline::DemoPipelineArgs),
+    DemoPipeline(crate::cmd::demo_pipeline::DemoPipelineArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.

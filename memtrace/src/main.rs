@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Top(args) => memtrace::top::run(args),
+        Command::Top(args) => memtrace::cmd::top::run(args),
         Command::Completions { shell } => {
             use std::io::Write as _;
             std::io::stdout()
@@ -20,23 +20,23 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
         }
         Command::Guard(args) => memtrace::guard::run(args),
-        Command::Status(args) => memtrace::status::run(args),
-        Command::Swap(args) => memtrace::basics::swap::run(args),
-        Command::Doctor(args) => memtrace::basics::doctor::run(args),
-        Command::Clean(args) => memtrace::basics::clean::run(args),
+        Command::Status(args) => memtrace::cmd::status::run(args),
+        Command::Swap(args) => memtrace::cmd::swap::run(args),
+        Command::Doctor(args) => memtrace::cmd::doctor::run(args),
+        Command::Clean(args) => memtrace::cmd::clean::run(args),
         Command::Run(args) => memtrace::guard::run_hook::config_from_run_file(
             args.config.as_deref(),
         )
         .and_then(|config| {
             let guard = memtrace::guard::run_hook::GuardHook::new(config);
-            memtrace::run::run_with_hooks(args, vec![Box::new(guard)])
+            memtrace::record::run_with_hooks(args, vec![Box::new(guard)])
         }),
-        Command::Record(args) => memtrace::run::record(args),
-        Command::Mark(args) => memtrace::run::marks::run(args),
-        Command::Report(args) => memtrace::report::run(args),
-        Command::Export(args) => memtrace::export::run(args),
-        Command::Demo(args) => memtrace::run::demo::run(args),
-        Command::DemoPipeline(args) => memtrace::run::demo_pipeline::run(args),
+        Command::Record(args) => memtrace::record::record(args),
+        Command::Mark(args) => memtrace::record::marks::run(args),
+        Command::Report(args) => memtrace::analyze::report::run(args),
+        Command::Export(args) => memtrace::analyze::export::run(args),
+        Command::Demo(args) => memtrace::cmd::demo::run(args),
+        Command::DemoPipeline(args) => memtrace::cmd::demo_pipeline::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,10 +7,12 @@ use std::{
 };
 
 use memtrace::{
-    export::{self, Format},
-    model::{ProcSample, Snapshot, SystemSample},
-    report,
-    trace::{self, Event, Header, TraceWriter},
+    analyze::{
+        export::{self, Format},
+        report,
+    },
+    collect::model::{ProcSample, Snapshot, SystemSample},
+    record::trace::{self, Event, Header, TraceWriter},
 };
 use serde_json::Value;
 

@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::duration::parse_duration;
+use crate::host::units::parse_duration;
 
 /// The default configuration, printed by `memtrace guard --print-config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{guard::engine::EngineState, model::Snapshot};
+use crate::{collect::model::Snapshot, guard::engine::EngineState};
 
 /// Where the latest rendering lives.
 pub type Shared = Arc<Mutex<String>>;
@@ -224,7 +224,7 @@ pub fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
 mod tests {
     //! The rendering is valid OpenMetrics-shaped text and the server answers.
     use super::*;
-    use crate::model::ProcSample;
+    use crate::collect::model::ProcSample;
 
     #[test]
     fn renders_and_serves() {

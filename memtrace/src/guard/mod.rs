@@ -8,7 +8,6 @@ pub mod config;
 pub mod engine;
 pub mod level;
 pub mod metrics;
-pub mod pidfd;
 pub mod protect;
 pub mod psi_trigger;
 pub mod reclaim;
@@ -30,10 +29,12 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
+    collect::{
+        sampler::Sampler,
+        tracer::{Tracer, TracerOptions},
+    },
     guard::{config::GuardConfig, engine::Engine, psi_trigger::PsiTrigger, scope::Scope},
-    privilege, procfs,
-    sampler::Sampler,
-    tracer::{Tracer, TracerOptions},
+    host::{privilege, procfs},
 };
 
 /// Raw arguments of `memtrace guard`.
@@ -90,7 +91,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let exit_after = args
         .exit_after
         .as_deref()
-        .map(crate::duration::parse_duration)
+        .map(crate::host::units::parse_duration)
         .transpose()
         .context("--exit-after")?;
     let proc_root = Path::new("/proc");
@@ -155,7 +156,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         },
         config.thresholds.resume,
     );
-    let mut gpu = crate::gpu::Paced::new(crate::gpu::open_default());
+    let mut gpu = crate::collect::gpu::Paced::new(crate::collect::gpu::open_default());
     // Read every round: kept open (no path lookup, open and close per round).
     let mut scope_files = scope.open_files(proc_root)?;
     let usage_events = if args.no_usage_events {
@@ -176,7 +177,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let mut snapshot = sampler.sample()?;
     let mut last_processes = std::time::Instant::now();
     let mut gpu_sample = gpu.sample().clone();
-    crate::gpu::join(&mut snapshot, &gpu_sample);
+    crate::collect::gpu::join(&mut snapshot, &gpu_sample);
     let mut scope_pids = scope.pids()?;
     loop {
         let woke = wait(
@@ -209,12 +210,12 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             last_processes = std::time::Instant::now();
             // GPUs are sampled faster while the guard is above ok.
             gpu.set_every(if engine.state.level >= level::Level::Warn {
-                crate::gpu::SAMPLE_EVERY_UNDER_PRESSURE
+                crate::collect::gpu::SAMPLE_EVERY_UNDER_PRESSURE
             } else {
-                crate::gpu::SAMPLE_EVERY
+                crate::collect::gpu::SAMPLE_EVERY
             });
             gpu_sample = gpu.sample_at(std::time::Instant::now()).clone();
-            crate::gpu::join(&mut snapshot, &gpu_sample);
+            crate::collect::gpu::join(&mut snapshot, &gpu_sample);
             scope_pids = scope.pids()?;
         }
         for decision in engine.tick(
@@ -274,7 +275,7 @@ fn arm_usage_events(
 ) -> Option<usage_events::UsageEvents> {
     let Scope::Cgroup {
         path,
-        version: scope::CgroupVersion::V1,
+        version: crate::host::cgroup::Version::V1,
     } = scope
     else {
         return None;

@@ -3,23 +3,7 @@
 //! kernel OOM killer, so it keeps working under the pressure it exists for.
 use std::{fs, path::Path};
 
-use crate::procfs;
-
-/// The listening sshd processes: command `sshd` with a parent that is not sshd.
-pub fn sshd_listeners(proc_root: &Path) -> Vec<u32> {
-    let stat_of = |pid: u32| -> Option<procfs::PidStat> {
-        procfs::parse_pid_stat(&procfs::read(&proc_root.join(pid.to_string()).join("stat")).ok()?)
-    };
-    let mut listeners: Vec<u32> = procfs::list_pids(proc_root)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(stat_of)
-        .filter(|s| s.comm == "sshd" && stat_of(s.ppid).is_none_or(|p| p.comm != "sshd"))
-        .map(|s| s.pid)
-        .collect();
-    listeners.sort_unstable();
-    listeners
-}
+use crate::host::sshd::sshd_listeners;
 
 /// Sets `oom_score_adj` of every sshd listener; returns log lines (`old → new`).
 pub fn protect_sshd(proc_root: &Path, value: i32, dry_run: bool) -> Vec<String> {

@@ -3,8 +3,10 @@
 use std::{
     fs::OpenOptions,
     io::Write as _,
-    os::fd::{AsRawFd as _, RawFd},
-    os::unix::fs::OpenOptionsExt as _,
+    os::{
+        fd::{AsRawFd as _, RawFd},
+        unix::fs::OpenOptionsExt as _,
+    },
     path::Path,
     time::Duration,
 };

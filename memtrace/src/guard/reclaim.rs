@@ -1,14 +1,17 @@
 //! The reclaim rung: give back what the kernel can drop without harming anyone — the page
 //! cache (machine scope, after sync), `memory.reclaim` on a v2 cgroup, and old temp files in
-//! the configured directories (via `memtrace clean`'s walk: no symlinks followed, never outside
+//! the configured directories (via the walk `memtrace clean` uses: no symlinks followed, never outside
 //! the roots, open files skipped).
 use std::{fs, path::Path};
 
 use crate::{
-    basics::clean::{CleanConfig, clean_temp, drop_caches},
     guard::{
         config::Actions,
-        scope::{CgroupVersion, Scope, Usage},
+        scope::{Scope, Usage},
+    },
+    host::{
+        cgroup::Version,
+        reclaim::{TempCleanup, clean_temp, drop_caches},
     },
 };
 
@@ -24,7 +27,7 @@ pub fn reclaim(
     match scope {
         Scope::Cgroup {
             path,
-            version: CgroupVersion::V2,
+            version: Version::V2,
         } if actions.cgroup_reclaim => {
             // Ask for a quarter of what is in use; the kernel reclaims what it can (EAGAIN when
             // it could not reach the target, which is fine).
@@ -55,13 +58,12 @@ pub fn reclaim(
         _ => {}
     }
     if !actions.temp_dirs.is_empty() {
-        let config = CleanConfig {
-            drop_caches: false,
-            temp: actions.temp_dirs.clone(),
+        let cleanup = TempCleanup {
+            roots: actions.temp_dirs.clone(),
             older_than: actions.temp_older_than,
             dry_run,
         };
-        match clean_temp(proc_root, &config) {
+        match clean_temp(proc_root, &cleanup) {
             Ok((text, _)) => log.extend(text.lines().map(str::to_owned)),
             Err(err) => log.push(format!("temp cleanup: {err:#}")),
         }

@@ -6,11 +6,10 @@ use std::{collections::HashSet, path::Path};
 use anyhow::Context as _;
 
 use crate::{
+    collect::model::Snapshot,
     guard::{config::GuardConfig, engine::Engine, scope::Scope},
-    model::Snapshot,
-    procfs,
-    run::RunHook,
-    trace::Event,
+    host::procfs,
+    record::{RunHook, trace::Event},
 };
 
 /// The guard as a [`RunHook`].

@@ -3,11 +3,13 @@
 //! with it and the set of pids inside.
 use std::{
     collections::HashSet,
-    fs,
     path::{Path, PathBuf},
 };
 
-use crate::procfs;
+use crate::host::{
+    cgroup::{self, Version},
+    procfs,
+};
 
 /// A scope that cannot be watched.
 #[derive(Debug, thiserror::Error)]
@@ -31,15 +33,6 @@ pub enum ScopeError {
     Proc(#[from] procfs::ProcError),
 }
 
-/// Which cgroup hierarchy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CgroupVersion {
-    /// Legacy memory controller.
-    V1,
-    /// Unified hierarchy.
-    V2,
-}
-
 /// The guard's scope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -50,7 +43,7 @@ pub enum Scope {
         /// Its directory.
         path: PathBuf,
         /// Its hierarchy.
-        version: CgroupVersion,
+        version: Version,
     },
 }
 
@@ -71,13 +64,7 @@ pub struct ScopeFiles {
 }
 
 fn number(text: &str, what: &str) -> Result<Option<u64>, ScopeError> {
-    let text = text.trim();
-    if text == "max" {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| ScopeError::Format(what.to_owned()))
+    cgroup::parse_limit(text).map_err(|_| ScopeError::Format(what.to_owned()))
 }
 
 impl ScopeFiles {
@@ -92,7 +79,7 @@ impl ScopeFiles {
             });
         };
         let usage = number(files.usage.text()?, "cgroup usage")?.unwrap_or(0);
-        let inactive = stat_value(files.stat.text()?, files.inactive_key).unwrap_or(0);
+        let inactive = cgroup::stat_value(files.stat.text()?, files.inactive_key).unwrap_or(0);
         // v1 reports "unlimited" as a huge page-aligned number.
         let limit = number(files.limit.text()?, "cgroup limit")?
             .filter(|&l| l < total.total)
@@ -116,35 +103,15 @@ pub struct Usage {
 impl Usage {
     /// Used as a percentage of the limit.
     pub fn percent(&self) -> f64 {
-        crate::system::percent(self.used_bytes, self.limit_bytes)
+        crate::collect::system::percent(self.used_bytes, self.limit_bytes)
     }
-}
-
-fn read(path: &Path) -> Result<String, ScopeError> {
-    fs::read_to_string(path).map_err(|source| ScopeError::Io {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// A `key value` line of a memory.stat file.
-pub fn stat_value(stat: &str, key: &str) -> Option<u64> {
-    stat.lines().find_map(|line| {
-        let (k, v) = line.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok())?
-    })
 }
 
 impl Scope {
     /// Parses `--cgroup PATH`.
     pub fn cgroup(path: &Path) -> Result<Self, ScopeError> {
-        let version = if path.join("memory.current").exists() {
-            CgroupVersion::V2
-        } else if path.join("memory.usage_in_bytes").exists() {
-            CgroupVersion::V1
-        } else {
-            return Err(ScopeError::NotCgroup(path.display().to_string()));
-        };
+        let version =
+            Version::of(path).ok_or_else(|| ScopeError::NotCgroup(path.display().to_string()))?;
         Ok(Self::Cgroup {
             path: path.to_owned(),
             version,
@@ -162,22 +129,12 @@ impl Scope {
         let meminfo = open(&proc_root.join("meminfo"))?;
         let cgroup = match self {
             Self::Machine => None,
-            Self::Cgroup { path, version } => {
-                let (usage, limit, inactive_key) = match version {
-                    CgroupVersion::V1 => (
-                        "memory.usage_in_bytes",
-                        "memory.limit_in_bytes",
-                        "total_inactive_file",
-                    ),
-                    CgroupVersion::V2 => ("memory.current", "memory.max", "inactive_file"),
-                };
-                Some(CgroupFiles {
-                    usage: open(&path.join(usage))?,
-                    limit: open(&path.join(limit))?,
-                    stat: open(&path.join("memory.stat"))?,
-                    inactive_key,
-                })
-            }
+            Self::Cgroup { path, version } => Some(CgroupFiles {
+                usage: open(&path.join(version.usage_file()))?,
+                limit: open(&path.join(version.limit_file()))?,
+                stat: open(&path.join("memory.stat"))?,
+                inactive_key: version.inactive_file_key(),
+            }),
         };
         Ok(ScopeFiles { meminfo, cgroup })
     }
@@ -187,7 +144,7 @@ impl Scope {
         match self {
             Self::Cgroup {
                 path,
-                version: CgroupVersion::V2,
+                version: Version::V2,
             } => path.join("memory.pressure"),
             _ => proc_root.join("pressure/memory"),
         }
@@ -198,23 +155,10 @@ impl Scope {
         let Self::Cgroup { path, .. } = self else {
             return Ok(None);
         };
-        let mut pids = HashSet::new();
-        let mut stack = vec![path.clone()];
-        while let Some(dir) = stack.pop() {
-            for line in read(&dir.join("cgroup.procs"))?.lines() {
-                if let Ok(pid) = line.trim().parse() {
-                    pids.insert(pid);
-                }
-            }
-            if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .filter_map(|e| e.ok())
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
+        let pids = cgroup::pids_below(path).map_err(|source| ScopeError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Some(pids))
     }
 
@@ -229,16 +173,8 @@ impl Scope {
 
 #[cfg(test)]
 mod tests {
-    //! memory.stat parsing and the cgroup check.
+    //! The cgroup check and the machine usage.
     use super::*;
-
-    #[test]
-    fn stat_lines() {
-        let stat = "cache 10\ninactive_file 4096\ntotal_inactive_file 8192\n";
-        assert_eq!(stat_value(stat, "inactive_file"), Some(4096));
-        assert_eq!(stat_value(stat, "total_inactive_file"), Some(8192));
-        assert_eq!(stat_value(stat, "missing"), None);
-    }
 
     #[test]
     fn non_cgroup_is_refused() {

@@ -11,9 +11,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::guard::{
-    pidfd::{PidFd, Target, TargetError},
-    victim::Candidate,
+use crate::{
+    guard::victim::Candidate,
+    host::pidfd::{PidFd, ProcRef, ProcRefError},
 };
 
 /// Default state file.
@@ -35,7 +35,7 @@ pub struct Record {
     /// How it was stopped.
     pub how: How,
     /// The members (root first).
-    pub members: Vec<Target>,
+    pub members: Vec<ProcRef>,
     /// The frozen cgroup, for `How::Freeze`.
     pub cgroup: Option<PathBuf>,
 }
@@ -109,7 +109,7 @@ fn resume_record(record: &Record, proc_root: &Path, log: &mut Vec<String>) {
             .and_then(|fd| fd.signal(libc::SIGCONT))
         {
             Ok(()) => log.push(format!("resumed {} ({})", member.pid, member.comm)),
-            Err(TargetError::Gone(_)) => {}
+            Err(ProcRefError::Gone(_)) => {}
             Err(err) => log.push(format!("not resuming {}: {err}", member.pid)),
         }
     }
@@ -165,7 +165,7 @@ impl SuspendedSet {
     }
 
     /// Whether `root` is already held.
-    pub fn holds(&self, root: &Target) -> bool {
+    pub fn holds(&self, root: &ProcRef) -> bool {
         self.trees
             .iter()
             .any(|t| t.record.members.first() == Some(root))
@@ -289,7 +289,7 @@ fn resume_tree(tree: &Suspended, log: &mut Vec<String>) {
     for fd in &tree.fds {
         match fd.signal(libc::SIGCONT) {
             Ok(()) => log.push(format!("resumed {} ({})", fd.target.pid, fd.target.comm)),
-            Err(TargetError::Gone(_)) => {}
+            Err(ProcRefError::Gone(_)) => {}
             Err(err) => log.push(format!("resuming {}: {err}", fd.target.pid)),
         }
     }

@@ -4,7 +4,7 @@
 //! then by growth rate, then by footprint (anon + shmem + GPU). Pure: works on a snapshot.
 use std::collections::{HashMap, HashSet};
 
-use crate::{guard::config::Victims, guard::pidfd::Target, model::ProcSample};
+use crate::{collect::model::ProcSample, guard::config::Victims, host::pidfd::ProcRef};
 
 /// Facts about a process the snapshot does not carry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,9 +17,9 @@ pub struct Extra {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
     /// The tree's root.
-    pub root: Target,
+    pub root: ProcRef,
     /// Every member to signal, root first (protected processes excluded).
-    pub members: Vec<Target>,
+    pub members: Vec<ProcRef>,
     /// Sum of the members' positive footprint (anon + shmem) growth, bytes/s.
     pub growth_bytes_per_s: f64,
     /// Sum of the members' resident sets.
@@ -100,8 +100,8 @@ fn matches(rules: &[regex::Regex], p: &ProcSample) -> bool {
         .any(|r| r.is_match(&p.comm) || r.is_match(&p.cmdline))
 }
 
-fn target(p: &ProcSample) -> Target {
-    Target {
+fn target(p: &ProcSample) -> ProcRef {
+    ProcRef {
         pid: p.pid,
         start_ticks: p.start_ticks,
         comm: p.comm.clone(),

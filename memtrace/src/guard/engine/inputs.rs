@@ -6,9 +6,12 @@ use std::{
 };
 
 use crate::{
-    gpu::{GpuSample, over_threshold},
+    collect::{
+        gpu::{GpuSample, over_threshold},
+        model::Snapshot,
+    },
     guard::victim::Candidate,
-    model::Snapshot,
+    host::cgroup,
 };
 
 /// One reason per GPU at or above `percent`, naming its three largest holders.
@@ -42,29 +45,11 @@ pub(super) fn gpu_reasons(sample: &GpuSample, snapshot: &Snapshot, percent: f64)
 /// The victim's own v2 cgroup, if it has one holding nothing but the tree (then it can be
 /// frozen instead of signalled).
 pub(super) fn own_cgroup(proc_root: &Path, victim: &Candidate) -> Option<PathBuf> {
-    let text =
-        std::fs::read_to_string(proc_root.join(victim.root.pid.to_string()).join("cgroup")).ok()?;
-    let relative = text.lines().find_map(|line| line.strip_prefix("0::"))?;
-    if relative == "/" || relative.is_empty() {
-        return None;
-    }
-    let mount = std::fs::read_to_string(proc_root.join("mounts"))
-        .ok()?
-        .lines()
-        .find_map(|line| {
-            let mut f = line.split_ascii_whitespace();
-            let (_, target, fstype) = (f.next(), f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(target))
-        })?;
-    let dir = mount.join(relative.trim_start_matches('/'));
+    let dir = cgroup::v2_cgroup_of(proc_root, victim.root.pid)?;
     if !dir.join("cgroup.freeze").exists() {
         return None;
     }
     let members: HashSet<u32> = victim.members.iter().map(|t| t.pid).collect();
-    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
-    let pids: Vec<u32> = procs
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let pids = cgroup::procs_of(&dir).ok()?;
     (!pids.is_empty() && pids.iter().all(|pid| members.contains(pid))).then_some(dir)
 }

@@ -18,9 +18,11 @@ use std::{
 use serde::Serialize;
 
 use self::inputs::gpu_reasons;
-
 use crate::{
-    gpu::GpuSample,
+    collect::{
+        gpu::GpuSample,
+        model::{ProcSample, Snapshot},
+    },
     guard::{
         config::GuardConfig,
         level::{Level, Signals, assess, time_to_exhaustion},
@@ -28,8 +30,7 @@ use crate::{
         suspend::SuspendedSet,
         victim::{Candidate, Extra, Protection, rank},
     },
-    model::{ProcSample, Snapshot},
-    procfs,
+    host::procfs,
 };
 
 /// Something the guard did (or, in a dry run, would do).

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::{gpu::GpuProcess, model::GpuDevice};
+use crate::collect::{gpu::GpuProcess, model::GpuDevice};
 
 fn engine() -> Engine {
     let text = "[thresholds]\nresume_after = \"1ms\"\n";

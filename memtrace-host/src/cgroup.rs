@@ -1,0 +1,226 @@
+//! Memory cgroups, v1 and v2, in one place: which hierarchy a directory belongs to, the names of
+//! its usage, limit, stat and OOM files, where the hierarchies are mounted, a process's own v2
+//! cgroup, and the pids below a cgroup. The guard's scope, the freeze path and the test and
+//! benchmark cgroups are all built on these.
+use std::{
+    collections::HashSet,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+/// Which cgroup hierarchy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// Legacy memory controller.
+    V1,
+    /// Unified hierarchy.
+    V2,
+}
+
+impl Version {
+    /// The memory cgroup version of `dir`, or `None` when it is no memory cgroup.
+    pub fn of(dir: &Path) -> Option<Self> {
+        if dir.join("memory.current").exists() {
+            Some(Self::V2)
+        } else if dir.join("memory.usage_in_bytes").exists() {
+            Some(Self::V1)
+        } else {
+            None
+        }
+    }
+
+    /// The file holding the cgroup's usage in bytes (page cache included).
+    pub fn usage_file(self) -> &'static str {
+        match self {
+            Self::V1 => "memory.usage_in_bytes",
+            Self::V2 => "memory.current",
+        }
+    }
+
+    /// The file holding the cgroup's hard limit (`max`, or a huge number on v1, for none).
+    pub fn limit_file(self) -> &'static str {
+        match self {
+            Self::V1 => "memory.limit_in_bytes",
+            Self::V2 => "memory.max",
+        }
+    }
+
+    /// The `memory.stat` key of the inactive file cache, hierarchical on v1.
+    pub fn inactive_file_key(self) -> &'static str {
+        match self {
+            Self::V1 => "total_inactive_file",
+            Self::V2 => "inactive_file",
+        }
+    }
+
+    /// The file that counts the cgroup's OOM kills, and the key of the count in it.
+    pub fn oom_events(self) -> (&'static str, &'static str) {
+        match self {
+            Self::V1 => ("memory.oom_control", "oom_kill"),
+            Self::V2 => ("memory.events", "oom_kill"),
+        }
+    }
+}
+
+/// A `key value` line of a `memory.stat` (or `memory.events`, `memory.oom_control`) file.
+pub fn stat_value(stat: &str, key: &str) -> Option<u64> {
+    stat.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// A limit file's content: `Some(bytes)`, or `None` for `max`. Errors on anything else.
+pub fn parse_limit(text: &str) -> Result<Option<u64>, std::num::ParseIntError> {
+    let text = text.trim();
+    if text == "max" {
+        return Ok(None);
+    }
+    text.parse().map(Some)
+}
+
+/// A cgroup's usage minus its inactive file cache, in bytes: what the guard and the kernel's
+/// reclaim cannot simply drop. Reads the files once.
+pub fn used_bytes(dir: &Path, version: Version) -> io::Result<u64> {
+    let usage: u64 = fs::read_to_string(dir.join(version.usage_file()))?
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "cgroup usage"))?;
+    let stat = fs::read_to_string(dir.join("memory.stat"))?;
+    let inactive = stat_value(&stat, version.inactive_file_key()).unwrap_or(0);
+    Ok(usage.saturating_sub(inactive))
+}
+
+/// How many OOM kills a cgroup has seen (0 when the file is unreadable).
+pub fn oom_kills(dir: &Path, version: Version) -> u64 {
+    let (file, key) = version.oom_events();
+    fs::read_to_string(dir.join(file))
+        .ok()
+        .and_then(|text| stat_value(&text, key))
+        .unwrap_or(0)
+}
+
+/// Every pid in `dir` and the cgroups below it.
+pub fn pids_below(dir: &Path) -> io::Result<HashSet<u32>> {
+    let mut pids = HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        pids.extend(procs_of(&dir)?);
+        if let Ok(entries) = fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    Ok(pids)
+}
+
+/// The pids directly in `dir` (its `cgroup.procs`).
+pub fn procs_of(dir: &Path) -> io::Result<Vec<u32>> {
+    Ok(fs::read_to_string(dir.join("cgroup.procs"))?
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect())
+}
+
+/// One line of `/proc/mounts`: where a filesystem of type `fstype` is mounted, and its options.
+fn mounts_of<'a>(mounts: &'a str, fstype: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+    mounts.lines().filter_map(move |line| {
+        let mut fields = line.split_ascii_whitespace();
+        let (_, target, kind, options) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        (kind == fstype).then_some((target, options))
+    })
+}
+
+/// Where the unified (v2) hierarchy is mounted, from `ROOT/mounts`.
+pub fn v2_mount(proc_root: &Path) -> Option<PathBuf> {
+    let mounts = fs::read_to_string(proc_root.join("mounts")).ok()?;
+    mounts_of(&mounts, "cgroup2")
+        .next()
+        .map(|(target, _)| PathBuf::from(target))
+}
+
+/// Where the v1 memory controller is mounted, from `ROOT/mounts`.
+pub fn v1_memory_mount(proc_root: &Path) -> Option<PathBuf> {
+    let mounts = fs::read_to_string(proc_root.join("mounts")).ok()?;
+    mounts_of(&mounts, "cgroup")
+        .find(|(_, options)| options.split(',').any(|o| o == "memory"))
+        .map(|(target, _)| PathBuf::from(target))
+}
+
+/// The hierarchy that holds the memory controller, and its root: v2 where the unified
+/// hierarchy has it (pure v2 and most hybrids), else v1. `None` without a memory controller.
+pub fn memory_hierarchy(proc_root: &Path) -> Option<(PathBuf, Version)> {
+    let v2 = v2_mount(proc_root).filter(|root| {
+        fs::read_to_string(root.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+    });
+    match v2 {
+        Some(root) => Some((root, Version::V2)),
+        None => v1_memory_mount(proc_root).map(|root| (root, Version::V1)),
+    }
+}
+
+/// Process `pid`'s own v2 cgroup directory, or `None` when it sits at the root of the
+/// hierarchy (or there is no v2 mount).
+pub fn v2_cgroup_of(proc_root: &Path, pid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+    let relative = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let relative = relative.trim_start_matches('/');
+    if relative.is_empty() {
+        return None;
+    }
+    Some(v2_mount(proc_root)?.join(relative))
+}
+
+#[cfg(test)]
+mod tests {
+    //! stat parsing, limits, mounts and the version check.
+    use super::*;
+
+    #[test]
+    fn stat_lines() {
+        let stat = "cache 10\ninactive_file 4096\ntotal_inactive_file 8192\n";
+        assert_eq!(stat_value(stat, "inactive_file"), Some(4096));
+        assert_eq!(stat_value(stat, "total_inactive_file"), Some(8192));
+        assert_eq!(stat_value(stat, "missing"), None);
+        assert_eq!(stat_value("oom 0\noom_kill 3\n", "oom_kill"), Some(3));
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit("max\n"), Ok(None));
+        assert_eq!(parse_limit("536870912\n"), Ok(Some(512 << 20)));
+        assert!(parse_limit("lots").is_err());
+    }
+
+    #[test]
+    fn mounts_are_found_by_type_and_option() {
+        let mounts = "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu,cpuacct 0 0\n\
+                      cgroup /sys/fs/cgroup/memory cgroup rw,nosuid,memory 0 0\n";
+        assert_eq!(
+            mounts_of(mounts, "cgroup2").next(),
+            Some(("/sys/fs/cgroup/unified", "rw,nosuid"))
+        );
+        let v1: Vec<_> = mounts_of(mounts, "cgroup")
+            .filter(|(_, o)| o.split(',').any(|o| o == "memory"))
+            .collect();
+        assert_eq!(v1, vec![("/sys/fs/cgroup/memory", "rw,nosuid,memory")]);
+    }
+
+    #[test]
+    fn non_cgroup_has_no_version() {
+        assert_eq!(Version::of(Path::new("/proc")), None);
+        assert_eq!(Version::V2.limit_file(), "memory.max");
+        assert_eq!(Version::V1.inactive_file_key(), "total_inactive_file");
+    }
+}

@@ -1,0 +1,106 @@
+//! Perfetto export as Chrome JSON trace events (ui.perfetto.dev and chrome://tracing open it):
+//! per process a counter track `memory MiB` (anon, file, shmem, swap; `gpu MiB` where known),
+//! written only when it changes; a `pipeline` process (pid 0) with the tree's total, a `stages`
+//! thread of slices per stage × clip, and a `events` thread of instants for guard actions, OOM
+//! kills, and process exec/exit.
+use std::{collections::HashMap, io::Write};
+
+use serde_json::{Value, json};
+
+use crate::{
+    analyze::report::stages,
+    record::trace::{Event, TraceData, codec::ProcValues},
+};
+
+/// The synthetic process holding the tree's totals, stages and events.
+pub const PIPELINE_PID: u32 = 0;
+const STAGES_TID: u32 = 1;
+const EVENTS_TID: u32 = 2;
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / 1048576.0 * 100.0).round() / 100.0
+}
+
+struct Out<'a> {
+    out: &'a mut dyn Write,
+    first: bool,
+}
+
+impl Out<'_> {
+    fn push(&mut self, value: &Value) -> std::io::Result<()> {
+        if !self.first {
+            self.out.write_all(b",\n")?;
+        }
+        self.first = false;
+        serde_json::to_writer(&mut *self.out, value)?;
+        Ok(())
+    }
+}
+
+/// Writes the trace events.
+pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
+    let start = trace.header.start_unix_ms;
+    let us = |ms: u64| ms.saturating_sub(start) * 1000;
+    out.write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n")?;
+    let mut w = Out { out, first: true };
+    w.push(&json!({"ph":"M","name":"process_name","pid":PIPELINE_PID,"args":{"name":"pipeline (traced tree)"}}))?;
+    w.push(&json!({"ph":"M","name":"thread_name","pid":PIPELINE_PID,"tid":STAGES_TID,"args":{"name":"stages"}}))?;
+    w.push(&json!({"ph":"M","name":"thread_name","pid":PIPELINE_PID,"tid":EVENTS_TID,"args":{"name":"events"}}))?;
+    let mut named = std::collections::HashSet::new();
+    let mut last: HashMap<u32, ProcValues> = HashMap::new();
+    let points = stages::series(trace);
+    for (sample, point) in trace.samples.iter().zip(&points) {
+        let ts = us(sample.time_unix_ms);
+        let mut total = json!({"host": mib(point.footprint), "rss": mib(point.rss)});
+        if let Some(gpu) = point.gpu {
+            total["gpu"] = json!(mib(gpu));
+        }
+        w.push(
+            &json!({"ph":"C","name":"tree memory MiB","pid":PIPELINE_PID,"ts":ts,"args":total}),
+        )?;
+        for (slot, v) in &sample.procs {
+            let ident = trace.ident(*slot);
+            if named.insert(ident.pid) {
+                w.push(&json!({"ph":"M","name":"process_name","pid":ident.pid,
+                    "args":{"name":format!("{} ({})", ident.comm, ident.pid)}}))?;
+            }
+            if last.get(slot) == Some(v) {
+                continue;
+            }
+            let values = if v.exited { ProcValues::default() } else { *v };
+            w.push(&json!({"ph":"C","name":"memory MiB","pid":ident.pid,"ts":ts,"args":{
+                "anon":mib(values.anon),"file":mib(values.file),"shmem":mib(values.shmem),"swap":mib(values.swap)}}))?;
+            if v.gpu.is_some() || last.get(slot).is_some_and(|o| o.gpu.is_some()) {
+                w.push(&json!({"ph":"C","name":"gpu MiB","pid":ident.pid,"ts":ts,
+                    "args":{"gpu":mib(values.gpu.unwrap_or(0))}}))?;
+            }
+            last.insert(*slot, *v);
+        }
+    }
+    for run in stages::stage_runs(trace, &points) {
+        let name = match &run.clip {
+            Some(clip) => format!("{} clip {clip}", run.stage),
+            None => run.stage.clone(),
+        };
+        w.push(&json!({"ph":"X","cat":"stage","name":name,"pid":PIPELINE_PID,"tid":STAGES_TID,
+            "ts":(run.begin_s * 1e6).round() as u64,"dur":((run.end_s - run.begin_s) * 1e6).round().max(1.0) as u64,
+            "args":{"stage":run.stage,"clip":run.clip,"start_mib":mib(run.host_start),"end_mib":mib(run.host_end),
+                "peak_mib":mib(run.host_peak),"retained_mib":run.host_retained as f64 / 1048576.0}}))?;
+    }
+    for e in &trace.events {
+        let ts = us(e.time_unix_ms);
+        let (name, cat) = match &e.event {
+            Event::GuardDecision { action, level, .. } => {
+                (format!("guard: {action} ({level})"), "guard")
+            }
+            Event::OomKill { pid, comm, .. } => (format!("OOM kill: {comm} ({pid})"), "oom"),
+            Event::Exec { pid, comm, .. } => (format!("exec {comm} ({pid})"), "process"),
+            Event::Exit { pid, comm, .. } => (format!("exit {comm} ({pid})"), "process"),
+            Event::RunEnd { .. } => ("run end".to_owned(), "process"),
+            Event::StageBegin { .. } | Event::StageEnd { .. } => continue,
+        };
+        w.push(&json!({"ph":"i","s":"g","cat":cat,"name":name,"pid":PIPELINE_PID,"tid":EVENTS_TID,"ts":ts,
+            "args":serde_json::to_value(&e.event).unwrap_or(Value::Null)}))?;
+    }
+    w.out.write_all(b"\n]}\n")
+}

@@ -1,0 +1,301 @@
+//! The `memtrace doctor` checks of memory settings and processes (the tracing prerequisites are
+//! in [`super::tracing`]). Each reads only below a [`SysRoots`] (so tests run them on a
+//! fake /proc + /sys + /etc tree) and returns one [`Check`]; the few safe, reversible fixes
+//! travel with the check as [`Action`]s for `--apply`.
+use std::{fs, path::Path};
+
+use super::{
+    report::{Action, Check, Level, SysRoots},
+    tracing,
+};
+use crate::{
+    cmd::swap::status as swap_status,
+    host::{
+        procfs, sshd,
+        swap::{active as proc_swaps, fstab, plan::Verdict},
+        sysctl,
+        units::human_bytes,
+    },
+};
+
+/// `vm.swappiness` advised for hosts that should keep hot pages in RAM but may swap cold ones.
+pub const SWAPPINESS: i64 = 10;
+/// `vm.vfs_cache_pressure` advised: keep dentries and inodes cached a little longer.
+pub const VFS_CACHE_PRESSURE: i64 = 50;
+/// `oom_score_adj` advised for the sshd listener: never the OOM killer's victim.
+pub const SSHD_OOM_SCORE_ADJ: i64 = -1000;
+
+/// Every check, in display order.
+pub fn all(roots: &SysRoots) -> Vec<Check> {
+    let mut checks = vec![swap_size(roots)];
+    checks.extend(swap_at_boot(roots));
+    checks.extend([
+        sysctl_value(roots, "vm.swappiness", SWAPPINESS),
+        sysctl_value(roots, "vm.vfs_cache_pressure", VFS_CACHE_PRESSURE),
+        overcommit(roots),
+        hugepages(roots),
+        psi(roots),
+        tracing::btf(roots),
+        tracing::tracefs(roots),
+        tracing::tracepoints(roots),
+        tracing::nvml(tracing::nvml_loadable()),
+        sshd(roots),
+        compressed_swap(roots),
+        guard(roots),
+    ]);
+    checks
+}
+
+/// Active swap against the recommendation for this RAM.
+pub fn swap_size(roots: &SysRoots) -> Check {
+    let name = "swap";
+    let status = match swap_status::collect(&roots.proc) {
+        Ok(status) => status,
+        Err(err) => return Check::new(name, Level::Fail, format!("cannot read: {err:#}")),
+    };
+    let rec = &status.recommendation;
+    let detail = format!(
+        "{}; recommended {} (minimum {}) for {} RAM",
+        if status.total_bytes == 0 {
+            "none active".to_owned()
+        } else {
+            format!("{} active", human_bytes(status.total_bytes))
+        },
+        human_bytes(rec.recommended_low_bytes),
+        human_bytes(rec.minimum_bytes),
+        human_bytes(status.ram_bytes),
+    );
+    let level = match status.verdict {
+        Verdict::Ok => return Check::new(name, Level::Ok, detail),
+        Verdict::BelowRecommended => Level::Warn,
+        Verdict::BelowMinimum | Verdict::None => Level::Fail,
+    };
+    Check::new(name, level, detail).with_fix(status.advice)
+}
+
+/// Active swap files that /etc/fstab does not enable at boot; `None` without swap files.
+pub fn swap_at_boot(roots: &SysRoots) -> Option<Check> {
+    let files: Vec<_> = proc_swaps::read_swaps(&roots.proc)
+        .ok()?
+        .into_iter()
+        .filter(|d| d.kind == "file")
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    let table = fstab::read(&roots.etc.join("fstab")).unwrap_or_default();
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|d| !fstab::has_entry(&table, Path::new(&d.path)))
+        .map(|d| d.path.clone())
+        .collect();
+    let name = "swap at boot";
+    Some(match missing.first() {
+        None => Check::new(
+            name,
+            Level::Ok,
+            "every swap file is in /etc/fstab".to_owned(),
+        ),
+        Some(first) => Check::new(
+            name,
+            Level::Warn,
+            format!(
+                "not in /etc/fstab, gone after a reboot: {}",
+                missing.join(", ")
+            ),
+        )
+        .with_fix(format!("sudo memtrace swap setup --path {first} --persist")),
+    })
+}
+
+/// A sysctl that should hold `advised`; `--apply` may set it (runtime only).
+pub fn sysctl_value(roots: &SysRoots, name: &'static str, advised: i64) -> Check {
+    let path = sysctl::path_of(&roots.proc, name);
+    match sysctl::read_int(&path) {
+        Ok(value) if value == advised => Check::new(name, Level::Ok, format!("{value}")),
+        Ok(value) => Check::new(name, Level::Warn, format!("{value} (advised {advised})"))
+            .with_fix(format!(
+                "sysctl -w {name}={advised}; keep it in /etc/sysctl.d/90-memtrace.conf \
+                 (--apply sets it until reboot)"
+            ))
+            .with_action(Action {
+                label: name.to_owned(),
+                path,
+                value: advised.to_string(),
+            }),
+        Err(err) => Check::new(name, Level::Warn, format!("cannot read: {err}")),
+    }
+}
+
+/// `vm.overcommit_memory`: 0 (heuristic) is right for GPU hosts; 2 breaks CUDA's large virtual
+/// reservations.
+pub fn overcommit(roots: &SysRoots) -> Check {
+    let name = "vm.overcommit_memory";
+    match sysctl::read_int(&sysctl::path_of(&roots.proc, name)) {
+        Ok(0) => Check::new(name, Level::Ok, "0 (heuristic)".to_owned()),
+        Ok(1) => Check::new(
+            name,
+            Level::Info,
+            "1 (always): allocations never fail, the OOM killer decides".to_owned(),
+        ),
+        Ok(value) => Check::new(
+            name,
+            Level::Warn,
+            format!("{value} (strict): CUDA and PyTorch reserve huge virtual ranges and fail"),
+        )
+        .with_fix(format!("sysctl -w {name}=0")),
+        Err(err) => Check::new(name, Level::Warn, format!("cannot read: {err}")),
+    }
+}
+
+/// Transparent hugepages: `madvise` or `never`; `always` brings compaction stalls and bloat.
+pub fn hugepages(roots: &SysRoots) -> Check {
+    let name = "transparent hugepages";
+    let path = roots.sys.join("kernel/mm/transparent_hugepage/enabled");
+    let Ok(text) = sysctl::read_trimmed(&path) else {
+        return Check::new(name, Level::Info, "not built into this kernel".to_owned());
+    };
+    let mode = text
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+        .unwrap_or(&text)
+        .to_owned();
+    match mode.as_str() {
+        "always" => Check::new(
+            name,
+            Level::Warn,
+            "always: khugepaged stalls and RSS bloat".to_owned(),
+        )
+        .with_fix(format!("echo madvise > {}", path.display())),
+        _ => Check::new(name, Level::Ok, mode),
+    }
+}
+
+/// Pressure stall information, which `memtrace guard` and `status` read.
+pub fn psi(roots: &SysRoots) -> Check {
+    let name = "PSI";
+    match procfs::read_memory_psi(&roots.proc) {
+        Ok(Some(_)) => Check::new(name, Level::Ok, "memory pressure available".to_owned()),
+        Ok(None) => Check::new(name, Level::Warn, "not available".to_owned())
+            .with_fix("boot with psi=1 (kernel needs CONFIG_PSI=y)".to_owned()),
+        Err(err) => Check::new(name, Level::Warn, format!("unreadable: {err}")),
+    }
+}
+
+/// The sshd listener(s) (comm `sshd`, parent not sshd) should have oom_score_adj -1000 so a
+/// runaway job never takes the way in down with it. `--apply` sets it (until sshd restarts).
+pub fn sshd(roots: &SysRoots) -> Check {
+    let name = "sshd oom_score_adj";
+    let listeners = sshd::sshd_listeners(&roots.proc);
+    if listeners.is_empty() {
+        return Check::new(name, Level::Info, "no sshd listener running".to_owned());
+    }
+    let mut check = Check::new(name, Level::Ok, String::new());
+    let mut parts = Vec::new();
+    for pid in listeners {
+        let path = roots.proc.join(pid.to_string()).join("oom_score_adj");
+        match sysctl::read_int(&path) {
+            Ok(SSHD_OOM_SCORE_ADJ) => parts.push(format!("pid {pid}: {SSHD_OOM_SCORE_ADJ}")),
+            Ok(value) => {
+                parts.push(format!("pid {pid}: {value} (advised {SSHD_OOM_SCORE_ADJ})"));
+                check.level = Level::Warn;
+                check = check.with_action(Action {
+                    label: format!("sshd (pid {pid}) oom_score_adj"),
+                    path,
+                    value: SSHD_OOM_SCORE_ADJ.to_string(),
+                });
+            }
+            Err(err) => parts.push(format!("pid {pid}: {err}")),
+        }
+    }
+    check.detail = parts.join("; ");
+    if check.level == Level::Warn {
+        check = check.with_fix(
+            "--apply sets it now; to keep it, add OOMScoreAdjust=-1000 to a drop-in for ssh.service"
+                .to_owned(),
+        );
+    }
+    check
+}
+
+/// zswap or zram: compressed swap in RAM, a cheap first tier before disk.
+pub fn compressed_swap(roots: &SysRoots) -> Check {
+    let name = "zswap/zram";
+    let zswap = sysctl::read_trimmed(&roots.sys.join("module/zswap/parameters/enabled")).ok();
+    let zswap_on = matches!(zswap.as_deref(), Some("Y" | "y" | "1"));
+    let zram_swap = proc_swaps::read_swaps(&roots.proc)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|d| d.path.starts_with("/dev/zram"));
+    let zram_devices = fs::read_dir(roots.sys.join("block"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("zram"))
+                .count()
+        })
+        .unwrap_or(0);
+    let zram_module = roots.sys.join("class/zram-control").exists()
+        || fs::read_to_string(roots.proc.join("modules"))
+            .is_ok_and(|m| m.lines().any(|l| l.starts_with("zram ")));
+    let mut seen = Vec::new();
+    if zswap.is_some() {
+        seen.push(format!(
+            "zswap {}",
+            if zswap_on {
+                "enabled"
+            } else {
+                "available, off"
+            }
+        ));
+    }
+    if zram_swap {
+        seen.push("zram in use as swap".to_owned());
+    } else if zram_devices > 0 || zram_module {
+        seen.push(format!(
+            "zram available ({zram_devices} device(s), not used as swap)"
+        ));
+    }
+    if zswap_on || zram_swap {
+        return Check::new(name, Level::Ok, seen.join("; "));
+    }
+    if seen.is_empty() {
+        return Check::new(
+            name,
+            Level::Info,
+            "neither zswap nor zram in this kernel".to_owned(),
+        );
+    }
+    let mut check = Check::new(name, Level::Info, seen.join("; "));
+    if zswap.is_some() {
+        check = check.with_fix(format!(
+            "echo Y > {}",
+            Path::new("/sys/module/zswap/parameters/enabled").display()
+        ));
+    }
+    check
+}
+
+/// A running `memtrace guard`, which acts before the OOM killer does.
+pub fn guard(roots: &SysRoots) -> Check {
+    let name = "memtrace guard";
+    let running: Vec<u32> = procfs::list_pids(&roots.proc)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|pid| {
+            let raw =
+                fs::read(roots.proc.join(pid.to_string()).join("cmdline")).unwrap_or_default();
+            let mut args = raw.split(|&b| b == 0);
+            let program = args.next().unwrap_or_default();
+            let base = program.rsplit(|&b| b == b'/').next().unwrap_or_default();
+            base == b"memtrace" && args.next() == Some(b"guard".as_slice())
+        })
+        .collect();
+    match running.first() {
+        Some(pid) => Check::new(name, Level::Ok, format!("running (pid {pid})")),
+        None => Check::new(name, Level::Warn, "not running".to_owned()).with_fix(
+            "run `memtrace guard` as a service so memory pressure is handled before the OOM killer"
+                .to_owned(),
+        ),
+    }
+}

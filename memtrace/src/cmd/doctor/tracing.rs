@@ -1,0 +1,123 @@
+//! The `memtrace doctor` checks of what the eBPF tracer and the GPU columns need: kernel BTF,
+//! tracefs, the `btf_trace_*` tracepoint types (looked up with [`crate::host::btf`]) and NVML.
+use std::{ffi::CStr, fs, path::PathBuf};
+
+use super::report::{Check, Level, SysRoots};
+use crate::host::{btf::Btf, units::human_bytes};
+
+/// The BTF tracepoint types the eBPF tracer attaches to.
+pub const REQUIRED_TRACEPOINTS: [&str; 9] = [
+    "btf_trace_rss_stat",
+    "btf_trace_page_fault_user",
+    "btf_trace_mm_vmscan_direct_reclaim_begin",
+    "btf_trace_mm_vmscan_direct_reclaim_end",
+    "btf_trace_mm_vmscan_memcg_reclaim_begin",
+    "btf_trace_mm_vmscan_memcg_reclaim_end",
+    "btf_trace_mm_vmscan_wakeup_kswapd",
+    "btf_trace_sched_process_exit",
+    "btf_trace_mark_victim",
+];
+
+/// NVML's shared library.
+const NVML: &CStr = c"libnvidia-ml.so.1";
+
+fn vmlinux(roots: &SysRoots) -> PathBuf {
+    roots.sys.join("kernel/btf/vmlinux")
+}
+
+/// Kernel BTF, which the eBPF tracer needs.
+pub fn btf(roots: &SysRoots) -> Check {
+    let name = "BTF";
+    match fs::metadata(vmlinux(roots)) {
+        Ok(meta) => Check::new(
+            name,
+            Level::Ok,
+            format!("/sys/kernel/btf/vmlinux ({})", human_bytes(meta.len())),
+        ),
+        Err(_) => Check::new(
+            name,
+            Level::Fail,
+            "/sys/kernel/btf/vmlinux missing: `memtrace top` cannot run".to_owned(),
+        )
+        .with_fix("use a kernel built with CONFIG_DEBUG_INFO_BTF=y".to_owned()),
+    }
+}
+
+/// tracefs mounted, or at least mountable.
+pub fn tracefs(roots: &SysRoots) -> Check {
+    let name = "tracefs";
+    let mounts = fs::read_to_string(roots.proc.join("mounts")).unwrap_or_default();
+    if crate::host::tracefs::is_mounted_in(&mounts) {
+        return Check::new(
+            name,
+            Level::Ok,
+            format!("mounted at {}", crate::host::tracefs::TRACEFS),
+        );
+    }
+    let filesystems = fs::read_to_string(roots.proc.join("filesystems")).unwrap_or_default();
+    if filesystems
+        .lines()
+        .any(|l| l.split_ascii_whitespace().last() == Some("tracefs"))
+    {
+        return Check::new(
+            name,
+            Level::Ok,
+            "not mounted; mountable (memtrace mounts it when needed)".to_owned(),
+        );
+    }
+    Check::new(name, Level::Fail, "kernel has no tracefs".to_owned())
+        .with_fix("use a kernel with CONFIG_TRACING=y".to_owned())
+}
+
+/// The tracepoints the tracer attaches to, looked up as `btf_trace_*` types in kernel BTF.
+pub fn tracepoints(roots: &SysRoots) -> Check {
+    let name = "tracepoints";
+    let btf = match Btf::from_file(&vmlinux(roots)) {
+        Ok(btf) => btf,
+        Err(err) => return Check::new(name, Level::Fail, format!("cannot check: {err}")),
+    };
+    let missing: Vec<_> = REQUIRED_TRACEPOINTS
+        .iter()
+        .filter(|t| !btf.has_type(t))
+        .map(|t| t.trim_start_matches("btf_trace_"))
+        .collect();
+    if missing.is_empty() {
+        Check::new(
+            name,
+            Level::Ok,
+            format!("all {} present", REQUIRED_TRACEPOINTS.len()),
+        )
+    } else {
+        Check::new(
+            name,
+            Level::Fail,
+            format!("missing: {}", missing.join(", ")),
+        )
+        .with_fix("use a newer kernel (6.1 or later has them all)".to_owned())
+    }
+}
+
+/// Whether NVML can be loaded (dlopen, then closed again).
+pub fn nvml_loadable() -> bool {
+    // SAFETY: NVML is a valid NUL-terminated name; dlopen has no other preconditions.
+    let handle = unsafe { libc::dlopen(NVML.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return false;
+    }
+    // SAFETY: handle came from a successful dlopen and is closed exactly once.
+    unsafe { libc::dlclose(handle) };
+    true
+}
+
+/// NVML, for the GPU columns; its absence is information, never a failure.
+pub fn nvml(loadable: bool) -> Check {
+    if loadable {
+        Check::new("NVML", Level::Ok, "libnvidia-ml.so.1 loads".to_owned())
+    } else {
+        Check::new(
+            "NVML",
+            Level::Info,
+            "absent (no NVIDIA driver): GPU columns stay empty".to_owned(),
+        )
+    }
+}

@@ -1,0 +1,300 @@
+//! `memtrace status`: the memory status people print with psutil today — used/total/percent,
+//! available, swap, PSI and the top processes by RSS. Reads /proc only: no root, no eBPF.
+//! Where NVML works, each GPU's used/total shows next to host RAM and the processes holding GPU
+//! memory are listed with it.
+use std::{path::Path, process::ExitCode};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    collect::{
+        gpu::{self, GpuSample},
+        model::{GpuDevice, ProcSample, SystemSample},
+        system,
+    },
+    host::{
+        procscan::{self, ScannedProc},
+        units::human_bytes,
+    },
+};
+
+/// How many processes the status lists.
+const TOP_N: usize = 5;
+
+/// Raw arguments of `memtrace status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `status --json` prints.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// Machine-wide memory.
+    pub system: SystemSample,
+    /// The largest processes by resident set.
+    pub top: Vec<ProcSample>,
+    /// GPUs (absent without NVML).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuDevice>,
+    /// Every process holding GPU memory, largest GPU footprint first (absent without NVML).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpu_processes: Vec<ProcSample>,
+}
+
+/// Runs `memtrace status`.
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut source = gpu::open_default();
+    let report = collect_with_gpu(Path::new("/proc"), &source.sample())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Gathers the report from `proc_root`, without GPUs.
+pub fn collect(proc_root: &Path) -> anyhow::Result<StatusReport> {
+    collect_with_gpu(proc_root, &GpuSample::default())
+}
+
+/// Gathers the report from `proc_root`, joining `gpus` by pid.
+pub fn collect_with_gpu(proc_root: &Path, gpus: &GpuSample) -> anyhow::Result<StatusReport> {
+    let system = system::sample(proc_root).context("reading memory state")?;
+    let procs = procscan::scan_all(proc_root).context("scanning processes")?;
+    let per_pid = gpu::bytes_per_pid(gpus);
+    let with_gpu = |proc: &ScannedProc| ProcSample {
+        gpu_bytes: per_pid.get(&proc.stat.pid).copied(),
+        ..sample_of(proc)
+    };
+    let mut gpu_processes: Vec<ProcSample> = procs
+        .iter()
+        .filter(|proc| per_pid.contains_key(&proc.stat.pid))
+        .map(with_gpu)
+        .collect();
+    gpu_processes.sort_by(|a, b| b.gpu_bytes.cmp(&a.gpu_bytes).then(a.pid.cmp(&b.pid)));
+    let top = procscan::top_by_rss(procs, TOP_N)
+        .iter()
+        .map(with_gpu)
+        .collect();
+    Ok(StatusReport {
+        system,
+        top,
+        gpus: gpus.devices.clone(),
+        gpu_processes,
+    })
+}
+
+/// A scanned process as a model sample (no rates: status takes one look).
+pub fn sample_of(proc: &ScannedProc) -> ProcSample {
+    ProcSample {
+        pid: proc.stat.pid,
+        ppid: proc.stat.ppid,
+        comm: proc.stat.comm.clone(),
+        cmdline: proc.cmdline.clone(),
+        start_ticks: proc.stat.start_ticks,
+        rss_bytes: proc.memory.rss(),
+        anon_bytes: proc.memory.anon,
+        file_bytes: proc.memory.file,
+        shmem_bytes: proc.memory.shmem,
+        swap_bytes: proc.memory.swap,
+        peak_rss_bytes: proc.memory.hwm.max(proc.memory.rss()),
+        faults: proc.stat.minflt + proc.stat.majflt,
+        ..ProcSample::default()
+    }
+}
+
+/// The text form.
+pub fn render(report: &StatusReport) -> String {
+    let s = &report.system;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "RAM:  {} used of {} ({:.1} %), {} available\n",
+        human_bytes(s.mem_used_bytes),
+        human_bytes(s.mem_total_bytes),
+        s.mem_used_percent,
+        human_bytes(s.mem_available_bytes),
+    ));
+    for device in &report.gpus {
+        out.push_str(&gpu_line(device));
+    }
+    out.push_str(&swap_line(s));
+    out.push_str(&psi_line(s));
+    let gpu = !report.gpus.is_empty();
+    out.push_str(&format!("Top {} processes by RSS:\n", report.top.len()));
+    out.push_str(&process_header(gpu));
+    for p in &report.top {
+        out.push_str(&process_line(p, gpu));
+    }
+    if gpu {
+        out.push_str(&format!(
+            "Processes holding GPU memory: {}\n",
+            report.gpu_processes.len()
+        ));
+        if !report.gpu_processes.is_empty() {
+            out.push_str(&process_header(gpu));
+        }
+        for p in &report.gpu_processes {
+            out.push_str(&process_line(p, gpu));
+        }
+    }
+    out
+}
+
+fn process_header(gpu: bool) -> String {
+    let gpu_column = if gpu {
+        format!("  {:>10}", "GPU")
+    } else {
+        String::new()
+    };
+    format!(
+        "  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}{gpu_column}  {}\n",
+        "PID", "RSS", "ANON", "FILE", "SHMEM", "COMMAND"
+    )
+}
+
+fn process_line(p: &ProcSample, gpu: bool) -> String {
+    let gpu_column = if gpu {
+        format!(
+            "  {:>10}",
+            p.gpu_bytes.map_or_else(|| "-".to_owned(), human_bytes)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}{gpu_column}  {}\n",
+        p.pid,
+        human_bytes(p.rss_bytes),
+        human_bytes(p.anon_bytes),
+        human_bytes(p.file_bytes),
+        human_bytes(p.shmem_bytes),
+        command_text(p, 80),
+    )
+}
+
+/// The command line (or the comm when it has none), cut to `width` characters with `…`.
+pub fn command_text(p: &crate::collect::model::ProcSample, width: usize) -> String {
+    let text = if p.cmdline.is_empty() {
+        &p.comm
+    } else {
+        &p.cmdline
+    };
+    if text.chars().count() <= width {
+        return text.clone();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// `GPU0: …` line: one GPU's used/total memory (and utilisation when known), in the same form
+/// as the RAM line.
+pub fn gpu_line(d: &GpuDevice) -> String {
+    let utilization = d
+        .utilization_percent
+        .map(|u| format!(", util {u} %"))
+        .unwrap_or_default();
+    format!(
+        "GPU{}: {} used of {} ({:.1} %){utilization}  {}\n",
+        d.index,
+        human_bytes(d.used_bytes),
+        human_bytes(d.total_bytes),
+        system::percent(d.used_bytes, d.total_bytes),
+        d.name
+    )
+}
+
+/// `Swap: …` line; says plainly when there is none.
+pub fn swap_line(s: &SystemSample) -> String {
+    if s.swap_total_bytes == 0 {
+        "Swap: none configured (see `memtrace swap status`)\n".to_owned()
+    } else {
+        let used = s.swap_total_bytes.saturating_sub(s.swap_free_bytes);
+        format!(
+            "Swap: {} used of {} ({:.1} %)\n",
+            human_bytes(used),
+            human_bytes(s.swap_total_bytes),
+            system::percent(used, s.swap_total_bytes)
+        )
+    }
+}
+
+/// `PSI: …` line; says plainly when the kernel has no PSI.
+pub fn psi_line(s: &SystemSample) -> String {
+    match (s.psi_some_avg10, s.psi_full_avg10) {
+        (Some(some), Some(full)) => {
+            format!("PSI:  memory some avg10 {some:.2} %, full avg10 {full:.2} %\n")
+        }
+        _ => "PSI:  not available on this kernel\n".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! GPU lines next to host RAM, and the JSON keys that appear only with GPUs.
+    use super::*;
+    use crate::collect::gpu::GpuProcess;
+
+    fn report(gpus: &GpuSample) -> StatusReport {
+        collect_with_gpu(Path::new("/proc"), gpus).expect("reading /proc")
+    }
+
+    #[test]
+    fn without_gpus_nothing_gpu_shows() {
+        let report = report(&GpuSample::default());
+        let text = render(&report);
+        assert!(!text.contains("GPU"), "{text}");
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert!(json.get("gpus").is_none());
+        assert!(json.get("gpu_processes").is_none());
+        assert!(json["top"][0].get("gpu_bytes").is_none());
+    }
+
+    #[test]
+    fn gpus_show_next_to_ram_with_their_processes() {
+        let me = std::process::id();
+        let sample = GpuSample {
+            devices: vec![GpuDevice {
+                index: 0,
+                name: "Fake GPU".to_owned(),
+                used_bytes: 1 << 30,
+                total_bytes: 4 << 30,
+                utilization_percent: None,
+            }],
+            processes: vec![
+                GpuProcess {
+                    pid: me,
+                    gpu_index: 0,
+                    used_bytes: 1 << 30,
+                },
+                // Not a process here (e.g. exited meanwhile): left out.
+                GpuProcess {
+                    pid: u32::MAX - 1,
+                    gpu_index: 0,
+                    used_bytes: 1 << 20,
+                },
+            ],
+        };
+        let report = report(&sample);
+        assert_eq!(report.gpu_processes.len(), 1);
+        assert_eq!(report.gpu_processes[0].pid, me);
+        assert_eq!(report.gpu_processes[0].gpu_bytes, Some(1 << 30));
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("RAM:"));
+        assert_eq!(lines[1], "GPU0: 1.0 GiB used of 4.0 GiB (25.0 %)  Fake GPU");
+        assert!(text.contains("Processes holding GPU memory: 1"), "{text}");
+        assert!(text.contains("     1.0 GiB  "), "{text}");
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(json["gpus"][0]["total_bytes"].as_u64(), Some(4 << 30));
+        assert_eq!(
+            json["gpu_processes"][0]["gpu_bytes"].as_u64(),
+            Some(1 << 30)
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! `memtrace swap status|setup|remove`: show swap against the recommendation for this RAM,
+//! create and enable a swap file (idempotently, cleaning up after any failure), and undo it.
+pub mod status;
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+
+use crate::host::{
+    privilege::is_root,
+    swap::{
+        active as proc_swaps,
+        file::{self as swapfile, SwapError},
+        fs as swap_fs, fstab,
+    },
+    units::human_bytes,
+};
+
+/// The smallest swap file `setup` makes.
+const MIN_SIZE: u64 = 1 << 20;
+
+/// Raw arguments of `memtrace swap`.
+#[derive(Debug, clap::Args)]
+pub struct SwapArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SwapCommand,
+}
+
+/// The `swap` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum SwapCommand {
+    /// Active swap, its use, and the recommendation for this much RAM (no root needed).
+    Status(StatusArgs),
+    /// Create and enable a swap file (root). Running it again is a no-op.
+    Setup(SetupArgs),
+    /// Disable and delete a swap file and its fstab line (root).
+    Remove(RemoveArgs),
+}
+
+/// Raw arguments of `swap status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Raw arguments of `swap setup`.
+#[derive(Debug, clap::Args)]
+pub struct SetupArgs {
+    /// Size of the swap file: 16G, 512MiB, 64M, … (binary units).
+    #[arg(value_name = "SIZE", default_value = "16G")]
+    pub size: String,
+    /// Where the swap file goes.
+    #[arg(long, value_name = "P", default_value = "/swapfile")]
+    pub path: PathBuf,
+    /// Also add a line to /etc/fstab so the swap file is enabled at boot (idempotent).
+    #[arg(long)]
+    pub persist: bool,
+    /// Run the checks and say what would be done, change nothing (no root needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The fstab to edit (for tests).
+    #[arg(long, hide = true, default_value = fstab::DEFAULT_FSTAB)]
+    pub fstab: PathBuf,
+}
+
+/// Raw arguments of `swap remove`.
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    /// The swap file to remove.
+    #[arg(long, value_name = "P", default_value = "/swapfile")]
+    pub path: PathBuf,
+    /// The fstab to edit (for tests).
+    #[arg(long, hide = true, default_value = fstab::DEFAULT_FSTAB)]
+    pub fstab: PathBuf,
+}
+
+/// `swap setup`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupConfig {
+    /// Bytes, a whole number of pages.
+    pub size_bytes: u64,
+    /// The file as typed.
+    pub path: PathBuf,
+    /// Add the fstab line.
+    pub persist: bool,
+    /// Change nothing.
+    pub dry_run: bool,
+    /// The fstab to edit.
+    pub fstab: PathBuf,
+}
+
+impl TryFrom<SetupArgs> for SetupConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: SetupArgs) -> anyhow::Result<Self> {
+        let size = crate::host::units::parse_size(&args.size)?;
+        anyhow::ensure!(
+            size >= MIN_SIZE,
+            "swap size {} is below the 1 MiB minimum",
+            args.size
+        );
+        Ok(Self {
+            size_bytes: size.div_ceil(4096).saturating_mul(4096),
+            path: args.path,
+            persist: args.persist,
+            dry_run: args.dry_run,
+            fstab: args.fstab,
+        })
+    }
+}
+
+/// Runs `memtrace swap …`.
+pub fn run(args: SwapArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        SwapCommand::Status(args) => status::print(args.json),
+        SwapCommand::Setup(args) => setup(&SetupConfig::try_from(args)?),
+        SwapCommand::Remove(args) => remove(&args.path, &args.fstab),
+    }
+}
+
+/// Whether this process runs as root.
+fn setup(config: &SetupConfig) -> anyhow::Result<ExitCode> {
+    if !config.dry_run && !is_root() {
+        return Err(SwapError::NotRoot("swap setup").into());
+    }
+    let path = proc_swaps::resolve(&config.path)?;
+    let shown = path.display();
+    let size = human_bytes(config.size_bytes);
+    let prefix = if config.dry_run {
+        "dry run: would "
+    } else {
+        ""
+    };
+    let devices = proc_swaps::read_swaps(Path::new("/proc"))?;
+    if let Some(active) = devices.iter().find(|d| Path::new(&d.path) == path) {
+        println!(
+            "{shown} is already active swap ({}); nothing to do",
+            human_bytes(active.size_bytes)
+        );
+        return persist(config, &path).map(|()| ExitCode::SUCCESS);
+    }
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() && swapfile::has_swap_signature(&path)? => {
+            println!(
+                "{shown} exists ({}) and is already a swap file; {prefix}enable it (size {size} not applied)",
+                human_bytes(meta.len())
+            );
+            if !config.dry_run {
+                swapfile::swapon(&path)?;
+                println!("swapon {shown}: ok");
+            }
+            return persist(config, &path).map(|()| ExitCode::SUCCESS);
+        }
+        Ok(_) => return Err(SwapError::NotSwapFile(shown.to_string()).into()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("checking {shown}")),
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let fs_kind = swap_fs::filesystem_of(dir)?;
+    swap_fs::check_filesystem(dir, fs_kind)?;
+    let available = swap_fs::check_space(dir, config.size_bytes)?;
+    swapfile::find_tool("mkswap").ok_or(SwapError::ToolMissing("mkswap"))?;
+    println!(
+        "checks passed: {}, {} filesystem, {} free",
+        if is_root() {
+            "root"
+        } else {
+            "not root (the real run needs it)"
+        },
+        fs_kind.name,
+        human_bytes(available)
+    );
+    if config.dry_run {
+        println!("dry run: would create {shown} ({size}, mode 0600), mkswap it and swapon it");
+        return persist(config, &path).map(|()| ExitCode::SUCCESS);
+    }
+    let mut file = swapfile::create(&path, config.size_bytes, fs_kind)?;
+    println!("created {shown} ({size}, mode 0600)");
+    file.mkswap()?;
+    println!("mkswap {shown}: ok");
+    file.enable()?;
+    println!("swapon {shown}: ok");
+    // A failed fstab edit drops the guard, which swaps off and deletes the file.
+    persist(config, &path)?;
+    file.commit();
+    let total: u64 = proc_swaps::read_swaps(Path::new("/proc"))?
+        .iter()
+        .map(|d| d.size_bytes)
+        .sum();
+    println!("swap is now {} in total", human_bytes(total));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fstab part of setup: adds the line with --persist, otherwise says it is not persistent.
+fn persist(config: &SetupConfig, path: &Path) -> anyhow::Result<()> {
+    let fstab_path = config.fstab.display();
+    let line = fstab::line_for(path);
+    if !config.persist {
+        let present = fstab::has_entry(&fstab::read(&config.fstab)?, path);
+        if !present {
+            println!("not persistent: add --persist to enable it at boot via {fstab_path}");
+        }
+        return Ok(());
+    }
+    if config.dry_run {
+        let present = fstab::has_entry(&fstab::read(&config.fstab)?, path);
+        let what = if present { "already has" } else { "would get" };
+        println!("dry run: {fstab_path} {what} {line:?}");
+    } else if fstab::ensure_entry(&config.fstab, path)? {
+        println!("{fstab_path}: added {line:?}");
+    } else {
+        println!(
+            "{fstab_path}: already has an entry for {}; unchanged",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn remove(path: &Path, fstab_path: &Path) -> anyhow::Result<ExitCode> {
+    if !is_root() {
+        return Err(SwapError::NotRoot("swap remove").into());
+    }
+    let path = proc_swaps::resolve(path)?;
+    let shown = path.display();
+    let active = proc_swaps::is_active(&proc_swaps::read_swaps(Path::new("/proc"))?, &path);
+    // Check before changing anything: never delete a file that is not swap.
+    let exists = match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() && swapfile::has_swap_signature(&path)? => true,
+        Ok(_) => return Err(SwapError::NotSwapFile(shown.to_string()).into()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+        Err(err) => return Err(err).with_context(|| format!("checking {shown}")),
+    };
+    if active {
+        swapfile::swapoff(&path)?;
+        println!("swapoff {shown}: ok");
+    }
+    if exists {
+        fs::remove_file(&path).with_context(|| format!("deleting {shown}"))?;
+        println!("deleted {shown}");
+    }
+    let removed = fstab::remove_entry(fstab_path, &path)?;
+    if removed > 0 {
+        println!(
+            "{}: removed {removed} line(s) for {shown}",
+            fstab_path.display()
+        );
+    }
+    if !active && !exists && removed == 0 {
+        println!(
+            "nothing to do: {shown} is not active swap, does not exist and is not in {}",
+            fstab_path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Argument validation.
+    use super::*;
+
+    fn args(size: &str) -> SetupArgs {
+        SetupArgs {
+            size: size.to_owned(),
+            path: PathBuf::from("/swapfile"),
+            persist: false,
+            dry_run: true,
+            fstab: PathBuf::from("/nonexistent/fstab"),
+        }
+    }
+
+    #[test]
+    fn setup_args_validate() {
+        let config = SetupConfig::try_from(args("16G")).expect("valid");
+        assert_eq!(config.size_bytes, 16 << 30);
+        assert_eq!(
+            SetupConfig::try_from(args("5000"))
+                .map(|c| c.size_bytes)
+                .ok(),
+            None
+        );
+        assert_eq!(
+            SetupConfig::try_from(args("2000001"))
+                .map(|c| c.size_bytes)
+                .ok(),
+            Some(2_002_944),
+            "rounded up to whole pages"
+        );
+        let err = SetupConfig::try_from(args("16X"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.unwrap_or_default().starts_with("invalid size"));
+    }
+}

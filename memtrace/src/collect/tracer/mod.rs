@@ -1,0 +1,362 @@
+//! Loads and attaches the kernel programs (aya), and reads what they aggregated: per-process
+//! counters, pending fault batches, health counters and ring-buffer events. Dropping the
+//! [`Tracer`] detaches every program (aya closes the links), on any exit path.
+pub mod layout;
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError},
+};
+pub use layout::RssMembers;
+use memtrace_common::{FaultSlot, ProcEvent, ProcStats, RssSlot, stat};
+
+use crate::{
+    collect::model::TracerHealth,
+    host::{btf, privilege, tracefs},
+};
+
+/// `BPF_NOEXIST` from the kernel UAPI: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
+/// The eBPF object built by `memtrace/build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
+
+/// Why the tracer could not start or read its maps.
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    /// Not root (or without CAP_BPF + CAP_PERFMON).
+    #[error(transparent)]
+    Privilege(#[from] privilege::PrivilegeError),
+    /// BTF missing or lacking what the programs need.
+    #[error("kernel BTF: {0}")]
+    Btf(#[from] btf::BtfError),
+    /// The kernel lacks tracepoints the programs attach to.
+    #[error("this kernel lacks the tracepoints {0} (memtrace needs kernel 5.10+ with BTF)")]
+    MissingTracepoints(String),
+    /// aya failed to load the object.
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// The verifier or the attach step refused a program.
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// Cause.
+        source: ProgramError,
+    },
+    /// A map was missing or unreadable.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        source: aya::maps::MapError,
+    },
+}
+
+/// What to attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracerOptions {
+    /// Also attach the per-fault counter (`page_fault_user`). Off by default: the kernel already
+    /// counts faults per task, so live processes' counts come from /proc and exited ones' from
+    /// the exit event, at no per-fault cost. The hook exists for comparison (`bench overhead`).
+    pub fault_hook: bool,
+}
+
+/// One process's counters as read from the maps, pending fault batches included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcCounters {
+    /// tgid.
+    pub pid: u32,
+    /// The kernel-side counters.
+    pub stats: ProcStats,
+}
+
+/// The loaded, attached programs and their maps.
+pub struct Tracer {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    members: RssMembers,
+    options: TracerOptions,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("members", &self.members)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracer {
+    /// Checks privileges, reads BTF, loads and attaches the programs.
+    pub fn start(options: TracerOptions) -> Result<Self, TracerError> {
+        privilege::require_root("load eBPF programs")?;
+        privilege::raise_memlock();
+        if let Err(err) = tracefs::ensure_mounted() {
+            // memtrace attaches BTF tracepoints only, so it works without tracefs; say so once.
+            log::warn!("{err}; memtrace does not need it, but bpftrace and perf do");
+        }
+        let own_btf = btf::Btf::from_sys_fs()?;
+        let missing = layout::missing_tracepoints(&own_btf)?;
+        if !missing.is_empty() {
+            return Err(TracerError::MissingTracepoints(missing.join(", ")));
+        }
+        let members = layout::rss_members(&own_btf)?;
+        let kernel_layout = layout::kernel_layout(&own_btf, privilege::page_size())?;
+        drop(own_btf);
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("LAYOUT", &kernel_layout, true)
+            .load(OBJECT)?;
+        let aya_btf = Btf::from_sys_fs()
+            .map_err(|err| btf::BtfError::Missing(format!("loadable vmlinux BTF ({err})")))?;
+        for (name, tracepoint) in layout::TRACEPOINTS {
+            if *name == "page_fault_user" && !options.fault_hook {
+                continue;
+            }
+            attach(&mut ebpf, name, tracepoint, &aya_btf)?;
+        }
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(TracerError::Map {
+            name: "EVENTS",
+            source: aya::maps::MapError::InvalidName {
+                name: "EVENTS".to_owned(),
+            },
+        })?)
+        .map_err(|source| TracerError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        drop(aya_btf);
+        // Parsing vmlinux BTF twice (ours and aya's) peaks at tens of MiB of heap; give it back.
+        // SAFETY: malloc_trim only releases free heap pages.
+        unsafe { libc::malloc_trim(0) };
+        Ok(Self {
+            ebpf,
+            events,
+            members,
+            options,
+        })
+    }
+
+    /// The kernel's numbering of the rss counters.
+    pub fn members(&self) -> RssMembers {
+        self.members
+    }
+
+    /// What was attached.
+    pub fn options(&self) -> TracerOptions {
+        self.options
+    }
+
+    fn procs_map(&self) -> Result<HashMap<&MapData, u32, ProcStats>, TracerError> {
+        let map = self.ebpf.map("PROCS").ok_or(missing_map("PROCS"))?;
+        HashMap::try_from(map).map_err(|source| TracerError::Map {
+            name: "PROCS",
+            source,
+        })
+    }
+
+    /// Seeds entries for processes that existed before the tracer (the kernel only reports
+    /// changes). Entries the programs already created are left alone.
+    pub fn seed(&mut self, pid: u32, stats: &ProcStats) -> Result<(), TracerError> {
+        let map = self.ebpf.map_mut("PROCS").ok_or(missing_map("PROCS"))?;
+        let mut procs: HashMap<&mut MapData, u32, ProcStats> =
+            HashMap::try_from(map).map_err(|source| TracerError::Map {
+                name: "PROCS",
+                source,
+            })?;
+        match procs.insert(pid, stats, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            // EEXIST: the kernel side got there first; ENOMEM/E2BIG: map full, counted by the
+            // kernel side on its next attempt.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Every process's counters, with this CPU-batched faults added.
+    pub fn read_procs(&self) -> Result<Vec<ProcCounters>, TracerError> {
+        let procs = self.procs_map()?;
+        let mut out = Vec::with_capacity(512);
+        for item in procs.iter() {
+            // An entry removed between get_next_key and lookup is simply skipped.
+            let Ok((pid, stats)) = item else { continue };
+            out.push(ProcCounters { pid, stats });
+        }
+        let slots = self.rss_slots()?;
+        for entry in &mut out {
+            merge_slots(entry, &slots);
+        }
+        if self.options.fault_hook {
+            for slot in self.fault_slots()? {
+                if slot.pending == 0 {
+                    continue;
+                }
+                if let Some(entry) = out.iter_mut().find(|c| c.pid == slot.tgid) {
+                    entry.stats.faults += slot.pending;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every CPU's value of slot `index` of the per-CPU array `name`.
+    fn per_cpu<T: aya::Pod>(&self, name: &'static str, index: u32) -> Result<Vec<T>, TracerError> {
+        let map = self.ebpf.map(name).ok_or(missing_map(name))?;
+        let array: PerCpuArray<&MapData, T> =
+            PerCpuArray::try_from(map).map_err(|source| TracerError::Map { name, source })?;
+        let values = array
+            .get(&index, 0)
+            .map_err(|source| TracerError::Map { name, source })?;
+        Ok(values.iter().copied().collect())
+    }
+
+    /// The per-CPU caches of resident counters (see `RssSlot`).
+    pub fn rss_slots(&self) -> Result<Vec<RssSlot>, TracerError> {
+        self.per_cpu("RSS_SLOTS", 0)
+    }
+
+    /// The per-CPU fault batches.
+    pub fn fault_slots(&self) -> Result<Vec<FaultSlot>, TracerError> {
+        self.per_cpu("FAULT_SLOTS", 0)
+    }
+
+    /// The tracer's own health counters, summed over CPUs.
+    pub fn health(&self) -> Result<TracerHealth, TracerError> {
+        let sum = |index: u32| -> Result<u64, TracerError> {
+            Ok(self.per_cpu::<u64>("STATS", index)?.iter().sum())
+        };
+        Ok(TracerHealth {
+            kswapd_wakeups: sum(stat::KSWAPD_WAKEUPS)?,
+            map_full: sum(stat::MAP_FULL)?,
+            ringbuf_drops: sum(stat::RINGBUF_DROPS)?,
+            no_owner: sum(stat::NO_OWNER)?,
+            reclaim_unmatched: sum(stat::RECLAIM_UNMATCHED)?,
+        })
+    }
+
+    /// Takes every event waiting in the ring buffer.
+    pub fn drain_events(&mut self) -> Vec<ProcEvent> {
+        let mut events = Vec::new();
+        while let Some(item) = self.events.next() {
+            if item.len() < std::mem::size_of::<ProcEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel side writes exactly one ProcEvent per record (checked length);
+            // read_unaligned copes with the record's alignment.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ProcEvent>()) };
+            events.push(event);
+        }
+        events
+    }
+
+    /// Run time and run count of each attached program (needs `kernel.bpf_stats_enabled`).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    info.run_count(),
+                    u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Folds the per-CPU caches of `entry`'s process into it: the newest resident counters win, the
+/// peak is the highest seen anywhere.
+pub fn merge_slots(entry: &mut ProcCounters, slots: &[RssSlot]) {
+    for slot in slots.iter().filter(|s| s.tgid == entry.pid) {
+        let cached = &slot.stats;
+        if cached.stamp >= entry.stats.stamp {
+            entry.stats.rss_bytes = cached.rss_bytes;
+            entry.stats.stamp = cached.stamp;
+        }
+        entry.stats.peak_rss_bytes = entry.stats.peak_rss_bytes.max(cached.peak_rss_bytes);
+    }
+}
+
+fn missing_map(name: &'static str) -> TracerError {
+    TracerError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    }
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &str,
+    btf: &Btf,
+) -> Result<(), TracerError> {
+    let wrap = |source| TracerError::Program { name, source };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(TracerError::Program {
+            name,
+            source: ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(wrap)?;
+    program.load(tracepoint, btf).map_err(wrap)?;
+    program.attach().map_err(wrap)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Merging per-CPU caches into an entry.
+    use super::*;
+
+    fn slot(tgid: u32, anon: u64, peak: u64, stamp: u64) -> RssSlot {
+        RssSlot {
+            tgid,
+            _pad: 0,
+            stats: ProcStats {
+                rss_bytes: [0, anon, 0, 0],
+                peak_rss_bytes: peak,
+                stamp,
+                ..ProcStats::ZERO
+            },
+        }
+    }
+
+    #[test]
+    fn newest_counters_and_highest_peak_win() {
+        let mut entry = ProcCounters {
+            pid: 7,
+            stats: ProcStats {
+                rss_bytes: [0, 10, 0, 0],
+                peak_rss_bytes: 50,
+                stamp: 100,
+                ..ProcStats::ZERO
+            },
+        };
+        merge_slots(
+            &mut entry,
+            &[
+                slot(7, 30, 40, 105),
+                slot(7, 20, 60, 103),
+                slot(8, 99, 999, 200),
+            ],
+        );
+        assert_eq!(entry.stats.rss_bytes[1], 30, "the newest copy's counters");
+        assert_eq!(entry.stats.stamp, 105);
+        assert_eq!(
+            entry.stats.peak_rss_bytes, 60,
+            "the highest peak of any copy"
+        );
+        merge_slots(&mut entry, &[slot(7, 1, 1, 50)]);
+        assert_eq!(
+            entry.stats.rss_bytes[1], 30,
+            "an older copy changes nothing"
+        );
+    }
+}

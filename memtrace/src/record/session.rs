@@ -1,0 +1,308 @@
+//! One recording session: takes samples, keeps the traced process tree (the root and every
+//! descendant, found through ppid, exited ones included), writes samples and events to the
+//! trace, runs the hooks (the guard), and keeps the open stage for the `[Memory]` lines.
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
+
+use super::{Mark, RunHook};
+use crate::{
+    collect::{model::Snapshot, sampler::Sampler},
+    host::units::human_bytes,
+    record::trace::{Event, TraceWriter},
+};
+
+/// What is traced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every process on the host.
+    All,
+    /// The process tree rooted at this pid.
+    Tree(u32),
+}
+
+/// The stage now running.
+#[derive(Debug, Clone)]
+struct OpenStage {
+    stage: String,
+    clip: Option<String>,
+    host_start: u64,
+    gpu_start: Option<u64>,
+    host_peak: u64,
+}
+
+/// Sampling, filtering and writing for `run` and `record`.
+pub struct Session {
+    sampler: Sampler,
+    writer: TraceWriter,
+    scope: Scope,
+    tree: HashSet<u32>,
+    comms: HashMap<u32, String>,
+    hooks: Vec<Box<dyn RunHook>>,
+    open: Option<OpenStage>,
+    memory_lines: bool,
+    guard_actions: Vec<Event>,
+    last_tree_alive: bool,
+    last_totals: (u64, Option<u64>),
+    last_time: u64,
+}
+
+/// What a finished session reports.
+#[derive(Debug)]
+pub struct Finished {
+    /// Trace size.
+    pub bytes: u64,
+    /// Samples written.
+    pub samples: u64,
+    /// Guard decisions that suspended or killed something.
+    pub guard_actions: Vec<Event>,
+}
+
+/// Σ anon + shmem + swap and Σ GPU of the live processes of a (filtered) snapshot.
+pub fn totals(snapshot: &Snapshot) -> (u64, Option<u64>) {
+    let mut gpu = None::<u64>;
+    let mut host = 0;
+    for p in snapshot.procs.iter().filter(|p| !p.exited) {
+        host += p.anon_bytes + p.shmem_bytes + p.swap_bytes;
+        if let Some(g) = p.gpu_bytes {
+            gpu = Some(gpu.unwrap_or(0) + g);
+        }
+    }
+    (host, gpu)
+}
+
+impl Session {
+    /// A session writing to `writer`; `memory_lines` prints a `[Memory]` line per stage.
+    pub fn new(
+        sampler: Sampler,
+        writer: TraceWriter,
+        scope: Scope,
+        hooks: Vec<Box<dyn RunHook>>,
+        memory_lines: bool,
+    ) -> Self {
+        let tree = match scope {
+            Scope::Tree(root) => HashSet::from([root]),
+            Scope::All => HashSet::new(),
+        };
+        Self {
+            sampler,
+            writer,
+            scope,
+            tree,
+            comms: HashMap::new(),
+            hooks,
+            open: None,
+            memory_lines,
+            guard_actions: Vec::new(),
+            last_tree_alive: true,
+            last_totals: (0, None),
+            last_time: 0,
+        }
+    }
+
+    /// Whether any process of the tree was alive at the last sample.
+    pub fn tree_alive(&self) -> bool {
+        self.last_tree_alive
+    }
+
+    /// Takes a sample now, writes it and what it implies; returns its time.
+    pub fn tick(&mut self) -> anyhow::Result<u64> {
+        let full = self.sampler.sample().context("sampling")?;
+        let time = full.time_unix_ms;
+        self.last_time = time;
+        let mut events = Vec::new();
+        let mine = self.filter(&full, &mut events);
+        self.writer.sample(&mine).context("writing the trace")?;
+        let (host, gpu) = totals(&mine);
+        self.last_totals = (host, gpu);
+        if let Some(open) = &mut self.open {
+            open.host_peak = open.host_peak.max(host);
+        }
+        for kill in &full.oom_kills {
+            events.push(Event::OomKill {
+                pid: kill.pid,
+                comm: kill.comm.clone(),
+                rss_bytes: kill.rss_bytes,
+            });
+        }
+        let tree: Vec<u32> = mine
+            .procs
+            .iter()
+            .filter(|p| !p.exited)
+            .map(|p| p.pid)
+            .collect();
+        self.last_tree_alive = self.scope == Scope::All || !tree.is_empty();
+        for hook in &mut self.hooks {
+            events.extend(hook.on_snapshot(&full, &tree));
+        }
+        self.write_events(time, events)?;
+        Ok(time)
+    }
+
+    /// A terminating signal was forwarded to the pipeline: the hooks release what they hold.
+    pub fn terminating(&mut self) -> anyhow::Result<()> {
+        let mut events = Vec::new();
+        for hook in &mut self.hooks {
+            events.extend(hook.on_terminate());
+        }
+        let time = self.tick()?;
+        self.write_events(time, events)
+    }
+
+    fn write_events(&mut self, time: u64, events: Vec<Event>) -> anyhow::Result<()> {
+        for event in events {
+            if let Event::GuardDecision { action, .. } = &event
+                && (action.contains("kill") || action.contains("suspend"))
+            {
+                self.guard_actions.push(event.clone());
+            }
+            self.writer
+                .event(time, &event)
+                .context("writing the trace")?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the tree's processes (all of them for [`Scope::All`]) and notes joins and exits.
+    fn filter(&mut self, full: &Snapshot, events: &mut Vec<Event>) -> Snapshot {
+        let Scope::Tree(_) = self.scope else {
+            return full.clone();
+        };
+        loop {
+            let before = self.tree.len();
+            for p in &full.procs {
+                if self.tree.contains(&p.ppid) && !p.exited {
+                    self.tree.insert(p.pid);
+                }
+            }
+            if self.tree.len() == before {
+                break;
+            }
+        }
+        let mut mine = Snapshot {
+            procs: Vec::new(),
+            oom_kills: Vec::new(),
+            ..full.clone()
+        };
+        for p in full.procs.iter().filter(|p| self.tree.contains(&p.pid)) {
+            if p.exited {
+                events.push(Event::Exit {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    oom_killed: p.oom_killed,
+                });
+                self.comms.remove(&p.pid);
+            } else if self.comms.get(&p.pid) != Some(&p.comm) {
+                events.push(Event::Exec {
+                    pid: p.pid,
+                    ppid: p.ppid,
+                    comm: p.comm.clone(),
+                });
+                self.comms.insert(p.pid, p.comm.clone());
+            }
+            mine.procs.push(p.clone());
+        }
+        for p in full.procs.iter().filter(|p| p.exited) {
+            self.tree.remove(&p.pid);
+        }
+        mine
+    }
+
+    /// Applies a stage mark: a fresh sample first, so the boundary is measured at the mark.
+    pub fn mark(&mut self, mark: Mark) -> anyhow::Result<()> {
+        let time = self.tick()?;
+        let (host, gpu) = self.current_totals();
+        let mut events = Vec::new();
+        if let Some(open) = self.open.take() {
+            self.memory_line(&open, host, gpu);
+            events.push(Event::StageEnd {
+                stage: open.stage,
+                clip: open.clip,
+            });
+        }
+        if let Mark::Begin {
+            stage,
+            clip,
+            source,
+        } = mark
+        {
+            self.open = Some(OpenStage {
+                stage: stage.clone(),
+                clip: clip.clone(),
+                host_start: host,
+                gpu_start: gpu,
+                host_peak: host,
+            });
+            events.push(Event::StageBegin {
+                stage,
+                clip,
+                source: source.to_owned(),
+            });
+        }
+        self.write_events(time, events)
+    }
+
+    fn current_totals(&self) -> (u64, Option<u64>) {
+        self.last_totals
+    }
+
+    fn memory_line(&self, open: &OpenStage, host: u64, gpu: Option<u64>) {
+        if !self.memory_lines {
+            return;
+        }
+        let clip = open
+            .clip
+            .as_ref()
+            .map(|c| format!("clip {c} "))
+            .unwrap_or_default();
+        let delta = host as i64 - open.host_start as i64;
+        let mut line = format!(
+            "[Memory] {clip}{}: before {}, after {} ({}{}), peak {}",
+            open.stage,
+            human_bytes(open.host_start),
+            human_bytes(host),
+            if delta < 0 { "-" } else { "+" },
+            human_bytes(delta.unsigned_abs()),
+            human_bytes(open.host_peak.max(host)),
+        );
+        if let (Some(a), Some(b)) = (open.gpu_start, gpu) {
+            line.push_str(&format!(
+                "; GPU before {}, after {}",
+                human_bytes(a),
+                human_bytes(b)
+            ));
+        }
+        eprintln!("{line}");
+    }
+
+    /// Ends the open stage, notes how the command ended, runs the hooks' last words and closes
+    /// the trace.
+    pub fn finish(mut self, end: Option<Event>) -> anyhow::Result<Finished> {
+        // The open stage ends at the last sample that saw the tree, not after it exited.
+        if let Some(open) = self.open.take() {
+            let (host, gpu) = self.current_totals();
+            self.memory_line(&open, host, gpu);
+            let time = self.last_time;
+            let event = Event::StageEnd {
+                stage: open.stage,
+                clip: open.clip,
+            };
+            self.write_events(time, vec![event])?;
+        }
+        let time = self.tick()?;
+        let mut events = Vec::new();
+        for hook in &mut self.hooks {
+            events.extend(hook.finish());
+        }
+        events.extend(end);
+        self.write_events(time, events)?;
+        let samples = self.writer.samples();
+        let summary = serde_json::json!({ "samples": samples });
+        let bytes = self.writer.finish(&summary).context("closing the trace")?;
+        Ok(Finished {
+            bytes,
+            samples,
+            guard_actions: self.guard_actions,
+        })
+    }
+}
