@@ -52,6 +52,22 @@ impl ProcStats {
         reclaim_ns: 0,
         stamp: 0,
     };
+
+    /// Folds `other`, another copy of the same process's counters, into `self`: the resident
+    /// counters of the newer copy (the higher `stamp`; on a tie, `other`) win, and the peak is
+    /// the higher of both. This is the one merge rule of entries and per-CPU [`RssSlot`]s, used
+    /// by the kernel programs (writing a slot back, reading an entry with this CPU's slot) and by
+    /// userspace (merging every CPU's slot) alike.
+    #[inline(always)]
+    pub fn merge_newer(&mut self, other: &ProcStats) {
+        if other.stamp >= self.stamp {
+            self.rss_bytes = other.rss_bytes;
+            self.stamp = other.stamp;
+        }
+        if other.peak_rss_bytes > self.peak_rss_bytes {
+            self.peak_rss_bytes = other.peak_rss_bytes;
+        }
+    }
 }
 
 /// Per-CPU cache of the resident counters of the process whose memory last changed on this
@@ -209,4 +225,39 @@ mod pod {
     unsafe impl aya::Pod for KernelLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for RssSlot {}
+}
+
+#[cfg(test)]
+mod tests {
+    //! The merge rule of per-process counters.
+    use super::*;
+
+    fn stats(anon: u64, peak: u64, stamp: u64) -> ProcStats {
+        ProcStats {
+            rss_bytes: [0, anon, 0, 0],
+            peak_rss_bytes: peak,
+            stamp,
+            ..ProcStats::ZERO
+        }
+    }
+
+    #[test]
+    fn newest_counters_and_highest_peak_win() {
+        let mut entry = stats(10, 50, 100);
+        entry.merge_newer(&stats(30, 40, 105));
+        assert_eq!(
+            (entry.rss_bytes[1], entry.stamp),
+            (30, 105),
+            "newer copy's counters"
+        );
+        assert_eq!(entry.peak_rss_bytes, 50, "the entry's higher peak stays");
+        entry.merge_newer(&stats(20, 60, 103));
+        assert_eq!(
+            entry.rss_bytes[1], 30,
+            "an older copy's counters are ignored"
+        );
+        assert_eq!(entry.peak_rss_bytes, 60, "but its higher peak counts");
+        entry.merge_newer(&stats(31, 0, 105));
+        assert_eq!(entry.rss_bytes[1], 31, "on a tie the other copy wins");
+    }
 }

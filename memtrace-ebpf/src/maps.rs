@@ -131,15 +131,7 @@ pub unsafe fn flush_rss_slot(slot: *mut RssSlot) {
     {
         // SAFETY: entry points into a live PROCS value; plain stores of values that were true
         // at `stats.stamp`.
-        unsafe {
-            if (*entry).stamp <= stats.stamp {
-                (*entry).rss_bytes = stats.rss_bytes;
-                (*entry).stamp = stats.stamp;
-            }
-            if (*entry).peak_rss_bytes < stats.peak_rss_bytes {
-                (*entry).peak_rss_bytes = stats.peak_rss_bytes;
-            }
-        }
+        unsafe { (*entry).merge_newer(&stats) };
     }
     // SAFETY: guaranteed by the caller.
     unsafe { (*slot).tgid = 0 };
@@ -155,14 +147,7 @@ pub fn merged_stats(tgid: u32, take: bool) -> Option<ProcStats> {
         // SAFETY: slot is this CPU's RSS_SLOTS value.
         unsafe {
             if (*slot).tgid == tgid {
-                let cached = (*slot).stats;
-                if cached.stamp >= stats.stamp {
-                    stats.rss_bytes = cached.rss_bytes;
-                    stats.stamp = cached.stamp;
-                }
-                if cached.peak_rss_bytes > stats.peak_rss_bytes {
-                    stats.peak_rss_bytes = cached.peak_rss_bytes;
-                }
+                stats.merge_newer(&(*slot).stats);
                 if take {
                     (*slot).tgid = 0;
                 }

@@ -98,7 +98,7 @@ fn round_mib(bytes: u64) -> u64 {
 /// How the swap present compares with the recommendation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum SwapVerdict {
     /// At least the low end of the recommended range.
     Ok,
     /// Between the minimum and the recommended range.
@@ -111,16 +111,16 @@ pub enum Verdict {
 
 impl Recommendation {
     /// Judges `swap_bytes` of active swap.
-    pub fn verdict(&self, swap_bytes: u64) -> Verdict {
+    pub fn verdict(&self, swap_bytes: u64) -> SwapVerdict {
         let meets = |threshold: u64| swap_bytes.saturating_add(TOLERANCE) >= threshold;
         if swap_bytes == 0 {
-            Verdict::None
+            SwapVerdict::None
         } else if meets(self.recommended_low_bytes) {
-            Verdict::Ok
+            SwapVerdict::Ok
         } else if meets(self.minimum_bytes) {
-            Verdict::BelowRecommended
+            SwapVerdict::BelowRecommended
         } else {
-            Verdict::BelowMinimum
+            SwapVerdict::BelowMinimum
         }
     }
 
@@ -183,11 +183,11 @@ mod tests {
     #[test]
     fn verdicts() {
         let r = recommend(32 * GIB);
-        assert_eq!(r.verdict(0), Verdict::None);
-        assert_eq!(r.verdict(4 * GIB), Verdict::BelowMinimum);
-        assert_eq!(r.verdict(8 * GIB), Verdict::BelowRecommended);
+        assert_eq!(r.verdict(0), SwapVerdict::None);
+        assert_eq!(r.verdict(4 * GIB), SwapVerdict::BelowMinimum);
+        assert_eq!(r.verdict(8 * GIB), SwapVerdict::BelowRecommended);
         // A 16 GiB swap file shows 4 KiB short: still OK.
-        assert_eq!(r.verdict(16 * GIB - 4096), Verdict::Ok);
-        assert_eq!(r.verdict(64 * GIB), Verdict::Ok);
+        assert_eq!(r.verdict(16 * GIB - 4096), SwapVerdict::Ok);
+        assert_eq!(r.verdict(64 * GIB), SwapVerdict::Ok);
     }
 }

@@ -221,6 +221,7 @@ fn row(p: &ProcSample, gpu: bool) -> String {
 mod tests {
     //! Argument validation and the table's shape.
     use super::*;
+    use crate::host::units::MIB;
 
     fn args(interval: &str) -> TopArgs {
         TopArgs {
@@ -250,7 +251,7 @@ mod tests {
                     pid: 42,
                     comm: "a) R (b".to_owned(),
                     rss_bytes: 256 << 20,
-                    growth_bytes_per_s: 1048576.0,
+                    growth_bytes_per_s: MIB as f64,
                     ..ProcSample::default()
                 },
                 ProcSample {

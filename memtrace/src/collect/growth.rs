@@ -9,7 +9,7 @@ pub struct Point {
     pub t: f64,
     /// Resident bytes.
     pub rss: f64,
-    /// Footprint bytes: anon + shmem, what the kernel cannot drop without swap.
+    /// Footprint bytes (see [`crate::collect::model::footprint`]).
     pub footprint: f64,
     /// Cumulative faults.
     pub faults: f64,
@@ -22,7 +22,7 @@ pub struct Point {
 pub struct Rates {
     /// Resident growth, bytes/s.
     pub growth_bytes_per_s: f64,
-    /// Footprint (anon + shmem) growth, bytes/s.
+    /// Footprint growth, bytes/s.
     pub footprint_growth_bytes_per_s: f64,
     /// Faults/s.
     pub faults_per_s: f64,
@@ -80,6 +80,7 @@ impl Window {
 mod tests {
     //! Window trimming and rate arithmetic.
     use super::*;
+    use crate::host::units::MIB;
 
     fn point(t: f64, rss: f64) -> Point {
         Point {
@@ -126,10 +127,10 @@ mod tests {
     fn newborn_rate_counts_at_least_one_span() {
         let mut window = Window::default();
         window.push(point(10.0, 0.0), 1.0);
-        window.push(point(10.005, 5.0 * 1048576.0), 1.0);
+        window.push(point(10.005, 5.0 * MIB as f64), 1.0);
         let rate = window.rates(1.0).growth_bytes_per_s;
         assert!(
-            (rate - 5.0 * 1048576.0).abs() < 1.0,
+            (rate - 5.0 * MIB as f64).abs() < 1.0,
             "5 MiB in 5 ms reads as 5 MiB/s, got {rate}"
         );
     }

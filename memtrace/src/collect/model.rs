@@ -30,8 +30,8 @@ pub struct ProcSample {
     pub peak_rss_bytes: u64,
     /// Change of the resident set over the window, bytes per second (negative: shrinking).
     pub growth_bytes_per_s: f64,
-    /// Change of anon + shmem (what cannot be dropped without swap) over the window, bytes/s.
-    /// The guard ranks victims by this: mapping a binary's file pages is not a leak.
+    /// Change of the [footprint](ProcSample::footprint_bytes) over the window, bytes/s. The
+    /// guard ranks victims by this: mapping a binary's file pages is not a leak.
     #[serde(default)]
     pub footprint_growth_bytes_per_s: f64,
     /// User page faults since tracing began.
@@ -51,6 +51,28 @@ pub struct ProcSample {
     pub exited: bool,
     /// The kernel OOM killer chose this process.
     pub oom_killed: bool,
+}
+
+/// A process's **footprint**: the memory it owns that dropping caches cannot free —
+/// anonymous + shared-memory resident pages plus what of them is swapped out (anon + shmem +
+/// swap). File pages are left out: the kernel drops or re-reads them at will. Every consumer
+/// (growth rates, victim ranking, stage reports) measures a process by this one definition.
+pub fn footprint(anon: u64, shmem: u64, swap: u64) -> u64 {
+    anon.saturating_add(shmem).saturating_add(swap)
+}
+
+impl ProcSample {
+    /// The process's [`footprint`]: anon + shmem + swap.
+    pub fn footprint_bytes(&self) -> u64 {
+        footprint(self.anon_bytes, self.shmem_bytes, self.swap_bytes)
+    }
+
+    /// Everything the process holds that only its exit gives back: its footprint plus the GPU
+    /// memory it holds, where a GPU source knows it.
+    pub fn held_bytes(&self) -> u64 {
+        self.footprint_bytes()
+            .saturating_add(self.gpu_bytes.unwrap_or(0))
+    }
 }
 
 /// Machine-wide memory state.

@@ -214,7 +214,7 @@ impl Sampler {
             Point {
                 t: now,
                 rss: sample.rss_bytes as f64,
-                footprint: (sample.anon_bytes + sample.shmem_bytes) as f64,
+                footprint: sample.footprint_bytes() as f64,
                 faults: sample.faults as f64,
                 stall_ns: sample.reclaim_stall_ns as f64,
             },

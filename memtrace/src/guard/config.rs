@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::host::units::parse_duration;
+use crate::host::units::{MIB, parse_duration};
 
 /// The default configuration, printed by `memtrace guard --print-config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -411,7 +411,7 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
         prefer: regexes(v.prefer, "victims.prefer")?,
         avoid: regexes(v.avoid, "victims.avoid")?,
         protected: regexes(v.protected, "victims.protected")?,
-        min_growth_bytes_per_s: min_growth * 1024.0 * 1024.0,
+        min_growth_bytes_per_s: min_growth * MIB as f64,
     };
     let p = raw.protect;
     let protect = Protect {

@@ -1,10 +1,19 @@
 //! Victim choice: which process tree is the offender. Processes are grouped into trees (a
 //! growing process and everything its tree's root spawned), protected processes are never part
 //! of any tree, and trees are ranked: preferred first, avoided last, then growing before not,
-//! then by growth rate, then by footprint (anon + shmem + GPU). Pure: works on a snapshot.
+//! then by growth rate, then by what the tree holds (footprint + GPU, see
+//! [`ProcSample::held_bytes`]). Pure: works on a snapshot.
 use std::collections::{HashMap, HashSet};
 
-use crate::{collect::model::ProcSample, guard::config::Victims, host::pidfd::ProcRef};
+use crate::{
+    collect::model::ProcSample,
+    guard::config::Victims,
+    host::{
+        pidfd::ProcRef,
+        sshd::is_sshd,
+        units::{mib, signed_mib},
+    },
+};
 
 /// Facts about a process the snapshot does not carry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,12 +29,12 @@ pub struct Candidate {
     pub root: ProcRef,
     /// Every member to signal, root first (protected processes excluded).
     pub members: Vec<ProcRef>,
-    /// Sum of the members' positive footprint (anon + shmem) growth, bytes/s.
+    /// Sum of the members' positive footprint growth, bytes/s.
     pub growth_bytes_per_s: f64,
     /// Sum of the members' resident sets.
     pub rss_bytes: u64,
-    /// What the tree holds that the kernel cannot drop: anon + shmem (+ GPU memory).
-    pub footprint_bytes: u64,
+    /// What the tree holds that only its exit gives back: Σ [`ProcSample::held_bytes`].
+    pub held_bytes: u64,
     /// A member matches `victims.prefer`.
     pub preferred: bool,
     /// A member matches `victims.avoid`.
@@ -38,12 +47,12 @@ impl Candidate {
     /// One-line description for decision logs.
     pub fn summary(&self) -> String {
         format!(
-            "{} ({}) {} proc(s) growth {:+.1} MiB/s footprint {:.1} MiB{}{}",
+            "{} ({}) {} proc(s) growth {} MiB/s holds {} MiB{}{}",
             self.root.pid,
             self.root.comm,
             self.members.len(),
-            self.growth_bytes_per_s / 1048576.0,
-            self.footprint_bytes as f64 / 1048576.0,
+            signed_mib(self.growth_bytes_per_s),
+            mib(self.held_bytes),
             if self.preferred { " [prefer]" } else { "" },
             if self.avoided { " [avoid]" } else { "" },
         )
@@ -57,10 +66,6 @@ pub struct Protection<'a> {
     pub guard_pid: u32,
     /// Configured victim rules.
     pub victims: &'a Victims,
-}
-
-fn is_sshd(comm: &str) -> bool {
-    matches!(comm, "sshd" | "sshd-session")
 }
 
 impl Protection<'_> {
@@ -177,10 +182,7 @@ pub fn rank(
                 root: target(root_sample),
                 growth_bytes_per_s: growth,
                 rss_bytes: members.iter().map(|p| p.rss_bytes).sum(),
-                footprint_bytes: members
-                    .iter()
-                    .map(|p| p.anon_bytes + p.shmem_bytes + p.gpu_bytes.unwrap_or(0))
-                    .sum(),
+                held_bytes: members.iter().map(|p| p.held_bytes()).sum(),
                 preferred: members
                     .iter()
                     .any(|p| matches(&protection.victims.prefer, p)),
@@ -198,7 +200,7 @@ pub fn rank(
             .then(a.avoided.cmp(&b.avoided))
             .then(b.growing.cmp(&a.growing))
             .then(b.growth_bytes_per_s.total_cmp(&a.growth_bytes_per_s))
-            .then(b.footprint_bytes.cmp(&a.footprint_bytes))
+            .then(b.held_bytes.cmp(&a.held_bytes))
     });
     out
 }
@@ -209,7 +211,7 @@ mod tests {
     use super::*;
     use crate::guard::config::GuardConfig;
 
-    const MIB: f64 = 1048576.0;
+    const MIB: f64 = crate::host::units::MIB as f64;
 
     fn proc(pid: u32, ppid: u32, comm: &str, rss_mib: u64, growth_mib: f64) -> ProcSample {
         ProcSample {
@@ -336,6 +338,6 @@ mod tests {
             true
         });
         assert_eq!(ranked[0].root.pid, 20);
-        assert_eq!(ranked[1].footprint_bytes, (2000u64 << 20) + (70u64 << 30));
+        assert_eq!(ranked[1].held_bytes, (2000u64 << 20) + (70u64 << 30));
     }
 }

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::host::{
-    swap::plan::{self, Verdict},
+    swap::plan::{self, SwapVerdict},
     units::{human_bytes, parse_duration},
 };
 
@@ -95,13 +95,13 @@ pub fn swap_warning(ram_bytes: u64, swap_bytes: u64) -> Option<String> {
         rec.recommended_low_bytes.div_ceil(1 << 30)
     );
     match rec.verdict(swap_bytes) {
-        Verdict::Ok => None,
-        Verdict::None => Some(format!(
+        SwapVerdict::Ok => None,
+        SwapVerdict::None => Some(format!(
             "[memtrace] warning: no swap: a memory spike goes straight to the OOM killer; \
              {size} is recommended for {} RAM ({fix})",
             human_bytes(ram_bytes)
         )),
-        Verdict::BelowMinimum | Verdict::BelowRecommended => Some(format!(
+        SwapVerdict::BelowMinimum | SwapVerdict::BelowRecommended => Some(format!(
             "[memtrace] warning: swap is {}, below the {size} recommended for {} RAM ({fix})",
             human_bytes(swap_bytes),
             human_bytes(ram_bytes)

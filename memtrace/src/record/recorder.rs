@@ -19,7 +19,7 @@ use super::{
     RunHook,
     child::{self, Pumped},
     marks::{self, ACK, StageRegex},
-    session::{Finished, Scope, Session},
+    session::{Finished, Session, TraceScope},
 };
 use crate::{
     collect::{
@@ -161,15 +161,15 @@ async fn event_loop(
                 plan.regex.as_ref(),
                 &pump_tx,
             )?;
-            (Scope::Tree(started.pid), Some(started))
+            (TraceScope::Tree(started.pid), Some(started))
         }
         TraceTarget::Attach(pid) => {
             if !Path::new("/proc").join(pid.to_string()).exists() {
                 anyhow::bail!("no process with pid {pid}");
             }
-            (Scope::Tree(*pid), None)
+            (TraceScope::Tree(*pid), None)
         }
-        TraceTarget::System => (Scope::All, None),
+        TraceTarget::System => (TraceScope::All, None),
     };
     drop(pump_tx);
     let mut session = Session::new(sampler, writer, scope, hooks, plan.memory_lines);

@@ -14,7 +14,7 @@ use crate::{
 
 /// What is traced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub enum TraceScope {
     /// Every process on the host.
     All,
     /// The process tree rooted at this pid.
@@ -35,7 +35,7 @@ struct OpenStage {
 pub struct Session {
     sampler: Sampler,
     writer: TraceWriter,
-    scope: Scope,
+    scope: TraceScope,
     tree: HashSet<u32>,
     comms: HashMap<u32, String>,
     hooks: Vec<Box<dyn RunHook>>,
@@ -63,7 +63,7 @@ pub fn totals(snapshot: &Snapshot) -> (u64, Option<u64>) {
     let mut gpu = None::<u64>;
     let mut host = 0;
     for p in snapshot.procs.iter().filter(|p| !p.exited) {
-        host += p.anon_bytes + p.shmem_bytes + p.swap_bytes;
+        host += p.footprint_bytes();
         if let Some(g) = p.gpu_bytes {
             gpu = Some(gpu.unwrap_or(0) + g);
         }
@@ -76,13 +76,13 @@ impl Session {
     pub fn new(
         sampler: Sampler,
         writer: TraceWriter,
-        scope: Scope,
+        scope: TraceScope,
         hooks: Vec<Box<dyn RunHook>>,
         memory_lines: bool,
     ) -> Self {
         let tree = match scope {
-            Scope::Tree(root) => HashSet::from([root]),
-            Scope::All => HashSet::new(),
+            TraceScope::Tree(root) => HashSet::from([root]),
+            TraceScope::All => HashSet::new(),
         };
         Self {
             sampler,
@@ -131,7 +131,7 @@ impl Session {
             .filter(|p| !p.exited)
             .map(|p| p.pid)
             .collect();
-        self.last_tree_alive = self.scope == Scope::All || !tree.is_empty();
+        self.last_tree_alive = self.scope == TraceScope::All || !tree.is_empty();
         for hook in &mut self.hooks {
             events.extend(hook.on_snapshot(&full, &tree));
         }
@@ -163,9 +163,9 @@ impl Session {
         Ok(())
     }
 
-    /// Keeps the tree's processes (all of them for [`Scope::All`]) and notes joins and exits.
+    /// Keeps the tree's processes (all of them for [`TraceScope::All`]) and notes joins and exits.
     fn filter(&mut self, full: &Snapshot, events: &mut Vec<Event>) -> Snapshot {
-        let Scope::Tree(_) = self.scope else {
+        let TraceScope::Tree(_) = self.scope else {
             return full.clone();
         };
         loop {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     analyze::report::stages,
+    host::units,
     record::trace::{Event, TraceData, codec::ProcValues},
 };
 
@@ -18,7 +19,7 @@ const STAGES_TID: u32 = 1;
 const EVENTS_TID: u32 = 2;
 
 fn mib(bytes: u64) -> f64 {
-    (bytes as f64 / 1048576.0 * 100.0).round() / 100.0
+    (units::to_mib(bytes) * 100.0).round() / 100.0
 }
 
 struct Out<'a> {
@@ -85,7 +86,7 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
         w.push(&json!({"ph":"X","cat":"stage","name":name,"pid":PIPELINE_PID,"tid":STAGES_TID,
             "ts":(run.begin_s * 1e6).round() as u64,"dur":((run.end_s - run.begin_s) * 1e6).round().max(1.0) as u64,
             "args":{"stage":run.stage,"clip":run.clip,"start_mib":mib(run.host_start),"end_mib":mib(run.host_end),
-                "peak_mib":mib(run.host_peak),"retained_mib":run.host_retained as f64 / 1048576.0}}))?;
+                "peak_mib":mib(run.host_peak),"retained_mib":units::to_mib_f64(run.host_retained as f64)}}))?;
     }
     for e in &trace.events {
         let ts = us(e.time_unix_ms);

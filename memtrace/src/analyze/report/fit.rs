@@ -3,8 +3,10 @@
 //! one-off (warm-up, cache fill) flattens the cumulative line, so only steady retention scores.
 use serde::Serialize;
 
+use crate::host::units::MIB;
+
 /// Below this slope (bytes per clip) nothing is called a leak.
-pub const LEAK_MIN_BYTES_PER_CLIP: f64 = 1024.0 * 1024.0;
+pub const LEAK_MIN_BYTES_PER_CLIP: f64 = MIB as f64;
 /// The fit must explain at least this much of the variance to say "likely leak".
 pub const LEAK_MIN_R2: f64 = 0.8;
 /// Below this r² a positive slope is noise, not a possible leak.
@@ -62,7 +64,7 @@ pub fn retained_fit(retained: &[f64]) -> Option<Fit> {
 /// What a fit means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum LeakVerdict {
     /// Steady retention per clip.
     LikelyLeak,
     /// Retains on average, but irregularly.
@@ -73,7 +75,7 @@ pub enum Verdict {
     TooFewClips,
 }
 
-impl Verdict {
+impl LeakVerdict {
     /// Judges a fit over `clips` clips.
     pub fn of(fit: Option<Fit>, clips: usize) -> Self {
         match fit {
@@ -104,7 +106,7 @@ mod tests {
     //! Steady retention, a freed peak, a one-off warm-up and noise.
     use super::*;
 
-    const MIB: f64 = 1024.0 * 1024.0;
+    const MIB: f64 = crate::host::units::MIB as f64;
 
     #[test]
     fn steady_retention_is_a_leak() {
@@ -119,18 +121,18 @@ mod tests {
         .expect("fit");
         assert!((fit.slope / MIB - 20.0).abs() < 0.5, "{fit:?}");
         assert!(fit.r2 > 0.99);
-        assert_eq!(Verdict::of(Some(fit), 6), Verdict::LikelyLeak);
+        assert_eq!(LeakVerdict::of(Some(fit), 6), LeakVerdict::LikelyLeak);
     }
 
     #[test]
     fn freed_memory_and_warm_up_are_not() {
         let freed =
             retained_fit(&[0.1 * MIB, -0.1 * MIB, 0.0, 0.2 * MIB, -0.2 * MIB, 0.0]).expect("fit");
-        assert_eq!(Verdict::of(Some(freed), 6), Verdict::NoLeak);
+        assert_eq!(LeakVerdict::of(Some(freed), 6), LeakVerdict::NoLeak);
         let warm_up = retained_fit(&[100.0 * MIB, 0.0, 0.0, 0.0, 0.0, 0.0]).expect("fit");
         assert!(warm_up.slope < LEAK_MIN_BYTES_PER_CLIP * 10.0);
-        assert_ne!(Verdict::of(Some(warm_up), 6), Verdict::LikelyLeak);
-        assert_eq!(Verdict::of(Some(freed), 2), Verdict::TooFewClips);
+        assert_ne!(LeakVerdict::of(Some(warm_up), 6), LeakVerdict::LikelyLeak);
+        assert_eq!(LeakVerdict::of(Some(freed), 2), LeakVerdict::TooFewClips);
         assert_eq!(least_squares(&[(1.0, 1.0)]), None);
     }
 }

@@ -147,7 +147,7 @@ pub fn render(report: &Report) -> String {
         .verdicts
         .iter()
         .map(|v| {
-            let class = if v.verdict == super::fit::Verdict::LikelyLeak {
+            let class = if v.verdict == super::fit::LeakVerdict::LikelyLeak {
                 "leak"
             } else {
                 ""

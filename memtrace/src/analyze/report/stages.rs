@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::fit::{self, Fit, Verdict};
-use crate::record::trace::{Event, TraceData};
+use super::fit::{self, Fit, LeakVerdict};
+use crate::{
+    host::units,
+    record::trace::{Event, TraceData},
+};
 
 /// The traced processes' totals at one sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -197,9 +200,9 @@ pub struct StageVerdict {
     /// Largest peak above the start memory in any clip (transient use).
     pub transient_peak: u64,
     /// Host verdict.
-    pub verdict: Verdict,
+    pub verdict: LeakVerdict,
     /// GPU verdict, with a GPU source.
-    pub gpu_verdict: Option<Verdict>,
+    pub gpu_verdict: Option<LeakVerdict>,
     /// One line, e.g. `composite retains +31.8 MiB/clip (r² 0.99): likely leak`.
     pub text: String,
 }
@@ -221,8 +224,8 @@ pub fn verdicts(runs: &[StageRun]) -> Vec<StageVerdict> {
             let gpu_retained: Option<Vec<f64>> =
                 mine.iter().map(|r| r.gpu.map(|g| g[3] as f64)).collect();
             let gpu = gpu_retained.as_deref().and_then(fit::retained_fit);
-            let verdict = Verdict::of(host, mine.len());
-            let gpu_verdict = gpu_retained.map(|_| Verdict::of(gpu, mine.len()));
+            let verdict = LeakVerdict::of(host, mine.len());
+            let gpu_verdict = gpu_retained.map(|_| LeakVerdict::of(gpu, mine.len()));
             let transient_peak = mine
                 .iter()
                 .map(|r| r.host_peak.saturating_sub(r.host_start.max(r.host_end)))
@@ -252,7 +255,7 @@ pub fn verdicts(runs: &[StageRun]) -> Vec<StageVerdict> {
 }
 
 fn signed_mib(bytes: f64) -> String {
-    format!("{:+.1} MiB", bytes / 1048576.0)
+    format!("{} MiB", units::signed_mib(bytes))
 }
 
 fn verdict_line(
@@ -260,12 +263,15 @@ fn verdict_line(
     clips: usize,
     host: Option<Fit>,
     gpu: Option<Fit>,
-    verdict: Verdict,
-    gpu_verdict: Option<Verdict>,
+    verdict: LeakVerdict,
+    gpu_verdict: Option<LeakVerdict>,
     transient_peak: u64,
 ) -> String {
-    let Some(host) = host.filter(|_| verdict != Verdict::TooFewClips) else {
-        return format!("{stage}: {clips} clip(s), {}", Verdict::TooFewClips.words());
+    let Some(host) = host.filter(|_| verdict != LeakVerdict::TooFewClips) else {
+        return format!(
+            "{stage}: {clips} clip(s), {}",
+            LeakVerdict::TooFewClips.words()
+        );
     };
     let mut line = format!(
         "{stage} retains {}/clip (r² {:.2}) over {clips} clips: {}",
@@ -281,7 +287,7 @@ fn verdict_line(
             v.words()
         ));
     }
-    if verdict != Verdict::LikelyLeak && transient_peak >= 16 << 20 {
+    if verdict != LeakVerdict::LikelyLeak && transient_peak >= 16 << 20 {
         line.push_str(&format!(
             " (transient peak {} above its start, freed by its end)",
             signed_mib(transient_peak as f64)

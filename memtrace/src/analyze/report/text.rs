@@ -1,7 +1,7 @@
 //! The text form of a [`Report`]: verdicts first (the answer), then the stage × clip table, guard
 //! actions, OOM kills, reclaim stalls and the largest processes.
 use super::Report;
-use crate::host::units::human_bytes;
+use crate::host::{units, units::human_bytes};
 
 /// `2025-01-02 03:04:05 UTC` for ms since the Unix epoch.
 pub fn utc(ms: u64) -> String {
@@ -26,13 +26,13 @@ pub fn utc(ms: u64) -> String {
     )
 }
 
-/// MiB with one decimal.
+/// MiB with one decimal (signed quantities keep their minus sign).
 pub fn mib(bytes: i64) -> String {
-    format!("{:.1}", bytes as f64 / 1048576.0)
+    format!("{:.1}", units::to_mib_f64(bytes as f64))
 }
 
 fn signed(bytes: i64) -> String {
-    format!("{:+.1}", bytes as f64 / 1048576.0)
+    units::signed_mib(bytes as f64)
 }
 
 /// Renders the report of the trace at `name`.

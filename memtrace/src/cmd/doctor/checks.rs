@@ -5,14 +5,14 @@
 use std::{fs, path::Path};
 
 use super::{
-    report::{Action, Check, Level, SysRoots},
+    report::{Action, Check, Severity, SysRoots},
     tracing,
 };
 use crate::{
     cmd::swap::status as swap_status,
     host::{
         procfs, sshd,
-        swap::{active as proc_swaps, fstab, plan::Verdict},
+        swap::{active as proc_swaps, fstab, plan::SwapVerdict},
         sysctl,
         units::human_bytes,
     },
@@ -51,7 +51,7 @@ pub fn swap_size(roots: &SysRoots) -> Check {
     let name = "swap";
     let status = match swap_status::collect(&roots.proc) {
         Ok(status) => status,
-        Err(err) => return Check::new(name, Level::Fail, format!("cannot read: {err:#}")),
+        Err(err) => return Check::new(name, Severity::Fail, format!("cannot read: {err:#}")),
     };
     let rec = &status.recommendation;
     let detail = format!(
@@ -66,9 +66,9 @@ pub fn swap_size(roots: &SysRoots) -> Check {
         human_bytes(status.ram_bytes),
     );
     let level = match status.verdict {
-        Verdict::Ok => return Check::new(name, Level::Ok, detail),
-        Verdict::BelowRecommended => Level::Warn,
-        Verdict::BelowMinimum | Verdict::None => Level::Fail,
+        SwapVerdict::Ok => return Check::new(name, Severity::Ok, detail),
+        SwapVerdict::BelowRecommended => Severity::Warn,
+        SwapVerdict::BelowMinimum | SwapVerdict::None => Severity::Fail,
     };
     Check::new(name, level, detail).with_fix(status.advice)
 }
@@ -93,12 +93,12 @@ pub fn swap_at_boot(roots: &SysRoots) -> Option<Check> {
     Some(match missing.first() {
         None => Check::new(
             name,
-            Level::Ok,
+            Severity::Ok,
             "every swap file is in /etc/fstab".to_owned(),
         ),
         Some(first) => Check::new(
             name,
-            Level::Warn,
+            Severity::Warn,
             format!(
                 "not in /etc/fstab, gone after a reboot: {}",
                 missing.join(", ")
@@ -112,8 +112,8 @@ pub fn swap_at_boot(roots: &SysRoots) -> Option<Check> {
 pub fn sysctl_value(roots: &SysRoots, name: &'static str, advised: i64) -> Check {
     let path = sysctl::path_of(&roots.proc, name);
     match sysctl::read_int(&path) {
-        Ok(value) if value == advised => Check::new(name, Level::Ok, format!("{value}")),
-        Ok(value) => Check::new(name, Level::Warn, format!("{value} (advised {advised})"))
+        Ok(value) if value == advised => Check::new(name, Severity::Ok, format!("{value}")),
+        Ok(value) => Check::new(name, Severity::Warn, format!("{value} (advised {advised})"))
             .with_fix(format!(
                 "sysctl -w {name}={advised}; keep it in /etc/sysctl.d/90-memtrace.conf \
                  (--apply sets it until reboot)"
@@ -123,7 +123,7 @@ pub fn sysctl_value(roots: &SysRoots, name: &'static str, advised: i64) -> Check
                 path,
                 value: advised.to_string(),
             }),
-        Err(err) => Check::new(name, Level::Warn, format!("cannot read: {err}")),
+        Err(err) => Check::new(name, Severity::Warn, format!("cannot read: {err}")),
     }
 }
 
@@ -132,19 +132,19 @@ pub fn sysctl_value(roots: &SysRoots, name: &'static str, advised: i64) -> Check
 pub fn overcommit(roots: &SysRoots) -> Check {
     let name = "vm.overcommit_memory";
     match sysctl::read_int(&sysctl::path_of(&roots.proc, name)) {
-        Ok(0) => Check::new(name, Level::Ok, "0 (heuristic)".to_owned()),
+        Ok(0) => Check::new(name, Severity::Ok, "0 (heuristic)".to_owned()),
         Ok(1) => Check::new(
             name,
-            Level::Info,
+            Severity::Info,
             "1 (always): allocations never fail, the OOM killer decides".to_owned(),
         ),
         Ok(value) => Check::new(
             name,
-            Level::Warn,
+            Severity::Warn,
             format!("{value} (strict): CUDA and PyTorch reserve huge virtual ranges and fail"),
         )
         .with_fix(format!("sysctl -w {name}=0")),
-        Err(err) => Check::new(name, Level::Warn, format!("cannot read: {err}")),
+        Err(err) => Check::new(name, Severity::Warn, format!("cannot read: {err}")),
     }
 }
 
@@ -153,7 +153,11 @@ pub fn hugepages(roots: &SysRoots) -> Check {
     let name = "transparent hugepages";
     let path = roots.sys.join("kernel/mm/transparent_hugepage/enabled");
     let Ok(text) = sysctl::read_trimmed(&path) else {
-        return Check::new(name, Level::Info, "not built into this kernel".to_owned());
+        return Check::new(
+            name,
+            Severity::Info,
+            "not built into this kernel".to_owned(),
+        );
     };
     let mode = text
         .split_ascii_whitespace()
@@ -163,11 +167,11 @@ pub fn hugepages(roots: &SysRoots) -> Check {
     match mode.as_str() {
         "always" => Check::new(
             name,
-            Level::Warn,
+            Severity::Warn,
             "always: khugepaged stalls and RSS bloat".to_owned(),
         )
         .with_fix(format!("echo madvise > {}", path.display())),
-        _ => Check::new(name, Level::Ok, mode),
+        _ => Check::new(name, Severity::Ok, mode),
     }
 }
 
@@ -175,10 +179,10 @@ pub fn hugepages(roots: &SysRoots) -> Check {
 pub fn psi(roots: &SysRoots) -> Check {
     let name = "PSI";
     match procfs::read_memory_psi(&roots.proc) {
-        Ok(Some(_)) => Check::new(name, Level::Ok, "memory pressure available".to_owned()),
-        Ok(None) => Check::new(name, Level::Warn, "not available".to_owned())
+        Ok(Some(_)) => Check::new(name, Severity::Ok, "memory pressure available".to_owned()),
+        Ok(None) => Check::new(name, Severity::Warn, "not available".to_owned())
             .with_fix("boot with psi=1 (kernel needs CONFIG_PSI=y)".to_owned()),
-        Err(err) => Check::new(name, Level::Warn, format!("unreadable: {err}")),
+        Err(err) => Check::new(name, Severity::Warn, format!("unreadable: {err}")),
     }
 }
 
@@ -188,9 +192,9 @@ pub fn sshd(roots: &SysRoots) -> Check {
     let name = "sshd oom_score_adj";
     let listeners = sshd::sshd_listeners(&roots.proc);
     if listeners.is_empty() {
-        return Check::new(name, Level::Info, "no sshd listener running".to_owned());
+        return Check::new(name, Severity::Info, "no sshd listener running".to_owned());
     }
-    let mut check = Check::new(name, Level::Ok, String::new());
+    let mut check = Check::new(name, Severity::Ok, String::new());
     let mut parts = Vec::new();
     for pid in listeners {
         let path = roots.proc.join(pid.to_string()).join("oom_score_adj");
@@ -198,7 +202,7 @@ pub fn sshd(roots: &SysRoots) -> Check {
             Ok(SSHD_OOM_SCORE_ADJ) => parts.push(format!("pid {pid}: {SSHD_OOM_SCORE_ADJ}")),
             Ok(value) => {
                 parts.push(format!("pid {pid}: {value} (advised {SSHD_OOM_SCORE_ADJ})"));
-                check.level = Level::Warn;
+                check.level = Severity::Warn;
                 check = check.with_action(Action {
                     label: format!("sshd (pid {pid}) oom_score_adj"),
                     path,
@@ -209,7 +213,7 @@ pub fn sshd(roots: &SysRoots) -> Check {
         }
     }
     check.detail = parts.join("; ");
-    if check.level == Level::Warn {
+    if check.level == Severity::Warn {
         check = check.with_fix(
             "--apply sets it now; to keep it, add OOMScoreAdjust=-1000 to a drop-in for ssh.service"
                 .to_owned(),
@@ -257,16 +261,16 @@ pub fn compressed_swap(roots: &SysRoots) -> Check {
         ));
     }
     if zswap_on || zram_swap {
-        return Check::new(name, Level::Ok, seen.join("; "));
+        return Check::new(name, Severity::Ok, seen.join("; "));
     }
     if seen.is_empty() {
         return Check::new(
             name,
-            Level::Info,
+            Severity::Info,
             "neither zswap nor zram in this kernel".to_owned(),
         );
     }
-    let mut check = Check::new(name, Level::Info, seen.join("; "));
+    let mut check = Check::new(name, Severity::Info, seen.join("; "));
     if zswap.is_some() {
         check = check.with_fix(format!(
             "echo Y > {}",
@@ -292,8 +296,8 @@ pub fn guard(roots: &SysRoots) -> Check {
         })
         .collect();
     match running.first() {
-        Some(pid) => Check::new(name, Level::Ok, format!("running (pid {pid})")),
-        None => Check::new(name, Level::Warn, "not running".to_owned()).with_fix(
+        Some(pid) => Check::new(name, Severity::Ok, format!("running (pid {pid})")),
+        None => Check::new(name, Severity::Warn, "not running".to_owned()).with_fix(
             "run `memtrace guard` as a service so memory pressure is handled before the OOM killer"
                 .to_owned(),
         ),

@@ -8,7 +8,7 @@ pub mod checks;
 pub mod report;
 pub mod tracing;
 
-use report::{Applied, Check, DoctorReport, Level, SysRoots, render};
+use report::{Applied, Check, DoctorReport, Severity, SysRoots, render};
 
 use crate::host::{privilege::is_root, sysctl};
 
@@ -58,7 +58,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 pub fn apply(checks: &[Check]) -> Vec<Applied> {
     checks
         .iter()
-        .filter(|c| c.level != Level::Ok)
+        .filter(|c| c.level != Severity::Ok)
         .flat_map(|c| &c.actions)
         .map(|action| {
             let old = sysctl::read_trimmed(&action.path).unwrap_or_else(|_| "?".to_owned());
@@ -171,7 +171,7 @@ mod tests {
         tree.write("etc/fstab", "UUID=x / ext4 defaults 0 1\n");
     }
 
-    fn level_of(checks: &[Check], name: &str) -> (Level, String) {
+    fn level_of(checks: &[Check], name: &str) -> (Severity, String) {
         let check = checks
             .iter()
             .find(|c| c.name == name)
@@ -186,34 +186,34 @@ mod tests {
         let checks = checks::all(&SysRoots::under(&tree.0));
         let level = |name| level_of(&checks, name).0;
         // 32 GiB RAM with 4 GiB swap: below the 8 GiB minimum.
-        assert_eq!(level("swap"), Level::Fail);
+        assert_eq!(level("swap"), Severity::Fail);
         assert!(level_of(&checks, "swap at boot").1.contains("/swapfile"));
-        assert_eq!(level("swap at boot"), Level::Warn);
-        assert_eq!(level("vm.swappiness"), Level::Warn);
-        assert_eq!(level("vm.vfs_cache_pressure"), Level::Ok);
-        assert_eq!(level("vm.overcommit_memory"), Level::Warn);
-        assert_eq!(level("transparent hugepages"), Level::Warn);
-        assert_eq!(level("PSI"), Level::Ok);
-        assert_eq!(level("BTF"), Level::Ok);
+        assert_eq!(level("swap at boot"), Severity::Warn);
+        assert_eq!(level("vm.swappiness"), Severity::Warn);
+        assert_eq!(level("vm.vfs_cache_pressure"), Severity::Ok);
+        assert_eq!(level("vm.overcommit_memory"), Severity::Warn);
+        assert_eq!(level("transparent hugepages"), Severity::Warn);
+        assert_eq!(level("PSI"), Severity::Ok);
+        assert_eq!(level("BTF"), Severity::Ok);
         assert_eq!(
             level_of(&checks, "tracefs"),
             (
-                Level::Ok,
+                Severity::Ok,
                 "not mounted; mountable (memtrace mounts it when needed)".to_owned()
             )
         );
         assert_eq!(
             level_of(&checks, "tracepoints"),
-            (Level::Fail, "missing: mark_victim".to_owned())
+            (Severity::Fail, "missing: mark_victim".to_owned())
         );
-        assert_ne!(level("NVML"), Level::Fail);
+        assert_ne!(level("NVML"), Severity::Fail);
         assert_eq!(
             level_of(&checks, "sshd oom_score_adj"),
-            (Level::Warn, "pid 100: 0 (advised -1000)".to_owned())
+            (Severity::Warn, "pid 100: 0 (advised -1000)".to_owned())
         );
-        assert_eq!(level_of(&checks, "zswap/zram").0, Level::Info);
+        assert_eq!(level_of(&checks, "zswap/zram").0, Severity::Info);
         // python3 running a script called memtrace is not the guard.
-        assert_eq!(level("memtrace guard"), Level::Warn);
+        assert_eq!(level("memtrace guard"), Severity::Warn);
         let text = render(
             &DoctorReport {
                 checks: checks.clone(),
@@ -261,11 +261,11 @@ mod tests {
             "not a safe fix"
         );
         let after = checks::all(&roots);
-        assert_eq!(level_of(&after, "vm.swappiness").0, Level::Ok);
-        assert_eq!(level_of(&after, "sshd oom_score_adj").0, Level::Ok);
+        assert_eq!(level_of(&after, "vm.swappiness").0, Severity::Ok);
+        assert_eq!(level_of(&after, "sshd oom_score_adj").0, Severity::Ok);
         assert_eq!(
             level_of(&after, "memtrace guard"),
-            (Level::Ok, "running (pid 200)".to_owned())
+            (Severity::Ok, "running (pid 200)".to_owned())
         );
         assert!(apply(&after).is_empty(), "a second apply changes nothing");
     }
@@ -274,10 +274,10 @@ mod tests {
     fn empty_tree_degrades_without_panicking() {
         let tree = TempTree::new("empty");
         let checks = checks::all(&SysRoots::under(&tree.0));
-        assert_eq!(level_of(&checks, "BTF").0, Level::Fail);
-        assert_eq!(level_of(&checks, "tracefs").0, Level::Fail);
-        assert_eq!(level_of(&checks, "PSI").0, Level::Warn);
-        assert_eq!(level_of(&checks, "sshd oom_score_adj").0, Level::Info);
+        assert_eq!(level_of(&checks, "BTF").0, Severity::Fail);
+        assert_eq!(level_of(&checks, "tracefs").0, Severity::Fail);
+        assert_eq!(level_of(&checks, "PSI").0, Severity::Warn);
+        assert_eq!(level_of(&checks, "sshd oom_score_adj").0, Severity::Info);
         assert!(checks.iter().all(|c| !c.detail.contains('\n')));
         let report = DoctorReport {
             checks,

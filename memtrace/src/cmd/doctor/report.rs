@@ -1,5 +1,5 @@
 //! What `memtrace doctor` works with and prints: where checks read ([`SysRoots`]), their
-//! results ([`Check`], [`Level`]), the safe fixes ([`Action`], [`Applied`]) and the text form.
+//! results ([`Check`], [`Severity`]), the safe fixes ([`Action`], [`Applied`]) and the text form.
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -34,7 +34,7 @@ impl SysRoots {
 /// How a check came out, least to most serious.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum Level {
+pub enum Severity {
     /// As advised.
     Ok,
     /// Worth knowing, nothing to fix.
@@ -45,13 +45,13 @@ pub enum Level {
     Fail,
 }
 
-impl Level {
+impl Severity {
     fn label(self) -> &'static str {
         match self {
-            Level::Ok => "OK",
-            Level::Info => "INFO",
-            Level::Warn => "WARN",
-            Level::Fail => "FAIL",
+            Severity::Ok => "OK",
+            Severity::Info => "INFO",
+            Severity::Warn => "WARN",
+            Severity::Fail => "FAIL",
         }
     }
 }
@@ -73,7 +73,7 @@ pub struct Check {
     /// What was checked.
     pub name: &'static str,
     /// How it came out.
-    pub level: Level,
+    pub level: Severity,
     /// What was found.
     pub detail: String,
     /// How to fix it, if there is something to fix.
@@ -84,7 +84,7 @@ pub struct Check {
 
 impl Check {
     /// A check without fix.
-    pub fn new(name: &'static str, level: Level, detail: String) -> Self {
+    pub fn new(name: &'static str, level: Severity, detail: String) -> Self {
         Self {
             name,
             level,
@@ -132,7 +132,7 @@ pub struct DoctorReport {
 impl DoctorReport {
     /// Whether the exit status should be non-zero.
     pub fn failed(&self) -> bool {
-        self.checks.iter().any(|c| c.level == Level::Fail)
+        self.checks.iter().any(|c| c.level == Severity::Fail)
             || self.applied.iter().any(|a| a.error.is_some())
     }
 }
@@ -165,15 +165,15 @@ pub fn render(report: &DoctorReport, applying: bool) -> String {
     out.push_str(&format!(
         "{} checks: {} OK, {} INFO, {} WARN, {} FAIL",
         report.checks.len(),
-        count(Level::Ok),
-        count(Level::Info),
-        count(Level::Warn),
-        count(Level::Fail)
+        count(Severity::Ok),
+        count(Severity::Info),
+        count(Severity::Warn),
+        count(Severity::Fail)
     ));
     let fixable = report
         .checks
         .iter()
-        .any(|c| c.level != Level::Ok && !c.actions.is_empty());
+        .any(|c| c.level != Severity::Ok && !c.actions.is_empty());
     if fixable && !applying {
         out.push_str(" (`sudo memtrace doctor --apply` applies the safe fixes)");
     }

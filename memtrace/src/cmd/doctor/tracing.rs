@@ -2,7 +2,7 @@
 //! tracefs, the `btf_trace_*` tracepoint types (looked up with [`crate::host::btf`]) and NVML.
 use std::{ffi::CStr, fs, path::PathBuf};
 
-use super::report::{Check, Level, SysRoots};
+use super::report::{Check, Severity, SysRoots};
 use crate::host::{btf::Btf, units::human_bytes};
 
 /// The BTF tracepoint types the eBPF tracer attaches to.
@@ -31,12 +31,12 @@ pub fn btf(roots: &SysRoots) -> Check {
     match fs::metadata(vmlinux(roots)) {
         Ok(meta) => Check::new(
             name,
-            Level::Ok,
+            Severity::Ok,
             format!("/sys/kernel/btf/vmlinux ({})", human_bytes(meta.len())),
         ),
         Err(_) => Check::new(
             name,
-            Level::Fail,
+            Severity::Fail,
             "/sys/kernel/btf/vmlinux missing: `memtrace top` cannot run".to_owned(),
         )
         .with_fix("use a kernel built with CONFIG_DEBUG_INFO_BTF=y".to_owned()),
@@ -50,7 +50,7 @@ pub fn tracefs(roots: &SysRoots) -> Check {
     if crate::host::tracefs::is_mounted_in(&mounts) {
         return Check::new(
             name,
-            Level::Ok,
+            Severity::Ok,
             format!("mounted at {}", crate::host::tracefs::TRACEFS),
         );
     }
@@ -61,11 +61,11 @@ pub fn tracefs(roots: &SysRoots) -> Check {
     {
         return Check::new(
             name,
-            Level::Ok,
+            Severity::Ok,
             "not mounted; mountable (memtrace mounts it when needed)".to_owned(),
         );
     }
-    Check::new(name, Level::Fail, "kernel has no tracefs".to_owned())
+    Check::new(name, Severity::Fail, "kernel has no tracefs".to_owned())
         .with_fix("use a kernel with CONFIG_TRACING=y".to_owned())
 }
 
@@ -74,7 +74,7 @@ pub fn tracepoints(roots: &SysRoots) -> Check {
     let name = "tracepoints";
     let btf = match Btf::from_file(&vmlinux(roots)) {
         Ok(btf) => btf,
-        Err(err) => return Check::new(name, Level::Fail, format!("cannot check: {err}")),
+        Err(err) => return Check::new(name, Severity::Fail, format!("cannot check: {err}")),
     };
     let missing: Vec<_> = REQUIRED_TRACEPOINTS
         .iter()
@@ -84,13 +84,13 @@ pub fn tracepoints(roots: &SysRoots) -> Check {
     if missing.is_empty() {
         Check::new(
             name,
-            Level::Ok,
+            Severity::Ok,
             format!("all {} present", REQUIRED_TRACEPOINTS.len()),
         )
     } else {
         Check::new(
             name,
-            Level::Fail,
+            Severity::Fail,
             format!("missing: {}", missing.join(", ")),
         )
         .with_fix("use a newer kernel (6.1 or later has them all)".to_owned())
@@ -112,11 +112,11 @@ pub fn nvml_loadable() -> bool {
 /// NVML, for the GPU columns; its absence is information, never a failure.
 pub fn nvml(loadable: bool) -> Check {
     if loadable {
-        Check::new("NVML", Level::Ok, "libnvidia-ml.so.1 loads".to_owned())
+        Check::new("NVML", Severity::Ok, "libnvidia-ml.so.1 loads".to_owned())
     } else {
         Check::new(
             "NVML",
-            Level::Info,
+            Severity::Info,
             "absent (no NVIDIA driver): GPU columns stay empty".to_owned(),
         )
     }

@@ -9,7 +9,7 @@ use crate::host::{
     procfs,
     swap::{
         active::{self as proc_swaps, SwapDevice},
-        plan::{self as swap_plan, Recommendation, Verdict},
+        plan::{self as swap_plan, Recommendation, SwapVerdict},
     },
     units::human_bytes,
 };
@@ -30,7 +30,7 @@ pub struct SwapStatus {
     /// The rule behind the recommendation, in words.
     pub rule: &'static str,
     /// How the present swap compares.
-    pub verdict: Verdict,
+    pub verdict: SwapVerdict,
     /// What to do about it, one line.
     pub advice: String,
 }
@@ -56,20 +56,20 @@ pub fn collect(proc_root: &Path) -> anyhow::Result<SwapStatus> {
 }
 
 /// One line of advice for a verdict.
-pub fn advice(rec: &Recommendation, verdict: Verdict, total_bytes: u64) -> String {
+pub fn advice(rec: &Recommendation, verdict: SwapVerdict, total_bytes: u64) -> String {
     let size = rec.setup_size_bytes();
     let add = size.saturating_sub(total_bytes).div_ceil(1 << 30).max(1);
     match verdict {
-        Verdict::Ok => "swap meets the recommendation".to_owned(),
-        Verdict::None => format!(
+        SwapVerdict::Ok => "swap meets the recommendation".to_owned(),
+        SwapVerdict::None => format!(
             "no swap: run `sudo memtrace swap setup {}G --persist`",
             size >> 30
         ),
-        Verdict::BelowRecommended | Verdict::BelowMinimum => format!(
+        SwapVerdict::BelowRecommended | SwapVerdict::BelowMinimum => format!(
             "{} of swap is below the {}: add about {add}G, e.g. `sudo memtrace swap setup {add}G \
              --path /swapfile2 --persist`",
             human_bytes(total_bytes),
-            if verdict == Verdict::BelowMinimum {
+            if verdict == SwapVerdict::BelowMinimum {
                 "minimum"
             } else {
                 "recommendation"
@@ -131,11 +131,11 @@ pub fn render(s: &SwapStatus) -> String {
     ));
     out.push_str(&format!("Rule:        {}\n", s.rule));
     let verdict = match s.verdict {
-        Verdict::Ok => "OK",
-        Verdict::BelowRecommended => "WARN",
-        Verdict::BelowMinimum | Verdict::None => "FAIL",
+        SwapVerdict::Ok => "OK",
+        SwapVerdict::BelowRecommended => "WARN",
+        SwapVerdict::BelowMinimum | SwapVerdict::None => "FAIL",
     };
-    out.push_str(&format!("Verdict:     {verdict}: {}\n", s.advice));
+    out.push_str(&format!("SwapVerdict:     {verdict}: {}\n", s.advice));
     out
 }
 

@@ -268,16 +268,10 @@ impl Tracer {
     }
 }
 
-/// Folds the per-CPU caches of `entry`'s process into it: the newest resident counters win, the
-/// peak is the highest seen anywhere.
+/// Folds the per-CPU caches of `entry`'s process into it, by [`ProcStats::merge_newer`].
 pub fn merge_slots(entry: &mut ProcCounters, slots: &[RssSlot]) {
     for slot in slots.iter().filter(|s| s.tgid == entry.pid) {
-        let cached = &slot.stats;
-        if cached.stamp >= entry.stats.stamp {
-            entry.stats.rss_bytes = cached.rss_bytes;
-            entry.stats.stamp = cached.stamp;
-        }
-        entry.stats.peak_rss_bytes = entry.stats.peak_rss_bytes.max(cached.peak_rss_bytes);
+        entry.stats.merge_newer(&slot.stats);
     }
 }
 

@@ -3,12 +3,15 @@
 use std::time::Instant;
 
 use super::{Decision, Engine, inputs::own_cgroup};
-use crate::guard::{
-    level::{Assessment, Level},
-    reclaim::reclaim,
-    scope::Usage,
-    suspend::kill_fds,
-    victim::Candidate,
+use crate::{
+    guard::{
+        level::{Assessment, Level},
+        reclaim::reclaim,
+        scope::Usage,
+        suspend::kill_fds,
+        victim::Candidate,
+    },
+    host::units::mib,
 };
 
 impl Engine {
@@ -149,9 +152,9 @@ impl Engine {
             Err(err) => vec![format!("suspend failed: {err}")],
         };
         detail.push(format!(
-            "used {:.1} MiB of {:.1} MiB",
-            usage.used_bytes as f64 / 1048576.0,
-            usage.limit_bytes as f64 / 1048576.0
+            "used {} MiB of {} MiB",
+            mib(usage.used_bytes),
+            mib(usage.limit_bytes)
         ));
         detail.extend(candidates.into_iter().map(|c| format!("candidate {c}")));
         out.push(self.decision(a, "suspend", reason, pids, detail));

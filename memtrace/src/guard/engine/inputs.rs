@@ -11,7 +11,7 @@ use crate::{
         model::Snapshot,
     },
     guard::victim::Candidate,
-    host::cgroup,
+    host::{cgroup, units},
 };
 
 /// One reason per GPU at or above `percent`, naming its three largest holders.
@@ -28,10 +28,7 @@ pub(super) fn gpu_reasons(sample: &GpuSample, snapshot: &Snapshot, percent: f64)
                         .iter()
                         .find(|p| p.pid == *pid)
                         .map_or("?", |p| p.comm.as_str());
-                    format!(
-                        "{pid} ({comm}) {:.1} GiB",
-                        *bytes as f64 / (1u64 << 30) as f64
-                    )
+                    format!("{pid} ({comm}) {:.1} GiB", units::to_gib(*bytes))
                 })
                 .collect();
             format!(

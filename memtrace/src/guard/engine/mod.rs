@@ -4,6 +4,7 @@
 //! driven by `memtrace guard` and embeddable (e.g. `memtrace run` guards its own tree).
 //! The rungs themselves live in [`actions`]; the inputs derived from GPU and cgroup state in
 //! [`inputs`].
+use crate::host::units::{mib, signed_mib};
 mod actions;
 mod inputs;
 #[cfg(test)]
@@ -30,7 +31,7 @@ use crate::{
         suspend::SuspendedSet,
         victim::{Candidate, Extra, Protection, rank},
     },
-    host::procfs,
+    host::{procfs, sshd::is_sshd},
 };
 
 /// Something the guard did (or, in a dry run, would do).
@@ -103,10 +104,6 @@ pub struct Engine {
     sshd_checked_ms: u64,
     /// Latest state.
     pub state: EngineState,
-}
-
-fn is_sshd(comm: &str) -> bool {
-    matches!(comm, "sshd" | "sshd-session")
 }
 
 impl Engine {
@@ -316,11 +313,11 @@ impl Engine {
                     .take(3)
                     .map(|p| {
                         format!(
-                            "{} ({}) {:+.1} MiB/s rss {:.1} MiB",
+                            "{} ({}) {} MiB/s rss {} MiB",
                             p.pid,
                             p.comm,
-                            p.growth_bytes_per_s / 1048576.0,
-                            p.rss_bytes as f64 / 1048576.0
+                            signed_mib(p.growth_bytes_per_s),
+                            mib(p.rss_bytes)
                         )
                     })
                     .collect();

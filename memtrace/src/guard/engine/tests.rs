@@ -2,7 +2,10 @@
 use std::time::Duration;
 
 use super::*;
-use crate::collect::{gpu::GpuProcess, model::GpuDevice};
+use crate::{
+    collect::{gpu::GpuProcess, model::GpuDevice},
+    host::units::MIB,
+};
 
 fn engine() -> Engine {
     let text = "[thresholds]\nresume_after = \"1ms\"\n";
@@ -27,8 +30,8 @@ fn snapshot() -> Snapshot {
             start_ticks: 1,
             anon_bytes: 900 << 20,
             rss_bytes: 900 << 20,
-            growth_bytes_per_s: 50.0 * 1048576.0,
-            footprint_growth_bytes_per_s: 50.0 * 1048576.0,
+            growth_bytes_per_s: 50.0 * MIB as f64,
+            footprint_growth_bytes_per_s: 50.0 * MIB as f64,
             ..ProcSample::default()
         }],
         ..Snapshot::default()

@@ -52,10 +52,10 @@ impl ProcValues {
         self.anon + self.file + self.shmem
     }
 
-    /// What the process owns and cannot give back by dropping caches: anon + shmem + swap. Leak
+    /// The process's [footprint](crate::collect::model::footprint): anon + shmem + swap. Leak
     /// verdicts use this.
     pub fn footprint(&self) -> u64 {
-        self.anon + self.shmem + self.swap
+        crate::collect::model::footprint(self.anon, self.shmem, self.swap)
     }
 }
 
