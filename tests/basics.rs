@@ -2,6 +2,8 @@
 //! a real swap file round trip (on the real disk, never /swapfile or /etc/fstab), and the
 //! refusals (not root, too little disk on a loop-mounted 8 MiB ext4, tmpfs). Every swap file,
 //! mount and directory is undone by a Drop guard even when an assertion fails.
+mod support;
+
 use std::{
     fs,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
@@ -11,19 +13,9 @@ use std::{
     time::Duration,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_memtrace");
 /// No command here should take longer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const NOBODY: u32 = 65534;
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the basics tests must run as root (CI runs them as root): try sudo -E cargo test --test basics"
-    );
-}
 
 /// Runs a command to completion, killing it after [`COMMAND_TIMEOUT`].
 fn run(command: &mut Command) -> Output {
@@ -48,8 +40,8 @@ fn run(command: &mut Command) -> Output {
     }
 }
 
-fn memtrace(args: &[&str]) -> Output {
-    run(Command::new(BIN).args(args).env("RUST_LOG", "warn"))
+fn run_memtrace(args: &[&str]) -> Output {
+    run(support::memtrace().args(args).env("RUST_LOG", "warn"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -155,7 +147,7 @@ fn active_swaps() -> String {
 
 #[test]
 fn swap_setup_status_noop_remove_round_trip() {
-    require_root();
+    support::require_root();
     let scratch = Scratch::new("roundtrip");
     let swap = scratch.arg("swapfile");
     let fstab = scratch.arg("fstab");
@@ -163,7 +155,7 @@ fn swap_setup_status_noop_remove_round_trip() {
     fs::write(&fstab, original_fstab).expect("writing the test fstab");
     let _guard = SwapGuard(scratch.path("swapfile"));
 
-    let first = memtrace(&[
+    let first = run_memtrace(&[
         "swap",
         "setup",
         "64M",
@@ -191,7 +183,7 @@ fn swap_setup_status_noop_remove_round_trip() {
         format!("{original_fstab}{line}")
     );
 
-    let status = memtrace(&["swap", "status", "--json"]);
+    let status = run_memtrace(&["swap", "status", "--json"]);
     assert!(status.status.success(), "{}", describe(&status));
     let json: serde_json::Value =
         serde_json::from_slice(&status.stdout).expect("status --json is JSON");
@@ -204,7 +196,7 @@ fn swap_setup_status_noop_remove_round_trip() {
     assert!(json["recommendation"]["minimum_bytes"].as_u64().is_some());
     assert!(json["rule"].as_str().is_some_and(|r| r.contains("32 GiB")));
 
-    let second = memtrace(&[
+    let second = run_memtrace(&[
         "swap",
         "setup",
         "64M",
@@ -228,13 +220,13 @@ fn swap_setup_status_noop_remove_round_trip() {
         1
     );
 
-    let removed = memtrace(&["swap", "remove", "--path", &swap, "--fstab", &fstab]);
+    let removed = run_memtrace(&["swap", "remove", "--path", &swap, "--fstab", &fstab]);
     assert!(removed.status.success(), "{}", describe(&removed));
     assert!(!active_swaps().contains(&swap), "inactive after remove");
     assert!(!Path::new(&swap).exists(), "deleted by remove");
     assert_eq!(fs::read_to_string(&fstab).expect("fstab"), original_fstab);
 
-    let again = memtrace(&["swap", "remove", "--path", &swap, "--fstab", &fstab]);
+    let again = run_memtrace(&["swap", "remove", "--path", &swap, "--fstab", &fstab]);
     assert!(again.status.success(), "{}", describe(&again));
     assert!(
         text(&again.stdout).contains("nothing to do"),
@@ -245,11 +237,11 @@ fn swap_setup_status_noop_remove_round_trip() {
 
 #[test]
 fn refuses_without_root() {
-    require_root();
+    support::require_root();
     let scratch = Scratch::new("nonroot");
     let swap = scratch.arg("swapfile");
     let as_nobody = |args: &[&str]| {
-        run(Command::new(BIN)
+        run(support::memtrace()
             .args(args)
             .env("RUST_LOG", "warn")
             .uid(NOBODY)
@@ -282,7 +274,7 @@ fn refuses_without_root() {
 
 #[test]
 fn refuses_when_the_disk_is_too_small() {
-    require_root();
+    support::require_root();
     let scratch = Scratch::new("smalldisk");
     let image = scratch.path("img");
     fs::File::create(&image)
@@ -319,14 +311,14 @@ fn refuses_when_the_disk_is_too_small() {
     let swap = mnt.join("swapfile");
     let _guard = SwapGuard(swap.clone());
     let swap_arg = swap.display().to_string();
-    let out = memtrace(&["swap", "setup", "64M", "--path", &swap_arg]);
+    let out = run_memtrace(&["swap", "setup", "64M", "--path", &swap_arg]);
     assert_refused(&out, "not enough free disk space");
     assert!(!swap.exists(), "nothing left behind");
 }
 
 #[test]
 fn refuses_tmpfs() {
-    require_root();
+    support::require_root();
     let scratch = Scratch::new("tmpfs");
     let mnt = scratch.path("tmpfs");
     fs::create_dir(&mnt).expect("mkdir");
@@ -341,15 +333,15 @@ fn refuses_tmpfs() {
     let _mounted = MountGuard(mnt.clone());
     let swap = mnt.join("swapfile");
     let _guard = SwapGuard(swap.clone());
-    let out = memtrace(&["swap", "setup", "8M", "--path", &swap.display().to_string()]);
+    let out = run_memtrace(&["swap", "setup", "8M", "--path", &swap.display().to_string()]);
     assert_refused(&out, "not supported on tmpfs");
     assert!(!swap.exists(), "nothing left behind");
 }
 
 #[test]
 fn doctor_and_clean_dry_run_report() {
-    require_root();
-    let doctor = memtrace(&["doctor", "--json"]);
+    support::require_root();
+    let doctor = run_memtrace(&["doctor", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&doctor.stdout)
         .unwrap_or_else(|err| panic!("{err}: {}", describe(&doctor)));
     let checks = json["checks"].as_array().expect("checks");
@@ -364,7 +356,7 @@ fn doctor_and_clean_dry_run_report() {
 
     let scratch = Scratch::new("clean");
     fs::write(scratch.path("fresh"), b"x").expect("write");
-    let out = memtrace(&[
+    let out = run_memtrace(&[
         "clean",
         "--dry-run",
         "--temp",

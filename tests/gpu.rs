@@ -8,23 +8,23 @@ mod support;
 use std::{
     io::Read as _,
     os::unix::process::CommandExt as _,
-    process::{Command, Output, Stdio},
+    process::{Output, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{MEMTRACE, require_root};
+use support::{memtrace, require_root};
 
 const NOBODY: u32 = 65534;
 
 /// Whether NVML can work here at all; when it cannot, the "no NVML" path must be taken.
 fn nvml_present() -> bool {
-    memtrace::cmd::doctor::tracing::nvml_loadable()
+    memtrace::collect::gpu::nvml_loadable()
 }
 
 /// `memtrace ARGS` with the default log level (info), to completion.
-fn memtrace(args: &[&str], uid: Option<u32>) -> Output {
-    let mut cmd = Command::new(MEMTRACE);
+fn run_memtrace(args: &[&str], uid: Option<u32>) -> Output {
+    let mut cmd = memtrace();
     cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
@@ -74,7 +74,7 @@ fn assert_no_gpu_keys(procs: &[Value]) {
 #[test]
 fn top_once_json_without_gpu_exits_0_with_one_info_line() {
     require_root();
-    let out = memtrace(&["top", "--once", "--json", "--interval", "0.5"], None);
+    let out = run_memtrace(&["top", "--once", "--json", "--interval", "0.5"], None);
     let stderr = stderr_of(&out);
     assert!(out.status.success(), "{stderr}");
     let procs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
@@ -87,7 +87,7 @@ fn top_once_json_without_gpu_exits_0_with_one_info_line() {
 #[test]
 fn top_table_without_gpu_has_no_gpu_lines_or_column() {
     require_root();
-    let out = memtrace(&["top", "--once", "--interval", "0.5"], None);
+    let out = run_memtrace(&["top", "--once", "--interval", "0.5"], None);
     let stderr = stderr_of(&out);
     assert!(out.status.success(), "{stderr}");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -106,7 +106,7 @@ fn top_table_without_gpu_has_no_gpu_lines_or_column() {
 #[test]
 fn top_without_gpu_does_not_retry() {
     require_root();
-    let mut child = Command::new(MEMTRACE)
+    let mut child = memtrace()
         .args(["top", "--json", "--interval", "0.1"])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -151,7 +151,7 @@ fn top_without_gpu_does_not_retry() {
 fn status_json_without_gpu_has_no_gpu_keys_as_root_and_nobody() {
     require_root();
     for uid in [None, Some(NOBODY)] {
-        let out = memtrace(&["status", "--json"], uid);
+        let out = run_memtrace(&["status", "--json"], uid);
         let stderr = stderr_of(&out);
         assert!(out.status.success(), "uid {uid:?}: {stderr}");
         let report: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
@@ -171,7 +171,7 @@ fn status_json_without_gpu_has_no_gpu_keys_as_root_and_nobody() {
 #[test]
 fn status_text_without_gpu_has_no_gpu_lines() {
     require_root();
-    let out = memtrace(&["status"], Some(NOBODY));
+    let out = run_memtrace(&["status"], Some(NOBODY));
     let stderr = stderr_of(&out);
     assert!(out.status.success(), "{stderr}");
     let text = String::from_utf8_lossy(&out.stdout);

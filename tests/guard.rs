@@ -10,14 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use memtrace_testkit::proc::{alive, state};
 use support::{
-    Guarded, MEMTRACE, MIB,
-    cgroup::TestCgroup,
+    KillOnDrop, MIB,
     guard_env::{
-        GuardRun, alive, config, config_calm, holder, scenario, start_in, start_pipeline, state,
-        tmp, wait_until,
+        GuardRun, config, config_calm, holder, scenario, start_in, start_pipeline, tmp, wait_until,
     },
-    require_root,
+    memtrace, require_root, spawn, test_cgroup,
 };
 
 /// The growing pipeline is suspended before any OOM kill, chill and sshd are untouched, and the
@@ -124,7 +123,7 @@ fn kills_only_the_offender_when_suspension_does_not_help() {
     for (name, pid) in [
         ("chill", s.chill.pid()),
         ("sshd", s.sshd.pid()),
-        ("ballast", s.ballast.as_ref().map_or(0, Guarded::pid)),
+        ("ballast", s.ballast.as_ref().map_or(0, KillOnDrop::pid)),
         ("more", more.pid()),
     ] {
         assert!(alive(pid), "{name} ({pid}) must survive");
@@ -162,14 +161,14 @@ fn load_under_thresholds_triggers_nothing() {
     require_root();
     let state_file = tmp().join("guard-state-calm.json");
     let config = config(&tmp(), "");
-    let mut group = TestCgroup::create("calm", 512 * MIB);
+    let mut group = test_cgroup("calm", 512 * MIB);
     let group_path = group.path.clone();
     let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
     // Rises to 64 MiB (12 % of the limit) and falls back, twice.
     let code = "import time\nfor _ in range(2):\n    c = [bytearray(8 << 20) for _ in range(8)]\n    time.sleep(0.5)\n    del c\n    time.sleep(0.5)\nprint('done', flush=True)\n";
     let (mut load, line) = start_in(&mut group, "load", code);
     assert_eq!(line, "done");
-    let _ = load.0.wait();
+    let _ = load.child_mut().wait();
     std::thread::sleep(Duration::from_millis(500));
     let acted: Vec<String> = guard
         .lines()
@@ -247,7 +246,7 @@ fn bad_config_missing_psi_and_no_root_are_clear_errors() {
         ),
     ];
     for (args, uid, needle) in cases {
-        let mut cmd = Command::new(MEMTRACE);
+        let mut cmd = memtrace();
         cmd.arg("guard").args(&args).arg("--dry-run");
         if let Some(uid) = uid {
             cmd.uid(uid).gid(uid);
@@ -259,7 +258,7 @@ fn bad_config_missing_psi_and_no_root_are_clear_errors() {
         assert_eq!(errors.len(), 1, "one error line for {args:?}: {stderr}");
         assert!(errors[0].contains(needle), "{args:?}: {stderr}");
     }
-    let out = Command::new(MEMTRACE)
+    let out = memtrace()
         .args(["guard", "--print-config"])
         .output()
         .expect("print-config");
@@ -292,7 +291,7 @@ fn recycled_pid_is_never_signalled() {
     let mut reused = None;
     for _ in 0..20 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("ns_last_pid");
-        let child = Guarded::spawn(Command::new("sleep").arg("60"));
+        let child = spawn(Command::new("sleep").arg("60"));
         if child.pid() == pid {
             reused = Some(child);
             break;
@@ -321,14 +320,14 @@ fn run_guards_only_its_own_tree() {
     )
     .expect("config");
     let grow = "import time\nchunks = []\nfor _ in range(16):\n    chunks.append(bytearray(4 << 20))\n    for i in range(0, 4 << 20, 4096): chunks[-1][i] = 1\n    time.sleep(0.05)\nprint('grown', flush=True)\ntime.sleep(30)\n";
-    let mut outsider = Guarded::spawn(
+    let mut outsider = spawn(
         Command::new("python3")
             .args(["-c", grow])
             .stdout(Stdio::null()),
     );
     let trace = tmp().join("guard-run.mtrace");
-    let mut run = Guarded::spawn(
-        Command::new(MEMTRACE)
+    let mut run = spawn(
+        memtrace()
             .args(["run", "--out"])
             .arg(&trace)
             .arg("--config")
@@ -358,24 +357,24 @@ fn run_guards_only_its_own_tree() {
     // SAFETY: kill only signals the memtrace run this test started.
     unsafe { libc::kill(run.pid() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while run.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+    while run.child_mut().try_wait().ok().flatten().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = run.0.try_wait().ok().flatten();
+    let status = run.child_mut().try_wait().ok().flatten();
     assert!(status.is_some(), "memtrace run ended after SIGTERM");
     let mut out = String::new();
-    if let Some(mut stdout) = run.0.stdout.take() {
+    if let Some(mut stdout) = run.child_mut().stdout.take() {
         let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
     }
     let mut err = String::new();
-    if let Some(mut stderr) = run.0.stderr.take() {
+    if let Some(mut stderr) = run.child_mut().stderr.take() {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
     }
     assert!(
         format!("{out}{err}").contains("the guard suspended"),
         "the run says the guard suspended the pipeline ({status:?}):\n{out}\n{err}"
     );
-    let report = Command::new(MEMTRACE)
+    let report = memtrace()
         .arg("report")
         .arg(&trace)
         .output()
@@ -384,5 +383,5 @@ fn run_guards_only_its_own_tree() {
         String::from_utf8_lossy(&report.stdout).contains("suspend"),
         "the trace carries the guard decision"
     );
-    let _ = outsider.0.kill();
+    let _ = outsider.child_mut().kill();
 }

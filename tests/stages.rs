@@ -16,7 +16,7 @@ use std::{
 
 use memtrace::record::trace;
 use serde_json::Value;
-use support::{MEMTRACE, MIB, cgroup::TestCgroup, require_root};
+use support::{MIB, memtrace, memtrace_bin, require_root, spawn, test_cgroup};
 
 /// The pipeline: per clip, stages prep, X (keeps 20 MiB), Y (200 MiB peak, freed). argv[1] picks
 /// the marking way: socket, cli or regex.
@@ -86,19 +86,19 @@ fn scratch(name: &str) -> PathBuf {
 /// Runs the pipeline under `memtrace run` with marking `way` and checks the verdicts.
 fn leak_found(way: &str, extra: &[&str]) {
     require_root();
-    let group = TestCgroup::create(&format!("stages-{way}"), 1024 * MIB);
+    let group = test_cgroup(&format!("stages-{way}"), 1024 * MIB);
     let out = scratch(&format!("{way}.mtrace"));
     let enter = format!(
         "echo $$ > '{}' && exec \"$0\" \"$@\"",
         group.path.join("cgroup.procs").display()
     );
     let output = finish(
-        Command::new(MEMTRACE)
+        memtrace()
             .args(["run", "--out"])
             .arg(&out)
             .args(extra)
             .args(["--", "sh", "-c", &enter, "python3", "-c", PIPELINE, way])
-            .env("MEMTRACE_BIN", MEMTRACE),
+            .env("MEMTRACE_BIN", memtrace_bin()),
         Duration::from_secs(120),
     );
     let stderr = text(&output.stderr);
@@ -109,7 +109,7 @@ fn leak_found(way: &str, extra: &[&str]) {
         "no [Memory] lines: {stderr}"
     );
     let json = finish(
-        Command::new(MEMTRACE).arg("report").arg(&out).arg("--json"),
+        memtrace().arg("report").arg(&out).arg("--json"),
         Duration::from_secs(60),
     );
     assert!(json.status.success(), "{}", text(&json.stderr));
@@ -137,10 +137,7 @@ fn leak_found(way: &str, extra: &[&str]) {
         "Y's peak was seen: {}",
         y["text"]
     );
-    let plain = finish(
-        Command::new(MEMTRACE).arg("report").arg(&out),
-        Duration::from_secs(60),
-    );
+    let plain = finish(memtrace().arg("report").arg(&out), Duration::from_secs(60));
     assert!(
         text(&plain.stdout).contains("X retains +"),
         "{}",
@@ -179,8 +176,8 @@ fn trace_survives_kill_9_of_the_recorder() {
         "import os, time\nopen('{}', 'w').write(str(os.getpid()))\nb = []\nfor i in range(60):\n    b.append(bytearray(1 << 20)); time.sleep(0.1)\n",
         pidfile.display()
     );
-    let mut recorder = support::Guarded::spawn(
-        Command::new(MEMTRACE)
+    let mut recorder = spawn(
+        memtrace()
             .args(["record", "--interval", "200ms", "-o"])
             .arg(&out)
             .args(["--", "python3", "-c", &code])
@@ -190,7 +187,7 @@ fn trace_survives_kill_9_of_the_recorder() {
     std::thread::sleep(Duration::from_secs(4));
     // SAFETY: kill has no memory-safety preconditions; the pid is the recorder we started.
     unsafe { libc::kill(recorder.pid() as i32, libc::SIGKILL) };
-    let _ = recorder.0.wait();
+    let _ = recorder.child_mut().wait();
     if let Some(pid) = std::fs::read_to_string(&pidfile)
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok())
@@ -223,10 +220,7 @@ fn trace_survives_kill_9_of_the_recorder() {
         "lost {} ms",
         killed_ms - last
     );
-    let report = finish(
-        Command::new(MEMTRACE).arg("report").arg(&out),
-        Duration::from_secs(60),
-    );
+    let report = finish(memtrace().arg("report").arg(&out), Duration::from_secs(60));
     assert!(report.status.success(), "{}", text(&report.stderr));
     assert!(text(&report.stdout).contains("not closed by the recorder"));
 }

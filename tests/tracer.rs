@@ -9,9 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
-    Guarded, MEMTRACE, MIB, TopRun, cgroup::TestCgroup, entry, field, python, require_root,
-};
+use support::{MIB, TopRun, entry, field, memtrace, python, require_root, spawn, test_cgroup};
 
 /// A child that allocates and touches 256 MiB is attributed ≥ 95 % of it, by pid, within one
 /// interval, and its faults are counted.
@@ -19,7 +17,7 @@ use support::{
 fn anon_memory_is_attributed_by_pid_within_one_interval() {
     require_root();
     let top = TopRun::start("1", &[]);
-    let mut child = Guarded::spawn(
+    let mut child = spawn(
         python(
             "import sys, time\n\
              b = bytearray(256 << 20)\n\
@@ -73,7 +71,7 @@ fn file_mapping_shows_as_file_rss() {
          time.sleep(5)\n",
         path.display()
     );
-    let mut child = Guarded::spawn(python(&code).stdout(Stdio::piped()));
+    let mut child = spawn(python(&code).stdout(Stdio::piped()));
     let pid = child.pid();
     support::wait_for_line(&mut child, "ready", Duration::from_secs(20));
     let found = top.find(Duration::from_secs(4), |snapshot| {
@@ -97,9 +95,9 @@ fn file_mapping_shows_as_file_rss() {
 fn cgroup_limit_reclaim_is_counted_and_oom_kill_reported() {
     require_root();
     let top = TopRun::start("0.5", &[]);
-    let mut group = TestCgroup::create("oom", 64 * MIB);
+    let mut group = test_cgroup("oom", 64 * MIB);
     // Anon memory in 1 MiB steps until the limit: reclaim stalls, then the OOM kill.
-    let child = Guarded::spawn(
+    let child = spawn(
         group
             .command(
                 "python3",
@@ -198,7 +196,7 @@ fn short_lived_child_appears_with_its_peak() {
 fn optional_fault_hook_counts_faults() {
     require_root();
     let top = TopRun::start("0.5", &["--fault-hook"]);
-    let mut child = Guarded::spawn(
+    let mut child = spawn(
         python(
             "import time\n\
              b = bytearray(64 << 20)\n\
@@ -226,7 +224,7 @@ fn optional_fault_hook_counts_faults() {
 #[test]
 fn non_root_gets_a_clear_error_and_status_still_works() {
     require_root();
-    let out = Command::new(MEMTRACE)
+    let out = memtrace()
         .args(["top", "--once"])
         .uid(65534)
         .gid(65534)
@@ -238,7 +236,7 @@ fn non_root_gets_a_clear_error_and_status_still_works() {
     assert_eq!(lines.len(), 1, "exactly one line: {stderr:?}");
     assert!(lines[0].contains("needs root"), "{stderr:?}");
 
-    let out = Command::new(MEMTRACE)
+    let out = memtrace()
         .args(["status", "--json"])
         .uid(65534)
         .gid(65534)
@@ -258,7 +256,7 @@ fn non_root_gets_a_clear_error_and_status_still_works() {
 #[test]
 fn once_json_has_the_documented_fields() {
     require_root();
-    let out = Command::new(MEMTRACE)
+    let out = memtrace()
         .args(["top", "--once", "--json", "--interval", "0.5"])
         .output()
         .expect("running memtrace top --once --json");

@@ -36,6 +36,10 @@ pub struct PidStat {
     pub minflt: u64,
     /// Major faults.
     pub majflt: u64,
+    /// User CPU time of the whole thread group, clock ticks.
+    pub utime: u64,
+    /// System CPU time of the whole thread group, clock ticks.
+    pub stime: u64,
     /// Start time, clock ticks after boot.
     pub start_ticks: u64,
     /// Resident set in pages (anon + file + shmem).
@@ -66,6 +70,8 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
         session: u32::try_from(number(6)?).ok()?,
         minflt: number(10)?,
         majflt: number(12)?,
+        utime: number(14)?,
+        stime: number(15)?,
         start_ticks: number(22)?,
         rss_pages: number(24)?,
     })
@@ -344,6 +350,7 @@ mod tests {
         assert_eq!(stat.session, 42);
         assert_eq!(stat.minflt, 1234);
         assert_eq!(stat.majflt, 5);
+        assert_eq!((stat.utime, stat.stime), (10, 20));
         assert_eq!(stat.start_ticks, 987654);
         assert_eq!(stat.rss_pages, 2048);
     }

@@ -2,7 +2,6 @@
 //! trips, the Perfetto tracks, damaged traces, refusals, and the one-hour size and speed.
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -16,7 +15,7 @@ use memtrace::{
 };
 use serde_json::Value;
 
-use super::{finish, scratch, support::MEMTRACE, text};
+use super::{finish, scratch, support::memtrace, text};
 
 fn proc(pid: u32, anon: u64, t: u64) -> ProcSample {
     ProcSample {
@@ -152,7 +151,7 @@ fn perfetto_export_has_the_tracks() {
     synthetic(&path, 40, 4, 2);
     let out = scratch("perfetto.json");
     let result = finish(
-        Command::new(MEMTRACE)
+        memtrace()
             .arg("export")
             .arg(&path)
             .args(["--format", "perfetto", "-o"])
@@ -192,10 +191,7 @@ fn corrupt_trace_names_the_offset_and_still_reports() {
     let at = data.len() * 2 / 3;
     data[at] ^= 0xff;
     std::fs::write(&path, &data).expect("write");
-    let result = finish(
-        Command::new(MEMTRACE).arg("report").arg(&path),
-        Duration::from_secs(60),
-    );
+    let result = finish(memtrace().arg("report").arg(&path), Duration::from_secs(60));
     assert!(!result.status.success());
     let stderr = text(&result.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -205,10 +201,7 @@ fn corrupt_trace_names_the_offset_and_still_reports() {
         "report before the damage"
     );
     std::fs::write(&path, &data[..data.len() / 2]).expect("truncate");
-    let result = finish(
-        Command::new(MEMTRACE).arg("report").arg(&path),
-        Duration::from_secs(60),
-    );
+    let result = finish(memtrace().arg("report").arg(&path), Duration::from_secs(60));
     assert!(!result.status.success());
     assert!(
         text(&result.stderr).contains("at byte "),
@@ -216,10 +209,7 @@ fn corrupt_trace_names_the_offset_and_still_reports() {
         text(&result.stderr)
     );
     std::fs::write(&path, b"not a trace").expect("write");
-    let result = finish(
-        Command::new(MEMTRACE).arg("report").arg(&path),
-        Duration::from_secs(60),
-    );
+    let result = finish(memtrace().arg("report").arg(&path), Duration::from_secs(60));
     assert!(
         text(&result.stderr).contains("not a memtrace trace"),
         "{}",
@@ -232,17 +222,17 @@ fn corrupt_trace_names_the_offset_and_still_reports() {
 fn bad_input_is_refused_clearly() {
     let path = scratch("refusals.mtrace");
     synthetic(&path, 3, 2, 2);
-    let mut unknown = Command::new(MEMTRACE);
+    let mut unknown = memtrace();
     unknown
         .arg("export")
         .arg(&path)
         .args(["--format", "xml", "-o", "/tmp/x"]);
-    let mut unwritable = Command::new(MEMTRACE);
+    let mut unwritable = memtrace();
     unwritable
         .arg("export")
         .arg(&path)
         .args(["--format", "csv", "-o", "/nonexistent/dir/x.csv"]);
-    let mut mark = Command::new(MEMTRACE);
+    let mut mark = memtrace();
     mark.args(["mark", "composite"])
         .env_remove("MEMTRACE_MARK_SOCKET");
     let cases = [

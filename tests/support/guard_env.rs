@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Guarded, MEMTRACE, MIB, cgroup::TestCgroup};
+use super::{KillOnDrop, MIB, TestCgroup, memtrace, spawn, test_cgroup};
 
 /// A Python process that renames itself, holds `mib` MiB and sleeps.
 pub fn holder(comm: &str, mib: u64) -> String {
@@ -67,14 +67,14 @@ pub fn tmp() -> PathBuf {
 /// A running guard whose log lines are collected.
 pub struct GuardRun {
     /// The guard process.
-    pub child: Guarded,
+    pub child: KillOnDrop,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl GuardRun {
     pub fn start(cgroup: &Path, config: &Path, state: &Path, extra: &[&str]) -> Self {
-        let mut child = Guarded::spawn(
-            Command::new(MEMTRACE)
+        let mut child = spawn(
+            memtrace()
                 .args(["guard", "--cgroup"])
                 .arg(cgroup)
                 .arg("--config")
@@ -84,7 +84,7 @@ impl GuardRun {
                 .args(extra)
                 .stderr(Stdio::piped()),
         );
-        let stderr = child.0.stderr.take().expect("piped stderr");
+        let stderr = child.child_mut().stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -117,7 +117,7 @@ impl GuardRun {
         unsafe { libc::kill(self.child.pid() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.0.try_wait() {
+            if let Ok(Some(_)) = self.child.child_mut().try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -135,17 +135,6 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     done()
-}
-
-/// The state letter of `pid` (`T` = stopped), or `None` once it is gone.
-pub fn state(pid: u32) -> Option<char> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = text.rfind(')')?;
-    text[after + 1..].trim_start().chars().next()
-}
-
-pub fn alive(pid: u32) -> bool {
-    state(pid).is_some_and(|s| s != 'Z')
 }
 
 /// A python3 that runs under the command name `comm` from its very first instruction (exec
@@ -170,15 +159,15 @@ pub fn python_as(comm: &str) -> String {
 
 /// Starts `code` in the cgroup under command name `comm` and waits for its first line;
 /// returns (process, first line).
-pub fn start_in(group: &mut TestCgroup, comm: &str, code: &str) -> (Guarded, String) {
+pub fn start_in(group: &mut TestCgroup, comm: &str, code: &str) -> (KillOnDrop, String) {
     let program = python_as(comm);
-    let mut child = Guarded::spawn(
+    let mut child = spawn(
         group
             .command(&program, &["-c", code])
             .stdout(Stdio::piped()),
     );
     group.track(child.pid());
-    let stdout = child.0.stdout.take().expect("piped stdout");
+    let stdout = child.child_mut().stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -198,16 +187,16 @@ pub struct Scenario {
     /// The cgroup.
     pub group: TestCgroup,
     /// 16 MiB, stable.
-    pub chill: Guarded,
+    pub chill: KillOnDrop,
     /// The protected stand-in.
-    pub sshd: Guarded,
+    pub sshd: KillOnDrop,
     /// 128 MiB, protected; the test drops it to free memory.
-    pub ballast: Option<Guarded>,
+    pub ballast: Option<KillOnDrop>,
 }
 
 /// Ballast (128 MiB, protected), chill (16 MiB) and an `sshd` stand-in in one 512 MiB cgroup.
 pub fn scenario(name: &str) -> Scenario {
-    let mut group = TestCgroup::create(name, 512 * MIB);
+    let mut group = test_cgroup(name, 512 * MIB);
     let (ballast, _) = start_in(&mut group, "ballast", &holder("ballast", 128));
     let (chill, _) = start_in(&mut group, "chill", &holder("chill", 16));
     let (sshd, _) = start_in(&mut group, "sshd", &holder("sshd", 4));
@@ -220,7 +209,7 @@ pub fn scenario(name: &str) -> Scenario {
 }
 
 /// Starts the pipeline (growing 4 MiB per 25 ms up to 240 MiB); returns (parent, grower pid).
-pub fn start_pipeline(group: &mut TestCgroup) -> (Guarded, u32) {
+pub fn start_pipeline(group: &mut TestCgroup) -> (KillOnDrop, u32) {
     let (parent, line) = start_in(group, "pipeline", &pipeline(4, 240));
     let grower = line
         .strip_prefix("child ")

@@ -1,61 +1,78 @@
 //! Shared helpers of the privileged integration tests: the memtrace binary, a running
-//! `memtrace top --json` whose snapshots arrive on a channel, children killed by PID on drop,
-//! and memory cgroups with a limit (v1 or v2) removed on drop.
+//! `memtrace top --json` whose snapshots arrive on a channel, and thin panicking adapters over
+//! the test kit's children killed on drop and limited memory cgroups.
 #![allow(dead_code)]
 
-pub mod cgroup;
 pub mod guard_env;
 
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc::{Receiver, channel},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        LazyLock,
+        mpsc::{Receiver, channel},
+    },
     time::{Duration, Instant},
 };
 
+pub use memtrace_testkit::{cgroup::TestCgroup, child::KillOnDrop};
 use serde_json::Value;
 
-/// Path of the memtrace binary cargo built for these tests.
-pub const MEMTRACE: &str = env!("CARGO_BIN_EXE_memtrace");
+/// The memtrace binary under test: `$MEMTRACE_BIN` (set by `cargo xtask test`), else the one
+/// cargo built next to this test executable (`target/<profile>/memtrace`).
+static MEMTRACE_BIN: LazyLock<PathBuf> = LazyLock::new(|| {
+    let path = std::env::var_os("MEMTRACE_BIN").map_or_else(
+        || {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            // target/<profile>/deps/<test>-<hash> → target/<profile>/memtrace
+            exe.parent()
+                .and_then(Path::parent)
+                .map(|profile| profile.join("memtrace"))
+                .expect("the test executable lies in target/<profile>/deps")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "no memtrace binary at {}: run these tests through `cargo xtask test` (or build it first with `cargo build -p memtrace`)",
+        path.display()
+    );
+    path
+});
+
+/// Path of the memtrace binary under test.
+pub fn memtrace_bin() -> &'static Path {
+    &MEMTRACE_BIN
+}
+
+/// A command running the memtrace binary under test.
+pub fn memtrace() -> Command {
+    Command::new(memtrace_bin())
+}
 
 /// Panics with a clear message unless running as root (CI runs `cargo xtask test` as root).
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        memtrace_host::privilege::is_root(),
         "privileged integration tests must run as root (use `cargo xtask test`)"
     );
 }
 
-/// A child process that is killed (by its PID) and reaped when dropped.
-pub struct Guarded(pub Child);
-
-impl Guarded {
-    /// Spawns `cmd`.
-    pub fn spawn(cmd: &mut Command) -> Self {
-        Self(
-            cmd.spawn()
-                .unwrap_or_else(|err| panic!("spawning {cmd:?}: {err}")),
-        )
-    }
-
-    /// The child's pid.
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
+/// Spawns `cmd`, killed by PID and reaped when the result is dropped.
+pub fn spawn(cmd: &mut Command) -> KillOnDrop {
+    let what = format!("{cmd:?}");
+    KillOnDrop::spawn(cmd, &what).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A memory cgroup `memtrace-test-NAME-PID` limited to `limit` bytes, removed on drop.
+pub fn test_cgroup(name: &str, limit: u64) -> TestCgroup {
+    TestCgroup::create(&format!("test-{name}"), limit).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
 /// A running `memtrace top --json`; each stdout line (one snapshot) arrives parsed.
 pub struct TopRun {
-    child: Guarded,
+    child: KillOnDrop,
     lines: Receiver<Vec<Value>>,
 }
 
@@ -63,13 +80,13 @@ impl TopRun {
     /// Starts `memtrace top --json --interval INTERVAL EXTRA…` and waits for its first snapshot
     /// (the programs are attached by then).
     pub fn start(interval: &str, extra: &[&str]) -> Self {
-        let mut child = Guarded::spawn(
-            Command::new(MEMTRACE)
+        let mut child = spawn(
+            memtrace()
                 .args(["top", "--json", "--interval", interval])
                 .args(extra)
                 .stdout(Stdio::piped()),
         );
-        let stdout = child.0.stdout.take().expect("piped stdout");
+        let stdout = child.child_mut().stdout.take().expect("piped stdout");
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -134,8 +151,8 @@ pub fn python(code: &str) -> Command {
 }
 
 /// Waits until `child` prints a line containing `marker` on stdout (it must be piped).
-pub fn wait_for_line(child: &mut Guarded, marker: &str, timeout: Duration) {
-    let stdout = child.0.stdout.take().expect("piped stdout");
+pub fn wait_for_line(child: &mut KillOnDrop, marker: &str, timeout: Duration) {
+    let stdout = child.child_mut().stdout.take().expect("piped stdout");
     let (tx, rx) = channel();
     let wanted = marker.to_owned();
     std::thread::spawn(move || {

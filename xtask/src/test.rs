@@ -1,10 +1,11 @@
-//! `cargo xtask test`: formatting and clippy (host and BPF passes), unit tests, the privileged
-//! integration tests (serially: they load eBPF and create memory cgroups), then one memtrace
-//! guard run against a runaway hog in the Debian guest of `cargo xtask vm` (sshd must survive;
-//! about 6 minutes with a cold image cache, 3 with a warm one).
+//! `cargo xtask test`: formatting and clippy (host and BPF passes), unit tests (what a plain
+//! `cargo test` runs, no root needed), the privileged integration tests of the `tests/` crate
+//! against the built binary (serially: they load eBPF and create memory cgroups), then one
+//! memtrace guard run against a runaway hog in the Debian guest of `cargo xtask vm` (sshd must
+//! survive; about 6 minutes with a cold image cache, 3 with a warm one).
 use std::process::Command;
 
-use crate::{root, tools};
+use crate::{build, root, tools};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +36,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 "--workspace",
                 "--exclude",
                 "memtrace-ebpf",
+                "--exclude",
+                "memtrace-tests",
                 "--lib",
                 "--bins",
             ])
@@ -42,11 +45,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .args(&filter),
         "unit tests",
     )?;
+    let binary = build::run(&build::Options { release: false })?;
     tools::run_checked(
         tools::cargo()
-            .args(["test", "--package", "memtrace", "--test", "*"])
+            .args(["test", "--package", "memtrace-tests"])
             .args(["--", "--test-threads=1"])
-            .args(&filter),
+            .args(&filter)
+            .env("MEMTRACE_BIN", &binary),
         "privileged integration tests",
     )?;
     if options.no_vm || options.filter.is_some() {

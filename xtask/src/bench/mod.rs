@@ -5,7 +5,6 @@
 //! hidden `bench workload` subcommand, so that what is timed is one process doing only the
 //! workload (see [`workload`]).
 mod bpf_stats;
-mod cgroup;
 mod overhead;
 mod overhead_measure;
 mod overhead_tables;

@@ -10,12 +10,15 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use memtrace_host::procfs::PidMemory;
+use memtrace_testkit::{child::KillOnDrop, proc};
+use rustix::process::Signal;
 
 use super::{
     bpf_stats,
     overhead::Options,
     overhead_tracers::{Binaries, VARIANTS, Variant, start_tracer, stop_tracer},
-    process::{self, Guarded, Observer, Sleepers},
+    process::{Observer, Sleepers},
     workload::{Kind, Report},
 };
 
@@ -57,13 +60,13 @@ pub struct TopCost {
     pub processes: usize,
     pub cpu_percent: f64,
     pub startup_cpu_s: f64,
-    pub memory: process::Memory,
+    pub memory: PidMemory,
 }
 
 /// Runs one workload in a child process and returns its report.
 fn run_workload(binary: &Path, kind: Kind, size: u32) -> anyhow::Result<Report> {
     let size = size.to_string();
-    let mut child = Guarded::spawn(
+    let mut child = KillOnDrop::spawn(
         Command::new(binary)
             .args(["bench", "workload", kind.name(), "--size", &size])
             .stdin(Stdio::null())
@@ -219,15 +222,15 @@ pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<T
         let pid = observer.pid();
         std::thread::sleep(TOP_WARMUP);
         observer.check_alive()?;
-        let cpu_start = process::cpu_seconds(pid)?;
+        let cpu_start = proc::cpu_seconds(pid)?;
         let wall = Instant::now();
         std::thread::sleep(Duration::from_secs(options.top_secs));
         observer.check_alive()?;
-        let cpu_end = process::cpu_seconds(pid)?;
+        let cpu_end = proc::cpu_seconds(pid)?;
         let elapsed = wall.elapsed().as_secs_f64();
-        let memory = process::memory(pid)?;
-        let processes = process::process_count();
-        observer.stop(libc::SIGTERM)?;
+        let memory = proc::memory(pid)?;
+        let processes = proc::process_count();
+        observer.stop(Signal::TERM)?;
         out.push(TopCost {
             variant,
             processes,

@@ -1,5 +1,7 @@
 //! The tables `cargo xtask bench overhead` prints (wall and CPU time overhead, kernel program
 //! cost, `memtrace top`'s own cost) and the project's targets judged against them.
+use memtrace_host::units::to_mib;
+
 use super::{
     overhead::Options,
     overhead_measure::{KINDS, ProgramCosts, Samples, TOP_WARMUP, TopCost},
@@ -182,10 +184,6 @@ pub fn program_table(costs: &[ProgramCosts]) -> String {
     out
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / 1048576.0
-}
-
 pub fn top_table(top: &[TopCost], options: &Options) -> String {
     let mut out = format!(
         "{:<34} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9}\n",
@@ -210,10 +208,10 @@ pub fn top_table(top: &[TopCost], options: &Options) -> String {
             cost.processes,
             cost.cpu_percent,
             cost.startup_cpu_s,
-            mib(m.rss),
-            mib(m.anon),
-            mib(m.file),
-            mib(m.hwm),
+            to_mib(m.rss()),
+            to_mib(m.anon),
+            to_mib(m.file),
+            to_mib(m.hwm),
         ));
     }
     out.push_str(&format!(
@@ -316,7 +314,7 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
             Some(cost.cpu_percent < 1.0),
             format!("{} processes", cost.processes),
         );
-        let peak = mib(cost.memory.hwm);
+        let peak = to_mib(cost.memory.hwm);
         line(
             format!("top{hook}: RSS (peak, VmHWM)"),
             "< 20 MiB",
@@ -324,8 +322,8 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
             Some(peak < 20.0),
             format!(
                 "VmRSS {:.1} MiB at the end, {:.1} MiB of it anonymous",
-                mib(cost.memory.rss),
-                mib(cost.memory.anon)
+                to_mib(cost.memory.rss()),
+                to_mib(cost.memory.anon)
             ),
         );
     }

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use rustix::process::Signal;
 
 use super::process::Observer;
 use crate::{build, tools};
@@ -53,10 +54,10 @@ impl Variant {
     }
 
     /// The signal that stops it cleanly.
-    fn stop_signal(self) -> libc::c_int {
+    fn stop_signal(self) -> Signal {
         match self {
-            Self::Bpftrace | Self::BpftraceEmpty => libc::SIGINT,
-            _ => libc::SIGTERM,
+            Self::Bpftrace | Self::BpftraceEmpty => Signal::INT,
+            _ => Signal::TERM,
         }
     }
 

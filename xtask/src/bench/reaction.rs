@@ -13,11 +13,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use memtrace_host::units::to_mib;
+use memtrace_testkit::{cgroup::TestCgroup, child::KillOnDrop, proc};
+use rustix::process::Signal;
 
 use crate::{
     bench::{
-        cgroup::BenchCgroup,
-        process::{Guarded, memory},
         ssh_guest::HOG,
         stats::{median, quantile},
     },
@@ -50,11 +51,6 @@ enum Outcome {
     TimedOut,
 }
 
-fn state_of(pid: u32) -> Option<char> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text[text.rfind(')')? + 1..].trim_start().chars().next()
-}
-
 /// Starts the guard on `cgroup` and waits until it says it is guarding.
 fn start_guard(
     binary: &Path,
@@ -62,7 +58,7 @@ fn start_guard(
     config: &Path,
     state: &Path,
     extra: &[&str],
-) -> anyhow::Result<Guarded> {
+) -> anyhow::Result<KillOnDrop> {
     let mut cmd = Command::new(binary);
     cmd.arg("guard")
         .args(extra)
@@ -73,7 +69,7 @@ fn start_guard(
     if !cgroup.as_os_str().is_empty() {
         cmd.arg("--cgroup").arg(cgroup);
     }
-    let mut guard = Guarded::spawn(cmd.stderr(Stdio::piped()), "memtrace guard")?;
+    let mut guard = KillOnDrop::spawn(cmd.stderr(Stdio::piped()), "memtrace guard")?;
     let stderr = guard.child_mut().stderr.take().context("guard stderr")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -99,11 +95,11 @@ fn trial(
     index: usize,
     extra: &[&str],
 ) -> anyhow::Result<(Outcome, f64, u64)> {
-    let mut group = BenchCgroup::create(&format!("reaction-{index}"), LIMIT)?;
+    let mut group = TestCgroup::create(&format!("bench-reaction-{index}"), LIMIT)?;
     let state = tools::workspace_root().join("target/bench-reaction-state.json");
     let mut guard = start_guard(binary, &group.path, config, &state, extra)?;
     let cpu_before = cpu_precise(guard.pid())?;
-    let mut hog = Guarded::spawn(
+    let mut hog = KillOnDrop::spawn(
         &mut group.command("python3", &["-c", HOG, &rate_mib.to_string()]),
         "hog",
     )?;
@@ -116,7 +112,7 @@ fn trial(
         if crossed.is_none() && percent >= WARN_PERCENT {
             crossed = Some(now);
         }
-        match state_of(hog.pid()) {
+        match proc::state(hog.pid()) {
             Some('T') => {
                 let after_ms = crossed.map_or(0.0, |c| now.duration_since(c).as_secs_f64() * 1e3);
                 break Outcome::Stopped {
@@ -136,10 +132,10 @@ fn trial(
         std::thread::sleep(Duration::from_millis(10).saturating_sub(now.elapsed()));
     };
     let cpu = cpu_precise(guard.pid())? - cpu_before;
-    let hwm = memory(guard.pid())?.hwm;
-    hog.signal(libc::SIGKILL)?;
+    let hwm = proc::memory(guard.pid())?.hwm;
+    hog.signal(Signal::KILL)?;
     let _ = hog.wait();
-    guard.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    guard.stop(Signal::TERM, Duration::from_secs(10))?;
     Ok((outcome, cpu, hwm))
 }
 
@@ -206,7 +202,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     println!("(0.0 ms: the hog was already stopped when the 10 ms sampler first saw warn crossed)");
     println!(
         "guard during trials: peak RSS {:.1} MiB, CPU {:.1} ms per trial (median)",
-        hwm_max as f64 / 1048576.0,
+        to_mib(hwm_max),
         median(&cpu_per_trial).unwrap_or(0.0) * 1e3
     );
     idle(&binary, options.idle_seconds)
@@ -235,14 +231,14 @@ fn idle(binary: &Path, seconds: u64) -> anyhow::Result<()> {
     let before = cpu_precise(guard.pid())?;
     std::thread::sleep(Duration::from_secs(seconds));
     let used = cpu_precise(guard.pid())? - before;
-    let mem = memory(guard.pid())?;
-    guard.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    let mem = proc::memory(guard.pid())?;
+    guard.stop(Signal::TERM, Duration::from_secs(10))?;
     println!(
         "guard idle (whole machine, {} processes, {seconds} s): CPU {:.3} % of one core, RSS {:.1} MiB (peak {:.1} MiB)",
-        crate::bench::process::process_count(),
+        proc::process_count(),
         used / seconds as f64 * 100.0,
-        mem.rss as f64 / 1048576.0,
-        mem.hwm as f64 / 1048576.0
+        to_mib(mem.rss()),
+        to_mib(mem.hwm)
     );
     Ok(())
 }

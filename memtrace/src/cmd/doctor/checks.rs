@@ -38,7 +38,7 @@ pub fn all(roots: &SysRoots) -> Vec<Check> {
         tracing::btf(roots),
         tracing::tracefs(roots),
         tracing::tracepoints(roots),
-        tracing::nvml(tracing::nvml_loadable()),
+        tracing::nvml(crate::collect::gpu::nvml_loadable()),
         sshd(roots),
         compressed_swap(roots),
         guard(roots),

@@ -1,9 +1,12 @@
 //! The `memtrace doctor` checks of what the eBPF tracer and the GPU columns need: kernel BTF,
 //! tracefs, the `btf_trace_*` tracepoint types (looked up with [`crate::host::btf`]) and NVML.
-use std::{ffi::CStr, fs, path::PathBuf};
+use std::{fs, path::PathBuf};
 
 use super::report::{Check, Severity, SysRoots};
-use crate::host::{btf::Btf, units::human_bytes};
+use crate::{
+    collect::gpu::NVML_LIBRARY,
+    host::{btf::Btf, units::human_bytes},
+};
 
 /// The BTF tracepoint types the eBPF tracer attaches to.
 pub const REQUIRED_TRACEPOINTS: [&str; 9] = [
@@ -17,9 +20,6 @@ pub const REQUIRED_TRACEPOINTS: [&str; 9] = [
     "btf_trace_sched_process_exit",
     "btf_trace_mark_victim",
 ];
-
-/// NVML's shared library.
-const NVML: &CStr = c"libnvidia-ml.so.1";
 
 fn vmlinux(roots: &SysRoots) -> PathBuf {
     roots.sys.join("kernel/btf/vmlinux")
@@ -97,22 +97,10 @@ pub fn tracepoints(roots: &SysRoots) -> Check {
     }
 }
 
-/// Whether NVML can be loaded (dlopen, then closed again).
-pub fn nvml_loadable() -> bool {
-    // SAFETY: NVML is a valid NUL-terminated name; dlopen has no other preconditions.
-    let handle = unsafe { libc::dlopen(NVML.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
-    if handle.is_null() {
-        return false;
-    }
-    // SAFETY: handle came from a successful dlopen and is closed exactly once.
-    unsafe { libc::dlclose(handle) };
-    true
-}
-
 /// NVML, for the GPU columns; its absence is information, never a failure.
 pub fn nvml(loadable: bool) -> Check {
     if loadable {
-        Check::new("NVML", Severity::Ok, "libnvidia-ml.so.1 loads".to_owned())
+        Check::new("NVML", Severity::Ok, format!("{NVML_LIBRARY} loads"))
     } else {
         Check::new(
             "NVML",

@@ -17,7 +17,7 @@ mod paced;
 use std::{collections::HashMap, path::Path, time::Duration};
 
 pub use fake::FakeGpuSource;
-pub use nvml::{GpuError, NvmlSource};
+pub use nvml::{GpuError, NVML_LIBRARY, NvmlSource, loadable as nvml_loadable};
 pub use paced::Paced;
 
 use crate::collect::model::{GpuDevice, Snapshot};

@@ -106,6 +106,22 @@ impl std::fmt::Debug for NvmlSource {
     }
 }
 
+/// Whether NVML's library can be loaded at all (dlopen, then closed again): the cheap check
+/// `doctor` and the tests make before anything is initialised.
+pub fn loadable() -> bool {
+    let Ok(name) = std::ffi::CString::new(NVML_LIBRARY) else {
+        return false;
+    };
+    // SAFETY: name is a valid NUL-terminated string; dlopen has no other preconditions.
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return false;
+    }
+    // SAFETY: handle came from a successful dlopen and is closed exactly once.
+    unsafe { libc::dlclose(handle) };
+    true
+}
+
 impl NvmlSource {
     /// Loads [`NVML_LIBRARY`] and initialises NVML.
     pub fn open() -> Result<Self, GpuError> {
@@ -289,7 +305,7 @@ mod tests {
 
     #[test]
     fn real_source_without_nvml_says_no_nvml() {
-        if crate::cmd::doctor::tracing::nvml_loadable() {
+        if loadable() {
             eprintln!("libnvidia-ml.so.1 loads here: the no-NVML path is not testable");
             return;
         }
