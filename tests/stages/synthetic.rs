@@ -1,98 +1,24 @@
 //! Tests on synthetic traces written through the real writer (no root needed): CSV/JSONL round
-//! trips, the Perfetto tracks, damaged traces, refusals, and the one-hour size and speed.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+//! trips, the Perfetto tracks, damaged traces, refusals, and the one-hour size.
+use std::time::Duration;
 
 use memtrace::{
     analyze::{
         export::{self, Format},
         report,
     },
-    collect::model::{ProcSample, Snapshot, SystemSample},
-    record::trace::{self, Event, Header, TraceWriter},
+    record::trace::{self},
 };
 use serde_json::Value;
 
-use super::{finish, scratch, support::memtrace, text};
-
-fn proc(pid: u32, anon: u64, t: u64) -> ProcSample {
-    ProcSample {
-        pid,
-        ppid: if pid == 100 { 1 } else { 100 },
-        comm: format!("worker-{pid}"),
-        cmdline: format!("worker --id {pid}, \"quoted\""),
-        start_ticks: u64::from(pid),
-        anon_bytes: anon,
-        file_bytes: 8 << 20,
-        shmem_bytes: 4096,
-        swap_bytes: 0,
-        rss_bytes: anon + (8 << 20) + 4096,
-        peak_rss_bytes: anon + (8 << 20) + 4096,
-        faults: t * 7 + u64::from(pid),
-        reclaim_count: t / 100,
-        reclaim_stall_ns: (t / 100) * 1_000_000,
-        ..ProcSample::default()
-    }
-}
-
-/// Writes a synthetic trace of `seconds` samples of `procs` processes; `busy` of them change
-/// every second, the others every 30 s (staggered). Stage marks every 10 s.
-fn synthetic(path: &Path, seconds: u64, procs: u32, busy: u32) -> Duration {
-    let start = 1_700_000_000_000;
-    let header = Header {
-        start_unix_ms: start,
-        interval_ms: 1000,
-        scope: "synthetic".into(),
-        ..Header::default()
-    };
-    let mut writer = TraceWriter::create(path, &header).expect("create");
-    let mut cpu = Duration::ZERO;
-    for t in 0..seconds {
-        let list = (0..procs)
-            .map(|i| {
-                let pid = 100 + i;
-                let steps = if i < busy { t } else { (t + u64::from(i)) / 30 };
-                let wobble = (steps * 2_654_435_761 + u64::from(i)) % 97;
-                proc(
-                    pid,
-                    (64 << 20) + steps * 4096 * 3 + wobble * 4096,
-                    if i < busy { t } else { steps * 30 },
-                )
-            })
-            .collect();
-        let snapshot = Snapshot {
-            time_unix_ms: start + t * 1000,
-            system: SystemSample {
-                mem_total_bytes: 24 << 30,
-                mem_available_bytes: (12 << 30) - (t << 12),
-                ..SystemSample::default()
-            },
-            procs: list,
-            ..Snapshot::default()
-        };
-        let began = Instant::now();
-        writer.sample(&snapshot).expect("sample");
-        if t % 10 == 0 {
-            let stage = ["decode", "matte", "composite"][(t / 10 % 3) as usize];
-            let clip = Some((t / 30).to_string());
-            writer
-                .event(
-                    start + t * 1000,
-                    &Event::StageBegin {
-                        stage: stage.into(),
-                        clip,
-                        source: "cli".into(),
-                    },
-                )
-                .expect("event");
-        }
-        cpu += began.elapsed();
-    }
-    writer.finish(&serde_json::json!({})).expect("finish");
-    cpu
-}
+use super::{
+    finish, scratch,
+    support::{
+        memtrace,
+        synthetic_trace::{proc, synthetic},
+    },
+    text,
+};
 
 /// CSV and JSONL carry a sample's values unchanged.
 #[test]
@@ -249,37 +175,23 @@ fn bad_input_is_refused_clearly() {
     }
 }
 
-/// Trace size for one hour of 100 processes at 1 Hz, and report/export time for it.
+/// One hour of 100 processes at 1 Hz fits in 1 MiB and reads back whole; report and exports
+/// handle it. (Their speed is measured by `cargo xtask bench trace`, not asserted here.)
 #[test]
-fn trace_size_and_speed_for_one_hour() {
+fn one_hour_trace_fits_in_a_mebibyte_and_reads_back() {
     let path = scratch("hour.mtrace");
-    let write_cpu = synthetic(&path, 3600, 100, 10);
+    synthetic(&path, 3600, 100, 10);
     let size = std::fs::metadata(&path).expect("written").len();
-    let worst = scratch("hour-worst.mtrace");
-    synthetic(&worst, 3600, 100, 100);
-    let worst_size = std::fs::metadata(&worst).expect("written").len();
-    let began = Instant::now();
-    let data = trace::read_file(&path).expect("reads");
-    let read = began.elapsed();
-    let began = Instant::now();
-    let analysis = report::analyze(&data);
-    let _ = report::text::render(&analysis, "hour");
-    let _ = report::html::render(&analysis);
-    let analyze = began.elapsed();
-    let mut times = Vec::new();
-    for format in [Format::Perfetto, Format::Csv, Format::Jsonl] {
-        let began = Instant::now();
-        let mut sink = std::io::BufWriter::new(std::io::sink());
-        export::write(&data, format, &mut sink).expect("export");
-        times.push((format, began.elapsed()));
-    }
-    eprintln!(
-        "one hour, 100 processes at 1 Hz: {:.1} KiB (10 busy, 90 mostly idle), {:.1} KiB (all 100 changing every second); \
-         writer CPU {:?} for 3600 samples; read {read:?}, report {analyze:?}, exports {times:?}",
-        size as f64 / 1024.0,
-        worst_size as f64 / 1024.0,
-        write_cpu
-    );
-    assert_eq!(data.samples.len(), 3600);
     assert!(size <= 1 << 20, "{size} bytes per hour");
+    let data = trace::read_file(&path).expect("reads");
+    assert_eq!(data.samples.len(), 3600);
+    assert!(data.damage.is_none() && data.end.is_some());
+    let analysis = report::analyze(&data);
+    assert!(report::text::render(&analysis, "hour").contains("samples over"));
+    assert!(report::html::render(&analysis).contains("<svg"));
+    for format in [Format::Perfetto, Format::Csv, Format::Jsonl] {
+        let mut out = Vec::new();
+        export::write(&data, format, &mut out).expect("export");
+        assert!(!out.is_empty());
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod guard_env;
+pub mod synthetic_trace;
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -17,6 +17,7 @@ mod ssh_events;
 mod ssh_guest;
 mod ssh_run;
 mod stats;
+mod trace;
 mod workload;
 
 /// The benchmarks.
@@ -30,6 +31,9 @@ pub enum Bench {
     Reaction(reaction::Options),
     /// sshd under a runaway pipeline in a 1 GiB qemu guest: kernel alone vs earlyoom vs memtrace.
     Ssh(ssh::Options),
+    /// Size and speed of one hour of trace (write, read, report, exports) against the same
+    /// data as JSON lines.
+    Trace(trace::Options),
     /// Runs one workload and prints its report line (used by `bench overhead`).
     #[command(hide = true)]
     Workload(workload::Args),
@@ -47,6 +51,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Overhead(options) => overhead::run(&options),
         Bench::Reaction(options) => reaction::run(&options),
         Bench::Ssh(options) => ssh::run(&options),
+        Bench::Trace(options) => trace::run(&options),
         Bench::Workload(args) => workload::run(&args),
     }
 }

@@ -437,3 +437,6 @@ fn decode_proc(buf: &mut &[u8], old: &ProcValues) -> Result<ProcValues, DecodeEr
     }
     Ok(new)
 }
+
+#[cfg(test)]
+mod tests;

@@ -142,6 +142,7 @@ impl TraceError {
         match self {
             Self::Truncated { offset, .. } | Self::Corrupt { offset, .. } => Some(*offset),
             Self::NotATrace => Some(0),
+            Self::Version(_) => Some(MAGIC.len() as u64),
             _ => None,
         }
     }
