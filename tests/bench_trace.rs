@@ -12,11 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace::analyze::{
-    export::{self, Format},
-    report,
+use memtrace::{
+    analyze::{
+        export::{self, Format},
+        report,
+    },
+    record::trace,
 };
-use memtrace::record::trace;
 use synthetic_trace::synthetic;
 
 /// Median of `values` (which it sorts).

@@ -28,9 +28,9 @@ pub enum Command {
     Clean(crate::cmd::clean::CleanArgs),
     /// Run a pipeline under tracing: swap check, memory-friendly env, stage marks, `[Memory]`
     /// lines, a trace file, the child's exit code (needs root: loads eBPF).
-    Run(crate::record::RunArgs),
+    Run(crate::cmd::run::RunArgs),
     /// Record a trace of a command, a running process tree (--pid) or every process.
-    Record(crate::record::RecordArgs),
+    Record(crate::cmd::run::RecordArgs),
     /// Mark a stage of the pipeline running under `memtrace run` (STAGE [--clip ID] or --end).
     Mark(crate::record::marks::MarkArgs),
     /// Which stage leaks, how much per clip, host or GPU: the report of a trace.

@@ -1,28 +1,31 @@
 //! memtrace: a low-overhead eBPF memory tracer and pressure responder for Linux GPU hosts.
 //!
-//! Data flows one way, and so do the dependencies between the folders:
+//! Data flows one way, and so do the dependencies between the folders: each one only imports
+//! from the ones above it.
 //!
 //! ```text
-//!  kernel: eBPF programs (memtrace-ebpf) aggregate per process in maps,
-//!          types shared with userspace in memtrace-common
-//!     │
-//!  host    (memtrace-host, re-exported as `host`): /proc, cgroups, BTF, tracefs, pidfds,
-//!     │     sysctls, swap, reclaim, units — what memtrace reads from and does to the machine
+//!  kernel   eBPF programs (memtrace-ebpf) aggregate per process in maps; the #[repr(C)] types
+//!     │     and the counter merge rule they share with userspace are in memtrace-common
 //!     ▼
-//!  collect  the tracer reads the maps, GPU sources read NVML, the sampler joins them with
-//!     │     /proc into one model::Snapshot per interval (growth rates from raw samples)
+//!  host     memtrace-host, re-exported as `host`: /proc, cgroups, BTF, tracefs, pidfds,
+//!     │     sysctls, swap, cache/temp reclaim, units — what memtrace reads from and does to
+//!     │     the machine, with no model and no eBPF
 //!     ▼
-//!  record   the recorder: runs or attaches to a pipeline, samples it at marks and intervals,
-//!     │     writes the trace file format (record::trace)
-//!  guard    the pressure responder: signals → level → reclaim, suspend, resume, kill;
-//!     │     it can ride along a recording through record::RunHook
-//!  analyze  reads traces back: report (which stage leaks) and export (Perfetto, CSV, JSONL)
+//!  collect  the tracer reads the maps, the GPU source reads NVML, the sampler joins them with
+//!     │     /proc into one model::Snapshot per interval (rates derived from raw samples)
 //!     ▼
-//!  cmd      the subcommands people type (top, status, swap, doctor, clean, demo), thin
-//!           layers that read snapshots or traces and print them; cli holds the raw arguments
+//!  record   the recorder: runs or attaches to a pipeline, samples its tree at intervals and
+//!     │     stage marks, writes the trace file format (record::trace); hooks watch each sample
+//!     ├──────────────────────────────┐
+//!     ▼                              ▼
+//!  guard    pressure → level →      analyze  reads traces back: report (which stage keeps
+//!     │     reclaim, suspend,          │     memory) and export (Perfetto, CSV, JSON lines)
+//!     │     resume, kill; rides        │
+//!     │     along `run` as a hook      │
+//!     ▼                              ▼
+//!  cmd      the other subcommands people type (top, status, run/record, swap, doctor, clean,
+//!           demo); `cli` holds the raw arguments of all of them, `main.rs` dispatches
 //! ```
-//!
-//! A folder only imports from the folders above it in this picture.
 
 pub mod analyze;
 pub mod cli;

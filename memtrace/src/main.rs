@@ -29,9 +29,9 @@ fn main() -> ExitCode {
         )
         .and_then(|config| {
             let guard = memtrace::guard::run_hook::GuardHook::new(config);
-            memtrace::record::run_with_hooks(args, vec![Box::new(guard)])
+            memtrace::cmd::run::run_with_hooks(args, vec![Box::new(guard)])
         }),
-        Command::Record(args) => memtrace::record::record(args),
+        Command::Record(args) => memtrace::cmd::run::record(args),
         Command::Mark(args) => memtrace::record::marks::run(args),
         Command::Report(args) => memtrace::analyze::report::run(args),
         Command::Export(args) => memtrace::analyze::export::run(args),

@@ -1,12 +1,10 @@
-//! `memtrace run [--out FILE] [--config F] -- CMD ARGS…` and `memtrace record -o FILE [--pid PID
-//! | -- CMD]`: trace a pipeline's whole process tree into a trace file, with stage marks.
-//!
-//! `run` first does what `run_memory_safe.sh` scripts do ([`env`]): warns about missing or short
-//! swap and sets a memory-friendly environment for the child (never overriding the user's). Then
-//! it samples the tree every `--interval` (200 ms) and at every stage mark ([`marks`]), prints a
-//! `[Memory] before/after` line per stage, forwards signals, runs the hooks (the guard plugs in
-//! through [`RunHook`]), and exits with the child's exit code. `record` traces without changing
-//! the environment or printing stage lines.
+//! The recorder: traces a pipeline's whole process tree (or every process) into a trace file,
+//! with stage marks. [`recorder`] runs the event loop — it starts the command ([`child`]) or
+//! attaches to a running one, samples the tree every interval and at every mark ([`marks`]),
+//! and hands each sample to the [`session`], which keeps the tree, writes the [`trace`] and runs
+//! the hooks (the guard plugs in through [`RunHook`]). [`env`] is what `memtrace run` adds before
+//! the child starts: the swap check and a memory-friendly environment. The `run` and `record`
+//! subcommands around it live in `cmd::run`.
 pub mod child;
 pub mod env;
 pub mod marks;
@@ -14,13 +12,9 @@ pub mod recorder;
 pub mod session;
 pub mod trace;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
-
-use anyhow::Context as _;
 pub use marks::Mark;
-use recorder::{Plan, TraceTarget};
 
-use crate::{collect::model::Snapshot, host::units::parse_duration, record::trace::Event};
+use crate::{collect::model::Snapshot, record::trace::Event};
 
 /// Something that watches every snapshot of a run (the guard): it sees the whole snapshot and
 /// the pids of the traced tree, and returns events to record (guard decisions with reasons).
@@ -34,205 +28,4 @@ pub trait RunHook {
     fn on_terminate(&mut self) -> Vec<Event> {
         Vec::new()
     }
-}
-
-/// Raw arguments of `memtrace run`.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Where the trace goes (default: memtrace-run-<unix time>.mtrace here).
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub out: Option<PathBuf>,
-    /// Config file: its `[run]` table sets `interval` and `env` (see README); other tables (the
-    /// guard's) are read by their owners.
-    #[arg(long, value_name = "F")]
-    pub config: Option<PathBuf>,
-    /// Sampling interval between marks (default 200ms, or the config's).
-    #[arg(long, short = 'i')]
-    pub interval: Option<String>,
-    /// Turn the pipeline's output lines into stage marks: a regex with a `stage` group and
-    /// optionally a `clip` group, e.g. 'clip (?P<clip>\d+)/\d+: (?P<stage>\w+)'.
-    #[arg(long, value_name = "RE")]
-    pub stage_regex: Option<String>,
-    /// Do not print a `[Memory]` line per stage.
-    #[arg(long)]
-    pub quiet: bool,
-    /// The pipeline to run, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
-}
-
-/// Raw arguments of `memtrace record`.
-#[derive(Debug, clap::Args)]
-pub struct RecordArgs {
-    /// The trace file to write.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub out: PathBuf,
-    /// Trace the process tree of this running process (until it ends, or Ctrl-C).
-    #[arg(long, conflicts_with = "command")]
-    pub pid: Option<u32>,
-    /// Sampling interval.
-    #[arg(long, short = 'i', default_value = "1s")]
-    pub interval: String,
-    /// A command to start and trace, after `--` (without it and --pid: every process, until
-    /// Ctrl-C).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
-}
-
-fn default_out() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    PathBuf::from(format!("memtrace-run-{secs}.mtrace"))
-}
-
-fn check_interval(interval: Duration, text: &str) -> anyhow::Result<()> {
-    if interval < Duration::from_millis(50) {
-        anyhow::bail!("--interval {text} is too short (minimum 50ms)");
-    }
-    Ok(())
-}
-
-/// Runs `memtrace run` without hooks.
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    run_with_hooks(args, Vec::new())
-}
-
-/// Runs `memtrace run` with `hooks` (the guard) watching every snapshot.
-pub fn run_with_hooks(args: RunArgs, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<ExitCode> {
-    let section = match &args.config {
-        Some(path) => env::load(path)?,
-        None => env::RunSection::default(),
-    };
-    let interval = match &args.interval {
-        Some(text) => parse_duration(text).context("--interval")?,
-        None => env::interval(&section, Duration::from_millis(200)),
-    };
-    check_interval(interval, args.interval.as_deref().unwrap_or("(config)"))?;
-    let regex = args
-        .stage_regex
-        .as_deref()
-        .map(marks::StageRegex::new)
-        .transpose()?;
-    let out = args.out.clone().unwrap_or_else(default_out);
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let (set, kept) = env::plan(&section, cpus, |k| std::env::var_os(k).is_some());
-    if let Ok(info) = crate::host::procfs::read_meminfo(std::path::Path::new("/proc"))
-        && let Some(warning) = env::swap_warning(info.total, info.swap_total)
-    {
-        eprintln!("{warning}");
-    }
-    let shown: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut line = format!(
-        "[memtrace] environment for the pipeline: {}",
-        shown.join(" ")
-    );
-    if !kept.is_empty() {
-        line.push_str(&format!(" (kept yours: {})", kept.join(", ")));
-    }
-    eprintln!("{line}");
-    let config = serde_json::json!({
-        "interval_ms": interval.as_millis(),
-        "env": set,
-        "env_kept_from_user": kept,
-        "stage_regex": args.stage_regex,
-        "config_file": args.config,
-    });
-    let plan = Plan {
-        out: out.clone(),
-        interval,
-        target: TraceTarget::Spawn(args.command.clone()),
-        regex,
-        env: set,
-        memory_lines: !args.quiet,
-        config,
-    };
-    let outcome = recorder::execute(plan, hooks)?;
-    summarize(&out, &outcome);
-    Ok(ExitCode::from(
-        outcome.status.as_ref().map_or(1, child::exit_code),
-    ))
-}
-
-/// The closing lines of `run`: guard actions, how the pipeline ended, the trace, the verdicts.
-fn summarize(out: &std::path::Path, outcome: &recorder::Outcome) {
-    let f = &outcome.finished;
-    if let Some(Event::GuardDecision {
-        action,
-        level,
-        reason,
-        pids,
-    }) = f.guard_actions.last()
-    {
-        let more = f.guard_actions.len() - 1;
-        let more = if more > 0 {
-            format!(" (+{more} earlier, see the report)")
-        } else {
-            String::new()
-        };
-        let done = match action.as_str() {
-            "suspend" => "suspended",
-            "kill" => "killed",
-            other => other,
-        };
-        eprintln!(
-            "[memtrace] the guard {done} the pipeline ({level}, pids {pids:?}): {reason}{more}"
-        );
-    }
-    let ended = match &outcome.status {
-        Some(status) => match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(status),
-        ) {
-            (Some(code), _) => format!("exited with code {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig}"),
-            _ => "ended".to_owned(),
-        },
-        None => "ended".to_owned(),
-    };
-    eprintln!(
-        "[memtrace] pipeline {ended}; trace: {} ({}, {} samples); details: memtrace report {}",
-        out.display(),
-        crate::host::units::human_bytes(f.bytes),
-        f.samples,
-        out.display()
-    );
-    if let Ok(trace) = crate::record::trace::read_file(out) {
-        for verdict in crate::analyze::report::analyze(&trace).verdicts {
-            eprintln!("[memtrace] {}", verdict.text);
-        }
-    }
-}
-
-/// Runs `memtrace record`.
-pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let interval = parse_duration(&args.interval).context("--interval")?;
-    check_interval(interval, &args.interval)?;
-    let target = match (args.pid, args.command.is_empty()) {
-        (Some(pid), _) => TraceTarget::Attach(pid),
-        (None, false) => TraceTarget::Spawn(args.command.clone()),
-        (None, true) => TraceTarget::System,
-    };
-    let plan = Plan {
-        out: args.out.clone(),
-        interval,
-        target,
-        regex: None,
-        env: Default::default(),
-        memory_lines: false,
-        config: serde_json::json!({ "interval_ms": interval.as_millis() }),
-    };
-    let outcome = recorder::execute(plan, Vec::new())?;
-    eprintln!(
-        "[memtrace] trace: {} ({}, {} samples)",
-        args.out.display(),
-        crate::host::units::human_bytes(outcome.finished.bytes),
-        outcome.finished.samples
-    );
-    Ok(ExitCode::from(
-        outcome.status.as_ref().map_or(0, child::exit_code),
-    ))
 }

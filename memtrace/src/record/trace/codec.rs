@@ -193,19 +193,7 @@ impl Encoder {
                     idents.push((slot, ident));
                 }
             }
-            let values = ProcValues {
-                anon: p.anon_bytes,
-                file: p.file_bytes,
-                shmem: p.shmem_bytes,
-                swap: p.swap_bytes,
-                peak_rss: p.peak_rss_bytes,
-                faults: p.faults,
-                reclaim_count: p.reclaim_count,
-                reclaim_stall_ns: p.reclaim_stall_ns,
-                gpu: p.gpu_bytes,
-                exited: p.exited,
-                oom_killed: p.oom_killed,
-            };
+            let values = ProcValues::of(p);
             current.insert(slot, values);
             if p.exited {
                 self.slots.remove(&key);

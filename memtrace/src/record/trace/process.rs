@@ -3,6 +3,7 @@
 use bytes::BytesMut;
 
 use super::varint::{DecodeError, get_str, get_varint, put_str, put_varint};
+use crate::collect::model::ProcSample;
 
 /// Who a process slot is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -47,6 +48,23 @@ pub struct ProcValues {
 }
 
 impl ProcValues {
+    /// The numbers of a sampled process that a trace keeps.
+    pub fn of(p: &ProcSample) -> Self {
+        Self {
+            anon: p.anon_bytes,
+            file: p.file_bytes,
+            shmem: p.shmem_bytes,
+            swap: p.swap_bytes,
+            peak_rss: p.peak_rss_bytes,
+            faults: p.faults,
+            reclaim_count: p.reclaim_count,
+            reclaim_stall_ns: p.reclaim_stall_ns,
+            gpu: p.gpu_bytes,
+            exited: p.exited,
+            oom_killed: p.oom_killed,
+        }
+    }
+
     /// Resident set: anon + file + shmem.
     pub fn rss(&self) -> u64 {
         self.anon + self.file + self.shmem

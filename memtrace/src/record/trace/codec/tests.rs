@@ -14,22 +14,6 @@ use crate::{
 
 const START: u64 = 1_700_000_000_000;
 
-fn values(p: &ProcSample) -> ProcValues {
-    ProcValues {
-        anon: p.anon_bytes,
-        file: p.file_bytes,
-        shmem: p.shmem_bytes,
-        swap: p.swap_bytes,
-        peak_rss: p.peak_rss_bytes,
-        faults: p.faults,
-        reclaim_count: p.reclaim_count,
-        reclaim_stall_ns: p.reclaim_stall_ns,
-        gpu: p.gpu_bytes,
-        exited: p.exited,
-        oom_killed: p.oom_killed,
-    }
-}
-
 /// What a decoder must report for `snapshot`, given the processes live after the previous one:
 /// every process of the snapshot with its values, and every process that vanished without an
 /// exit sample as exited with its last values. Keyed by (pid, start time).
@@ -40,7 +24,7 @@ fn expected(
     let mut out: BTreeMap<(u32, u64), ProcValues> = snapshot
         .procs
         .iter()
-        .map(|p| ((p.pid, p.start_ticks), values(p)))
+        .map(|p| ((p.pid, p.start_ticks), ProcValues::of(p)))
         .collect();
     for (key, old) in live.iter() {
         out.entry(*key).or_insert(ProcValues {
