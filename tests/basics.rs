@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use memtrace_testkit::child::kill_pid;
+
 /// No command here should take longer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const NOBODY: u32 = 65534;
@@ -33,8 +35,8 @@ fn run(command: &mut Command) -> Output {
     match rx.recv_timeout(COMMAND_TIMEOUT) {
         Ok(output) => output.unwrap_or_else(|err| panic!("waiting for {pid}: {err}")),
         Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; pid is our own child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            // pid is our own child, not yet reaped (the waiting thread still holds it).
+            kill_pid(pid);
             panic!("{command:?} took longer than {COMMAND_TIMEOUT:?}");
         }
     }
@@ -118,10 +120,8 @@ struct SwapGuard(PathBuf);
 
 impl Drop for SwapGuard {
     fn drop(&mut self) {
-        if let Ok(path) = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()) {
-            // SAFETY: path is NUL-terminated; failure (not active) is fine.
-            unsafe { libc::swapoff(path.as_ptr()) };
-        }
+        // The swapoff(2) memtrace itself uses; failure (not active) is fine.
+        let _ = memtrace_host::swap::file::swapoff(&self.0);
         let _ = fs::remove_file(&self.0);
     }
 }

@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use memtrace_testkit::child::signal_pid;
+use rustix::process::Signal;
 use serde_json::Value;
 use support::{memtrace, require_root};
 
@@ -123,8 +125,8 @@ fn top_without_gpu_does_not_retry() {
     // Tracer start, then ≥ 10 intervals.
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(4));
-    // SAFETY: kill has no memory-safety preconditions; pid is our own, not yet reaped, child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    // pid is our own, not yet reaped, child.
+    signal_pid(pid, Signal::TERM);
     let status = child.wait().expect("waiting for memtrace top");
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {

@@ -10,7 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_testkit::proc::{alive, state};
+use memtrace_testkit::{
+    child::signal_pid,
+    proc::{alive, state},
+};
+use rustix::process::Signal;
 use support::{
     KillOnDrop, MIB,
     guard_env::{
@@ -354,8 +358,8 @@ fn run_guards_only_its_own_tree() {
         Some('T'),
         "a process outside the run's tree is never touched"
     );
-    // SAFETY: kill only signals the memtrace run this test started.
-    unsafe { libc::kill(run.pid() as i32, libc::SIGTERM) };
+    // Only the memtrace run this test started.
+    signal_pid(run.pid(), Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(20);
     while run.child_mut().try_wait().ok().flatten().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

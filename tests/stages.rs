@@ -15,6 +15,7 @@ use std::{
 };
 
 use memtrace::record::trace;
+use memtrace_testkit::child::kill_pid;
 use serde_json::Value;
 use support::{MIB, memtrace, memtrace_bin, require_root, spawn, test_cgroup};
 
@@ -64,8 +65,8 @@ fn finish(cmd: &mut Command, limit: Duration) -> Output {
     match rx.recv_timeout(limit) {
         Ok(output) => output.expect("waiting for the command"),
         Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; pid is the child we started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            // pid is the child we started.
+            kill_pid(pid);
             panic!("{cmd:?} did not finish within {limit:?}");
         }
     }
@@ -185,15 +186,15 @@ fn trace_survives_kill_9_of_the_recorder() {
             .stderr(Stdio::null()),
     );
     std::thread::sleep(Duration::from_secs(4));
-    // SAFETY: kill has no memory-safety preconditions; the pid is the recorder we started.
-    unsafe { libc::kill(recorder.pid() as i32, libc::SIGKILL) };
+    // The recorder we started.
+    kill_pid(recorder.pid());
     let _ = recorder.child_mut().wait();
     if let Some(pid) = std::fs::read_to_string(&pidfile)
         .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
+        .and_then(|p| p.trim().parse::<u32>().ok())
     {
-        // SAFETY: as above; the pipeline we started wrote its own pid.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // The pipeline we started wrote its own pid.
+        kill_pid(pid);
     }
     let data = trace::read_file(&out).expect("the killed recorder's trace reads");
     assert!(data.end.is_none(), "no end record after kill -9");

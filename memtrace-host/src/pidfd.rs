@@ -1,12 +1,13 @@
 //! Signals that cannot hit the wrong process: a victim is named by (pid, start time); its pidfd
 //! is opened and the start time checked once more before anything is sent, and every signal
 //! then goes through that pidfd, so a recycled pid is never signalled.
-use std::{
-    io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    path::Path,
-};
+use std::{io, os::fd::OwnedFd, path::Path};
 
+use rustix::{
+    event::{PollFd, PollFlags, Timespec, poll},
+    io::Errno,
+    process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::procfs;
@@ -68,17 +69,22 @@ impl ProcRef {
     /// on, so a match after opening proves it is the same process).
     pub fn open(&self, proc_root: &Path) -> Result<PidFd, ProcRefError> {
         let pid = self.pid;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if raw < 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::ESRCH) => ProcRefError::Gone(pid),
-                _ => ProcRefError::Io { pid, source: err },
-            });
-        }
-        // SAFETY: raw is a fresh file descriptor that we own from here on.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        // A pid that does not fit pid_t (or is 0) is one the kernel refuses with EINVAL.
+        let opened = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or(Errno::INVAL)
+            .and_then(|raw| pidfd_open(raw, PidfdFlags::empty()));
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::SRCH) => return Err(ProcRefError::Gone(pid)),
+            Err(errno) => {
+                return Err(ProcRefError::Io {
+                    pid,
+                    source: io::Error::from(errno),
+                });
+            }
+        };
         match start_ticks(proc_root, pid) {
             Some(found) if found == self.start_ticks => Ok(PidFd {
                 fd,
@@ -96,40 +102,22 @@ impl ProcRef {
 
 impl PidFd {
     /// Sends `signal` through the pidfd.
-    pub fn signal(&self, signal: i32) -> Result<(), ProcRefError> {
-        // SAFETY: pidfd_send_signal takes a valid pidfd, a signal number, a null siginfo and
-        // zero flags.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0u32,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        Err(match err.raw_os_error() {
-            Some(libc::ESRCH) => ProcRefError::Gone(self.target.pid),
-            _ => ProcRefError::Io {
+    pub fn signal(&self, signal: Signal) -> Result<(), ProcRefError> {
+        match pidfd_send_signal(&self.fd, signal) {
+            Ok(()) => Ok(()),
+            Err(Errno::SRCH) => Err(ProcRefError::Gone(self.target.pid)),
+            Err(errno) => Err(ProcRefError::Io {
                 pid: self.target.pid,
-                source: err,
-            },
-        })
+                source: io::Error::from(errno),
+            }),
+        }
     }
 
     /// Whether the process has exited (the pidfd polls readable).
     pub fn exited(&self) -> bool {
-        let mut fds = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        let rc = unsafe { libc::poll(&mut fds, 1, 0) };
-        rc > 0 && fds.revents & libc::POLLIN != 0
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        // A zero timeout: look, don't wait.
+        matches!(poll(&mut fds, Some(&Timespec::default())), Ok(n) if n > 0)
+            && fds[0].revents().contains(PollFlags::IN)
     }
 }

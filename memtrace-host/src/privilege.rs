@@ -1,5 +1,6 @@
 //! Privilege checks and process limits: root for eBPF, RLIMIT_MEMLOCK for older kernels' map
 //! accounting, the page size.
+use rustix::process::{Resource, Rlimit, setrlimit};
 
 /// The caller lacks the privileges a command needs.
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +16,7 @@ pub struct PrivilegeError {
 
 /// The effective uid.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Whether the effective uid is root.
@@ -37,23 +37,23 @@ pub fn require_root(action: &'static str) -> Result<(), PrivilegeError> {
 /// Lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it. Best effort: newer
 /// kernels charge the memory cgroup instead, so a failure here only matters on old kernels.
 pub fn raise_memlock() {
-    let limit = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    // `None` is RLIM_INFINITY.
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: setrlimit reads a valid rlimit struct that outlives the call.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
-    if rc != 0 {
+    if let Err(errno) = setrlimit(Resource::Memlock, unlimited) {
         log::debug!(
             "could not lift RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
+            std::io::Error::from(errno)
         );
     }
 }
 
 /// The system page size in bytes.
 pub fn page_size() -> u32 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u32::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+    u32::try_from(rustix::param::page_size())
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
 }

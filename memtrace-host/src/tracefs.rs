@@ -1,6 +1,8 @@
 //! Makes sure tracefs is mounted at /sys/kernel/tracing (it is not at boot on our machines).
 //! memtrace's own programs attach without it; bpftrace and perf need it.
-use std::{ffi::CString, fs, io, path::Path};
+use std::{fs, io, path::Path};
+
+use rustix::mount::MountFlags;
 
 /// Where tracefs belongs.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -31,23 +33,13 @@ pub fn ensure_mounted() -> Result<(), TracefsError> {
             format!("{TRACEFS} does not exist (kernel without CONFIG_TRACING?)"),
         )));
     }
-    let (source, target, fstype) = (c"tracefs", CString::new(TRACEFS), c"tracefs");
-    let target = target.map_err(|err| TracefsError(io::Error::other(err)))?;
-    // SAFETY: all pointers are valid NUL-terminated strings living across the call; data is null.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        log::info!("mounted tracefs at {TRACEFS}");
-        Ok(())
-    } else {
-        Err(TracefsError(io::Error::last_os_error()))
+    let mounted = rustix::mount::mount(c"tracefs", TRACEFS, c"tracefs", MountFlags::empty(), None);
+    match mounted {
+        Ok(()) => {
+            log::info!("mounted tracefs at {TRACEFS}");
+            Ok(())
+        }
+        Err(errno) => Err(TracefsError(io::Error::from(errno))),
     }
 }
 

@@ -104,11 +104,17 @@ fn pid_of(pid: u32) -> Option<Pid> {
     Pid::from_raw(i32::try_from(pid).ok()?)
 }
 
+/// Sends `signal` to `pid`, a process the caller started (errors, e.g. already gone, are
+/// ignored).
+pub fn signal_pid(pid: u32, signal: Signal) {
+    if let Some(pid) = pid_of(pid) {
+        let _ = kill_process(pid, signal);
+    }
+}
+
 /// SIGKILLs `pid`, a process the caller started (errors, e.g. already gone, are ignored).
 pub fn kill_pid(pid: u32) {
-    if let Some(pid) = pid_of(pid) {
-        let _ = kill_process(pid, Signal::KILL);
-    }
+    signal_pid(pid, Signal::KILL);
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use memtrace_testkit::child::signal_pid;
+use rustix::process::Signal;
+
 use super::{KillOnDrop, MIB, TestCgroup, memtrace, spawn, test_cgroup};
 
 /// A Python process that renames itself, holds `mib` MiB and sleeps.
@@ -113,8 +116,8 @@ impl GuardRun {
     }
 
     pub fn terminate(&mut self) {
-        // SAFETY: kill only signals the guard this test started.
-        unsafe { libc::kill(self.child.pid() as i32, libc::SIGTERM) };
+        // Only the guard this test started.
+        signal_pid(self.child.pid(), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.child_mut().try_wait() {

@@ -5,8 +5,7 @@ use anyhow::{Context as _, bail};
 
 /// Fails with one clear line unless running as root.
 pub fn require(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!(
             "{what} must run as root (it loads eBPF programs): try `sudo -E env PATH=$PATH cargo xtask ...`"
         );

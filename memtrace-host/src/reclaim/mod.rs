@@ -163,8 +163,7 @@ pub fn drop_caches(proc_root: &Path, dry_run: bool) -> Result<String, ReclaimErr
             human_bytes(before.cached)
         ));
     }
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
+    rustix::fs::sync();
     sysctl::write_value(&sysctl::path_of(proc_root, "vm.drop_caches"), "1")?;
     let after = procfs::read_meminfo(proc_root)?;
     Ok(format!(
@@ -232,26 +231,26 @@ mod tests {
         symlink(outside.path().join("dir"), root.join("dir-link")).expect("symlink");
         for link in ["link-out", "dir-link"] {
             let when = SystemTime::now() - TWO_HOURS;
-            let c = std::ffi::CString::new(root.join(link).as_os_str().as_encoded_bytes())
-                .expect("cstr");
             let secs = when
                 .duration_since(UNIX_EPOCH)
                 .expect("after epoch")
-                .as_secs() as libc::time_t;
-            let ts = [libc::timespec {
+                .as_secs() as i64;
+            let at = rustix::fs::Timespec {
                 tv_sec: secs,
                 tv_nsec: 0,
-            }; 2];
-            // SAFETY: valid path and two timespecs; AT_SYMLINK_NOFOLLOW touches the link itself.
-            let rc = unsafe {
-                libc::utimensat(
-                    libc::AT_FDCWD,
-                    c.as_ptr(),
-                    ts.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
             };
-            assert_eq!(rc, 0, "utimensat on the link");
+            let times = rustix::fs::Timestamps {
+                last_access: at,
+                last_modification: at,
+            };
+            // AT_SYMLINK_NOFOLLOW touches the link itself.
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                root.join(link),
+                &times,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .expect("utimensat on the link");
         }
         // An old file this process holds open.
         let held_path = root.join("held");

@@ -10,12 +10,16 @@ use std::{
     ffi::{CStr, CString},
     fs, io,
     os::{
-        fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+        fd::{AsFd as _, BorrowedFd, OwnedFd},
         unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     },
     path::Path,
 };
 
+use rustix::{
+    fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat},
+    io::Errno,
+};
 use serde::Serialize;
 
 /// Deeper directories are skipped (each level holds one open descriptor).
@@ -116,10 +120,9 @@ pub struct WalkOptions<'a> {
 pub fn clean_root(root: &Path, options: &WalkOptions<'_>) -> io::Result<RootReport> {
     let name = CString::new(root.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: name is NUL-terminated; the flags refuse symlinks and non-directories.
-    let fd = unsafe { libc::open(name.as_ptr(), dir_flags()) };
-    let dir = owned(fd)?;
-    let st = fstat(&dir)?;
+    // The flags refuse symlinks and non-directories.
+    let dir = rustix::fs::open(name.as_c_str(), dir_flags(), Mode::empty())?;
+    let st = rustix::fs::fstat(&dir)?;
     let mut walk = Walk {
         options,
         root_dev: st.st_dev,
@@ -160,8 +163,8 @@ impl Walk<'_> {
         let r = &mut self.report;
         let cutoff = self.options.cutoff_secs;
         let in_use = self.options.in_use.files.contains(&(st.st_dev, st.st_ino));
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => {
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
                 if st.st_dev != self.root_dev {
                     r.skipped_other_fs += 1;
                     return false;
@@ -170,10 +173,12 @@ impl Walk<'_> {
                     let err = io::Error::other(format!("deeper than {MAX_DEPTH} levels, skipped"));
                     return self.error(path, &err);
                 }
-                // SAFETY: dir is a valid directory fd, name is NUL-terminated, and the flags
-                // refuse to follow a symlink that replaced the directory since fstatat.
-                let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), dir_flags()) };
-                let child = match owned(fd).and_then(|c| fstat(&c).map(|s| (c, s))) {
+                // The flags refuse to follow a symlink that replaced the directory since
+                // fstatat.
+                let opened = rustix::fs::openat(dir, name, dir_flags(), Mode::empty())
+                    .and_then(|c| rustix::fs::fstat(&c).map(|s| (c, s)))
+                    .map_err(io::Error::from);
+                let child = match opened {
                     Ok((child, now)) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => child,
                     Ok(_) => {
                         return self.error(path, &io::Error::other("replaced during the walk"));
@@ -191,17 +196,17 @@ impl Walk<'_> {
                     self.report.dirs_removed += 1;
                     return true;
                 }
-                match unlink_at(dir, name, libc::AT_REMOVEDIR) {
+                match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
                     Ok(()) => {
                         self.report.dirs_removed += 1;
                         true
                     }
                     // Something appeared meanwhile: keep it.
-                    Err(err) if err.raw_os_error() == Some(libc::ENOTEMPTY) => false,
-                    Err(err) => self.error(path, &err),
+                    Err(Errno::NOTEMPTY) => false,
+                    Err(errno) => self.error(path, &io::Error::from(errno)),
                 }
             }
-            kind @ (libc::S_IFREG | libc::S_IFLNK) => {
+            kind @ (FileType::RegularFile | FileType::Symlink) => {
                 if st.st_mtime.max(st.st_atime) >= cutoff {
                     r.kept_recent += 1;
                     return false;
@@ -211,12 +216,12 @@ impl Walk<'_> {
                     return false;
                 }
                 if !self.options.dry_run
-                    && let Err(err) = unlink_at(dir, name, 0)
+                    && let Err(errno) = rustix::fs::unlinkat(dir, name, AtFlags::empty())
                 {
-                    return self.error(path, &err);
+                    return self.error(path, &io::Error::from(errno));
                 }
                 let r = &mut self.report;
-                if kind == libc::S_IFLNK {
+                if kind == FileType::Symlink {
                     r.symlinks_deleted += 1;
                 } else {
                     r.files_deleted += 1;
@@ -249,90 +254,29 @@ impl Walk<'_> {
     }
 }
 
-fn dir_flags() -> libc::c_int {
-    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// Wraps the result of open/openat.
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by a successful open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid value of this plain C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open and st is a valid, writable stat.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid value of this plain C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: dir is open, name is NUL-terminated, st is writable; symlinks are not followed.
-    let rc = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: dir is open and name is NUL-terminated; unlinkat removes the entry itself.
-    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never a symlink's target.
+fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// The names in `dir` except `.` and `..`.
 fn entries(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
-    // fdopendir takes ownership of its descriptor: give it a duplicate.
-    // SAFETY: dir is a valid fd; F_DUPFD_CLOEXEC returns a new one or -1.
-    let dup = owned(unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
-    // SAFETY: dup is a valid directory fd; on success the DIR stream owns it.
-    let stream = unsafe { libc::fdopendir(dup.as_raw_fd()) };
-    if stream.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    std::mem::forget(dup);
+    // The stream owns the descriptor it reads: give it a duplicate, so `dir` stays open for the
+    // openat/unlinkat calls on its entries.
+    let dup: OwnedFd = rustix::io::fcntl_dupfd_cloexec(dir, 0)?;
     let mut names = Vec::new();
-    let result = loop {
-        // SAFETY: errno is thread-local; clearing it tells end-of-directory from an error.
-        unsafe { *libc::__errno_location() = 0 };
-        // SAFETY: stream is a valid, open DIR stream.
-        let entry = unsafe { libc::readdir(stream) };
-        if entry.is_null() {
-            let err = io::Error::last_os_error();
-            break if err.raw_os_error() == Some(0) {
-                Ok(())
-            } else {
-                Err(err)
-            };
-        }
-        // SAFETY: readdir returned a valid dirent whose d_name is NUL-terminated and lives
-        // until the next readdir on this stream; it is copied right away.
-        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+    for entry in Dir::new(dup)? {
+        let entry = entry?;
+        let name = entry.file_name();
         if name != c"." && name != c".." {
             names.push(name.to_owned());
         }
-    };
-    // SAFETY: stream is valid and closed exactly once (this also closes the duplicate fd).
-    unsafe { libc::closedir(stream) };
-    result.map(|()| names)
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -9,10 +9,14 @@ use std::{
     os::unix::{
         ffi::OsStrExt as _,
         fs::{OpenOptionsExt as _, PermissionsExt as _},
-        io::AsRawFd as _,
     },
     path::{Path, PathBuf},
     process::Command,
+};
+
+use rustix::{
+    fs::{FallocateFlags, IFlags, ioctl_getflags, ioctl_setflags},
+    io::Errno,
 };
 
 use super::fs::FsKind;
@@ -182,18 +186,18 @@ pub fn create(path: &Path, size: u64, fs_kind: FsKind) -> Result<PartialFile, Sw
     if fs_kind.name == "btrfs" {
         set_nocow(&file).map_err(io_err(what("marking no-CoW (chattr +C) on btrfs:")))?;
     }
-    let len = libc::off_t::try_from(size)
-        .map_err(|_| io_err(what("size of"))(io::Error::from(io::ErrorKind::InvalidInput)))?;
-    // SAFETY: the fd is open for writing for the duration of the call.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EOPNOTSUPP | libc::EINVAL) => {
-                write_zeros(&file, size).map_err(io_err(what("writing zeros to")))?;
-            }
-            _ => return Err(io_err(what("fallocate"))(err)),
+    // fallocate's length is a signed off_t: refuse what it cannot express.
+    if libc::off_t::try_from(size).is_err() {
+        return Err(io_err(what("size of"))(io::Error::from(
+            io::ErrorKind::InvalidInput,
+        )));
+    }
+    match rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, size) {
+        Ok(()) => {}
+        Err(Errno::OPNOTSUPP | Errno::INVAL) => {
+            write_zeros(&file, size).map_err(io_err(what("writing zeros to")))?;
         }
+        Err(errno) => return Err(io_err(what("fallocate"))(io::Error::from(errno))),
     }
     file.sync_all().map_err(io_err(what("fsync")))?;
     Ok(guard)
@@ -212,17 +216,8 @@ fn write_zeros(mut file: &fs::File, size: u64) -> io::Result<()> {
 
 /// Sets FS_NOCOW_FL (`chattr +C`); must happen while the file is still empty.
 fn set_nocow(file: &fs::File) -> io::Result<()> {
-    const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
-    let mut flags: libc::c_int = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes one int through the valid pointer.
-    if unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    flags |= FS_NOCOW_FL;
-    // SAFETY: FS_IOC_SETFLAGS reads one int through the valid pointer.
-    if unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let flags = ioctl_getflags(file)?;
+    ioctl_setflags(file, flags | IFlags::NOCOW)?;
     Ok(())
 }
 
@@ -260,7 +255,9 @@ pub fn run_mkswap(path: &Path) -> Result<(), SwapError> {
 /// Enables swap on `path` (the swapon(2) system call).
 pub fn swapon(path: &Path) -> Result<(), SwapError> {
     let c_path = c_path(path)?;
-    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
+    // rustix has no swapon.
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call; swapon
+    // only reads it (flags 0: no priority, no discard).
     if unsafe { libc::swapon(c_path.as_ptr(), 0) } != 0 {
         return Err(swap_call_error("swapon", path));
     }
@@ -270,7 +267,9 @@ pub fn swapon(path: &Path) -> Result<(), SwapError> {
 /// Disables swap on `path` (the swapoff(2) system call); its pages move back into RAM first.
 pub fn swapoff(path: &Path) -> Result<(), SwapError> {
     let c_path = c_path(path)?;
-    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
+    // rustix has no swapoff.
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call; swapoff
+    // only reads it.
     if unsafe { libc::swapoff(c_path.as_ptr()) } != 0 {
         return Err(swap_call_error("swapoff", path));
     }

@@ -49,15 +49,9 @@ const FILESYSTEMS: &[(u32, &str, Option<&str>)] = &[
 /// Identifies the filesystem holding `dir`.
 pub fn filesystem_of(dir: &Path) -> Result<FsKind, SwapError> {
     let c_path = c_path(dir)?;
-    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is NUL-terminated and buf is a valid, writable statfs.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } != 0 {
-        return Err(io_err(format!("statfs {}", dir.display()))(
-            io::Error::last_os_error(),
-        ));
-    }
-    // f_type's width differs between libcs; the magic numbers are 32-bit.
+    let buf = rustix::fs::statfs(c_path.as_c_str())
+        .map_err(|errno| io_err(format!("statfs {}", dir.display()))(io::Error::from(errno)))?;
+    // f_type's width differs between architectures; the magic numbers are 32-bit.
     let magic = buf.f_type as u32;
     let name = FILESYSTEMS
         .iter()
@@ -87,15 +81,8 @@ pub fn margin_for(total_bytes: u64) -> u64 {
 /// Checks that `dir` has room for `size` bytes plus the margin; returns the bytes available.
 pub fn check_space(dir: &Path, size: u64) -> Result<u64, SwapError> {
     let c_path = c_path(dir)?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is NUL-terminated and buf is a valid, writable statvfs.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut buf) } != 0 {
-        return Err(io_err(format!("statvfs {}", dir.display()))(
-            io::Error::last_os_error(),
-        ));
-    }
-    // 64-bit fields on the 64-bit targets memtrace supports.
+    let buf = rustix::fs::statvfs(c_path.as_c_str())
+        .map_err(|errno| io_err(format!("statvfs {}", dir.display()))(io::Error::from(errno)))?;
     let block = buf.f_frsize;
     let available = buf.f_bavail.saturating_mul(block);
     let margin = margin_for(buf.f_blocks.saturating_mul(block));

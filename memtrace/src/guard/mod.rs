@@ -19,7 +19,7 @@ pub mod victim;
 
 use std::{
     net::SocketAddr,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     process::ExitCode,
     sync::{Arc, Mutex},
@@ -27,6 +27,10 @@ use std::{
 };
 
 use anyhow::Context as _;
+use rustix::{
+    event::{PollFd, PollFlags, Timespec, poll},
+    io::Errno,
+};
 
 use crate::{
     collect::{
@@ -301,45 +305,46 @@ fn wait(
     usage: Option<&usage_events::UsageEvents>,
     timeout: Duration,
 ) -> anyhow::Result<Woke> {
-    let mut fds = [
-        libc::pollfd {
-            fd: signals.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: trigger.map_or(-1, PsiTrigger::fd),
-            events: libc::POLLPRI,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: usage.map_or(-1, usage_events::UsageEvents::fd),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: fds is a valid array of three pollfds for the duration of the call (a negative
-    // fd is ignored by poll).
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout_ms) };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(Woke::default());
-        }
-        return Err(err).context("poll");
+    // The signalfd first, then whichever of the trigger and the usage eventfd exist; the
+    // unused slots repeat the signalfd and are left out of the call.
+    let signal_fd = PollFd::new(&signals.fd, PollFlags::IN);
+    let mut fds = [signal_fd.clone(), signal_fd.clone(), signal_fd];
+    let mut polled = 1;
+    let trigger_slot = trigger.map(|trigger| {
+        fds[polled] = PollFd::from_borrowed_fd(trigger.fd(), PollFlags::PRI);
+        polled += 1;
+        polled - 1
+    });
+    let usage_slot = usage.map(|usage| {
+        fds[polled] = PollFd::from_borrowed_fd(usage.fd(), PollFlags::IN);
+        polled += 1;
+        polled - 1
+    });
+    // Whole milliseconds, capped at i32::MAX (the limit of poll(2)'s millisecond timeout).
+    let timeout_ms = i64::try_from(timeout.as_millis())
+        .unwrap_or(i64::MAX)
+        .min(i64::from(i32::MAX));
+    let timeout = Timespec {
+        tv_sec: timeout_ms / 1000,
+        tv_nsec: (timeout_ms % 1000) * 1_000_000,
+    };
+    match poll(&mut fds[..polled], Some(&timeout)) {
+        Ok(_) => {}
+        Err(Errno::INTR) => return Ok(Woke::default()),
+        Err(errno) => return Err(std::io::Error::from(errno)).context("poll"),
     }
-    if fds[1].revents & libc::POLLERR != 0 {
+    let revents = |slot: Option<usize>| slot.map_or(PollFlags::empty(), |i| fds[i].revents());
+    if revents(trigger_slot).contains(PollFlags::ERR) {
         anyhow::bail!("the PSI trigger failed (pressure file gone?)");
     }
-    if fds[2].revents & libc::POLLIN != 0
+    if revents(usage_slot).contains(PollFlags::IN)
         && let Some(events) = usage
     {
         events.drain();
     }
     Ok(Woke {
-        terminate: fds[0].revents & libc::POLLIN != 0,
-        psi: fds[1].revents & libc::POLLPRI != 0,
+        terminate: fds[0].revents().contains(PollFlags::IN),
+        psi: revents(trigger_slot).contains(PollFlags::PRI),
     })
 }
 
@@ -350,26 +355,29 @@ struct SignalFd {
 }
 
 impl SignalFd {
+    // rustix has no signalfd and no sigset_t: these stay libc calls.
     fn block_termination() -> std::io::Result<Self> {
-        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+        // SAFETY: sigset_t is plain data, valid all-zero; sigemptyset/sigaddset initialise it.
         let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: mask is a valid sigset_t; the calls only write it.
+        // SAFETY: mask is a valid, writable sigset_t and SIGINT/SIGTERM are valid signal
+        // numbers; the calls only write the mask.
         unsafe {
             libc::sigemptyset(&mut mask);
             libc::sigaddset(&mut mask, libc::SIGINT);
             libc::sigaddset(&mut mask, libc::SIGTERM);
         }
-        // SAFETY: mask is initialised; the old mask is not needed.
+        // SAFETY: mask is initialised and outlives the call; a null old-mask pointer is allowed
+        // (the old mask is not needed).
         let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) };
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
         }
-        // SAFETY: -1 asks for a new signalfd for the initialised mask.
+        // SAFETY: -1 asks for a new descriptor; mask is initialised and outlives the call.
         let fd = unsafe { libc::signalfd(-1, &mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: fd is a fresh descriptor we own.
+        // SAFETY: fd was just returned by a successful signalfd and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Self { fd })
     }

@@ -3,6 +3,8 @@
 //! kernel OOM killer, so it keeps working under the pressure it exists for.
 use std::{fs, path::Path};
 
+use rustix::mm::{MlockAllFlags, mlockall};
+
 use crate::host::sshd::sshd_listeners;
 
 /// Sets `oom_score_adj` of every sshd listener; returns log lines (`old → new`).
@@ -45,12 +47,9 @@ pub fn protect_self(dry_run: bool) -> Vec<String> {
     }
     // Lock only what is or becomes resident (MCL_ONFAULT): the whole binary is not faulted in
     // just to be locked.
-    // SAFETY: mlockall only changes this process's paging; failure is reported, not fatal.
-    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
-    if rc == 0 {
-        log.push("guard memory locked (mlockall, on fault)".to_owned());
-    } else {
-        log.push(format!("mlockall: {}", std::io::Error::last_os_error()));
+    match mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT) {
+        Ok(()) => log.push("guard memory locked (mlockall, on fault)".to_owned()),
+        Err(errno) => log.push(format!("mlockall: {}", std::io::Error::from(errno))),
     }
     log
 }

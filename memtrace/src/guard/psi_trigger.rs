@@ -4,7 +4,7 @@ use std::{
     fs::OpenOptions,
     io::Write as _,
     os::{
-        fd::{AsRawFd as _, RawFd},
+        fd::{AsFd as _, BorrowedFd},
         unix::fs::OpenOptionsExt as _,
     },
     path::Path,
@@ -81,7 +81,7 @@ impl PsiTrigger {
     }
 
     /// The fd to poll for POLLPRI.
-    pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -106,7 +107,7 @@ fn resume_record(record: &Record, proc_root: &Path, log: &mut Vec<String>) {
     for member in &record.members {
         match member
             .open(proc_root)
-            .and_then(|fd| fd.signal(libc::SIGCONT))
+            .and_then(|fd| fd.signal(Signal::CONT))
         {
             Ok(()) => log.push(format!("resumed {} ({})", member.pid, member.comm)),
             Err(ProcRefError::Gone(_)) => {}
@@ -225,7 +226,7 @@ impl SuspendedSet {
             _ => {
                 let mut stopped = 0;
                 for fd in &fds {
-                    match fd.signal(libc::SIGSTOP) {
+                    match fd.signal(Signal::STOP) {
                         Ok(()) => stopped += 1,
                         Err(err) => skipped.push(err.to_string()),
                     }
@@ -287,7 +288,7 @@ fn resume_tree(tree: &Suspended, log: &mut Vec<String>) {
         return;
     }
     for fd in &tree.fds {
-        match fd.signal(libc::SIGCONT) {
+        match fd.signal(Signal::CONT) {
             Ok(()) => log.push(format!("resumed {} ({})", fd.target.pid, fd.target.comm)),
             Err(ProcRefError::Gone(_)) => {}
             Err(err) => log.push(format!("resuming {}: {err}", fd.target.pid)),
@@ -298,8 +299,8 @@ fn resume_tree(tree: &Suspended, log: &mut Vec<String>) {
 /// SIGTERM + SIGCONT to every fd, wait up to `grace` for them to exit, SIGKILL the rest.
 pub fn kill_fds(fds: &[PidFd], grace: Duration) -> String {
     for fd in fds {
-        let _ = fd.signal(libc::SIGTERM);
-        let _ = fd.signal(libc::SIGCONT);
+        let _ = fd.signal(Signal::TERM);
+        let _ = fd.signal(Signal::CONT);
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && fds.iter().any(|fd| !fd.exited()) {
@@ -307,7 +308,7 @@ pub fn kill_fds(fds: &[PidFd], grace: Duration) -> String {
     }
     let mut killed = 0;
     for fd in fds.iter().filter(|fd| !fd.exited()) {
-        if fd.signal(libc::SIGKILL).is_ok() {
+        if fd.signal(Signal::KILL).is_ok() {
             killed += 1;
         }
     }

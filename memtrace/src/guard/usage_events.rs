@@ -5,9 +5,11 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     path::Path,
 };
+
+use rustix::event::{EventfdFlags, eventfd};
 
 /// An eventfd registered for one or more usage thresholds of a v1 cgroup.
 #[derive(Debug)]
@@ -20,13 +22,7 @@ pub struct UsageEvents {
 impl UsageEvents {
     /// Registers `thresholds` (bytes of `memory.usage_in_bytes`) on the v1 cgroup `cgroup`.
     pub fn arm_v1(cgroup: &Path, thresholds: &[u64]) -> std::io::Result<Self> {
-        // SAFETY: eventfd takes an initial value and flags and returns a new fd or -1.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: raw is a fresh descriptor we own from here on.
-        let efd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let usage = File::open(cgroup.join("memory.usage_in_bytes"))?;
         let mut control = OpenOptions::new()
             .write(true)
@@ -40,20 +36,14 @@ impl UsageEvents {
     }
 
     /// The fd to poll for POLLIN.
-    pub fn fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.efd.as_fd()
     }
 
     /// Consumes the pending notifications.
     pub fn drain(&self) {
-        let mut counter = 0u64;
-        // SAFETY: reads at most 8 bytes into a valid u64; the fd is non-blocking.
-        let _ = unsafe {
-            libc::read(
-                self.efd.as_raw_fd(),
-                (&raw mut counter).cast::<libc::c_void>(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        // The 8-byte counter; reading resets it. The fd is non-blocking.
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(&self.efd, &mut counter);
     }
 }

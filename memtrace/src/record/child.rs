@@ -3,13 +3,14 @@
 //! reported on a channel, and signals forwarded to it.
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read, Write as _},
+    io::{BufRead as _, BufReader, IsTerminal as _, Read, Write as _},
     os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{Command, ExitStatus, Stdio},
 };
 
 use anyhow::Context as _;
+use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use super::marks::{Mark, SOCKET_ENV, StageRegex};
@@ -115,15 +116,15 @@ pub fn exit_code(status: &ExitStatus) -> u8 {
     }
 }
 
-/// Sends `signal` to `pid`.
-pub fn forward(pid: u32, signal: i32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    // SAFETY: kill has no memory-safety preconditions; pid is the child we started.
-    unsafe { libc::kill(pid, signal) };
+/// Sends `signal` to `pid`, the child we started (a failure, e.g. it already exited, is ignored).
+pub fn forward(pid: u32, signal: Signal) {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    let _ = kill_process(pid, signal);
 }
 
 /// Whether stdin is a terminal (then the terminal already sent SIGINT/SIGQUIT to the child).
 pub fn stdin_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(0) == 1 }
+    std::io::stdin().is_terminal()
 }

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use rustix::process::Signal;
 use tokio::{
     net::UnixDatagram,
     signal::unix::{SignalKind, signal},
@@ -121,16 +122,17 @@ async fn event_loop(
     hooks: Vec<Box<dyn RunHook>>,
 ) -> anyhow::Result<Outcome> {
     let (pump_tx, mut pump_rx) = mpsc::unbounded_channel::<Pumped>();
-    let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<i32>();
+    let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
     for sig in [
-        libc::SIGHUP,
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGTERM,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
+        Signal::HUP,
+        Signal::INT,
+        Signal::QUIT,
+        Signal::TERM,
+        Signal::USR1,
+        Signal::USR2,
     ] {
-        let mut stream = signal(SignalKind::from_raw(sig)).context("installing signal handlers")?;
+        let mut stream =
+            signal(SignalKind::from_raw(sig.as_raw())).context("installing signal handlers")?;
         let tx = sig_tx.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
@@ -215,14 +217,14 @@ async fn event_loop(
                 }
             }
             Some(sig) = sig_rx.recv() => match child_pid {
-                Some(pid) if !(tty && (sig == libc::SIGINT || sig == libc::SIGQUIT)) => {
+                Some(pid) if !(tty && (sig == Signal::INT || sig == Signal::QUIT)) => {
                     child::forward(pid, sig);
-                    if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT) {
+                    if matches!(sig, Signal::INT | Signal::TERM | Signal::HUP | Signal::QUIT) {
                         session.terminating()?;
                     }
                 }
                 Some(_) => {}
-                None if sig == libc::SIGINT || sig == libc::SIGTERM => break None,
+                None if sig == Signal::INT || sig == Signal::TERM => break None,
                 None => {}
             }
         }

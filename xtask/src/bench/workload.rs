@@ -22,6 +22,10 @@
 use std::{hint::black_box, time::Instant};
 
 use anyhow::{Context as _, bail};
+use rustix::{
+    param::page_size,
+    time::{ClockId, clock_gettime},
+};
 
 /// Bytes mapped per storm iteration.
 const STORM_BYTES: usize = 64 << 20;
@@ -117,14 +121,14 @@ impl Report {
 /// Runs the workload and prints its report line.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let faults_before = minor_faults()?;
-    let cpu_before = cpu_ns()?;
+    let cpu_before = cpu_ns();
     let start = Instant::now();
     let (work, checksum) = match args.kind {
         Kind::Storm => storm(args.size)?,
         Kind::Pipeline => pipeline(args.size),
     };
     let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let cpu_ns = cpu_ns()?.saturating_sub(cpu_before);
+    let cpu_ns = cpu_ns().saturating_sub(cpu_before);
     let faults = minor_faults()?.saturating_sub(faults_before);
     let report = Report {
         faults,
@@ -139,6 +143,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Minor faults of this process so far.
 fn minor_faults() -> anyhow::Result<u64> {
+    // rustix has no getrusage: the one libc call left here besides the storm's mappings.
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: usage is a valid, writable rusage for the duration of the call.
@@ -149,27 +154,18 @@ fn minor_faults() -> anyhow::Result<u64> {
 }
 
 /// CPU time of this process so far (all threads, user + system), in nanoseconds.
-fn cpu_ns() -> anyhow::Result<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid, writable timespec for the duration of the call.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("clock_gettime");
-    }
+fn cpu_ns() -> u64 {
+    let ts = clock_gettime(ClockId::ProcessCPUTime);
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    Ok(secs * 1_000_000_000 + nanos)
+    secs * 1_000_000_000 + nanos
 }
 
 /// The storm: returns (pages touched, checksum).
 fn storm(iterations: u32) -> anyhow::Result<(u64, u64)> {
-    // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-        .ok()
+    let page = Some(page_size())
         .filter(|&p| p > 0)
-        .context("sysconf(_SC_PAGESIZE)")?;
+        .context("the page size (AT_PAGESZ) is unknown")?;
     let mut pages = 0u64;
     let mut checksum = 0u64;
     for i in 0..iterations {
@@ -346,10 +342,10 @@ mod tests {
     #[test]
     fn storm_faults_every_page() {
         let before = minor_faults().expect("getrusage");
-        let cpu_before = cpu_ns().expect("clock_gettime");
+        let cpu_before = cpu_ns();
         let (pages, checksum) = storm(1).expect("storm");
         let faults = minor_faults().expect("getrusage") - before;
-        assert!(cpu_ns().expect("clock_gettime") > cpu_before);
+        assert!(cpu_ns() > cpu_before);
         assert_eq!(pages, (STORM_BYTES / 4096) as u64);
         assert_eq!(checksum, 1);
         assert!(faults >= pages, "{faults} faults for {pages} pages");

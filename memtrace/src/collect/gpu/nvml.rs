@@ -112,7 +112,9 @@ pub fn loadable() -> bool {
     let Ok(name) = std::ffi::CString::new(NVML_LIBRARY) else {
         return false;
     };
-    // SAFETY: name is a valid NUL-terminated string; dlopen has no other preconditions.
+    // SAFETY: name is a NUL-terminated string that outlives the call. Loading runs the NVML
+    // library's initialisers (the same library nvml-wrapper loads); no symbol is taken from the
+    // handle, which is only closed again. rustix has no dlopen.
     let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
     if handle.is_null() {
         return false;

@@ -131,7 +131,8 @@ impl Tracer {
         })?;
         drop(aya_btf);
         // Parsing vmlinux BTF twice (ours and aya's) peaks at tens of MiB of heap; give it back.
-        // SAFETY: malloc_trim only releases free heap pages.
+        // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel, under the
+        // allocator's own locks; no live allocation is touched. rustix has no allocator calls.
         unsafe { libc::malloc_trim(0) };
         Ok(Self {
             ebpf,
@@ -244,8 +245,10 @@ impl Tracer {
             if item.len() < std::mem::size_of::<ProcEvent>() {
                 continue;
             }
-            // SAFETY: the kernel side writes exactly one ProcEvent per record (checked length);
-            // read_unaligned copes with the record's alignment.
+            // SAFETY: item holds at least size_of::<ProcEvent>() readable bytes (checked above),
+            // the kernel side writes exactly one ProcEvent per record, and ProcEvent is repr(C)
+            // integers and byte arrays, valid for any bit pattern; read_unaligned copes with the
+            // record's alignment.
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ProcEvent>()) };
             events.push(event);
         }
