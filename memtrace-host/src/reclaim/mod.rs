@@ -1,6 +1,10 @@
 //! Freeing host memory that nobody needs: the page cache (sync, then `vm.drop_caches`) and old
-//! files in temp directories ([`temp_walk`] keeps that inside the roots). `memtrace clean` and the
-//! guard's reclaim rung both run these and print what each step freed.
+//! files in temp directories ([`temp_root`] says which directories may be roots and opens them
+//! without following symlinks, [`temp_walk`] keeps the deletions inside them). `memtrace clean`
+//! and the guard's reclaim rung both run these and print what each step freed; both check their
+//! roots with [`check_temp_root`] when they are given, and [`clean_temp`] checks them again
+//! before every walk.
+pub mod temp_root;
 pub mod temp_walk;
 
 use std::{
@@ -27,7 +31,7 @@ pub enum ReclaimError {
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
     /// A temp root that must not be cleaned.
-    #[error("--temp {root} {why}")]
+    #[error("{root}: {why}")]
     BadRoot {
         /// The root as given.
         root: String,
@@ -35,7 +39,7 @@ pub enum ReclaimError {
         why: String,
     },
     /// A temp root could not be opened or examined.
-    #[error("--temp {}: {source}", root.display())]
+    #[error("{}: {source}", root.display())]
     Root {
         /// The root.
         root: PathBuf,
@@ -44,10 +48,12 @@ pub enum ReclaimError {
     },
 }
 
+pub use temp_root::{check_temp_root, open_root};
+
 /// What the temp step deletes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TempCleanup {
-    /// Temp roots.
+    /// Temp roots, as [`check_temp_root`] returned them (canonical).
     pub roots: Vec<PathBuf>,
     /// Minimum age for deletion.
     pub older_than: Duration,
@@ -55,35 +61,10 @@ pub struct TempCleanup {
     pub dry_run: bool,
 }
 
-/// Refuses temp roots that are not real directories (a symlink another user planted would be
-/// followed), and `/`.
-pub fn check_temp_root(root: &Path) -> Result<(), ReclaimError> {
-    let refuse = |why: String| ReclaimError::BadRoot {
-        root: root.display().to_string(),
-        why,
-    };
-    let unreadable = |source| ReclaimError::Root {
-        root: root.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::symlink_metadata(root).map_err(unreadable)?;
-    if meta.file_type().is_symlink() {
-        return Err(refuse(
-            "is a symlink; pass the directory it points to".to_owned(),
-        ));
-    }
-    if !meta.is_dir() {
-        return Err(refuse("is not a directory".to_owned()));
-    }
-    let canonical = std::fs::canonicalize(root).map_err(unreadable)?;
-    if canonical == Path::new("/") {
-        return Err(refuse("would clean the whole system; refusing".to_owned()));
-    }
-    Ok(())
-}
-
 /// The temp step: every root, then MemAvailable before → after. Returns the text and whether
-/// any entry could not be handled.
+/// any entry could not be handled. Each root is checked again first (it may have been replaced
+/// by a symlink, or its path may resolve elsewhere, since it was given): a root that no longer
+/// passes, or no longer resolves to itself, is refused with a line and skipped.
 pub fn clean_temp(proc_root: &Path, cleanup: &TempCleanup) -> Result<(String, bool), ReclaimError> {
     let before = procfs::read_meminfo(proc_root)?.available;
     let in_use = temp_walk::files_in_use(proc_root);
@@ -102,13 +83,32 @@ pub fn clean_temp(proc_root: &Path, cleanup: &TempCleanup) -> Result<(String, bo
     };
     let mut had_errors = false;
     for root in &cleanup.roots {
-        let report =
-            temp_walk::clean_root(root, &options).map_err(|source| ReclaimError::Root {
-                root: root.clone(),
+        let checked = check_temp_root(root).and_then(|canonical| {
+            if canonical == *root {
+                Ok(canonical)
+            } else {
+                Err(ReclaimError::BadRoot {
+                    root: root.display().to_string(),
+                    why: format!("now resolves to {}; refusing", canonical.display()),
+                })
+            }
+        });
+        let walked = checked.and_then(|canonical| {
+            temp_walk::clean_root(&canonical, &options).map_err(|source| ReclaimError::Root {
+                root: canonical,
                 source,
-            })?;
-        out.push_str(&render_root(root, &report, cleanup.dry_run));
-        had_errors |= report.errors > 0;
+            })
+        });
+        match walked {
+            Ok(report) => {
+                out.push_str(&render_root(root, &report, cleanup.dry_run));
+                had_errors |= report.errors > 0;
+            }
+            Err(err) => {
+                out.push_str(&format!("temp root {err}; skipped\n"));
+                had_errors = true;
+            }
+        }
     }
     let after = procfs::read_meminfo(proc_root)?.available;
     out.push_str(&format!(
@@ -176,7 +176,8 @@ pub fn drop_caches(proc_root: &Path, dry_run: bool) -> Result<String, ReclaimErr
 
 #[cfg(test)]
 mod tests {
-    //! The temp walk on a real temporary tree: symlink traps, open files, recent files.
+    //! The temp walk on a real temporary tree: symlink traps, open files, recent files, and a
+    //! root swapped for a symlink after it was checked.
     use std::{fs, os::unix::fs::symlink};
 
     use super::*;
@@ -293,5 +294,55 @@ mod tests {
         assert!(held_path.exists(), "open file kept");
         assert!(root.exists(), "the root itself stays");
         drop(held);
+    }
+
+    #[test]
+    fn a_root_swapped_for_a_symlink_after_the_check_is_refused_not_followed() {
+        let tree = tempfile::tempdir().expect("temp dir");
+        let base = fs::canonicalize(tree.path()).expect("canonical");
+        let victim_dir = base.join("victim");
+        fs::create_dir(&victim_dir).expect("mkdir");
+        let victim = victim_dir.join("precious");
+        old_file(&victim, 4096);
+        let root = base.join("root");
+        fs::create_dir(&root).expect("mkdir");
+        old_file(&root.join("old"), 4096);
+        let checked = check_temp_root(&root).expect("a real directory");
+        assert_eq!(checked, root);
+        let config = cleanup(&checked, false);
+
+        // Another user moves the root away and plants a symlink in its place.
+        fs::rename(&root, base.join("moved")).expect("rename");
+        symlink(&victim_dir, &root).expect("symlink");
+        let (text, errors) = clean_temp(Path::new("/proc"), &config).expect("runs");
+        assert!(errors, "a refused root is an error: {text}");
+        assert!(
+            text.contains(&format!("temp root {}: is a symlink", root.display())),
+            "{text}"
+        );
+        assert!(victim.exists(), "the symlink's target is untouched");
+
+        // A directory higher up swapped instead: the root's path now resolves elsewhere.
+        fs::remove_file(&root).expect("unlink");
+        fs::rename(base.join("moved"), &root).expect("rename back");
+        let deep = base.join("a/root");
+        fs::create_dir_all(&deep).expect("mkdir");
+        old_file(&deep.join("old"), 4096);
+        let config = cleanup(&check_temp_root(&deep).expect("valid"), false);
+        fs::rename(base.join("a"), base.join("a-moved")).expect("rename");
+        fs::create_dir_all(base.join("elsewhere/root")).expect("mkdir");
+        old_file(&base.join("elsewhere/root/old"), 4096);
+        symlink(base.join("elsewhere"), base.join("a")).expect("symlink");
+        let (text, errors) = clean_temp(Path::new("/proc"), &config).expect("runs");
+        assert!(errors, "{text}");
+        assert!(
+            text.contains("now resolves to") && text.contains("skipped"),
+            "{text}"
+        );
+        assert!(
+            base.join("elsewhere/root/old").exists(),
+            "the swapped-in target is untouched"
+        );
+        assert!(base.join("a-moved/root/old").exists());
     }
 }

@@ -1,6 +1,7 @@
 //! The temp-file walk behind `memtrace clean --temp`: deletes old files below a root without
-//! ever following a symlink or leaving the root. Directories are opened relative to their
-//! parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, entries are examined with `fstatat(…,
+//! ever following a symlink or leaving the root. The root is opened component by component from
+//! `/` ([`open_root`]) and every directory below it relative to its parent's descriptor, all
+//! with `O_NOFOLLOW | O_DIRECTORY`; entries are examined with `fstatat(…,
 //! AT_SYMLINK_NOFOLLOW)` and removed with `unlinkat` on the parent's descriptor, so a directory
 //! swapped for a symlink mid-walk is refused rather than followed. Other filesystems mounted
 //! inside the root are not entered, sockets/FIFOs/devices are left alone, and files any process
@@ -17,10 +18,12 @@ use std::{
 };
 
 use rustix::{
-    fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat},
+    fs::{AtFlags, Dir, FileType, Mode, Stat},
     io::Errno,
 };
 use serde::Serialize;
+
+use super::temp_root::{dir_flags, open_root};
 
 /// Deeper directories are skipped (each level holds one open descriptor).
 const MAX_DEPTH: usize = 64;
@@ -116,12 +119,10 @@ pub struct WalkOptions<'a> {
     pub dry_run: bool,
 }
 
-/// Cleans below `root`, which must be a real directory (not a symlink). The root itself stays.
+/// Cleans below `root`, a canonical path (see [`super::check_temp_root`]), opened through
+/// [`open_root`]: no component of it may be a symlink. The root itself stays.
 pub fn clean_root(root: &Path, options: &WalkOptions<'_>) -> io::Result<RootReport> {
-    let name = CString::new(root.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // The flags refuse symlinks and non-directories.
-    let dir = rustix::fs::open(name.as_c_str(), dir_flags(), Mode::empty())?;
+    let dir = open_root(root)?;
     let st = rustix::fs::fstat(&dir)?;
     let mut walk = Walk {
         options,
@@ -252,10 +253,6 @@ impl Walk<'_> {
         }
         false
     }
-}
-
-fn dir_flags() -> OFlags {
-    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never a symlink's target.

@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
+
 use crate::host::{
     privilege::is_root,
     reclaim::{TempCleanup, check_temp_root, clean_temp, drop_caches},
@@ -55,13 +57,15 @@ impl TryFrom<CleanArgs> for CleanConfig {
             (Some(_), true) => anyhow::bail!("--older-than only applies to --temp DIR"),
             (None, true) => Duration::ZERO,
         };
-        for root in &args.temp {
-            check_temp_root(root)?;
-        }
+        let roots = args
+            .temp
+            .iter()
+            .map(|root| check_temp_root(root).context("--temp"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             drop_caches: args.drop_caches,
             temp: TempCleanup {
-                roots: args.temp,
+                roots,
                 older_than,
                 dry_run: args.dry_run,
             },
@@ -95,7 +99,8 @@ pub fn run(args: CleanArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    //! Refusals of bad arguments, before anything is touched.
+    //! Refusals of bad arguments (and of roots that must never be cleaned), before anything is
+    //! touched.
     use std::os::unix::fs::symlink;
 
     use super::*;
@@ -113,7 +118,7 @@ mod tests {
         let err = |a: CleanArgs| {
             CleanConfig::try_from(a)
                 .err()
-                .map(|e| e.to_string())
+                .map(|e| format!("{e:#}"))
                 .unwrap_or_default()
         };
         assert!(err(args(vec![], None, false)).starts_with("nothing to do"));
@@ -123,8 +128,22 @@ mod tests {
         assert!(err(args(vec![PathBuf::from("/")], Some("1h"), false)).contains("refusing"));
         let link = dir.join("link");
         symlink(&dir, &link).expect("symlink");
-        assert!(err(args(vec![link], Some("1h"), false)).contains("is a symlink"));
-        let ok = CleanConfig::try_from(args(vec![dir.clone()], Some("30m"), false)).expect("valid");
+        assert!(err(args(vec![link.clone()], Some("1h"), false)).contains("is a symlink"));
+        let mut slashed = link.into_os_string();
+        slashed.push("/");
+        let refusal = err(args(vec![slashed.into()], Some("1h"), false));
+        assert!(
+            refusal.starts_with("--temp: ") && refusal.contains("is a symlink"),
+            "{refusal}"
+        );
+        for system in ["/tmp/..", "/etc", "/etc/", "/usr/lib"] {
+            let refusal = err(args(vec![PathBuf::from(system)], Some("1h"), false));
+            assert!(refusal.contains(system), "{refusal}");
+        }
+        let ok =
+            CleanConfig::try_from(args(vec![dir.join(".")], Some("30m"), false)).expect("valid");
         assert_eq!(ok.temp.older_than, Duration::from_secs(1800));
+        let canonical = std::fs::canonicalize(&dir).expect("canonical");
+        assert_eq!(ok.temp.roots, vec![canonical], "kept as its canonical path");
     }
 }

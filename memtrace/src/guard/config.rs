@@ -1,12 +1,18 @@
 //! The guard's TOML configuration: an embedded, documented default (`--print-config`), user
 //! files layered over it key by key, and validation into [`GuardConfig`]. Unknown keys and bad
 //! values are one-line errors naming the key (and the line, for syntax errors).
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::host::units::{MIB, parse_duration};
+use crate::host::{
+    reclaim::check_temp_root,
+    units::{MIB, parse_duration},
+};
 
 /// The default configuration, printed by `memtrace guard --print-config`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -178,8 +184,9 @@ pub struct Actions {
     pub drop_caches: bool,
     /// Write memory.reclaim on reclaim (v2 cgroup scope).
     pub cgroup_reclaim: bool,
-    /// Temp directories to clean on reclaim.
-    pub temp_dirs: Vec<std::path::PathBuf>,
+    /// Temp directories to clean on reclaim: canonical, each passed
+    /// [`crate::host::reclaim::check_temp_root`] at load (and is checked again at every pass).
+    pub temp_dirs: Vec<PathBuf>,
     /// Age of temp files that may be deleted.
     pub temp_older_than: Duration,
     /// Minimum time between reclaim passes.
@@ -310,6 +317,23 @@ fn regexes(value: Option<Vec<String>>, key: &'static str) -> Result<Vec<Regex>, 
         .collect()
 }
 
+/// The temp roots, absolute and passing [`check_temp_root`] (no system directory, symlink, …),
+/// as their canonical paths.
+fn temp_dirs(dirs: Vec<String>) -> Result<Vec<PathBuf>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "actions.temp_dirs",
+        message,
+    };
+    dirs.iter()
+        .map(|dir| {
+            if !Path::new(dir).is_absolute() {
+                return Err(invalid(format!("{dir} must be an absolute path")));
+            }
+            check_temp_root(Path::new(dir)).map_err(|err| invalid(err.to_string()))
+        })
+        .collect()
+}
+
 fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
     let s = raw.sampling;
     let sampling = Sampling {
@@ -379,26 +403,13 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
     let actions = Actions {
         drop_caches: need(a.drop_caches, "actions.drop_caches")?,
         cgroup_reclaim: need(a.cgroup_reclaim, "actions.cgroup_reclaim")?,
-        temp_dirs: need(a.temp_dirs, "actions.temp_dirs")?
-            .into_iter()
-            .map(std::path::PathBuf::from)
-            .collect(),
+        temp_dirs: temp_dirs(need(a.temp_dirs, "actions.temp_dirs")?)?,
         temp_older_than: duration(a.temp_older_than, "actions.temp_older_than")?,
         reclaim_every: duration(a.reclaim_every, "actions.reclaim_every")?,
         suspend: need(a.suspend, "actions.suspend")?,
         kill: need(a.kill, "actions.kill")?,
         kill_grace: duration(a.kill_grace, "actions.kill_grace")?,
     };
-    if let Some(dir) = actions
-        .temp_dirs
-        .iter()
-        .find(|d| !d.is_absolute() || d.parent().is_none())
-    {
-        return Err(ConfigError::Invalid {
-            key: "actions.temp_dirs",
-            message: format!("{} must be an absolute path below /", dir.display()),
-        });
-    }
     let v = raw.victims;
     let min_growth = need(v.min_growth_mib_per_s, "victims.min_growth_mib_per_s")?;
     if !(min_growth >= 0.0 && min_growth.is_finite()) {
@@ -507,5 +518,36 @@ mod tests {
         assert!(psi.contains("sampling.psi_window"), "{psi}");
         let temp = error("[actions]\ntemp_dirs = [\"/\"]\n");
         assert!(temp.contains("actions.temp_dirs"), "{temp}");
+    }
+
+    #[test]
+    fn temp_dirs_are_checked_roots() {
+        let tree = tempfile::tempdir().expect("temp dir");
+        let base = std::fs::canonicalize(tree.path()).expect("canonical");
+        let link = base.join("link");
+        std::os::unix::fs::symlink("/etc", &link).expect("symlink");
+        let toml = |dir: &str| format!("[actions]\ntemp_dirs = [\"/tmp\", {dir:?}]\n");
+        let cases = [
+            ("/tmp/..".to_owned(), "`..`"),
+            ("/etc".to_owned(), "system directory /etc"),
+            ("/var".to_owned(), "system directory /var"),
+            (format!("{}/", link.display()), "is a symlink"),
+            (base.join("missing").display().to_string(), "No such file"),
+            ("tmp".to_owned(), "must be an absolute path"),
+        ];
+        for (dir, needle) in cases {
+            let message = error(&toml(&dir));
+            assert!(
+                message.starts_with("config key actions.temp_dirs: ") && message.contains(needle),
+                "{dir}: {message}"
+            );
+        }
+        let text = toml(&format!("{}/./", base.display()));
+        let config = GuardConfig::from_layers(Some((&text, "ok.toml"))).expect("valid");
+        assert_eq!(
+            config.actions.temp_dirs,
+            vec![PathBuf::from("/tmp"), base],
+            "canonical"
+        );
     }
 }
