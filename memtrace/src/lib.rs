@@ -26,12 +26,17 @@
 //!  cmd      the other subcommands people type (top, status, run/record, swap, doctor, clean,
 //!           demo); `cli` holds the raw arguments of all of them, `main.rs` dispatches
 //! ```
+//!
+//! Every layer prints and writes its output files through [`output`], so a closed pipe or a full
+//! disk ends in a quiet exit or one error line, never a panic or a half-written file.
+#![deny(clippy::print_stdout)]
 
 pub mod analyze;
 pub mod cli;
 pub mod cmd;
 pub mod collect;
 pub mod guard;
+pub mod output;
 pub mod record;
 
 pub use memtrace_host as host;

@@ -1,9 +1,15 @@
 //! The `memtrace` binary: parses the command line and runs one subcommand. Errors end as one
-//! line on stderr and a non-zero exit status.
-use std::process::ExitCode;
+//! line on stderr and a non-zero exit status; a reader that closed stdout (`memtrace … | head`)
+//! ends it quietly with [`BROKEN_PIPE_STATUS`].
+#![deny(clippy::print_stdout)]
+
+use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
-use memtrace::cli::{Cli, Command};
+use memtrace::{
+    cli::{Cli, Command},
+    output::{self, BROKEN_PIPE_STATUS, StdoutError},
+};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -12,13 +18,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Top(args) => memtrace::cmd::top::run(args),
-        Command::Completions { shell } => {
-            use std::io::Write as _;
-            std::io::stdout()
-                .write_all(&memtrace::cli::completions(shell))
-                .map(|()| ExitCode::SUCCESS)
-                .map_err(anyhow::Error::from)
-        }
+        Command::Completions { shell } => output::print_bytes(&memtrace::cli::completions(shell))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Guard(args) => memtrace::guard::run(args),
         Command::Status(args) => memtrace::cmd::status::run(args),
         Command::Swap(args) => memtrace::cmd::swap::run(args),
@@ -40,6 +42,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err)
+            if err
+                .chain()
+                .find_map(|e| e.downcast_ref::<StdoutError>())
+                .is_some_and(StdoutError::is_broken_pipe) =>
+        {
+            ExitCode::from(BROKEN_PIPE_STATUS)
+        }
         Err(err) => {
             // One line: the error and its causes, skipping causes already spelled out.
             let mut line = err.to_string();
@@ -50,7 +60,12 @@ fn main() -> ExitCode {
                     line.push_str(&cause);
                 }
             }
-            eprintln!("memtrace: error: {}", line.replace('\n', " "));
+            // Not eprintln!: a full or closed stderr must not turn the error into a panic.
+            let _ = writeln!(
+                std::io::stderr(),
+                "memtrace: error: {}",
+                line.replace('\n', " ")
+            );
             ExitCode::FAILURE
         }
     }

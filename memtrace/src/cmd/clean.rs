@@ -84,11 +84,11 @@ pub fn run(args: CleanArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     if !config.temp.roots.is_empty() {
         let (text, had_errors) = clean_temp(proc_root, &config.temp)?;
-        print!("{text}");
+        crate::out!("{text}")?;
         failed |= had_errors;
     }
     if config.drop_caches {
-        print!("{}", drop_caches(proc_root, dry_run)?);
+        crate::out!("{}", drop_caches(proc_root, dry_run)?)?;
     }
     Ok(if failed {
         ExitCode::FAILURE

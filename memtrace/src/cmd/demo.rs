@@ -38,13 +38,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .out
         .unwrap_or_else(|| std::env::temp_dir().join("memtrace-demo.mtrace"));
     let exe = std::env::current_exe().context("finding the memtrace binary")?;
-    println!(
+    crate::outln!(
         "memtrace demo: a synthetic pipeline processes {} clips ({}); one stage keeps {LEAK_MIB} MiB per \
          clip, another peaks at 160 MiB and frees it. It runs under `memtrace run`, which samples \
          its process tree every 200 ms and at every stage mark.\n",
         args.clips,
         STAGES.join(" → ")
-    );
+    )?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -69,22 +69,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let outcome = recorder::execute(plan, Vec::new())?;
     let data = trace::read_file(&out)?;
     let analysis = report::analyze(&data);
-    println!();
-    print!(
+    crate::outln!()?;
+    crate::out!(
         "{}",
         report::text::render(&analysis, &out.display().to_string())
-    );
+    )?;
     if let Some(html) = &args.html {
-        std::fs::write(html, report::html::render(&analysis))
-            .with_context(|| format!("writing {}", html.display()))?;
-        println!("HTML report: {}", html.display());
+        let page = report::html::render(&analysis);
+        crate::output::write_file(html, |w| w.write_all(page.as_bytes()))?;
+        crate::outln!("HTML report: {}", html.display())?;
     }
-    println!(
+    crate::outln!(
         "\nThe trace is {}. Next: `memtrace report {} --html report.html`, or run your own \
          pipeline: `memtrace run --out run.mtrace -- python3 pipeline.py`.",
         out.display(),
         out.display()
-    );
+    )?;
     Ok(ExitCode::from(
         outcome.status.as_ref().map_or(1, child::exit_code),
     ))

@@ -57,7 +57,7 @@ pub fn run(args: DemoPipelineArgs) -> anyhow::Result<ExitCode> {
     let pause = Duration::from_millis(250);
     for clip in 1..=args.clips {
         for stage in STAGES {
-            println!("Processing clip {clip}/{}: {stage}", args.clips);
+            crate::outln!("Processing clip {clip}/{}: {stage}", args.clips)?;
             mark(&format!("stage {stage} clip={clip}"));
             std::thread::sleep(Duration::from_millis(30));
             match stage {
@@ -83,10 +83,10 @@ pub fn run(args: DemoPipelineArgs) -> anyhow::Result<ExitCode> {
     mark("end");
     // Marks are asynchronous: give memtrace a moment to sample before `kept` is freed at exit.
     std::thread::sleep(Duration::from_millis(150));
-    println!(
+    crate::outln!(
         "Done: {} clips, {} MiB still held by composite",
         args.clips,
         kept.iter().map(Vec::len).sum::<usize>() >> 20
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

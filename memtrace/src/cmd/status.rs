@@ -50,9 +50,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut source = gpu::open_default();
     let report = collect_with_gpu(Path::new("/proc"), &source.sample())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", render(&report));
+        crate::out!("{}", render(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }

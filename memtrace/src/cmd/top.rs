@@ -124,13 +124,13 @@ async fn live(
         let mut snapshot = sampler.sample()?;
         gpu::join(&mut snapshot, &gpus.sample());
         if config.json {
-            println!("{}", serde_json::to_string(&snapshot.procs)?);
+            crate::outln!("{}", serde_json::to_string(&snapshot.procs)?)?;
         } else {
             if !config.once {
                 // Clear the screen and home the cursor.
-                print!("\x1b[H\x1b[2J");
+                crate::out!("\x1b[H\x1b[2J")?;
             }
-            print!("{}", render(&snapshot, config.rows));
+            crate::out!("{}", render(&snapshot, config.rows))?;
         }
         if config.once {
             return Ok(());

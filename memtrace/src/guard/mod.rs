@@ -80,7 +80,7 @@ pub struct GuardArgs {
 /// Runs `memtrace guard`.
 pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     if args.print_config {
-        print!("{}", config::DEFAULT_TOML);
+        crate::out!("{}", config::DEFAULT_TOML)?;
         return Ok(ExitCode::SUCCESS);
     }
     let config = match &args.config {

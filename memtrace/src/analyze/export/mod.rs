@@ -2,16 +2,12 @@
 //! read. Perfetto: Chrome JSON trace events that ui.perfetto.dev opens (a counter track per
 //! process, a slice per stage × clip, instants for guard actions and OOM kills). CSV: one row per
 //! process per sample. JSONL: one JSON object per line (header, samples, events, in file order).
+//! The output file is written whole or not at all ([`crate::output::write_file`]).
 pub mod csv;
 pub mod jsonl;
 pub mod perfetto;
 
-use std::{
-    fs::File,
-    io::{BufWriter, Write},
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
@@ -73,12 +69,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let format: Format = args.format.parse()?;
     let trace =
         trace::read_file(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let file =
-        File::create(&args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
-    let mut out = BufWriter::new(file);
-    write(&trace, format, &mut out)
-        .and_then(|()| out.flush())
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    // Whole or not at all: a full disk leaves no partial export (and an old one as it was).
+    crate::output::write_file(&args.out, |out| write(&trace, format, out))?;
     if let Some(damage) = &trace.damage {
         eprintln!(
             "memtrace: error: {}: {damage} (exported what precedes it)",

@@ -217,18 +217,19 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         trace::read_file(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let report = analyze(&trace);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!(
+        crate::out!(
             "{}",
             text::render(&report, &args.file.display().to_string())
-        );
+        )?;
     }
     if let Some(out) = &args.html {
-        std::fs::write(out, html::render(&report))
-            .with_context(|| format!("writing the HTML report to {}", out.display()))?;
+        let page = html::render(&report);
+        crate::output::write_file(out, |w| w.write_all(page.as_bytes()))
+            .context("writing the HTML report")?;
         if !args.json {
-            println!("HTML report: {}", out.display());
+            crate::outln!("HTML report: {}", out.display())?;
         }
     }
     if let Some(damage) = &trace.damage {

@@ -43,9 +43,9 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let report = DoctorReport { checks, applied };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", render(&report, args.apply));
+        crate::out!("{}", render(&report, args.apply))?;
     }
     Ok(if report.failed() {
         ExitCode::FAILURE

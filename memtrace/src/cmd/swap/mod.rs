@@ -140,21 +140,21 @@ fn setup(config: &SetupConfig) -> anyhow::Result<ExitCode> {
     };
     let devices = proc_swaps::read_swaps(Path::new("/proc"))?;
     if let Some(active) = devices.iter().find(|d| Path::new(&d.path) == path) {
-        println!(
+        crate::outln!(
             "{shown} is already active swap ({}); nothing to do",
             human_bytes(active.size_bytes)
-        );
+        )?;
         return persist(config, &path).map(|()| ExitCode::SUCCESS);
     }
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_file() && swapfile::has_swap_signature(&path)? => {
-            println!(
+            crate::outln!(
                 "{shown} exists ({}) and is already a swap file; {prefix}enable it (size {size} not applied)",
                 human_bytes(meta.len())
-            );
+            )?;
             if !config.dry_run {
                 swapfile::swapon(&path)?;
-                println!("swapon {shown}: ok");
+                crate::outln!("swapon {shown}: ok")?;
             }
             return persist(config, &path).map(|()| ExitCode::SUCCESS);
         }
@@ -167,7 +167,7 @@ fn setup(config: &SetupConfig) -> anyhow::Result<ExitCode> {
     swap_fs::check_filesystem(dir, fs_kind)?;
     let available = swap_fs::check_space(dir, config.size_bytes)?;
     swapfile::find_tool("mkswap").ok_or(SwapError::ToolMissing("mkswap"))?;
-    println!(
+    crate::outln!(
         "checks passed: {}, {} filesystem, {} free",
         if is_root() {
             "root"
@@ -176,17 +176,19 @@ fn setup(config: &SetupConfig) -> anyhow::Result<ExitCode> {
         },
         fs_kind.name,
         human_bytes(available)
-    );
+    )?;
     if config.dry_run {
-        println!("dry run: would create {shown} ({size}, mode 0600), mkswap it and swapon it");
+        crate::outln!(
+            "dry run: would create {shown} ({size}, mode 0600), mkswap it and swapon it"
+        )?;
         return persist(config, &path).map(|()| ExitCode::SUCCESS);
     }
     let mut file = swapfile::create(&path, config.size_bytes, fs_kind)?;
-    println!("created {shown} ({size}, mode 0600)");
+    crate::outln!("created {shown} ({size}, mode 0600)")?;
     file.mkswap()?;
-    println!("mkswap {shown}: ok");
+    crate::outln!("mkswap {shown}: ok")?;
     file.enable()?;
-    println!("swapon {shown}: ok");
+    crate::outln!("swapon {shown}: ok")?;
     // A failed fstab edit drops the guard, which swaps off and deletes the file.
     persist(config, &path)?;
     file.commit();
@@ -194,7 +196,7 @@ fn setup(config: &SetupConfig) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|d| d.size_bytes)
         .sum();
-    println!("swap is now {} in total", human_bytes(total));
+    crate::outln!("swap is now {} in total", human_bytes(total))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -205,21 +207,21 @@ fn persist(config: &SetupConfig, path: &Path) -> anyhow::Result<()> {
     if !config.persist {
         let present = fstab::has_entry(&fstab::read(&config.fstab)?, path);
         if !present {
-            println!("not persistent: add --persist to enable it at boot via {fstab_path}");
+            crate::outln!("not persistent: add --persist to enable it at boot via {fstab_path}")?;
         }
         return Ok(());
     }
     if config.dry_run {
         let present = fstab::has_entry(&fstab::read(&config.fstab)?, path);
         let what = if present { "already has" } else { "would get" };
-        println!("dry run: {fstab_path} {what} {line:?}");
+        crate::outln!("dry run: {fstab_path} {what} {line:?}")?;
     } else if fstab::ensure_entry(&config.fstab, path)? {
-        println!("{fstab_path}: added {line:?}");
+        crate::outln!("{fstab_path}: added {line:?}")?;
     } else {
-        println!(
+        crate::outln!(
             "{fstab_path}: already has an entry for {}; unchanged",
             path.display()
-        );
+        )?;
     }
     Ok(())
 }
@@ -240,24 +242,24 @@ fn remove(path: &Path, fstab_path: &Path) -> anyhow::Result<ExitCode> {
     };
     if active {
         swapfile::swapoff(&path)?;
-        println!("swapoff {shown}: ok");
+        crate::outln!("swapoff {shown}: ok")?;
     }
     if exists {
         fs::remove_file(&path).with_context(|| format!("deleting {shown}"))?;
-        println!("deleted {shown}");
+        crate::outln!("deleted {shown}")?;
     }
     let removed = fstab::remove_entry(fstab_path, &path)?;
     if removed > 0 {
-        println!(
+        crate::outln!(
             "{}: removed {removed} line(s) for {shown}",
             fstab_path.display()
-        );
+        )?;
     }
     if !active && !exists && removed == 0 {
-        println!(
+        crate::outln!(
             "nothing to do: {shown} is not active swap, does not exist and is not in {}",
             fstab_path.display()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

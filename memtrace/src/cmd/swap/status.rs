@@ -82,9 +82,9 @@ pub fn advice(rec: &Recommendation, verdict: SwapVerdict, total_bytes: u64) -> S
 pub fn print(json: bool) -> anyhow::Result<ExitCode> {
     let report = collect(Path::new("/proc"))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", render(&report));
+        crate::out!("{}", render(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }
