@@ -1,7 +1,16 @@
 //! Appends records to a trace file. Each sample (with the identities it introduces) and each
 //! event is one `write()` of complete records, issued as soon as it exists: after a `kill -9`
 //! the kernel still holds everything written, so at most the sample being taken is lost.
-use std::{fs::File, io::Write as _, path::Path};
+//!
+//! A writer dropped before [`TraceWriter::finish`] with nothing written after the header (the
+//! command did not exist, the first sample failed) removes its file, if the path still names
+//! the file it created: a failed `run` or `record` leaves no header-only trace behind.
+use std::{
+    fs::File,
+    io::Write as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
 
 use bytes::{BufMut as _, BytesMut};
 
@@ -16,28 +25,33 @@ use crate::collect::model::Snapshot;
 #[derive(Debug)]
 pub struct TraceWriter {
     file: File,
-    path: String,
+    path: PathBuf,
     encoder: Encoder,
     start_unix_ms: u64,
     samples: u64,
     bytes: u64,
+    /// Bytes of the magic, version and header.
+    header_bytes: u64,
+    /// The end record is written: the file is kept whatever happens.
+    finished: bool,
 }
 
 impl TraceWriter {
     /// Creates (or truncates) `path` and writes the magic, version and header.
     pub fn create(path: &Path, header: &Header) -> Result<Self, TraceError> {
-        let name = path.display().to_string();
         let file = File::create(path).map_err(|source| TraceError::Io {
-            path: name.clone(),
+            path: path.display().to_string(),
             source,
         })?;
         let mut writer = Self {
             file,
-            path: name,
+            path: path.to_path_buf(),
             encoder: Encoder::new(header.start_unix_ms),
             start_unix_ms: header.start_unix_ms,
             samples: 0,
             bytes: 0,
+            header_bytes: 0,
+            finished: false,
         };
         let mut out = BytesMut::new();
         out.put_slice(MAGIC);
@@ -45,14 +59,21 @@ impl TraceWriter {
         let json = serde_json::to_vec(header).unwrap_or_default();
         out.extend_from_slice(&frame::encode(kind::HEADER, &json));
         writer.write(&out)?;
+        writer.header_bytes = writer.bytes;
         Ok(writer)
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(), TraceError> {
-        self.file.write_all(data).map_err(|source| TraceError::Io {
-            path: self.path.clone(),
+    fn io_error(&self, source: std::io::Error) -> TraceError {
+        TraceError::Io {
+            path: self.path.display().to_string(),
             source,
-        })?;
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), TraceError> {
+        self.file
+            .write_all(data)
+            .map_err(|source| self.io_error(source))?;
         self.bytes += data.len() as u64;
         Ok(())
     }
@@ -88,10 +109,10 @@ impl TraceWriter {
     pub fn finish(mut self, summary: &serde_json::Value) -> Result<u64, TraceError> {
         let framed = frame::encode(kind::END, &serde_json::to_vec(summary).unwrap_or_default());
         self.write(&framed)?;
-        self.file.sync_all().map_err(|source| TraceError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.finished = true;
+        self.file
+            .sync_all()
+            .map_err(|source| self.io_error(source))?;
         Ok(self.bytes)
     }
 
@@ -103,5 +124,79 @@ impl TraceWriter {
     /// Bytes written so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+}
+
+impl Drop for TraceWriter {
+    fn drop(&mut self) {
+        if self.finished || self.bytes > self.header_bytes {
+            return;
+        }
+        // Only the file this writer created: not one renamed into its place meanwhile.
+        let ours = match (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(open), Ok(named)) => (open.dev(), open.ino()) == (named.dev(), named.ino()),
+            _ => false,
+        };
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which unfinished traces are removed on drop.
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            start_unix_ms: 1_700_000_000_000,
+            interval_ms: 1000,
+            ..Header::default()
+        }
+    }
+
+    #[test]
+    fn a_header_only_trace_is_removed_when_dropped_unfinished() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("failed.mtrace");
+        let writer = TraceWriter::create(&path, &header()).expect("create");
+        assert!(path.exists());
+        drop(writer);
+        assert!(!path.exists(), "nothing recorded: no file left");
+    }
+
+    #[test]
+    fn traces_with_records_or_an_end_are_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let crashed = dir.path().join("crashed.mtrace");
+        let mut writer = TraceWriter::create(&crashed, &header()).expect("create");
+        writer
+            .event(
+                1_700_000_000_500,
+                &Event::RunEnd {
+                    exit_code: Some(1),
+                    signal: None,
+                },
+            )
+            .expect("event");
+        drop(writer);
+        assert!(crashed.exists(), "what was recorded stays readable");
+
+        let empty = dir.path().join("empty.mtrace");
+        let writer = TraceWriter::create(&empty, &header()).expect("create");
+        writer.finish(&serde_json::json!({})).expect("finish");
+        assert!(
+            empty.exists(),
+            "a finished trace is kept, even without samples"
+        );
+
+        // Another file renamed into the path meanwhile is not ours to remove.
+        let replaced = dir.path().join("replaced.mtrace");
+        let writer = TraceWriter::create(&replaced, &header()).expect("create");
+        std::fs::write(dir.path().join("other"), b"x").expect("write");
+        std::fs::rename(dir.path().join("other"), &replaced).expect("rename");
+        drop(writer);
+        assert!(replaced.exists());
     }
 }
