@@ -1,7 +1,10 @@
 //! End-to-end tests of `memtrace swap`, `doctor` and `clean` through the built binary, as root:
 //! a real swap file round trip (on the real disk, never /swapfile or /etc/fstab), and the
-//! refusals (not root, too little disk on a loop-mounted 8 MiB ext4, tmpfs). Every swap file,
-//! mount and directory is undone by a Drop guard even when an assertion fails.
+//! refusals (not root, too little disk on a loop-mounted 8 MiB ext4, tmpfs, a planted symlink
+//! as a temp root). Then how output failures end: a closed or full stdout (a quiet 141 or one
+//! error line, never a panic), an export or HTML report onto a full tmpfs (no partial file, the
+//! old one kept), a `run`/`record` that fails to start (no trace file). Every swap file, mount
+//! and directory is undone by a Drop guard even when an assertion fails.
 mod support;
 
 use std::{
@@ -21,9 +24,14 @@ const NOBODY: u32 = 65534;
 
 /// Runs a command to completion, killing it after [`COMMAND_TIMEOUT`].
 fn run(command: &mut Command) -> Output {
+    run_to(command, Stdio::piped())
+}
+
+/// [`run`] with stdout going to `stdout`.
+fn run_to(command: &mut Command, stdout: Stdio) -> Output {
     let child = command
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|err| panic!("spawning {command:?}: {err}"));
@@ -371,4 +379,254 @@ fn doctor_and_clean_dry_run_report() {
         "{stdout}"
     );
     assert!(scratch.path("fresh").exists());
+}
+
+/// Sets a file's (or directory's) access and modification times `age` in the past.
+fn age(path: &Path, age: Duration) {
+    let when = std::time::SystemTime::now() - age;
+    let times = fs::FileTimes::new().set_accessed(when).set_modified(when);
+    fs::File::open(path)
+        .and_then(|f| f.set_times(times))
+        .unwrap_or_else(|err| panic!("setting the times of {}: {err}", path.display()));
+}
+
+#[test]
+fn clean_refuses_a_planted_symlink_even_with_a_trailing_slash() {
+    support::require_root();
+    let scratch = Scratch::new("cleanlink");
+    let target = scratch.path("target");
+    fs::create_dir(&target).expect("mkdir");
+    let precious = target.join("precious");
+    fs::write(&precious, b"keep me").expect("write");
+    age(&precious, Duration::from_secs(7200));
+    let link = scratch.path("link");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    for given in [format!("{}/", link.display()), link.display().to_string()] {
+        let out = run_memtrace(&["clean", "--temp", &given, "--older-than", "1m"]);
+        assert_refused(&out, "is a symlink");
+        assert!(precious.exists(), "{given}: the link's target was followed");
+    }
+    for system in ["/tmp/..", "/etc", "/etc/", "/var"] {
+        let out = run_memtrace(&["clean", "--dry-run", "--temp", system, "--older-than", "1h"]);
+        assert_refused(&out, system.trim_end_matches('/'));
+    }
+}
+
+/// `memtrace ARGS` with stdout on a pipe whose reader is already gone.
+fn run_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    run_to(
+        support::memtrace().args(args).env("RUST_LOG", "warn"),
+        Stdio::from(writer),
+    )
+}
+
+/// Commands that print, with the trace `report` reads.
+fn printing_commands(trace: &str) -> Vec<Vec<String>> {
+    let lists: [&[&str]; 8] = [
+        &["status"],
+        &["status", "--json"],
+        &["swap", "status"],
+        &["guard", "--print-config"],
+        &["completions", "bash"],
+        &["report", trace],
+        &["report", trace, "--json"],
+        &["doctor", "--json"],
+    ];
+    lists
+        .iter()
+        .map(|l| l.iter().map(|a| (*a).to_owned()).collect())
+        .collect()
+}
+
+#[test]
+fn closed_stdout_ends_quietly_with_the_sigpipe_status() {
+    support::require_root();
+    let scratch = Scratch::new("epipe");
+    let trace = scratch.path("t.mtrace");
+    support::synthetic_trace::synthetic(&trace, 30, 5, 2);
+    for args in printing_commands(&trace.display().to_string()) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_into_closed_pipe(&args);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", describe(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", describe(&out));
+    }
+
+    // The live loop: `memtrace top --json | head -c100`.
+    let mut top = support::spawn(
+        support::memtrace()
+            .args(["top", "--json", "--interval", "100ms"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdout = top.child_mut().stdout.take().expect("piped stdout");
+    let mut first = [0u8; 100];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("top printed 100 bytes");
+    drop(stdout);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = top.exited() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            top.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = top.child_mut().stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("stderr");
+    }
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(141),
+        "top after its reader left: {status:?}, stderr {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn full_stdout_is_one_error_line() {
+    support::require_root();
+    let scratch = Scratch::new("enospc");
+    let trace = scratch.path("t.mtrace");
+    support::synthetic_trace::synthetic(&trace, 30, 5, 2);
+    for args in printing_commands(&trace.display().to_string()) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let full = fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("opening /dev/full");
+        let out = run_to(
+            support::memtrace().args(&args).env("RUST_LOG", "warn"),
+            Stdio::from(full),
+        );
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "{args:?} panicked: {}",
+            describe(&out)
+        );
+        assert_refused(&out, "writing to stdout: No space left on device");
+    }
+}
+
+/// A tmpfs of `size` mounted at `mnt` (made here), unmounted on drop.
+fn small_tmpfs(mnt: &Path, size: &str) -> MountGuard {
+    fs::create_dir(mnt).expect("mkdir");
+    let mount = run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(mnt));
+    assert!(
+        mount.status.success(),
+        "mounting tmpfs failed: {}",
+        describe(&mount)
+    );
+    MountGuard(mnt.to_path_buf())
+}
+
+/// Fills the filesystem of `dir` up to the last byte with one file.
+fn fill_up(dir: &Path) {
+    let mut filler = fs::File::create(dir.join("filler")).expect("filler");
+    let chunk = vec![0u8; 4096];
+    loop {
+        match std::io::Write::write(&mut filler, &chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if err.raw_os_error() == Some(28) => break,
+            Err(err) => panic!("filling the tmpfs: {err}"),
+        }
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn exports_and_html_reports_onto_a_full_disk_leave_no_partial_file() {
+    support::require_root();
+    let scratch = Scratch::new("fulldisk");
+    let trace = scratch.path("t.mtrace");
+    support::synthetic_trace::synthetic(&trace, 120, 10, 3);
+    let trace_arg = trace.display().to_string();
+    let mnt = scratch.path("mnt");
+    let _mounted = small_tmpfs(&mnt, "1m");
+    let old = mnt.join("out.jsonl");
+    fs::write(&old, b"the old export\n").expect("write");
+    fill_up(&mnt);
+
+    let out_arg = old.display().to_string();
+    let out = run_memtrace(&["export", &trace_arg, "-f", "jsonl", "-o", &out_arg]);
+    assert_refused(&out, "No space left on device");
+    let now = fs::read(&old).expect("read");
+    assert!(
+        now == b"the old export\n",
+        "the old export was replaced by {} bytes",
+        now.len()
+    );
+    let html = mnt.join("report.html");
+    let html_arg = html.display().to_string();
+    let out = run_memtrace(&["report", &trace_arg, "--html", &html_arg]);
+    assert_refused(&out, "No space left on device");
+    assert_eq!(
+        names(&mnt),
+        ["filler", "out.jsonl"],
+        "no partial HTML report, no temporary file"
+    );
+
+    // With room again, both are written whole.
+    fs::remove_file(mnt.join("filler")).expect("rm filler");
+    let out = run_memtrace(&["export", &trace_arg, "-f", "jsonl", "-o", &out_arg]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let exported = fs::read_to_string(&old).expect("read");
+    assert!(
+        exported.lines().count() > 120,
+        "{} lines",
+        exported.lines().count()
+    );
+    let out = run_memtrace(&["report", &trace_arg, "--html", &html_arg]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(fs::read_to_string(&html).expect("read").contains("</html>"));
+    assert_eq!(names(&mnt), ["out.jsonl", "report.html"]);
+}
+
+#[test]
+fn run_and_record_that_fail_to_start_leave_no_trace() {
+    support::require_root();
+    let scratch = Scratch::new("failedrun");
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("run.mtrace", vec!["run", "--out"]),
+        ("record.mtrace", vec!["record", "-o"]),
+        ("attach.mtrace", vec!["record", "--pid", "4194305", "-o"]),
+    ];
+    for (name, prefix) in cases {
+        let path = scratch.arg(name);
+        let mut args = prefix.clone();
+        args.push(&path);
+        if !prefix.contains(&"--pid") {
+            args.extend(["--", "/nonexistent/command"]);
+        }
+        let out = run_memtrace(&args);
+        assert!(!out.status.success(), "{args:?}: {}", describe(&out));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.lines().any(|l| l.starts_with("memtrace: error: ")),
+            "{args:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            !Path::new(&path).exists(),
+            "{args:?} left a trace behind: {}",
+            describe(&out)
+        );
+    }
 }
