@@ -70,7 +70,7 @@ macro_rules! outln {
 
 /// An output file could not be written; nothing was left at its path.
 #[derive(Debug, thiserror::Error)]
-#[error("writing {}: {source}", path.display())]
+#[error("cannot write {}: {source}", path.display())]
 pub struct WriteFileError {
     /// The destination.
     pub path: PathBuf,
