@@ -40,6 +40,9 @@ _memtrace() {
             memtrace,help)
                 cmd="memtrace__subcmd__help"
                 ;;
+            memtrace,man-pages)
+                cmd="memtrace__subcmd__man__subcmd__pages"
+                ;;
             memtrace,mark)
                 cmd="memtrace__subcmd__mark"
                 ;;
@@ -84,6 +87,9 @@ _memtrace() {
                 ;;
             memtrace__subcmd__help,help)
                 cmd="memtrace__subcmd__help__subcmd__help"
+                ;;
+            memtrace__subcmd__help,man-pages)
+                cmd="memtrace__subcmd__help__subcmd__man__subcmd__pages"
                 ;;
             memtrace__subcmd__help,mark)
                 cmd="memtrace__subcmd__help__subcmd__mark"
@@ -146,7 +152,7 @@ _memtrace() {
 
     case "${cmd}" in
         memtrace)
-            opts="-h -V --help --version guard top status swap doctor clean run record mark report export demo demo-pipeline completions help"
+            opts="-h -V --help --version guard top status swap doctor clean run record mark report export demo demo-pipeline completions man-pages help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -338,7 +344,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__help)
-            opts="guard top status swap doctor clean run record mark report export demo demo-pipeline completions help"
+            opts="guard top status swap doctor clean run record mark report export demo demo-pipeline completions man-pages help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -450,6 +456,20 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__help__subcmd__man__subcmd__pages)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -592,6 +612,20 @@ _memtrace() {
         memtrace__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__man__subcmd__pages)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -275,6 +275,15 @@ _arguments "${_arguments_options[@]}" : \
 ':shell -- The shell:(bash elvish fish powershell zsh)' \
 && ret=0
 ;;
+(man-pages)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':dir -- Where the pages go (created if missing):_files' \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 ":: :_memtrace__subcmd__help_commands" \
@@ -367,6 +376,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(man-pages)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (help)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -397,6 +410,7 @@ _memtrace_commands() {
 'demo:A synthetic multi-stage clip pipeline with one leaking stage, run and reported' \
 'demo-pipeline:The pipeline \`memtrace demo\` runs' \
 'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
+'man-pages:Write the man pages (memtrace.1 and one per subcommand) into DIR (\`cargo xtask install\`)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'memtrace commands' commands "$@"
@@ -453,6 +467,7 @@ _memtrace__subcmd__help_commands() {
 'demo:A synthetic multi-stage clip pipeline with one leaking stage, run and reported' \
 'demo-pipeline:The pipeline \`memtrace demo\` runs' \
 'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
+'man-pages:Write the man pages (memtrace.1 and one per subcommand) into DIR (\`cargo xtask install\`)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'memtrace help commands' commands "$@"
@@ -496,6 +511,11 @@ _memtrace__subcmd__help__subcmd__guard_commands() {
 _memtrace__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'memtrace help help commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__help__subcmd__man-pages_commands] )) ||
+_memtrace__subcmd__help__subcmd__man-pages_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace help man-pages commands' commands "$@"
 }
 (( $+functions[_memtrace__subcmd__help__subcmd__mark_commands] )) ||
 _memtrace__subcmd__help__subcmd__mark_commands() {
@@ -550,6 +570,11 @@ _memtrace__subcmd__help__subcmd__swap__subcmd__status_commands() {
 _memtrace__subcmd__help__subcmd__top_commands() {
     local commands; commands=()
     _describe -t commands 'memtrace help top commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__man-pages_commands] )) ||
+_memtrace__subcmd__man-pages_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace man-pages commands' commands "$@"
 }
 (( $+functions[_memtrace__subcmd__mark_commands] )) ||
 _memtrace__subcmd__mark_commands() {

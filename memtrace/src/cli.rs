@@ -47,6 +47,12 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (memtrace.1 and one per subcommand) into DIR (`cargo xtask install`).
+    #[command(hide = true)]
+    ManPages {
+        /// Where the pages go (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Shell completions for `shell`, generated from the command-line definition.
@@ -55,6 +61,40 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut command, "memtrace", &mut out);
     out
+}
+
+/// Renders the man pages: `memtrace.1` for the command and `memtrace-SUB.1` for each visible
+/// subcommand (and `memtrace-swap-SUB.1` for nested ones), as (file name, roff) pairs.
+pub fn man_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    fn render(
+        command: clap::Command,
+        name: String,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> std::io::Result<()> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone().name(name.clone())).render(&mut page)?;
+        out.push((format!("{name}.1"), page));
+        let visible = |s: &&clap::Command| !s.is_hide_set() && s.get_name() != "help";
+        for sub in command.get_subcommands().filter(visible) {
+            render(sub.clone(), format!("{name}-{}", sub.get_name()), out)?;
+        }
+        Ok(())
+    }
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let mut out = Vec::new();
+    render(command, "memtrace".to_owned(), &mut out)?;
+    Ok(out)
+}
+
+/// Writes [`man_pages`] into `dir`; returns how many were written.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let pages = man_pages()?;
+    for (name, page) in &pages {
+        std::fs::write(dir.join(name), page)?;
+    }
+    Ok(pages.len())
 }
 
 #[cfg(test)]
@@ -83,5 +123,36 @@ mod tests {
                 "dist/completions for {shell} are stale: run `memtrace completions {shell} > dist/completions/memtrace.{shell}`"
             );
         }
+    }
+
+    #[test]
+    fn man_pages_cover_every_visible_subcommand() {
+        let pages = man_pages().expect("rendered");
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        for expected in [
+            "memtrace.1",
+            "memtrace-guard.1",
+            "memtrace-run.1",
+            "memtrace-swap-setup.1",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("demo-pipeline") || n.contains("man-pages"))
+        );
+        let (_, guard) = pages
+            .iter()
+            .find(|(n, _)| n == "memtrace-guard.1")
+            .expect("guard page");
+        let text = String::from_utf8_lossy(guard);
+        assert!(
+            text.contains(".TH memtrace-guard 1") && text.contains("\\-\\-dry\\-run"),
+            "{text}"
+        );
     }
 }

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         Command::Completions { shell } => output::print_bytes(&memtrace::cli::completions(shell))
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
+        Command::ManPages { dir } => memtrace::cli::write_man_pages(&dir)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(|err| anyhow::anyhow!("writing man pages into {}: {err}", dir.display())),
         Command::Guard(args) => memtrace::guard::run(args),
         Command::Status(args) => memtrace::cmd::status::run(args),
         Command::Swap(args) => memtrace::cmd::swap::run(args),

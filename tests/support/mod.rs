@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod guard_env;
+pub mod http;
 pub mod synthetic_trace;
 
 use std::{
@@ -64,6 +65,30 @@ pub fn require_root() {
 pub fn spawn(cmd: &mut Command) -> KillOnDrop {
     let what = format!("{cmd:?}");
     KillOnDrop::spawn(cmd, &what).unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+/// Runs `cmd` to completion with its output captured (stdin closed), killing it (by PID) if it
+/// takes longer than `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawning {what}: {err}"));
+    let pid = child.id();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.unwrap_or_else(|err| panic!("waiting for {what}: {err}")),
+        Err(_) => {
+            memtrace_testkit::child::kill_pid(pid);
+            panic!("{what} did not finish within {limit:?}");
+        }
+    }
 }
 
 /// A memory cgroup `memtrace-test-NAME-PID` limited to `limit` bytes, removed on drop.

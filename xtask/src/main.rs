@@ -1,9 +1,10 @@
-//! memtrace's task runner: `cargo xtask build | run | test | bench`. Every command installs what
-//! it needs first (idempotently, cached under `target/`), so a fresh machine needs nothing but
-//! rustup, cargo and root.
+//! memtrace's task runner: `cargo xtask build | run | install | test | bench`. Every command
+//! installs what it needs first (idempotently, cached under `target/`), so a fresh machine needs
+//! nothing but rustup, cargo and root.
 mod bench;
 mod build;
 mod gpu_check;
+mod install;
 mod root;
 mod run;
 mod test;
@@ -28,8 +29,12 @@ struct Cli {
 enum Command {
     /// Install the toolchain pieces (nightly rust-src, bpf-linker) and build everything.
     Build(build::Options),
-    /// Build, then run `memtrace ARGS` as root (default: `memtrace guard --dry-run`).
+    /// Build the release binary, then run `memtrace ARGS` as root (default: `memtrace guard
+    /// --dry-run`).
     Run(run::Options),
+    /// Install the release binary, the systemd unit, completions, man pages and the guard's
+    /// config under a prefix (default /usr/local).
+    Install(install::Options),
     /// Lints (fmt, clippy for host and BPF), unit tests, then the privileged integration tests.
     Test(test::Options),
     /// Benchmarks, printed as tables against a baseline measured in the same invocation.
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(options) => build::run(&options).map(|_| ()),
         Command::Run(options) => run::run(&options),
+        Command::Install(options) => install::run(&options),
         Command::Test(options) => test::run(&options),
         Command::Bench(bench) => bench::run(bench),
         Command::GpuCheck(options) => gpu_check::run(&options),

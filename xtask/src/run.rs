@@ -1,6 +1,7 @@
-//! `cargo xtask run [-- ARGS]`: builds, then runs `memtrace ARGS` as root. The default is the
-//! main job, `memtrace guard`, in dry-run mode: it shows what it would do without signalling
-//! anything (`cargo xtask run -- guard` arms it).
+//! `cargo xtask run [-- ARGS]`: builds the release binary (the guard is a long-running service:
+//! it runs optimised, as installed), then runs `memtrace ARGS` as root. The default is the main
+//! job, `memtrace guard`, in dry-run mode: it shows what it would do without signalling anything
+//! (`cargo xtask run -- guard` arms it). `--debug` runs the unoptimised build instead.
 use std::os::unix::process::CommandExt as _;
 
 use anyhow::Context as _;
@@ -10,9 +11,9 @@ use crate::{build, root};
 /// Options of `cargo xtask run`.
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Build and run optimised binaries.
+    /// Build and run the unoptimised debug binary instead of the release one.
     #[arg(long)]
-    pub release: bool,
+    pub debug: bool,
     /// Arguments for memtrace (default: `guard --dry-run`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -22,7 +23,7 @@ pub struct Options {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     root::require("cargo xtask run")?;
     let binary = build::run(&build::Options {
-        release: options.release,
+        release: !options.debug,
     })?;
     root::mount_tracefs()?;
     let args: Vec<String> = if options.args.is_empty() {

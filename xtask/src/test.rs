@@ -1,7 +1,8 @@
 //! `cargo xtask test`: formatting and clippy (host and BPF passes), unit tests (what a plain
 //! `cargo test` runs, no root needed), the privileged integration tests of the `tests/` crate
-//! against the built binary (serially: they load eBPF and create memory cgroups), then one
-//! memtrace guard run against a runaway hog in the Debian guest of `cargo xtask vm` (sshd must
+//! against the built binary (serially: they load eBPF and create memory cgroups), an
+//! installation staged under `target/` with its systemd unit verified, then one memtrace guard
+//! run against a runaway hog in the Debian guest of `cargo xtask vm` (sshd must
 //! survive; about 6 minutes with a cold image cache, 3 with a warm one).
 use std::process::Command;
 
@@ -46,6 +47,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "unit tests",
     )?;
     let binary = build::run(&build::Options { release: false })?;
+    // The fleet tests scrape the guard with a real Prometheus and open the HTML report in a
+    // real browser.
+    tools::ensure_apt(&["prometheus", "chromium", "fonts-liberation"])?;
     tools::run_checked(
         tools::cargo()
             .args(["test", "--package", "memtrace-tests"])
@@ -54,6 +58,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .env("MEMTRACE_BIN", &binary),
         "privileged integration tests",
     )?;
+    if options.filter.is_none() {
+        crate::install::check()?;
+    }
     if options.no_vm || options.filter.is_some() {
         eprintln!(
             "xtask: the guest run (sshd under a runaway hog) was skipped: --no-vm or a filter"
