@@ -28,6 +28,7 @@ use crate::{
         config::GuardConfig,
         level::{Level, Signals, assess, time_to_exhaustion},
         scope::{Scope, Usage},
+        state::StateFile,
         suspend::SuspendedSet,
         victim::{Candidate, Extra, Protection, rank},
     },
@@ -109,12 +110,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine keeping its suspended set in `state_file`.
+    /// A new engine keeping its suspended set in `state_file` (`None` for a dry run, which
+    /// suspends nothing).
     pub fn new(
         config: GuardConfig,
         scope: Scope,
         proc_root: &Path,
-        state_file: &Path,
+        state_file: Option<StateFile>,
         dry_run: bool,
     ) -> Self {
         Self {

@@ -11,13 +11,11 @@ use crate::{
 fn engine() -> Engine {
     let text = "[thresholds]\nresume_after = \"1ms\"\n";
     let config = GuardConfig::from_layers(Some((text, "test"))).expect("config");
-    let state =
-        std::env::temp_dir().join(format!("memtrace-engine-test-{}.json", std::process::id()));
     Engine::new(
         config,
         Scope::Machine,
         Path::new("/nonexistent-proc"),
-        &state,
+        None,
         true,
     )
 }
