@@ -18,9 +18,10 @@ use rustix::process::Signal;
 use support::{
     KillOnDrop, MIB,
     guard_env::{
-        GuardRun, config, config_calm, holder, scenario, start_in, start_pipeline, tmp, wait_until,
+        GuardRun, config, config_calm, config_protecting, holder, pipeline_named, scenario,
+        start_in, start_pipeline, state_dir, tmp, wait_until,
     },
-    memtrace, require_root, spawn, test_cgroup,
+    memtrace, memtrace_bin, require_root, spawn, test_cgroup,
 };
 
 /// The growing pipeline is suspended before any OOM kill, chill and sshd are untouched, and the
@@ -28,8 +29,8 @@ use support::{
 #[test]
 fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
     require_root();
-    let state_file = tmp().join("guard-state-suspend.json");
-    let _ = std::fs::remove_file(&state_file);
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-suspend.json");
     let config = config(&tmp(), "");
     let mut s = scenario("suspend");
     let group_path = s.group.path.clone();
@@ -91,8 +92,8 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
 #[test]
 fn kills_only_the_offender_when_suspension_does_not_help() {
     require_root();
-    let state_file = tmp().join("guard-state-kill.json");
-    let _ = std::fs::remove_file(&state_file);
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-kill.json");
     let config = config(&tmp(), "");
     let text = std::fs::read_to_string(&config)
         .expect("config")
@@ -140,7 +141,8 @@ fn kills_only_the_offender_when_suspension_does_not_help() {
 #[test]
 fn dry_run_sends_nothing() {
     require_root();
-    let state_file = tmp().join("guard-state-dry.json");
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-dry.json");
     let config = config(&tmp(), "");
     let mut s = scenario("dry");
     let group_path = s.group.path.clone();
@@ -163,7 +165,8 @@ fn dry_run_sends_nothing() {
 #[test]
 fn load_under_thresholds_triggers_nothing() {
     require_root();
-    let state_file = tmp().join("guard-state-calm.json");
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-calm.json");
     let config = config(&tmp(), "");
     let mut group = test_cgroup("calm", 512 * MIB);
     let group_path = group.path.clone();
@@ -191,8 +194,8 @@ fn load_under_thresholds_triggers_nothing() {
 #[test]
 fn restart_after_sigkill_resumes_what_was_suspended() {
     require_root();
-    let state_file = tmp().join("guard-state-crash.json");
-    let _ = std::fs::remove_file(&state_file);
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-crash.json");
     let config = config(&tmp(), "");
     let mut s = scenario("crash");
     let group_path = s.group.path.clone();
@@ -388,4 +391,396 @@ fn run_guards_only_its_own_tree() {
         "the trace carries the guard decision"
     );
     let _ = outsider.child_mut().kill();
+}
+
+/// Start time (clock ticks after boot) of `pid`, from /proc.
+fn start_ticks(pid: u32) -> u64 {
+    memtrace::host::procfs::parse_pid_stat(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat"),
+    )
+    .expect("parse")
+    .start_ticks
+}
+
+/// Runs `memtrace guard --cgroup CGROUP … --exit-after 1s` to its end: (success, stderr).
+fn guard_once(cgroup: &Path, config: &Path, state_file: &Path, extra: &[&str]) -> (bool, String) {
+    let out = memtrace()
+        .args(["guard", "--cgroup"])
+        .arg(cgroup)
+        .arg("--config")
+        .arg(config)
+        .arg("--state-file")
+        .arg(state_file)
+        .args(["--exit-after", "1s"])
+        .args(extra)
+        .output()
+        .expect("running memtrace guard");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("{log}");
+    (out.status.success(), log)
+}
+
+/// The one `memtrace: error:` line of a refused start.
+fn one_error(log: &str) -> String {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("memtrace: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line: {log}");
+    errors[0].to_owned()
+}
+
+/// A state file listing processes the guard never stopped is a claim, not an order: a process
+/// someone else stopped outside the guarded cgroup, one whose start time does not match, a
+/// running one, init and a "frozen cgroup" that is a plain directory are all left alone; a
+/// dry run resumes nothing; only the stopped, unchanged, in-scope process is resumed.
+#[test]
+fn planted_state_file_is_a_claim_not_an_order() {
+    require_root();
+    let states = state_dir();
+    let state_file = states.path().join("planted.json");
+    let mut inside = test_cgroup("claim", 256 * MIB);
+    let mut outside = test_cgroup("claim-out", 64 * MIB);
+    let marker = states.path().join("got-sigcont");
+    let on_cont = format!(
+        "import signal, time\n\
+         signal.signal(signal.SIGCONT, lambda *a: open({:?}, 'w').write('x'))\n\
+         print('ready', flush=True)\n\
+         time.sleep(120)\n",
+        marker.display().to_string()
+    );
+    let (running, _) = start_in(&mut inside, "running", &on_cont);
+    let (held, _) = start_in(&mut inside, "held", &holder("held", 1));
+    let (reused, _) = start_in(&mut inside, "reused", &holder("reused", 1));
+    let (stranger, _) = start_in(&mut outside, "stranger", &holder("stranger", 1));
+    let stopped = [held.pid(), reused.pid(), stranger.pid()];
+    for pid in stopped {
+        signal_pid(pid, Signal::STOP);
+    }
+    assert!(wait_until(Duration::from_secs(5), || stopped
+        .iter()
+        .all(|&pid| state(pid) == Some('T'))));
+    let fake_cgroup = states.path().join("not-a-cgroup");
+    std::fs::create_dir(&fake_cgroup).expect("mkdir");
+    std::fs::write(fake_cgroup.join("cgroup.freeze"), "1").expect("write");
+    let member = |pid: u32, ticks: u64, comm: &str| serde_json::json!({"pid": pid, "start_ticks": ticks, "comm": comm});
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot_id");
+    let planted = serde_json::json!({
+        "version": 2,
+        "boot_id": boot_id.trim(),
+        "suspended": [
+            {"how": "stop", "cgroup": null, "members": [
+                member(held.pid(), start_ticks(held.pid()), "held"),
+                member(running.pid(), start_ticks(running.pid()), "running"),
+                member(reused.pid(), start_ticks(reused.pid()) + 1, "reused"),
+                member(stranger.pid(), start_ticks(stranger.pid()), "stranger"),
+                member(1, start_ticks(1), "init"),
+            ]},
+            {"how": "freeze", "cgroup": fake_cgroup, "members": [
+                member(held.pid(), start_ticks(held.pid()), "held"),
+            ]},
+        ],
+    });
+    std::fs::write(&state_file, planted.to_string()).expect("planting the state file");
+    let calm = config_calm(&tmp());
+
+    let (ok, log) = guard_once(&inside.path, &calm, &state_file, &["--dry-run"]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!("would resume {} (held)", held.pid())),
+        "{log}"
+    );
+    assert_eq!(state(held.pid()), Some('T'), "a dry run resumes nothing");
+    assert!(state_file.exists(), "a dry run keeps the state file");
+
+    let (ok, log) = guard_once(&inside.path, &calm, &state_file, &[]);
+    assert!(ok, "{log}");
+    assert!(
+        wait_until(Duration::from_secs(5), || state(held.pid())
+            .is_some_and(|c| c != 'T')),
+        "the stopped, unchanged, in-scope process is resumed"
+    );
+    assert_eq!(
+        state(stranger.pid()),
+        Some('T'),
+        "stopped by someone else outside the guarded cgroup: not resumed"
+    );
+    assert_eq!(
+        state(reused.pid()),
+        Some('T'),
+        "start time does not match: not resumed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists(), "a running process got a SIGCONT");
+    assert_eq!(
+        std::fs::read_to_string(fake_cgroup.join("cgroup.freeze")).expect("read"),
+        "1",
+        "nothing written outside the cgroup2 mounts"
+    );
+    for needle in [
+        "outside the guarded scope",
+        "the pid was reused",
+        "not stopped (state",
+        "init is never touched",
+        "is not below a cgroup2 mount",
+    ] {
+        assert!(log.contains(needle), "{needle:?} in {log}");
+    }
+    assert!(!state_file.exists(), "the recovered file is removed");
+}
+
+/// One guard per scope: a second guard on the same cgroup refuses with one line naming the
+/// first one's pid (whatever its state file), a guard of another scope refuses the first one's
+/// state file, and once the first one ends the scope is free again.
+#[test]
+fn second_guard_on_one_scope_refuses() {
+    require_root();
+    let states = state_dir();
+    let group = test_cgroup("two", 64 * MIB);
+    let other = test_cgroup("two-other", 64 * MIB);
+    let calm = config_calm(&tmp());
+    let mut first = GuardRun::start(&group.path, &calm, &states.path().join("first.json"), &[]);
+    let first_pid = format!("pid {}", first.child.pid());
+    for (state_file, cgroup, needle) in [
+        ("second.json", &group.path, "already guards cgroup"),
+        ("first.json", &group.path, "already guards cgroup"),
+        ("first.json", &other.path, "first.json is in use"),
+    ] {
+        let (ok, log) = guard_once(cgroup, &calm, &states.path().join(state_file), &[]);
+        assert!(!ok, "a second guard must not start: {log}");
+        let line = one_error(&log);
+        assert!(
+            line.contains(needle) && line.contains(&first_pid),
+            "{state_file}: {line}"
+        );
+    }
+    first.terminate();
+    let (ok, log) = guard_once(&group.path, &calm, &states.path().join("second.json"), &[]);
+    assert!(ok, "free again once the first guard ended: {log}");
+}
+
+/// A state file the guard could not write, or that another user could change, is refused at
+/// start with one line (before, the guard ran and every suspension failed).
+#[test]
+fn unusable_state_file_is_refused_at_start() {
+    require_root();
+    let group = test_cgroup("refuse", 64 * MIB);
+    let calm = config_calm(&tmp());
+    let nobodys = state_dir();
+    std::os::unix::fs::chown(nobodys.path(), Some(65534), Some(65534)).expect("chown");
+    let linked = state_dir();
+    let target = linked.path().join("target");
+    std::fs::write(&target, "precious").expect("write");
+    std::os::unix::fs::symlink(&target, linked.path().join("guard.json")).expect("symlink");
+    assert_eq!(
+        std::fs::metadata("/tmp")
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o1777)
+            .ok(),
+        Some(0o1777),
+        "/tmp is the world-writable directory of this test"
+    );
+    for (state_file, needle) in [
+        (
+            Path::new("/proc/memtrace-guard-test.json").to_path_buf(),
+            "cannot be written",
+        ),
+        (
+            Path::new("/tmp/memtrace-guard-test.json").to_path_buf(),
+            "/tmp is writable by group or others",
+        ),
+        (nobodys.path().join("guard.json"), "owned by uid 65534"),
+        (linked.path().join("guard.json"), "not a regular file"),
+    ] {
+        let (ok, log) = guard_once(&group.path, &calm, &state_file, &[]);
+        assert!(!ok, "{}: must be refused: {log}", state_file.display());
+        let line = one_error(&log);
+        assert!(line.contains(needle), "{}: {line}", state_file.display());
+    }
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "precious");
+}
+
+/// A hog that calls itself "sshd" is no sshd: with the default protected names it is suspended
+/// like any other (sshd is known by its executable).
+#[test]
+fn hog_renamed_sshd_is_suspended() {
+    require_root();
+    let states = state_dir();
+    let config = config_protecting(&tmp(), "guard-sshd-hog", None, "");
+    let mut group = test_cgroup("sshd-hog", 512 * MIB);
+    let mut guard = GuardRun::start(&group.path, &config, &states.path().join("g.json"), &[]);
+    // Grows past the limit unless suspended (then the kernel kills it inside the cgroup).
+    let (_parent, line) = start_in(&mut group, "pipeline", &pipeline_named("sshd", 4, 600));
+    let hog: u32 = line
+        .strip_prefix("child ")
+        .and_then(|pid| pid.trim().parse().ok())
+        .expect("the pipeline prints its child's pid");
+    group.track(hog);
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{hog}/comm")).is_ok_and(|c| c.trim() == "sshd")
+    }));
+    assert!(
+        wait_until(Duration::from_secs(30), || state(hog) == Some('T')),
+        "the hog named sshd is suspended: {:?}",
+        state(hog)
+    );
+    assert!(!group.saw_oom_kill(), "suspended before any OOM kill");
+    assert!(guard.wait_log("suspend [", Duration::from_secs(2)));
+    guard.terminate();
+    assert!(
+        alive(hog) && state(hog) != Some('T'),
+        "resumed when the guard ends"
+    );
+}
+
+/// `memtrace run` killed with SIGKILL while its guard holds the pipeline: the pipeline stays
+/// stopped until the next guard, which finds the dead run's state file and resumes it.
+#[test]
+fn pipeline_of_a_killed_run_is_resumed_by_the_next_guard() {
+    require_root();
+    let config = tmp().join("guard-run-killed.toml");
+    std::fs::write(
+        &config,
+        "[thresholds]\nresume_used_percent = 0.5\nwarn_used_percent = 1\nreclaim_used_percent = 1\n\
+         suspend_used_percent = 2\nkill_used_percent = 99\n[actions]\ndrop_caches = false\n",
+    )
+    .expect("config");
+    let grow = "import time\nchunks = []\nfor _ in range(16):\n    chunks.append(bytearray(4 << 20))\n    for i in range(0, 4 << 20, 4096): chunks[-1][i] = 1\n    time.sleep(0.05)\nprint('grown', flush=True)\ntime.sleep(60)\n";
+    let group = test_cgroup("run-killed", 512 * MIB);
+    let trace = tmp().join("guard-run-killed.mtrace");
+    let bin = memtrace_bin().display().to_string();
+    let (trace_arg, config_arg) = (trace.display().to_string(), config.display().to_string());
+    let mut run = spawn(
+        group
+            .command(
+                &bin,
+                &[
+                    "run",
+                    "--out",
+                    &trace_arg,
+                    "--config",
+                    &config_arg,
+                    "--",
+                    "python3",
+                    "-c",
+                    grow,
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let run_pid = run.pid();
+    let children = || -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{run_pid}/task/{run_pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let mut pipeline = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            pipeline = children().into_iter().find(|&c| state(c) == Some('T'));
+            pipeline.is_some()
+        }),
+        "the run's guard suspended its pipeline"
+    );
+    let pipeline = pipeline.expect("found above");
+    let pipeline_ref = memtrace::host::pidfd::ProcRef {
+        pid: pipeline,
+        start_ticks: start_ticks(pipeline),
+        comm: "python3".into(),
+    };
+    let run_file = Path::new("/run/memtrace").join(format!("run-{run_pid}-suspended.json"));
+    assert!(run_file.exists(), "{} is written", run_file.display());
+    // Only the memtrace run this test started; SIGKILL: no chance to resume.
+    signal_pid(run_pid, Signal::KILL);
+    let _ = run.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(pipeline), Some('T'), "still held after the run died");
+    assert!(run_file.exists(), "the dead run's state file stays");
+
+    let states = state_dir();
+    let (ok, log) = guard_once(
+        &group.path,
+        &config_calm(&tmp()),
+        &states.path().join("g.json"),
+        &[],
+    );
+    assert!(ok, "{log}");
+    let resumed = wait_until(Duration::from_secs(5), || {
+        state(pipeline).is_some_and(|c| c != 'T')
+    });
+    // The pipeline this test's run started, through a pidfd checked against its start time.
+    let _ = pipeline_ref
+        .open(Path::new("/proc"))
+        .and_then(|fd| fd.signal(Signal::KILL));
+    assert!(resumed, "the next guard resumed the dead run's pipeline");
+    assert!(
+        log.contains(&format!(
+            "recovered from a dead `memtrace run`: run {run_pid}: resumed {pipeline}"
+        )),
+        "{log}"
+    );
+    assert!(!run_file.exists(), "the recovered file is removed");
+}
+
+/// Removes a v2 cgroup made by a test: thawed, emptied by the caller (its processes are killed
+/// first: declare this before them), then removed.
+struct RemoveCgroup(std::path::PathBuf);
+
+impl Drop for RemoveCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.freeze"), "0");
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The checks do not stop a true claim: a dead guard's record of a real, frozen v2 cgroup
+/// holding the recorded process is thawed by the next guard.
+#[test]
+fn frozen_cgroup_of_a_dead_guard_is_thawed() {
+    require_root();
+    let mut group = test_cgroup("thaw", 64 * MIB);
+    // Below the test cgroup where it is v2 itself; on a v1 memory hierarchy, in the unified one.
+    let parent = if group.version == memtrace_host::cgroup::Version::V2 {
+        group.path.clone()
+    } else {
+        memtrace_host::cgroup::v2_mount(Path::new("/proc")).expect("a cgroup2 mount")
+    };
+    let frozen = RemoveCgroup(parent.join(format!("memtrace-test-thaw-{}", std::process::id())));
+    let _ = std::fs::create_dir(&frozen.0);
+    let (held, _) = start_in(&mut group, "frozen", &holder("frozen", 1));
+    std::fs::write(frozen.0.join("cgroup.procs"), held.pid().to_string()).expect("move");
+    std::fs::write(frozen.0.join("cgroup.freeze"), "1").expect("freeze");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(frozen.0.join("cgroup.events"))
+            .is_ok_and(|events| events.lines().any(|l| l == "frozen 1"))
+    }));
+    let states = state_dir();
+    let state_file = states.path().join("guard.json");
+    let planted = serde_json::json!({
+        "version": 2,
+        "suspended": [{"how": "freeze", "cgroup": frozen.0, "members": [
+            {"pid": held.pid(), "start_ticks": start_ticks(held.pid()), "comm": "frozen"},
+        ]}],
+    });
+    std::fs::write(&state_file, planted.to_string()).expect("planting the state file");
+    let (ok, log) = guard_once(&group.path, &config_calm(&tmp()), &state_file, &[]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!("thawed cgroup {}", frozen.0.display())),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(frozen.0.join("cgroup.freeze"))
+            .expect("read")
+            .trim(),
+        "0"
+    );
+    drop(held);
 }

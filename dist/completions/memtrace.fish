@@ -45,7 +45,7 @@ complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "help" -d 'Print t
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s c -l config -d 'TOML configuration layered over the embedded default' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l cgroup -d 'Guard one cgroup (its usage against its limit, its PSI) instead of the machine' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l metrics -d 'Serve OpenMetrics on this address (e.g. 127.0.0.1:9184). Off by default' -r
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l state-file -d 'Where suspended trees are recorded (a restarted guard resumes them)' -r -F
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l state-file -d 'Where suspended trees are recorded (a restarted guard resumes them), in a directory only root can write [default: /run/memtrace/guard-suspended.json for the machine, /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l psi-file -d 'Pressure file to arm instead of the scope\'s (tests)' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l exit-after -d 'Stop after this long (tests, benchmarks)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l print-config -d 'Print the embedded default configuration and exit'

@@ -34,7 +34,7 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[TOML configuration layered over the embedded default]:FILE:_files' \
 '--cgroup=[Guard one cgroup (its usage against its limit, its PSI) instead of the machine]:PATH:_files' \
 '--metrics=[Serve OpenMetrics on this address (e.g. 127.0.0.1\:9184). Off by default]:ADDR:_default' \
-'--state-file=[Where suspended trees are recorded (a restarted guard resumes them)]:FILE:_files' \
+'--state-file=[Where suspended trees are recorded (a restarted guard resumes them), in a directory only root can write \[default\: /run/memtrace/guard-suspended.json for the machine, /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH\]]:FILE:_files' \
 '--psi-file=[Pressure file to arm instead of the scope'\''s (tests)]:PSI_FILE:_files' \
 '--exit-after=[Stop after this long (tests, benchmarks)]:EXIT_AFTER:_default' \
 '--print-config[Print the embedded default configuration and exit]' \

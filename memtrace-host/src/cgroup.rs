@@ -1,12 +1,19 @@
 //! Memory cgroups, v1 and v2, in one place: which hierarchy a directory belongs to, the names of
 //! its usage, limit, stat and OOM files, where the hierarchies are mounted, a process's own v2
-//! cgroup, and the pids below a cgroup. The guard's scope, the freeze path and the test and
-//! benchmark cgroups are all built on these.
+//! cgroup, the pids below a cgroup, and [`V2Dir`]: a v2 cgroup opened for freezing only when it
+//! really is one (below a cgroup2 mount, no symlink on the way, on a cgroup2 filesystem). The
+//! guard's scope, the freeze path and the test and benchmark cgroups are all built on these.
 use std::{
     collections::HashSet,
     fs, io,
+    io::{Read as _, Write as _},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
+
+use rustix::fs::{Mode, OFlags, fstatfs, openat};
+
+use crate::safe_path::{self, PathError};
 
 /// Which cgroup hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,10 +149,128 @@ fn mounts_of<'a>(mounts: &'a str, fstype: &'a str) -> impl Iterator<Item = (&'a 
 
 /// Where the unified (v2) hierarchy is mounted, from `ROOT/mounts`.
 pub fn v2_mount(proc_root: &Path) -> Option<PathBuf> {
-    let mounts = fs::read_to_string(proc_root.join("mounts")).ok()?;
+    v2_mounts(proc_root).into_iter().next()
+}
+
+/// Every mount point of the unified (v2) hierarchy, from `ROOT/mounts`.
+pub fn v2_mounts(proc_root: &Path) -> Vec<PathBuf> {
+    let Ok(mounts) = fs::read_to_string(proc_root.join("mounts")) else {
+        return Vec::new();
+    };
     mounts_of(&mounts, "cgroup2")
-        .next()
         .map(|(target, _)| PathBuf::from(target))
+        .collect()
+}
+
+/// `statfs` magic of the cgroup2 filesystem (`CGROUP2_SUPER_MAGIC` in linux/magic.h).
+const CGROUP2_SUPER_MAGIC: rustix::fs::FsWord = 0x6367_7270;
+
+/// Why a directory is not a v2 cgroup memtrace will freeze or thaw.
+#[derive(Debug, thiserror::Error)]
+pub enum V2DirError {
+    /// Not strictly below any cgroup2 mount point.
+    #[error("{0} is not below a cgroup2 mount")]
+    OutsideCgroup2(String),
+    /// A symlink on the way, `..`, or gone.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The directory reached is on another filesystem.
+    #[error("{0} is not on a cgroup2 filesystem")]
+    NotCgroup2(String),
+    /// Reading or writing its `cgroup.freeze` failed.
+    #[error("{path}/cgroup.freeze: {source}")]
+    Freeze {
+        /// The cgroup.
+        path: String,
+        /// Cause.
+        source: io::Error,
+    },
+}
+
+impl V2DirError {
+    /// Whether the cgroup does not exist (any more).
+    pub fn is_gone(&self) -> bool {
+        match self {
+            Self::Path(err) => err.is_not_found(),
+            Self::Freeze { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}
+
+/// A v2 cgroup directory, opened only after checking that `path` is canonical (absolute, no
+/// `..`, no symlink in any component: it is walked with O_NOFOLLOW), lies strictly below a
+/// cgroup2 mount point of `ROOT/mounts`, and that the directory reached is on a cgroup2
+/// filesystem. Its `cgroup.freeze` is then opened relative to it, again with O_NOFOLLOW.
+#[derive(Debug)]
+pub struct V2Dir {
+    fd: OwnedFd,
+    /// The path it was opened by.
+    pub path: PathBuf,
+}
+
+impl V2Dir {
+    /// Opens `path` (see the type's doc).
+    pub fn open(proc_root: &Path, path: &Path) -> Result<Self, V2DirError> {
+        let shown = || path.display().to_string();
+        if !v2_mounts(proc_root)
+            .iter()
+            .any(|mount| path.starts_with(mount) && path != mount)
+        {
+            return Err(V2DirError::OutsideCgroup2(shown()));
+        }
+        let fd = safe_path::open_dir(path)?;
+        let on_cgroup2 = fstatfs(&fd).is_ok_and(|fs| fs.f_type == CGROUP2_SUPER_MAGIC);
+        if !on_cgroup2 {
+            return Err(V2DirError::NotCgroup2(shown()));
+        }
+        Ok(Self {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    fn freeze_file(&self, flags: OFlags) -> Result<fs::File, V2DirError> {
+        openat(
+            &self.fd,
+            "cgroup.freeze",
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(fs::File::from)
+        .map_err(|errno| V2DirError::Freeze {
+            path: self.path.display().to_string(),
+            source: io::Error::from(errno),
+        })
+    }
+
+    /// Whether its `cgroup.freeze` says frozen (`1`).
+    pub fn frozen(&self) -> Result<bool, V2DirError> {
+        let mut text = String::new();
+        self.freeze_file(OFlags::RDONLY)?
+            .take(16)
+            .read_to_string(&mut text)
+            .map_err(|source| V2DirError::Freeze {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        Ok(text.trim() == "1")
+    }
+
+    /// Freezes (`true`) or thaws (`false`) it.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), V2DirError> {
+        self.freeze_file(OFlags::WRONLY)?
+            .write_all(if frozen { b"1" } else { b"0" })
+            .map_err(|source| V2DirError::Freeze {
+                path: self.path.display().to_string(),
+                source,
+            })
+    }
+
+    /// Whether process `pid`'s own v2 cgroup is this one.
+    pub fn holds(&self, proc_root: &Path, pid: u32) -> bool {
+        v2_cgroup_of(proc_root, pid).is_some_and(|dir| dir == self.path)
+    }
 }
 
 /// Where the v1 memory controller is mounted, from `ROOT/mounts`.
@@ -215,6 +340,47 @@ mod tests {
             .filter(|(_, o)| o.split(',').any(|o| o == "memory"))
             .collect();
         assert_eq!(v1, vec![("/sys/fs/cgroup/memory", "rw,nosuid,memory")]);
+    }
+
+    #[test]
+    fn freeze_dir_must_be_a_real_cgroup2_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let base = tmp.path();
+        let cg = base.join("cg");
+        fs::create_dir_all(cg.join("job")).expect("mkdir");
+        fs::create_dir_all(base.join("elsewhere")).expect("mkdir");
+        fs::write(base.join("elsewhere/cgroup.freeze"), "1").expect("write");
+        std::os::unix::fs::symlink(base.join("elsewhere"), cg.join("link")).expect("symlink");
+        fs::write(
+            base.join("mounts"),
+            format!("cgroup2 {} cgroup2 rw 0 0\n", cg.display()),
+        )
+        .expect("mounts");
+        let open = |path: &Path| V2Dir::open(base, path);
+        assert!(matches!(
+            open(&base.join("elsewhere")),
+            Err(V2DirError::OutsideCgroup2(_))
+        ));
+        assert!(matches!(open(&cg), Err(V2DirError::OutsideCgroup2(_))));
+        assert!(matches!(
+            open(&cg.join("link")),
+            Err(V2DirError::Path(PathError::NotDirectory(_)))
+        ));
+        assert!(matches!(
+            open(&cg.join("job/../../elsewhere")),
+            Err(V2DirError::Path(PathError::NotCanonical(_)))
+        ));
+        // A real directory below the mount point, but no cgroup2 filesystem.
+        assert!(matches!(
+            open(&cg.join("job")),
+            Err(V2DirError::NotCgroup2(_))
+        ));
+        assert!(open(&cg.join("gone")).is_err_and(|e| e.is_gone()));
+        assert_eq!(
+            fs::read_to_string(base.join("elsewhere/cgroup.freeze")).expect("read"),
+            "1",
+            "nothing written through the symlink"
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! memtrace's host layer: everything memtrace reads from and does to the machine besides its
 //! eBPF programs — /proc ([`procfs`], [`procscan`]), memory cgroups ([`cgroup`]), kernel BTF
 //! ([`btf`]) and tracefs ([`tracefs`]), privileges and clocks ([`privilege`], [`clock`]),
-//! signals that cannot hit a recycled pid ([`pidfd`]), sshd ([`sshd`]), sysctls ([`sysctl`]),
-//! swap ([`swap`]), cache and temp cleanup ([`reclaim`]), and the units users type and read
-//! ([`units`]).
+//! signals that cannot hit a recycled pid ([`pidfd`]), directories no other user can steer
+//! ([`safe_path`]), sshd ([`sshd`]), sysctls ([`sysctl`]), swap ([`swap`]), cache and temp
+//! cleanup ([`reclaim`]), and the units users type and read ([`units`]).
 //!
 //! It knows nothing of memtrace's model or commands, so the collectors, the guard, the tools
 //! and the test kit all build on it (the dependency only points this way).
@@ -16,6 +16,7 @@ pub mod privilege;
 pub mod procfs;
 pub mod procscan;
 pub mod reclaim;
+pub mod safe_path;
 pub mod sshd;
 pub mod swap;
 pub mod sysctl;

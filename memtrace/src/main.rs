@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             args.config.as_deref(),
         )
         .and_then(|config| {
-            let guard = memtrace::guard::run_hook::GuardHook::new(config);
+            let guard = memtrace::guard::run_hook::GuardHook::new(config)?;
             memtrace::cmd::run::run_with_hooks(args, vec![Box::new(guard)])
         }),
         Command::Record(args) => memtrace::cmd::run::record(args),

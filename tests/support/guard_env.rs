@@ -1,6 +1,6 @@
 //! Scenario pieces of the guard tests: Python holders and a growing pipeline started under
-//! chosen command names inside a test cgroup, a running guard whose log is collected, and small
-//! waits on process states.
+//! chosen command names inside a test cgroup, a running guard whose log is collected, a state
+//! directory the guard trusts, and small waits on process states.
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -28,9 +28,14 @@ pub fn holder(comm: &str, mib: u64) -> String {
 
 /// A pipeline: a parent that starts a child growing `step` MiB every 25 ms up to `target` MiB.
 pub fn pipeline(step: u64, target: u64) -> String {
+    pipeline_named("grower", step, target)
+}
+
+/// [`pipeline`] whose growing child gives itself the command name `comm`.
+pub fn pipeline_named(comm: &str, step: u64, target: u64) -> String {
     let child = format!(
         "import time\n\
-         open('/proc/self/comm', 'w').write('grower')\n\
+         open('/proc/self/comm', 'w').write('{comm}')\n\
          chunks = []\n\
          while len(chunks) * {step} < {target}:\n\
          \x20   c = bytearray({step} << 20)\n\
@@ -49,18 +54,37 @@ pub fn pipeline(step: u64, target: u64) -> String {
     )
 }
 
-/// Thresholds scaled for a small cgroup, fast sampling, no cache dropping (it is machine-wide).
+/// Thresholds scaled for a small cgroup, fast sampling, no cache dropping (it is machine-wide);
+/// the names `sshd` (the stand-in) and `ballast` protected.
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join(format!("guard-{}.toml", std::process::id()));
+    config_protecting(dir, "guard", Some("^(sshd|ballast)$"), extra)
+}
+
+/// [`config`] named `name`, protecting the names `protected` matches (`None`: the default list).
+pub fn config_protecting(dir: &Path, name: &str, protected: Option<&str>, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}-{}.toml", std::process::id()));
+    let victims = protected.map_or_else(String::new, |regex| {
+        format!("[victims]\nprotected = [\"{regex}\"]\n")
+    });
     let text = format!(
         "[sampling]\ninterval_idle = \"200ms\"\ninterval_pressure = \"50ms\"\ngrowth_window = \"1s\"\n\
          [thresholds]\nresume_used_percent = 45\nwarn_used_percent = 50\nreclaim_used_percent = 55\n\
          suspend_used_percent = 65\nkill_used_percent = 95\nresume_after = \"1s\"\n\
          [actions]\ndrop_caches = false\n\
-         [victims]\nprotected = [\"^(sshd|ballast)$\"]\n{extra}"
+         {victims}{extra}"
     );
     std::fs::write(&path, text).expect("writing the guard config");
     path
+}
+
+/// A state directory the guard trusts wherever the checkout lives: root-owned, 0700, under the
+/// system's temp directory (the checkout's own `target/` may sit below a user's home). Removed
+/// on drop.
+pub fn state_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("memtrace-guard-state-")
+        .tempdir()
+        .expect("creating a state directory")
 }
 
 pub fn tmp() -> PathBuf {

@@ -461,7 +461,15 @@ mod tests {
         assert!(config.actions.suspend);
         assert_eq!(config.sampling.interval_idle, Duration::from_millis(100));
         assert_eq!(config.protect.sshd_oom_score_adj, -1000);
-        assert!(config.victims.protected.iter().any(|r| r.is_match("sshd")));
+        assert!(
+            config
+                .victims
+                .protected
+                .iter()
+                .any(|r| r.is_match("systemd"))
+        );
+        // sshd is protected by its executable (host::sshd): a name protects any impostor.
+        assert!(!config.victims.protected.iter().any(|r| r.is_match("sshd")));
         assert!(
             !config
                 .victims

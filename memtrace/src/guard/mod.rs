@@ -4,15 +4,24 @@
 //! The loop sleeps in poll() on a kernel PSI trigger and a signalfd, waking at an adaptive
 //! interval (faster as headroom shrinks); each round samples the scope's usage and the tracer's
 //! per-process maps and hands them to the [`engine::Engine`].
+//!
+//! At start it [`claim`]s its scope and state file: one guard per scope ([`lock`]), a state
+//! directory and file only root can change and that it can write ([`state`]), and it
+//! [`recover`]s what a dead guard of its scope or a dead `memtrace run` left suspended —
+//! checking every claim of their state files first.
+pub mod claim;
 pub mod config;
 pub mod engine;
 pub mod level;
+pub mod lock;
 pub mod metrics;
 pub mod protect;
 pub mod psi_trigger;
 pub mod reclaim;
+pub mod recover;
 pub mod run_hook;
 pub mod scope;
+pub mod state;
 pub mod suspend;
 pub mod usage_events;
 pub mod victim;
@@ -59,9 +68,11 @@ pub struct GuardArgs {
     /// Serve OpenMetrics on this address (e.g. 127.0.0.1:9184). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// Where suspended trees are recorded (a restarted guard resumes them).
-    #[arg(long, value_name = "FILE", default_value = suspend::STATE_FILE)]
-    pub state_file: PathBuf,
+    /// Where suspended trees are recorded (a restarted guard resumes them), in a directory only
+    /// root can write [default: /run/memtrace/guard-suspended.json for the machine,
+    /// /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH].
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
     /// Run without a PSI trigger (polling only), for kernels without PSI.
     #[arg(long)]
     pub no_psi: bool,
@@ -99,6 +110,12 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--exit-after")?;
     let proc_root = Path::new("/proc");
+    let state_path = std::path::absolute(
+        args.state_file
+            .clone()
+            .unwrap_or_else(|| claim::default_state_file(&scope)),
+    )
+    .context("--state-file")?;
     // Arm PSI before anything else changes state, so a missing PSI fails cleanly.
     let trigger = if args.no_psi {
         None
@@ -113,10 +130,10 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             config.sampling.psi_window,
         )?)
     };
+    // Held until the end of this function, after the engine has resumed what it holds.
+    let (state_file, _claim) = claim::claim(&scope, &state_path, args.dry_run)?;
     let signals = SignalFd::block_termination().context("blocking SIGINT/SIGTERM")?;
-    for line in suspend::SuspendedSet::recover(&args.state_file, proc_root) {
-        log::warn!("recovered from an earlier guard: {line}");
-    }
+    claim::recover_at_start(&scope, state_file.as_ref(), proc_root, args.dry_run);
     let tracer = Tracer::start(TracerOptions::default())?;
     let mut sampler = Sampler::new(
         tracer,
@@ -173,7 +190,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         config,
         scope.clone(),
         proc_root,
-        &args.state_file,
+        if args.dry_run { None } else { state_file },
         args.dry_run,
     );
     let started = std::time::Instant::now();

@@ -1,21 +1,32 @@
 //! The guard inside `memtrace run`: the same engine, with the machine's memory as the signal
 //! and only the pipeline's own process tree as possible victims. Its decisions go into the
-//! trace; whatever it holds suspended is resumed when the run ends.
-use std::{collections::HashSet, path::Path};
+//! trace; whatever it holds suspended is resumed when the run ends. Its state file is its own
+//! (`/run/memtrace/run-PID-suspended.json`, locked for the run's lifetime), so a run killed
+//! with SIGKILL while holding its pipeline leaves a file the next guard or run recovers.
+use std::{collections::HashSet, path::Path, time::Duration};
 
 use anyhow::Context as _;
 
 use crate::{
     collect::model::Snapshot,
-    guard::{config::GuardConfig, engine::Engine, scope::Scope},
-    host::procfs,
+    guard::{
+        config::GuardConfig,
+        engine::Engine,
+        lock::{self, Lock},
+        recover,
+        scope::Scope,
+        state::{STATE_DIR, StateDir, StateFile},
+    },
+    host::{privilege, procfs},
     record::{RunHook, trace::Event},
 };
 
 /// The guard as a [`RunHook`].
 #[derive(Debug)]
 pub struct GuardHook {
+    // Declared before the lock: dropped (resuming what it holds) while the lock is still held.
     engine: Engine,
+    _lock: Lock,
     proc_root: &'static Path,
 }
 
@@ -38,16 +49,31 @@ pub fn config_from_run_file(path: Option<&Path>) -> anyhow::Result<GuardConfig> 
 }
 
 impl GuardHook {
-    /// A guard for one run; its state file is per run so runs don't share suspensions.
-    pub fn new(config: GuardConfig) -> Self {
-        let state = std::path::PathBuf::from(format!(
-            "/run/memtrace/run-{}-suspended.json",
-            std::process::id()
-        ));
-        Self {
-            engine: Engine::new(config, Scope::Machine, Path::new("/proc"), &state, false),
-            proc_root: Path::new("/proc"),
+    /// A guard for one run: its state file is its own and locked, so runs never share
+    /// suspensions, and it is proven writable first. Resumes what dead runs left suspended.
+    pub fn new(config: GuardConfig) -> anyhow::Result<Self> {
+        privilege::require_root("memtrace run")?;
+        let proc_root = Path::new("/proc");
+        let dir = StateDir::open(Path::new(STATE_DIR), true)?;
+        let name = lock::run_state_name(std::process::id());
+        // A recovering guard may hold a dead run's lock of this pid for a moment.
+        let held = Lock::acquire(
+            &dir,
+            &lock::state_lock_name(&name),
+            &format!("the state file of run {} is in use", std::process::id()),
+            Duration::from_secs(2),
+        )?;
+        let file = StateFile::new(&dir, &name);
+        file.check()?;
+        file.check_writable()?;
+        for line in recover::recover_runs(&dir, proc_root, false, Some(&name)) {
+            log::warn!("recovered from a dead `memtrace run`: {line}");
         }
+        Ok(Self {
+            engine: Engine::new(config, Scope::Machine, proc_root, Some(file), false),
+            _lock: held,
+            proc_root,
+        })
     }
 }
 

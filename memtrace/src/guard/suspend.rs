@@ -1,10 +1,10 @@
 //! Suspending and resuming process trees, and never leaving one stopped: every suspension is
-//! written to a small state file (under /run) *before* the first SIGSTOP, the set resumes
+//! written to a small state file ([`super::state`]) *before* the first SIGSTOP, the set resumes
 //! everything when dropped (clean exit, error, panic), and a guard that starts after a crash
-//! resumes what the file lists. Trees are stopped with SIGSTOP through verified pidfds, or with
-//! `cgroup.freeze` when the tree has a v2 cgroup of its own.
+//! resumes what the file lists — after checking each claim ([`super::recover`]). Trees are
+//! stopped with SIGSTOP through verified pidfds, or with `cgroup.freeze` when the tree has a v2
+//! cgroup of its own.
 use std::{
-    fs,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -13,12 +13,12 @@ use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    guard::victim::Candidate,
-    host::pidfd::{PidFd, ProcRef, ProcRefError},
+    guard::{state::StateFile, victim::Candidate},
+    host::{
+        cgroup::V2Dir,
+        pidfd::{PidFd, ProcRef, ProcRefError},
+    },
 };
-
-/// Default state file.
-pub const STATE_FILE: &str = "/run/memtrace/guard-suspended.json";
 
 /// How a tree was suspended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +41,24 @@ pub struct Record {
     pub cgroup: Option<PathBuf>,
 }
 
+/// The state file's content.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct StateFile {
-    version: u32,
-    suspended: Vec<Record>,
+pub struct Saved {
+    /// Format version (2 added `boot_id`).
+    pub version: u32,
+    /// The boot the records belong to (`/proc/sys/kernel/random/boot_id`): pids and start
+    /// times of another boot name other processes.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The suspended trees.
+    pub suspended: Vec<Record>,
+}
+
+/// This boot's id, from `ROOT/sys/kernel/random/boot_id`.
+pub fn boot_id(proc_root: &Path) -> Option<String> {
+    std::fs::read_to_string(proc_root.join("sys/kernel/random/boot_id"))
+        .ok()
+        .map(|id| id.trim().to_owned())
 }
 
 /// A tree the guard holds suspended.
@@ -63,7 +77,8 @@ pub struct Suspended {
 /// Every tree this guard holds suspended, mirrored in the state file.
 #[derive(Debug)]
 pub struct SuspendedSet {
-    state_path: PathBuf,
+    /// `None` in a dry run, which suspends nothing.
+    state: Option<StateFile>,
     proc_root: PathBuf,
     /// The trees, oldest first.
     pub trees: Vec<Suspended>,
@@ -85,84 +100,51 @@ pub enum SuspendError {
     },
 }
 
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
-}
-
-fn resume_record(record: &Record, proc_root: &Path, log: &mut Vec<String>) {
-    if let (How::Freeze, Some(cgroup)) = (&record.how, &record.cgroup) {
-        match fs::write(cgroup.join("cgroup.freeze"), "0") {
-            Ok(()) => log.push(format!("thawed cgroup {}", cgroup.display())),
-            // The tree exited (or was killed) while frozen and its cgroup went with it.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => log.push(format!("thawing {}: {err}", cgroup.display())),
-        }
-        return;
-    }
-    for member in &record.members {
-        match member
-            .open(proc_root)
-            .and_then(|fd| fd.signal(Signal::CONT))
-        {
-            Ok(()) => log.push(format!("resumed {} ({})", member.pid, member.comm)),
-            Err(ProcRefError::Gone(_)) => {}
-            Err(err) => log.push(format!("not resuming {}: {err}", member.pid)),
-        }
+/// Thaws the frozen cgroup of a record; returns a log line (none when the cgroup is gone).
+fn thaw(proc_root: &Path, cgroup: &Path) -> Option<String> {
+    match V2Dir::open(proc_root, cgroup).and_then(|dir| dir.set_frozen(false)) {
+        Ok(()) => Some(format!("thawed cgroup {}", cgroup.display())),
+        // The tree exited (or was killed) while frozen and its cgroup went with it.
+        Err(err) if err.is_gone() => None,
+        Err(err) => Some(format!("thawing {}: {err}", cgroup.display())),
     }
 }
 
 impl SuspendedSet {
-    /// An empty set that keeps its state in `state_path`.
-    pub fn new(state_path: &Path, proc_root: &Path) -> Self {
+    /// An empty set that keeps its state in `state` (`None`: a dry run, which never suspends).
+    pub fn new(state: Option<StateFile>, proc_root: &Path) -> Self {
         Self {
-            state_path: state_path.to_owned(),
+            state,
             proc_root: proc_root.to_owned(),
             trees: Vec::new(),
         }
     }
 
-    /// Resumes what an earlier guard left suspended (it crashed or was SIGKILLed), verifying
-    /// each process's identity first, then removes the file. Returns log lines.
-    pub fn recover(state_path: &Path, proc_root: &Path) -> Vec<String> {
-        let mut log = Vec::new();
-        let Ok(text) = fs::read_to_string(state_path) else {
-            return log;
-        };
-        match serde_json::from_str::<StateFile>(&text) {
-            Ok(state) => {
-                for record in &state.suspended {
-                    resume_record(record, proc_root, &mut log);
-                }
-            }
-            Err(err) => log.push(format!(
-                "ignoring unreadable state file {}: {err}",
-                state_path.display()
-            )),
-        }
-        if let Err(err) = fs::remove_file(state_path) {
-            log.push(format!("removing {}: {err}", state_path.display()));
-        }
-        log
-    }
-
     fn persist(&self) -> std::io::Result<()> {
-        if self.trees.is_empty() {
-            return match fs::remove_file(&self.state_path) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
-                _ => Ok(()),
+        let Some(state) = &self.state else {
+            return if self.trees.is_empty() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("a dry run keeps no state file"))
             };
+        };
+        if self.trees.is_empty() {
+            return state.remove();
         }
-        let state = StateFile {
-            version: 1,
+        let saved = Saved {
+            version: 2,
+            boot_id: boot_id(&self.proc_root),
             suspended: self.trees.iter().map(|t| t.record.clone()).collect(),
         };
-        let text = serde_json::to_string_pretty(&state).map_err(std::io::Error::other)?;
-        write_atomically(&self.state_path, &text)
+        let text = serde_json::to_string_pretty(&saved).map_err(std::io::Error::other)?;
+        state.write(&text)
+    }
+
+    fn state_path(&self) -> String {
+        self.state.as_ref().map_or_else(
+            || "(none: dry run)".to_owned(),
+            |s| s.path().display().to_string(),
+        )
     }
 
     /// Whether `root` is already held.
@@ -198,7 +180,7 @@ impl SuspendedSet {
         if let Err(source) = self.persist() {
             self.trees.pop();
             return Err(SuspendError::State {
-                path: self.state_path.display().to_string(),
+                path: self.state_path(),
                 source,
             });
         }
@@ -219,10 +201,12 @@ impl SuspendedSet {
             ));
         }
         let mut done = match (&how, &freeze) {
-            (How::Freeze, Some(cgroup)) => match fs::write(cgroup.join("cgroup.freeze"), "1") {
-                Ok(()) => format!("froze cgroup {}", cgroup.display()),
-                Err(err) => format!("freezing {} failed: {err}", cgroup.display()),
-            },
+            (How::Freeze, Some(cgroup)) => {
+                match V2Dir::open(&self.proc_root, cgroup).and_then(|dir| dir.set_frozen(true)) {
+                    Ok(()) => format!("froze cgroup {}", cgroup.display()),
+                    Err(err) => format!("freezing {} failed: {err}", cgroup.display()),
+                }
+            }
             _ => {
                 let mut stopped = 0;
                 for fd in &fds {
@@ -250,7 +234,7 @@ impl SuspendedSet {
         }
         let tree = self.trees.remove(0);
         let mut log = Vec::new();
-        resume_tree(&tree, &mut log);
+        resume_tree(&tree, &self.proc_root, &mut log);
         let _ = self.persist();
         Some(format!("resumed {}: {}", tree.summary, log.join(", ")))
     }
@@ -259,7 +243,7 @@ impl SuspendedSet {
     pub fn resume_all(&mut self) -> Vec<String> {
         let mut log = Vec::new();
         for tree in self.trees.drain(..) {
-            resume_tree(&tree, &mut log);
+            resume_tree(&tree, &self.proc_root, &mut log);
         }
         let _ = self.persist();
         log
@@ -274,7 +258,7 @@ impl SuspendedSet {
         let tree = self.trees.remove(0);
         if let (How::Freeze, Some(cgroup)) = (&tree.record.how, &tree.record.cgroup) {
             // Frozen tasks cannot act on SIGTERM; thaw first (they are signalled right after).
-            let _ = fs::write(cgroup.join("cgroup.freeze"), "0");
+            let _ = thaw(&self.proc_root, cgroup);
         }
         let outcome = kill_fds(&tree.fds, grace);
         let _ = self.persist();
@@ -282,9 +266,9 @@ impl SuspendedSet {
     }
 }
 
-fn resume_tree(tree: &Suspended, log: &mut Vec<String>) {
-    if tree.record.how == How::Freeze {
-        resume_record(&tree.record, Path::new("/proc"), log);
+fn resume_tree(tree: &Suspended, proc_root: &Path, log: &mut Vec<String>) {
+    if let (How::Freeze, Some(cgroup)) = (&tree.record.how, &tree.record.cgroup) {
+        log.extend(thaw(proc_root, cgroup));
         return;
     }
     for fd in &tree.fds {

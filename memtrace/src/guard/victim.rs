@@ -1,6 +1,7 @@
 //! Victim choice: which process tree is the offender. Processes are grouped into trees (a
-//! growing process and everything its tree's root spawned), protected processes are never part
-//! of any tree, and trees are ranked: preferred first, avoided last, then growing before not,
+//! growing process and everything its tree's root spawned), protected processes (init, kernel
+//! threads, the guard, sshd — known by its executable, see [`crate::host::sshd`] — ssh login
+//! shells and configured names) are never part of any tree, and trees are ranked: preferred first, avoided last, then growing before not,
 //! then by growth rate, then by what the tree holds (footprint + GPU, see
 //! [`ProcSample::held_bytes`]). Pure: works on a snapshot.
 use std::collections::{HashMap, HashSet};
@@ -10,7 +11,6 @@ use crate::{
     guard::config::Victims,
     host::{
         pidfd::ProcRef,
-        sshd::is_sshd,
         units::{mib, signed_mib},
     },
 };
@@ -59,6 +59,20 @@ impl Candidate {
     }
 }
 
+/// What the guard never acts on, whatever a configuration or a state file says: init, kernel
+/// threads (children of kthreadd) and the guard itself. `None` if `pid` is none of them.
+pub fn untouchable(pid: u32, ppid: u32, guard_pid: u32) -> Option<&'static str> {
+    if pid <= 1 {
+        Some("init")
+    } else if pid == 2 || ppid == 2 {
+        Some("kernel thread")
+    } else if pid == guard_pid {
+        Some("the guard itself")
+    } else {
+        None
+    }
+}
+
 /// Who must never be touched.
 #[derive(Debug)]
 pub struct Protection<'a> {
@@ -66,33 +80,24 @@ pub struct Protection<'a> {
     pub guard_pid: u32,
     /// Configured victim rules.
     pub victims: &'a Victims,
+    /// The pids running sshd's executables ([`crate::host::sshd`]).
+    pub sshd: &'a HashSet<u32>,
 }
 
 impl Protection<'_> {
     /// Why `p` is protected, or `None` if it may be acted on.
-    pub fn reason(
-        &self,
-        p: &ProcSample,
-        extra: &HashMap<u32, Extra>,
-        table: &HashMap<u32, &ProcSample>,
-    ) -> Option<&'static str> {
-        if p.pid <= 1 {
-            return Some("init");
+    pub fn reason(&self, p: &ProcSample, extra: &HashMap<u32, Extra>) -> Option<&'static str> {
+        if let Some(what) = untouchable(p.pid, p.ppid, self.guard_pid) {
+            return Some(what);
         }
-        if p.pid == 2 || p.ppid == 2 {
-            return Some("kernel thread");
-        }
-        if p.pid == self.guard_pid {
-            return Some("the guard itself");
+        if self.sshd.contains(&p.pid) {
+            return Some("sshd");
         }
         if self.victims.protected.iter().any(|r| r.is_match(&p.comm)) {
             return Some("protected name");
         }
         let leader = extra.get(&p.pid).is_some_and(|e| e.session == p.pid);
-        let parent_is_sshd = table
-            .get(&p.ppid)
-            .is_some_and(|parent| is_sshd(&parent.comm));
-        if leader && parent_is_sshd {
+        if leader && self.sshd.contains(&p.ppid) {
             return Some("ssh login shell");
         }
         None
@@ -127,7 +132,7 @@ pub fn rank(
     let table: HashMap<u32, &ProcSample> = live.iter().map(|p| (p.pid, *p)).collect();
     let protected: HashSet<u32> = live
         .iter()
-        .filter(|p| protection.reason(p, extra, &table).is_some())
+        .filter(|p| protection.reason(p, extra).is_some())
         .map(|p| p.pid)
         .collect();
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -228,8 +233,13 @@ mod tests {
         }
     }
 
+    /// The pids whose executable is sshd's in [`snapshot`].
+    fn sshd() -> HashSet<u32> {
+        [100, 200].into_iter().collect()
+    }
+
     /// init → sshd → sshd-session → bash (login shell) → python pipeline → python worker (growing),
-    /// plus chill (big, stable) and a protected stand-in called sshd.
+    /// plus chill (big, stable) and a growing process that only calls itself sshd (600).
     fn snapshot() -> (Vec<ProcSample>, HashMap<u32, Extra>) {
         let procs = vec![
             proc(1, 0, "systemd", 10, 0.0),
@@ -262,6 +272,7 @@ mod tests {
         let protection = Protection {
             guard_pid: 700,
             victims: &config.victims,
+            sshd: &sshd(),
         };
         let (procs, extra) = snapshot();
         let ranked = rank(&procs, &extra, &protection, &|_| true);
@@ -273,7 +284,7 @@ mod tests {
         for candidate in &ranked {
             for member in &candidate.members {
                 assert!(
-                    ![1, 100, 200, 300, 600, 700].contains(&member.pid),
+                    ![1, 100, 200, 300, 700].contains(&member.pid),
                     "{} must never be a member",
                     member.pid
                 );
@@ -287,23 +298,58 @@ mod tests {
     }
 
     #[test]
+    fn sshd_is_protected_by_its_executable_not_by_its_name() {
+        // The default configuration protects no names of sshd's: the built-in protection acts.
+        let config = GuardConfig::default_config().expect("default");
+        let sshd = sshd();
+        let protection = Protection {
+            guard_pid: 700,
+            victims: &config.victims,
+            sshd: &sshd,
+        };
+        let (procs, extra) = snapshot();
+        let table: HashMap<u32, &ProcSample> = procs.iter().map(|p| (p.pid, p)).collect();
+        let reason = |pid: u32| protection.reason(table[&pid], &extra);
+        assert_eq!(reason(100), Some("sshd"));
+        assert_eq!(reason(200), Some("sshd"));
+        assert_eq!(reason(300), Some("ssh login shell"));
+        assert_eq!(reason(600), None, "named sshd, but runs another executable");
+        let ranked = rank(&procs, &extra, &protection, &|_| true);
+        assert!(
+            ranked.iter().any(|c| c.root.pid == 600),
+            "the renamed process is a candidate"
+        );
+        for candidate in &ranked {
+            assert!(
+                candidate
+                    .members
+                    .iter()
+                    .all(|m| ![100, 200, 300].contains(&m.pid)),
+                "{candidate:?}"
+            );
+        }
+    }
+
+    #[test]
     fn avoid_and_prefer_reorder() {
         let text = "[victims]\navoid = [\"^python3$\"]\n";
         let config = GuardConfig::from_layers(Some((text, "t"))).expect("valid");
         let protection = Protection {
             guard_pid: 700,
             victims: &config.victims,
+            sshd: &sshd(),
         };
         let (procs, extra) = snapshot();
         let ranked = rank(&procs, &extra, &protection, &|_| true);
-        assert_eq!(ranked[0].root.pid, 500, "avoided trees go last");
-        assert_eq!(ranked.last().map(|c| c.root.pid), Some(400));
+        let roots: Vec<u32> = ranked.iter().map(|c| c.root.pid).collect();
+        assert_eq!(roots, vec![600, 500, 400], "avoided trees go last");
 
         let text = "[victims]\nprefer = [\"chill\"]\n";
         let config = GuardConfig::from_layers(Some((text, "t"))).expect("valid");
         let protection = Protection {
             guard_pid: 700,
             victims: &config.victims,
+            sshd: &sshd(),
         };
         assert_eq!(
             rank(&procs, &extra, &protection, &|_| true)[0].root.pid,
@@ -317,6 +363,7 @@ mod tests {
         let protection = Protection {
             guard_pid: 700,
             victims: &config.victims,
+            sshd: &sshd(),
         };
         let (procs, extra) = snapshot();
         let ranked = rank(&procs, &extra, &protection, &|pid| pid == 401 || pid == 500);
@@ -330,6 +377,7 @@ mod tests {
         let protection = Protection {
             guard_pid: 1,
             victims: &config.victims,
+            sshd: &sshd(),
         };
         let mut gpu_holder = proc(10, 1, "trainer", 2000, 0.0);
         gpu_holder.gpu_bytes = Some(70 << 30);

@@ -186,8 +186,10 @@ pub fn psi(roots: &SysRoots) -> Check {
     }
 }
 
-/// The sshd listener(s) (comm `sshd`, parent not sshd) should have oom_score_adj -1000 so a
-/// runaway job never takes the way in down with it. `--apply` sets it (until sshd restarts).
+/// The sshd listener(s) (the `sshd` executable, a parent that is not sshd, a listening socket:
+/// see [`sshd::sshd_listeners`]; a process that only calls itself sshd is not one) should have
+/// oom_score_adj -1000 so a runaway job never takes the way in down with it. `--apply` sets it
+/// (until sshd restarts).
 pub fn sshd(roots: &SysRoots) -> Check {
     let name = "sshd oom_score_adj";
     let listeners = sshd::sshd_listeners(&roots.proc);

@@ -102,6 +102,13 @@ mod tests {
         fn read(&self, relative: &str) -> String {
             fs::read_to_string(self.0.join(relative)).expect("read")
         }
+
+        /// A symlink `relative` → the tree's `target` (as /proc/PID/exe).
+        fn link(&self, relative: &str, target: &str) {
+            let path = self.0.join(relative);
+            fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+            std::os::unix::fs::symlink(self.0.join(target), path).expect("symlink");
+        }
     }
 
     impl Drop for TempTree {
@@ -155,10 +162,18 @@ mod tests {
         tree.write("proc/mounts", "/dev/vda / ext4 rw 0 0\n");
         tree.write("proc/filesystems", "nodev\tsysfs\nnodev\ttracefs\n\text4\n");
         tree.write("proc/1/stat", stat_line(1, "systemd", 0));
+        tree.write("usr/sbin/sshd", "sshd binary");
+        tree.write("usr/bin/python3", "python binary");
         tree.write("proc/100/stat", stat_line(100, "sshd", 1));
         tree.write("proc/100/oom_score_adj", "0\n");
+        tree.link("proc/100/exe", "usr/sbin/sshd");
         tree.write("proc/101/stat", stat_line(101, "sshd", 100));
         tree.write("proc/101/oom_score_adj", "0\n");
+        tree.link("proc/101/exe", "usr/sbin/sshd");
+        // A process that renamed itself sshd: not the listener, whatever its name.
+        tree.write("proc/103/stat", stat_line(103, "sshd", 1));
+        tree.write("proc/103/oom_score_adj", "0\n");
+        tree.link("proc/103/exe", "usr/bin/python3");
         tree.write("proc/102/cmdline", b"/usr/bin/python3\0memtrace\0guard\0");
         tree.write(
             "sys/kernel/mm/transparent_hugepage/enabled",
@@ -254,6 +269,11 @@ mod tests {
             tree.read("proc/101/oom_score_adj"),
             "0\n",
             "session processes untouched"
+        );
+        assert_eq!(
+            tree.read("proc/103/oom_score_adj"),
+            "0\n",
+            "a process that only calls itself sshd is untouched"
         );
         assert_eq!(
             tree.read("proc/sys/vm/overcommit_memory"),

@@ -43,9 +43,9 @@ pub(super) fn gpu_reasons(sample: &GpuSample, snapshot: &Snapshot, percent: f64)
 /// frozen instead of signalled).
 pub(super) fn own_cgroup(proc_root: &Path, victim: &Candidate) -> Option<PathBuf> {
     let dir = cgroup::v2_cgroup_of(proc_root, victim.root.pid)?;
-    if !dir.join("cgroup.freeze").exists() {
-        return None;
-    }
+    // Only a real v2 cgroup directory (see V2Dir), with a freeze file (kernel 5.2+).
+    let opened = cgroup::V2Dir::open(proc_root, &dir).ok()?;
+    opened.frozen().ok()?;
     let members: HashSet<u32> = victim.members.iter().map(|t| t.pid).collect();
     let pids = cgroup::procs_of(&dir).ok()?;
     (!pids.is_empty() && pids.iter().all(|pid| members.contains(pid))).then_some(dir)

@@ -28,10 +28,11 @@ use crate::{
         config::GuardConfig,
         level::{Level, Signals, assess, time_to_exhaustion},
         scope::{Scope, Usage},
+        state::StateFile,
         suspend::SuspendedSet,
         victim::{Candidate, Extra, Protection, rank},
     },
-    host::{procfs, sshd::is_sshd},
+    host::{procfs, sshd::SshdCache},
 };
 
 /// Something the guard did (or, in a dry run, would do).
@@ -102,17 +103,20 @@ pub struct Engine {
     sshd_stalls: HashMap<u32, u64>,
     /// Time of the snapshot the sshd stalls were last compared on (idle rounds reuse one).
     sshd_checked_ms: u64,
+    /// Which processes run sshd's executables.
+    sshd: SshdCache,
     /// Latest state.
     pub state: EngineState,
 }
 
 impl Engine {
-    /// A new engine keeping its suspended set in `state_file`.
+    /// A new engine keeping its suspended set in `state_file` (`None` for a dry run, which
+    /// suspends nothing).
     pub fn new(
         config: GuardConfig,
         scope: Scope,
         proc_root: &Path,
-        state_file: &Path,
+        state_file: Option<StateFile>,
         dry_run: bool,
     ) -> Self {
         Self {
@@ -129,6 +133,7 @@ impl Engine {
             history: VecDeque::with_capacity(64),
             sshd_stalls: HashMap::new(),
             sshd_checked_ms: 0,
+            sshd: SshdCache::default(),
             state: EngineState::default(),
         }
     }
@@ -188,9 +193,20 @@ impl Engine {
     fn sshd_stalled(&mut self, snapshot: &Snapshot) -> bool {
         self.sshd_checked_ms = snapshot.time_unix_ms;
         let procs = &snapshot.procs;
+        let live: HashSet<(u32, u64)> = procs
+            .iter()
+            .filter(|p| !p.exited)
+            .map(|p| (p.pid, p.start_ticks))
+            .collect();
+        self.sshd.retain(|pid, start| live.contains(&(pid, start)));
         let sshd: HashSet<u32> = procs
             .iter()
-            .filter(|p| is_sshd(&p.comm))
+            .filter(|p| {
+                !p.exited
+                    && self
+                        .sshd
+                        .is_sshd(&self.proc_root, p.pid, p.start_ticks, &p.comm)
+            })
             .map(|p| p.pid)
             .collect();
         let mut stalled = false;
@@ -215,8 +231,12 @@ impl Engine {
     /// Re-reads `/proc/PID/stat` (and the command line) of the in-scope processes right before
     /// a victim is chosen: the sampler may reuse identities for a while, and a process that
     /// exec'd or renamed itself since must be judged by what it is now. Returns the refreshed
-    /// processes and their session ids; processes that are gone are dropped.
-    fn refreshed(&self, procs: &[ProcSample]) -> (Vec<ProcSample>, HashMap<u32, Extra>) {
+    /// processes, their session ids, and which of them and their parents run sshd; processes
+    /// that are gone are dropped.
+    fn refreshed(
+        &mut self,
+        procs: &[ProcSample],
+    ) -> (Vec<ProcSample>, HashMap<u32, Extra>, HashSet<u32>) {
         let mut fresh = Vec::with_capacity(procs.len());
         let mut extra = HashMap::new();
         for p in procs.iter().filter(|p| !p.exited) {
@@ -244,7 +264,27 @@ impl Engine {
             );
             fresh.push(p);
         }
-        (fresh, extra)
+        // sshd by executable; parents too, as a login shell's sshd may lie outside the scope.
+        let mut sshd: HashSet<u32> = fresh
+            .iter()
+            .filter(|p| {
+                self.sshd
+                    .is_sshd(&self.proc_root, p.pid, p.start_ticks, &p.comm)
+            })
+            .map(|p| p.pid)
+            .collect();
+        let inside: HashSet<u32> = fresh.iter().map(|p| p.pid).collect();
+        let parents_outside: HashSet<u32> = fresh
+            .iter()
+            .map(|p| p.ppid)
+            .filter(|ppid| !inside.contains(ppid))
+            .collect();
+        sshd.extend(
+            parents_outside
+                .into_iter()
+                .filter(|&ppid| crate::host::sshd::is_sshd(&self.proc_root, ppid)),
+        );
+        (fresh, extra, sshd)
     }
 
     /// One round: assess, decide, act.
@@ -343,10 +383,11 @@ impl Engine {
         self.maybe_reclaim(now, &assessment, &usage, &mut out);
         self.maybe_resume(now, &assessment, &mut out);
         if assessment.level >= Level::Suspend {
-            let (fresh, extra) = self.refreshed(&in_scope_procs());
+            let (fresh, extra, sshd) = self.refreshed(&in_scope_procs());
             let protection = Protection {
                 guard_pid: self.guard_pid,
                 victims: &self.config.victims,
+                sshd: &sshd,
             };
             let ranked = rank(&fresh, &extra, &protection, &|_| true);
             self.maybe_suspend(&assessment, growth, &ranked, &usage, &mut out);

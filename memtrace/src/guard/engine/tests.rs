@@ -1,4 +1,5 @@
-//! The ladder in a dry run: suspend at pressure, resume after calm, GPU warn names holders.
+//! The ladder in a dry run: suspend at pressure, resume after calm, GPU warn names holders;
+//! the sshd stall signal follows sshd's executable, not a process's name.
 use std::time::Duration;
 
 use super::*;
@@ -10,13 +11,11 @@ use crate::{
 fn engine() -> Engine {
     let text = "[thresholds]\nresume_after = \"1ms\"\n";
     let config = GuardConfig::from_layers(Some((text, "test"))).expect("config");
-    let state =
-        std::env::temp_dir().join(format!("memtrace-engine-test-{}.json", std::process::id()));
     Engine::new(
         config,
         Scope::Machine,
         Path::new("/nonexistent-proc"),
-        &state,
+        None,
         true,
     )
 }
@@ -118,4 +117,41 @@ fn gpu_over_threshold_warns_with_holders() {
         warn.reason
     );
     assert_eq!(engine.state.level, Level::Warn);
+}
+
+#[test]
+fn sshd_stall_signal_follows_the_executable_not_the_name() {
+    // A fake /proc where 4242 runs a (user-owned, as the test runs) file named sshd.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sbin = tmp.path().join("usr/sbin");
+    std::fs::create_dir_all(&sbin).expect("mkdir");
+    std::fs::write(sbin.join("sshd"), "binary").expect("write");
+    std::fs::write(sbin.join("python3"), "binary").expect("write");
+    let proc_root = tmp.path().join("proc");
+    std::fs::create_dir_all(proc_root.join("4242")).expect("mkdir");
+    let stalls = |exe: &str| {
+        let link = proc_root.join("4242/exe");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(sbin.join(exe), &link).expect("symlink");
+        let mut engine = engine();
+        engine.proc_root = proc_root.clone();
+        let mut snap = snapshot();
+        snap.procs[0].comm = "sshd".to_owned();
+        snap.time_unix_ms = 1;
+        engine.tick(usage(10), None, false, &snap, None, None);
+        snap.procs[0].reclaim_stall_ns += 5_000_000;
+        snap.time_unix_ms = 2;
+        engine.tick(usage(10), None, false, &snap, None, None);
+        engine.state.level
+    };
+    assert_eq!(
+        stalls("sshd"),
+        Level::Suspend,
+        "sshd stalled in reclaim escalates"
+    );
+    assert_eq!(
+        stalls("python3"),
+        Level::Ok,
+        "a process that only calls itself sshd does not"
+    );
 }
