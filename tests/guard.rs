@@ -97,9 +97,12 @@ fn kills_only_the_offender_when_suspension_does_not_help() {
     let config = config(&tmp(), "");
     let text = std::fs::read_to_string(&config)
         .expect("config")
+        // The tree is held somewhere between warn (50 %, when the forecast says full soon) and
+        // suspend (65 %); the 120 MiB added below (23.4 % of 512 MiB) then lands at 73–89 %:
+        // over a kill line at 70 % whenever the suspension came, and short of the limit.
         .replace(
             "kill_used_percent = 95",
-            "kill_used_percent = 75\nkill_after = \"1s\"",
+            "kill_used_percent = 70\nkill_after = \"1s\"",
         )
         .replace(
             "drop_caches = false",
