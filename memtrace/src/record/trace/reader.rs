@@ -1,6 +1,7 @@
 //! Reads a trace back: decodes every record up to the end or the first damage; damage (a torn
 //! tail after a crash, flipped bytes) is kept with its byte offset next to everything read
-//! before it, so reports still show the run up to that point.
+//! before it, so reports still show the run up to that point. Only a regular file of at most
+//! [`MAX_FILE_BYTES`] is read (a FIFO or `/dev/zero` is refused at once).
 use std::path::Path;
 
 use bytes::Buf as _;
@@ -10,6 +11,9 @@ use super::{
     codec::{self, Decoder, ProcIdent, Sample},
     frame::{self, kind},
 };
+
+/// The largest trace read: an hour of 100 processes at 1 Hz is ~1 MiB, a week ~170 MiB.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// An event with its time and position among the samples.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,11 +53,13 @@ impl TraceData {
     }
 }
 
-/// Reads the trace at `path`.
+/// Reads the trace at `path`: a regular file of at most [`MAX_FILE_BYTES`].
 pub fn read_file(path: &Path) -> Result<TraceData, TraceError> {
-    let data = std::fs::read(path).map_err(|source| TraceError::Io {
-        path: path.display().to_string(),
-        source,
+    let data = crate::host::input::read(path, MAX_FILE_BYTES, "a trace").map_err(|source| {
+        TraceError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     })?;
     read_bytes(&data)
 }
