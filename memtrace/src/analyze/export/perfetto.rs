@@ -59,7 +59,8 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
         w.push(
             &json!({"ph":"C","name":"tree memory MiB","pid":PIPELINE_PID,"ts":ts,"args":total}),
         )?;
-        for (slot, v) in &sample.procs {
+        // Only what changed: a carried-forward process keeps its last counter value.
+        for (slot, v) in &sample.changed {
             let ident = trace.ident(*slot);
             if named.insert(ident.pid) {
                 w.push(&json!({"ph":"M","name":"process_name","pid":ident.pid,
