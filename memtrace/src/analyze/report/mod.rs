@@ -14,6 +14,8 @@
 //!   1 MiB/clip with r² ≥ 0.8 over ≥ 3 clips is a *likely leak*; memory taken and given back
 //!   within the stage (a transient peak) retains ≈ 0 and is not one.
 pub mod fit;
+#[cfg(test)]
+mod fuzz;
 pub mod html;
 pub mod stages;
 pub mod substages;

@@ -600,4 +600,4 @@ fn decode_proc(buf: &mut &[u8], old: &ProcValues) -> Result<ProcValues, DecodeEr
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

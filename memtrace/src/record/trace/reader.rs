@@ -193,6 +193,9 @@ fn apply(
 }
 
 #[cfg(test)]
+pub(crate) mod fuzz;
+
+#[cfg(test)]
 mod tests {
     //! Write → read round trips, carried-forward processes, exits, and damage with offsets.
     use super::*;

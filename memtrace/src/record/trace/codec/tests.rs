@@ -2,7 +2,8 @@
 //! sequences of snapshots — and the reader's promise on damaged files: every truncation and
 //! every flipped bit gives an error or damage naming a byte offset at or before the damage,
 //! never a panic, and everything before it reads back unchanged; hand-made samples whose
-//! numbers, counts, slots or strings are out of range are errors, never overflows.
+//! numbers, counts, slots or strings are out of range are errors, never overflows. (The crafted
+//! traces with valid checksums are in `reader::fuzz`, which reuses this file's generators.)
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::BytesMut;
@@ -236,7 +237,7 @@ fn arb_proc(pid: u32) -> impl Strategy<Value = ProcSample> {
 
 /// Any snapshot of up to 12 of 23 processes, with system, health and GPU values the encoding
 /// keeps exactly.
-fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
+pub(crate) fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
     let procs = proptest::sample::subsequence((1u32..24).collect::<Vec<_>>(), 0..12)
         .prop_flat_map(|pids| pids.into_iter().map(arb_proc).collect::<Vec<_>>());
     let system = (0u64..1 << 26, 0u64..1 << 26, 0u64..1 << 24, 0u64..1 << 24)
@@ -314,7 +315,7 @@ proptest! {
 }
 
 /// A small but complete trace file (header, identities, samples, events, end) of `snapshots`.
-fn trace_file(snapshots: &[Snapshot]) -> Vec<u8> {
+pub(crate) fn trace_file(snapshots: &[Snapshot]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("t.mtrace");
     let header = Header {
