@@ -1,8 +1,12 @@
 //! Which clip stage leaks: `memtrace run` with the three marking ways on a synthetic pipeline
 //! (6 clips; stage X keeps 20 MiB per clip, stage Y peaks at 200 MiB and frees it), a recorder
-//! killed with SIGKILL, damaged traces, the exports, the refusals, and the trace size and
-//! report/export speed for one hour of 100 processes at 1 Hz. The `run`/`record` tests load eBPF:
-//! run serially, as root (`cargo xtask test`); the pipeline runs in a 1 GiB memory cgroup.
+//! killed with SIGKILL, damaged traces, the exports, the refusals, the trace size and
+//! report/export speed for one hour of 100 processes at 1 Hz, and hostile inputs (FIFOs,
+//! devices, oversized files, a crafted trace) to every command that reads a file. The
+//! `run`/`record` tests load eBPF: run serially, as root (`cargo xtask test`); the pipeline runs
+//! in a 1 GiB memory cgroup.
+#[path = "stages/inputs.rs"]
+mod inputs;
 mod support;
 #[path = "stages/synthetic.rs"]
 mod synthetic;

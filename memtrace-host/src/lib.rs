@@ -3,7 +3,8 @@
 //! ([`btf`]) and tracefs ([`tracefs`]), privileges and clocks ([`privilege`], [`clock`]),
 //! signals that cannot hit a recycled pid ([`pidfd`]), directories no other user can steer
 //! ([`safe_path`]), sshd ([`sshd`]), sysctls ([`sysctl`]), swap ([`swap`]), cache and temp
-//! cleanup ([`reclaim`]), and the units users type and read ([`units`]).
+//! cleanup ([`reclaim`]), the files users name as input ([`input`]: regular files only,
+//! size-capped), and the units users type and read ([`units`]).
 //!
 //! It knows nothing of memtrace's model or commands, so the collectors, the guard, the tools
 //! and the test kit all build on it (the dependency only points this way).
@@ -11,6 +12,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod clock;
+pub mod input;
 pub mod pidfd;
 pub mod privilege;
 pub mod procfs;

@@ -258,10 +258,15 @@ impl GuardConfig {
 
     /// Reads `path` and layers it over the default.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        use crate::host::input;
+        // A regular file of at most CONFIG_MAX_BYTES: a FIFO or /dev/zero is one clear error,
+        // never a hang or an endless read.
+        let text = input::read_to_string(path, input::CONFIG_MAX_BYTES, "a config file").map_err(
+            |source| ConfigError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
         Self::from_layers(Some((&text, &path.display().to_string())))
     }
 

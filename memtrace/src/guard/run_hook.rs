@@ -36,8 +36,12 @@ pub fn config_from_run_file(path: Option<&Path>) -> anyhow::Result<GuardConfig> 
     let Some(path) = path else {
         return Ok(GuardConfig::default_config()?);
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::host::input::read_to_string(
+        path,
+        crate::host::input::CONFIG_MAX_BYTES,
+        "a config file",
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
     let mut table: toml::Table = toml::from_str(&text)
         .map_err(|err| anyhow::anyhow!("config {}: {}", path.display(), err.message()))?;
     table.remove("run");

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::host::{
+    input,
     swap::plan::{self, SwapVerdict},
     units::{human_bytes, parse_duration},
 };
@@ -35,8 +36,8 @@ struct FileConfig {
 
 /// Reads the `[run]` table of `path`.
 pub fn load(path: &Path) -> anyhow::Result<RunSection> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = input::read_to_string(path, input::CONFIG_MAX_BYTES, "a config file")
+        .with_context(|| format!("reading {}", path.display()))?;
     let file: FileConfig =
         toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
     if let Some(interval) = &file.run.interval {

@@ -21,12 +21,14 @@ pub fn field(text: &str) -> String {
 pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "{COLUMNS}")?;
     let stages = stage_per_sample(trace);
-    for (sample, stage) in trace.samples.iter().zip(&stages) {
+    let mut replay = trace.replay();
+    let mut stages = stages.iter();
+    while let (Some((sample, procs)), Some(stage)) = (replay.step(), stages.next()) {
         let (stage, clip) = match stage {
             Some((s, c)) => (field(s), field(c.as_deref().unwrap_or(""))),
             None => (String::new(), String::new()),
         };
-        for (slot, values) in &sample.procs {
+        for (slot, values) in procs {
             let p = proc_sample(trace, *slot, values);
             writeln!(
                 out,

@@ -48,7 +48,9 @@ fn line(out: &mut dyn Write, value: &Line) -> std::io::Result<()> {
 pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
     line(out, &Line::Header(trace.header.clone()))?;
     let mut events = trace.events.iter().peekable();
-    for (index, sample) in trace.samples.iter().enumerate() {
+    let mut replay = trace.replay();
+    let mut index = 0;
+    while let Some((sample, procs)) = replay.step() {
         while let Some(e) = events.next_if(|e| e.after_samples <= index) {
             line(
                 out,
@@ -58,8 +60,8 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
                 },
             )?;
         }
-        let procs = sample
-            .procs
+        index += 1;
+        let procs = procs
             .iter()
             .map(|(slot, v)| proc_sample(trace, *slot, v))
             .collect();

@@ -41,7 +41,8 @@ impl Out<'_> {
 /// Writes the trace events.
 pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
     let start = trace.header.start_unix_ms;
-    let us = |ms: u64| ms.saturating_sub(start) * 1000;
+    // Trace times end at the year 9999 (the reader refuses later ones): µs never saturate.
+    let us = |ms: u64| ms.saturating_sub(start).saturating_mul(1000);
     out.write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n")?;
     let mut w = Out { out, first: true };
     w.push(&json!({"ph":"M","name":"process_name","pid":PIPELINE_PID,"args":{"name":"pipeline (traced tree)"}}))?;
@@ -59,7 +60,8 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
         w.push(
             &json!({"ph":"C","name":"tree memory MiB","pid":PIPELINE_PID,"ts":ts,"args":total}),
         )?;
-        for (slot, v) in &sample.procs {
+        // Only what changed: a carried-forward process keeps its last counter value.
+        for (slot, v) in &sample.changed {
             let ident = trace.ident(*slot);
             if named.insert(ident.pid) {
                 w.push(&json!({"ph":"M","name":"process_name","pid":ident.pid,
@@ -104,4 +106,38 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
             "args":serde_json::to_value(&e.event).unwrap_or(Value::Null)}))?;
     }
     w.out.write_all(b"\n]}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    //! Times far past the trace start: µs saturate instead of overflowing.
+    use super::*;
+    use crate::record::trace::{codec::Sample, reader::TimedEvent};
+
+    /// A sample and an event at 2^64 − 1 ms (the reader refuses them; a hand-made TraceData
+    /// does not): the µs timestamps used to overflow (a panic in debug builds, a wrapped time
+    /// in release builds).
+    #[test]
+    fn times_past_the_range_saturate() {
+        let trace = TraceData {
+            samples: vec![Sample {
+                time_unix_ms: u64::MAX,
+                ..Sample::default()
+            }],
+            events: vec![TimedEvent {
+                time_unix_ms: u64::MAX,
+                after_samples: 1,
+                event: Event::RunEnd {
+                    exit_code: Some(0),
+                    signal: None,
+                },
+            }],
+            ..TraceData::default()
+        };
+        let mut out = Vec::new();
+        write(&trace, &mut out).expect("written");
+        let json: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let events = json["traceEvents"].as_array().expect("events");
+        assert!(events.iter().any(|e| e["ts"] == json!(u64::MAX)));
+    }
 }

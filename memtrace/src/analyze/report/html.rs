@@ -3,6 +3,7 @@
 //! swap of the tree), RSS, the GPU line where known, and red markers for guard actions and OOM
 //! kills; then the verdicts and the stage × clip table.
 use super::{Report, text};
+use crate::host::units;
 
 const W: f64 = 1100.0;
 const H: f64 = 360.0;
@@ -63,7 +64,7 @@ fn chart(report: &Report) -> String {
             run.begin_s,
             run.end_s,
             text::mib(run.host_retained),
-            text::mib(run.host_peak as i64)
+            units::mib(run.host_peak)
         ));
         if x1 - x0 > 40.0 {
             svg.push_str(&format!(
@@ -136,9 +137,9 @@ pub fn render(report: &Report) -> String {
             escape(&r.stage),
             escape(r.clip.as_deref().unwrap_or("-")),
             r.end_s - r.begin_s,
-            text::mib(r.host_start as i64),
-            text::mib(r.host_end as i64),
-            text::mib(r.host_peak as i64),
+            units::mib(r.host_start),
+            units::mib(r.host_end),
+            units::mib(r.host_peak),
             text::mib(r.host_retained),
             r.gpu.map_or("-".to_owned(), |g| format!("{} / {}", text::mib(g[2]), text::mib(g[3])))
         ));

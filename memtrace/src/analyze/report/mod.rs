@@ -14,8 +14,11 @@
 //!   1 MiB/clip with r² ≥ 0.8 over ≥ 3 clips is a *likely leak*; memory taken and given back
 //!   within the stage (a transient peak) retains ≈ 0 and is not one.
 pub mod fit;
+#[cfg(test)]
+mod fuzz;
 pub mod html;
 pub mod stages;
+pub mod substages;
 pub mod text;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -182,8 +185,9 @@ pub fn analyze(trace: &TraceData) -> Report {
 fn proc_totals(trace: &TraceData) -> Vec<ProcTotal> {
     let mut by_slot: std::collections::BTreeMap<u32, (ProcValues, ProcValues, Option<u64>)> =
         std::collections::BTreeMap::new();
+    // A carried-forward process holds its last written values: its changes say it all.
     for sample in &trace.samples {
-        for (slot, v) in &sample.procs {
+        for (slot, v) in &sample.changed {
             let entry = by_slot.entry(*slot).or_insert((*v, *v, None));
             entry.0.anon = entry.0.anon.max(v.footprint());
             entry.0.peak_rss = entry.0.peak_rss.max(v.rss());

@@ -1,13 +1,21 @@
 //! From a decoded trace to numbers: the tree's memory at every sample, the stage runs (one per
 //! stage × clip) with their start/end/peak/retained memory, and one leak verdict per stage.
-use std::collections::BTreeMap;
+//!
+//! Every step is one pass (or a sort) over the samples' changes, the events and the runs, so
+//! the report is linear (n log n) in clips, stage runs and processes, and sums and differences
+//! of bytes saturate instead of wrapping (the reader keeps a sample's total below 2^62 bytes,
+//! so they never need to).
+use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::fit::{self, Fit, LeakVerdict};
+use super::{
+    fit::{self, Fit, LeakVerdict},
+    substages::SubStages,
+};
 use crate::{
     host::units,
-    record::trace::{Event, TraceData},
+    record::trace::{Event, TraceData, codec::ProcValues},
 };
 
 /// The traced processes' totals at one sample.
@@ -23,29 +31,63 @@ pub struct Point {
     pub gpu: Option<u64>,
 }
 
-/// Totals per sample.
+/// A sum of bytes as a u64, saturating (never reached: see the module documentation).
+fn narrow(sum: u128) -> u64 {
+    u64::try_from(sum).unwrap_or(u64::MAX)
+}
+
+/// `to − from` as an i64, saturating (exact for sample totals, which stay below 2^62).
+pub fn change(from: u64, to: u64) -> i64 {
+    let delta = i128::from(to) - i128::from(from);
+    i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN })
+}
+
+/// `bytes` as an i64, saturating.
+fn signed(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// Totals per sample, kept as each sample's changes update them (not re-summed per sample).
 pub fn series(trace: &TraceData) -> Vec<Point> {
     let start = trace.header.start_unix_ms;
+    let mut live: HashMap<u32, ProcValues> = HashMap::new();
+    let (mut footprint, mut rss, mut gpu, mut with_gpu) = (0u128, 0u128, 0u128, 0usize);
     trace
         .samples
         .iter()
         .map(|s| {
-            let live = s.procs.iter().filter(|(_, v)| !v.exited);
-            let (mut footprint, mut rss, mut gpu) = (0, 0, None::<u64>);
-            for (_, v) in live {
-                footprint += v.footprint();
-                rss += v.rss();
-                if let Some(g) = v.gpu {
-                    gpu = Some(gpu.unwrap_or(0) + g);
+            for (slot, v) in &s.changed {
+                if let Some(old) = live.remove(slot) {
+                    footprint = footprint.saturating_sub(u128::from(old.footprint()));
+                    rss = rss.saturating_sub(u128::from(old.rss()));
+                    if let Some(g) = old.gpu {
+                        gpu = gpu.saturating_sub(u128::from(g));
+                        with_gpu = with_gpu.saturating_sub(1);
+                    }
+                }
+                if !v.exited {
+                    footprint += u128::from(v.footprint());
+                    rss += u128::from(v.rss());
+                    if let Some(g) = v.gpu {
+                        gpu += u128::from(g);
+                        with_gpu += 1;
+                    }
+                    live.insert(*slot, *v);
                 }
             }
-            if gpu.is_none() && !s.gpus.is_empty() {
-                gpu = Some(s.gpus.iter().map(|g| g.used_bytes).sum());
-            }
+            let gpu = if with_gpu > 0 {
+                Some(narrow(gpu))
+            } else if !s.gpus.is_empty() {
+                Some(narrow(
+                    s.gpus.iter().map(|g| u128::from(g.used_bytes)).sum(),
+                ))
+            } else {
+                None
+            };
             Point {
                 t_ms: s.time_unix_ms.saturating_sub(start),
-                footprint,
-                rss,
+                footprint: narrow(footprint),
+                rss: narrow(rss),
                 gpu,
             }
         })
@@ -80,36 +122,58 @@ pub struct StageRun {
     pub samples: (usize, usize),
 }
 
-/// Cuts the trace into stage runs at the stage events.
+/// A stage run not closed yet.
+struct Open {
+    stage: String,
+    clip: Option<String>,
+    begin: usize,
+    t0: u64,
+    /// (pid, command) of every process started while it ran.
+    execs: Vec<(u32, String)>,
+}
+
+/// Cuts the trace into stage runs at the stage events. A process started (exec) while a run
+/// is open is one of its sub-stages, with the highest RSS it reached during the run.
 pub fn stage_runs(trace: &TraceData, points: &[Point]) -> Vec<StageRun> {
     if points.is_empty() {
         return Vec::new();
     }
     let at = |after: usize| after.saturating_sub(1).min(points.len() - 1);
+    let substages = SubStages::new(trace);
     let mut runs = Vec::new();
-    let mut open: Option<(String, Option<String>, usize, u64)> = None;
+    let mut open: Option<Open> = None;
     let start = trace.header.start_unix_ms;
-    let mut close =
-        |open: &mut Option<(String, Option<String>, usize, u64)>, end: usize, t: u64| {
-            if let Some((stage, clip, begin, t0)) = open.take() {
-                runs.push(measure(
-                    trace,
-                    points,
-                    stage,
-                    clip,
-                    (at(begin), at(end)),
-                    (t0, t),
-                ));
-            }
-        };
+    let mut close = |open: &mut Option<Open>, end: usize, t: u64| {
+        if let Some(run) = open.take() {
+            let span = (at(run.begin), at(end).max(at(run.begin)));
+            let children = substages.children(&run.execs, span);
+            runs.push(measure(points, run, span, t, children));
+        }
+    };
+    // The first process to join is the traced command itself, not a sub-stage.
+    let root = trace.events.iter().find_map(|e| match &e.event {
+        Event::Exec { pid, .. } => Some(*pid),
+        _ => None,
+    });
     for e in &trace.events {
         let t = e.time_unix_ms.saturating_sub(start);
         match &e.event {
             Event::StageBegin { stage, clip, .. } => {
                 close(&mut open, e.after_samples, t);
-                open = Some((stage.clone(), clip.clone(), e.after_samples, t));
+                open = Some(Open {
+                    stage: stage.clone(),
+                    clip: clip.clone(),
+                    begin: e.after_samples,
+                    t0: t,
+                    execs: Vec::new(),
+                });
             }
             Event::StageEnd { .. } | Event::RunEnd { .. } => close(&mut open, e.after_samples, t),
+            Event::Exec { pid, comm, .. } if Some(*pid) != root => {
+                if let Some(run) = &mut open {
+                    run.execs.push((*pid, comm.clone()));
+                }
+            }
             _ => {}
         }
     }
@@ -119,71 +183,35 @@ pub fn stage_runs(trace: &TraceData, points: &[Point]) -> Vec<StageRun> {
 }
 
 fn measure(
-    trace: &TraceData,
     points: &[Point],
-    stage: String,
-    clip: Option<String>,
+    run: Open,
     (first, last): (usize, usize),
-    (t0, t1): (u64, u64),
+    t1: u64,
+    children: Vec<(String, u64)>,
 ) -> StageRun {
-    let span = &points[first..=last.max(first)];
-    let (a, b) = (points[first], points[last.max(first)]);
+    let span = points.get(first..=last).unwrap_or_default();
+    let (a, b) = (points[first], points[last]);
     let host_peak = span.iter().map(|p| p.footprint).max().unwrap_or(0);
     let gpu = match (a.gpu, b.gpu) {
         (Some(ga), Some(gb)) => {
             let peak = span.iter().filter_map(|p| p.gpu).max().unwrap_or(0);
-            Some([ga as i64, gb as i64, peak as i64, gb as i64 - ga as i64])
+            Some([signed(ga), signed(gb), signed(peak), change(ga, gb)])
         }
         _ => None,
     };
     StageRun {
-        stage,
-        clip,
-        begin_s: t0 as f64 / 1000.0,
+        stage: run.stage,
+        clip: run.clip,
+        begin_s: run.t0 as f64 / 1000.0,
         end_s: t1 as f64 / 1000.0,
         host_start: a.footprint,
         host_end: b.footprint,
         host_peak,
-        host_retained: b.footprint as i64 - a.footprint as i64,
+        host_retained: change(a.footprint, b.footprint),
         gpu,
-        children: children(trace, first, last.max(first)),
-        samples: (first, last.max(first)),
+        children,
+        samples: (first, last),
     }
-}
-
-/// Processes that joined the tree between samples `first` and `last`, with their peak RSS.
-fn children(trace: &TraceData, first: usize, last: usize) -> Vec<(String, u64)> {
-    let mut found: BTreeMap<String, u64> = BTreeMap::new();
-    // The first process to join is the traced command itself, not a sub-stage.
-    let root = trace.events.iter().find_map(|e| match &e.event {
-        Event::Exec { pid, .. } => Some(*pid),
-        _ => None,
-    });
-    for e in &trace.events {
-        let Event::Exec { pid, comm, .. } = &e.event else {
-            continue;
-        };
-        if Some(*pid) == root {
-            continue;
-        }
-        if e.after_samples <= first || e.after_samples > last + 1 {
-            continue;
-        }
-        let slots: Vec<u32> = (0..trace.idents.len())
-            .filter(|&s| trace.idents[s].pid == *pid)
-            .filter_map(|s| u32::try_from(s).ok())
-            .collect();
-        let peak = trace.samples[first..=last.min(trace.samples.len().saturating_sub(1))]
-            .iter()
-            .flat_map(|s| s.procs.iter())
-            .filter(|(slot, _)| slots.contains(slot))
-            .map(|(_, v)| v.peak_rss.max(v.rss()))
-            .max()
-            .unwrap_or(0);
-        let entry = found.entry(comm.clone()).or_default();
-        *entry = (*entry).max(peak);
-    }
-    found.into_iter().collect()
 }
 
 /// One stage's verdict over all its clips.
@@ -209,16 +237,21 @@ pub struct StageVerdict {
 
 /// One verdict per stage, in order of first appearance.
 pub fn verdicts(runs: &[StageRun]) -> Vec<StageVerdict> {
-    let mut order: Vec<&str> = Vec::new();
+    // Group the runs by stage in one pass (not one pass over all runs per stage).
+    let mut order: Vec<(&str, Vec<&StageRun>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for run in runs {
-        if !order.contains(&run.stage.as_str()) {
-            order.push(&run.stage);
+        let at = *index.entry(&run.stage).or_insert_with(|| {
+            order.push((&run.stage, Vec::new()));
+            order.len() - 1
+        });
+        if let Some((_, mine)) = order.get_mut(at) {
+            mine.push(run);
         }
     }
     order
         .into_iter()
-        .map(|stage| {
-            let mine: Vec<&StageRun> = runs.iter().filter(|r| r.stage == stage).collect();
+        .map(|(stage, mine)| {
             let host_retained: Vec<f64> = mine.iter().map(|r| r.host_retained as f64).collect();
             let host = fit::retained_fit(&host_retained);
             let gpu_retained: Option<Vec<f64>> =
@@ -295,3 +328,6 @@ fn verdict_line(
     }
     line
 }
+
+#[cfg(test)]
+mod tests;

@@ -126,9 +126,9 @@ fn stage_table(report: &Report) -> String {
             r.stage.chars().take(14).collect::<String>(),
             r.clip.as_deref().unwrap_or("-"),
             r.end_s - r.begin_s,
-            mib(r.host_start as i64),
-            mib(r.host_end as i64),
-            mib(r.host_peak as i64),
+            units::mib(r.host_start),
+            units::mib(r.host_end),
+            units::mib(r.host_peak),
             signed(r.host_retained)
         ));
         if let Some(g) = r.gpu {
@@ -192,8 +192,8 @@ fn events(report: &Report) -> String {
             "  {:>7} {:<16} {:>10} {:>10}\n",
             p.pid,
             p.comm.chars().take(16).collect::<String>(),
-            mib(p.peak_footprint as i64),
-            mib(p.peak_rss as i64)
+            units::mib(p.peak_footprint),
+            units::mib(p.peak_rss)
         ));
     }
     if let Some(damage) = &report.damage {

@@ -1,5 +1,6 @@
 //! Processes in a trace: who a slot is ([`ProcIdent`], written once as a PROC record and again
-//! when it execs or is re-parented) and its numbers in one sample ([`ProcValues`]).
+//! when it execs or is re-parented, its names [`capped`] in length both ways) and its numbers in
+//! one sample ([`ProcValues`]).
 use bytes::BytesMut;
 
 use super::varint::{DecodeError, get_str, get_varint, put_str, put_varint};
@@ -65,9 +66,11 @@ impl ProcValues {
         }
     }
 
-    /// Resident set: anon + file + shmem.
+    /// Resident set: anon + file + shmem (saturating; decoded values never come near it).
     pub fn rss(&self) -> u64 {
-        self.anon + self.file + self.shmem
+        self.anon
+            .saturating_add(self.file)
+            .saturating_add(self.shmem)
     }
 
     /// The process's [footprint](crate::collect::model::footprint): anon + shmem + swap. Leak
@@ -89,6 +92,28 @@ pub fn encode_ident(slot: u32, ident: &ProcIdent) -> BytesMut {
     out
 }
 
+/// Longest command name stored (the kernel's are 15 bytes; invalid UTF-8 can triple that).
+pub const MAX_COMM: usize = 256;
+/// Longest command line stored (a compiler's can be tens of KiB; the start says what it was).
+pub const MAX_CMDLINE: usize = 1024;
+
+/// `text` cut to at most `max` bytes at a char boundary, with `…` (3 bytes) when cut.
+pub fn capped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The longest a [`capped`] text can be.
+pub const fn capped_len(max: usize) -> usize {
+    max + '…'.len_utf8()
+}
+
 /// Decodes a PROC record payload.
 pub fn decode_ident(mut buf: &[u8]) -> Result<(u32, ProcIdent), DecodeError> {
     let buf = &mut buf;
@@ -98,8 +123,8 @@ pub fn decode_ident(mut buf: &[u8]) -> Result<(u32, ProcIdent), DecodeError> {
         pid: small(get_varint(buf)?)?,
         ppid: small(get_varint(buf)?)?,
         start_ticks: get_varint(buf)?,
-        comm: get_str(buf)?,
-        cmdline: get_str(buf)?,
+        comm: get_str(buf, capped_len(MAX_COMM))?,
+        cmdline: get_str(buf, capped_len(MAX_CMDLINE))?,
     };
     Ok((slot, ident))
 }

@@ -1,15 +1,23 @@
 //! Reads a trace back: decodes every record up to the end or the first damage; damage (a torn
-//! tail after a crash, flipped bytes) is kept with its byte offset next to everything read
-//! before it, so reports still show the run up to that point.
+//! tail after a crash, flipped bytes, a number out of range) is kept with its byte offset next
+//! to everything read before it, so reports still show the run up to that point.
+//!
+//! Hostile files are bounded: only a regular file of at most [`MAX_FILE_BYTES`] is read (a FIFO
+//! or `/dev/zero` is refused at once), and the decoded trace takes memory in proportion to the
+//! file (see [`codec`]: samples keep only what changed, every count is checked against the
+//! bytes that hold it).
 use std::path::Path;
 
 use bytes::Buf as _;
 
 use super::{
     Event, Header, MAGIC, TraceError, VERSION,
-    codec::{self, Decoder, ProcIdent, Sample},
+    codec::{self, Decoder, MAX_TIME_MS, ProcIdent, Replay, Sample},
     frame::{self, kind},
 };
+
+/// The largest trace read: an hour of 100 processes at 1 Hz is ~1 MiB, a week ~170 MiB.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// An event with its time and position among the samples.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,13 +55,20 @@ impl TraceData {
     pub fn ident(&self, slot: u32) -> ProcIdent {
         self.idents.get(slot as usize).cloned().unwrap_or_default()
     }
+
+    /// The samples with every process present in each (written or carried forward).
+    pub fn replay(&self) -> Replay<'_> {
+        Replay::new(&self.samples)
+    }
 }
 
-/// Reads the trace at `path`.
+/// Reads the trace at `path`: a regular file of at most [`MAX_FILE_BYTES`].
 pub fn read_file(path: &Path) -> Result<TraceData, TraceError> {
-    let data = std::fs::read(path).map_err(|source| TraceError::Io {
-        path: path.display().to_string(),
-        source,
+    let data = crate::host::input::read(path, MAX_FILE_BYTES, "a trace").map_err(|source| {
+        TraceError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     })?;
     read_bytes(&data)
 }
@@ -91,6 +106,15 @@ pub fn read_bytes(data: &[u8]) -> Result<TraceData, TraceError> {
             offset,
             what: format!("header: {err}"),
         })?;
+    if header.start_unix_ms > MAX_TIME_MS {
+        return Err(TraceError::Corrupt {
+            offset,
+            what: format!(
+                "header: start time {} ms is after the year 9999",
+                header.start_unix_ms
+            ),
+        });
+    }
     offset += first.len as u64;
     rest = &rest[first.len..];
     let mut trace = TraceData {
@@ -133,23 +157,29 @@ fn apply(
             trace.samples.push(sample);
         }
         kind::PROC => {
-            let (slot, ident) =
-                codec::decode_ident(payload).map_err(|e| format!("process: {e}"))?;
-            let slot = slot as usize;
-            if slot == trace.idents.len() {
-                trace.idents.push(ident);
-            } else if let Some(known) = trace.idents.get_mut(slot) {
-                *known = ident;
-            } else {
-                return Err(format!("process slot {slot} out of order"));
+            // The decoder checks the slot: the next new one, or one already named.
+            let (slot, ident) = decoder
+                .ident(payload)
+                .map_err(|e| format!("process: {e}"))?;
+            match trace.idents.get_mut(slot as usize) {
+                Some(known) => *known = ident,
+                None => trace.idents.push(ident),
             }
         }
         kind::EVENT => {
             let mut buf = payload;
             let since = codec::get_varint(&mut buf).map_err(|e| format!("event: {e}"))?;
+            let time_unix_ms = trace
+                .header
+                .start_unix_ms
+                .checked_add(since)
+                .filter(|t| *t <= MAX_TIME_MS)
+                .ok_or_else(|| {
+                    format!("event: {since} ms after the start is after the year 9999")
+                })?;
             let event: Event = serde_json::from_slice(buf).map_err(|e| format!("event: {e}"))?;
             trace.events.push(TimedEvent {
-                time_unix_ms: trace.header.start_unix_ms + since,
+                time_unix_ms,
                 after_samples: trace.samples.len(),
                 event,
             });
@@ -161,6 +191,9 @@ fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -252,13 +285,22 @@ mod tests {
         assert_eq!(s1.time_unix_ms, 1_001_000);
         assert_eq!(s1.system.mem_available_bytes, (6 << 30) - (1000 << 10));
         assert_eq!(s1.system.psi_some_avg10, Some(1.25));
-        assert_eq!(s1.procs.len(), 2, "unchanged pid 1 is carried forward");
-        assert_eq!(s1.procs[0].1.anon, 10 << 20);
-        assert_eq!(s1.procs[1].1.anon, 7 << 20);
-        assert_eq!(s1.procs[1].1.gpu, Some(14 << 20));
-        assert_eq!(s1.procs[1].1.peak_rss, s1.procs[1].1.rss());
-        assert!(trace.samples[2].procs[1].1.exited);
-        assert_eq!(trace.samples[3].procs.len(), 1);
+        assert_eq!(s1.changed.len(), 1, "unchanged pid 1 is not written again");
+        let mut replay = trace.replay();
+        let present = |replay: &mut Replay<'_>| {
+            let (_, procs) = replay.step().expect("a sample");
+            procs.values().copied().collect::<Vec<_>>()
+        };
+        let _ = present(&mut replay);
+        let procs = present(&mut replay);
+        assert_eq!(procs.len(), 2, "unchanged pid 1 is carried forward");
+        assert_eq!(procs[0].anon, 10 << 20);
+        assert_eq!(procs[1].anon, 7 << 20);
+        assert_eq!(procs[1].gpu, Some(14 << 20));
+        assert_eq!(procs[1].peak_rss, procs[1].rss());
+        assert!(present(&mut replay)[1].exited);
+        assert_eq!(present(&mut replay).len(), 1);
+        assert!(replay.step().is_none());
         assert_eq!(trace.events.len(), 1);
         assert_eq!(trace.events[0].after_samples, 1);
         assert!(trace.end.is_some());

@@ -1,9 +1,12 @@
 //! Round trips of the sample encoding — hand-made cases for each rule, then generated
 //! sequences of snapshots — and the reader's promise on damaged files: every truncation and
 //! every flipped bit gives an error or damage naming a byte offset at or before the damage,
-//! never a panic, and everything before it reads back unchanged.
+//! never a panic, and everything before it reads back unchanged; hand-made samples whose
+//! numbers, counts, slots or strings are out of range are errors, never overflows. (The crafted
+//! traces with valid checksums are in `reader::fuzz`, which reuses this file's generators.)
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::BytesMut;
 use proptest::{collection::vec, prelude::*};
 
 use super::*;
@@ -47,12 +50,13 @@ fn round_trip(snapshots: &[Snapshot]) -> Result<(), TestCaseError> {
     let mut encoder = Encoder::new(START);
     let mut decoder = Decoder::new(START);
     let mut slots: HashMap<u32, (u32, u64)> = HashMap::new();
-    let mut live = BTreeMap::new();
+    let mut samples = Vec::new();
     for snapshot in snapshots {
         let (idents, payload) = encoder.encode(snapshot);
         for (slot, ident) in idents {
-            let (decoded_slot, decoded) =
-                decode_ident(&encode_ident(slot, &ident)).map_err(|e| TestCaseError::fail(e.0))?;
+            let (decoded_slot, decoded) = decoder
+                .ident(&encode_ident(slot, &ident))
+                .map_err(|e| TestCaseError::fail(e.0))?;
             prop_assert_eq!((decoded_slot, &decoded), (slot, &ident));
             slots.insert(slot, (ident.pid, ident.start_ticks));
         }
@@ -63,8 +67,15 @@ fn round_trip(snapshots: &[Snapshot]) -> Result<(), TestCaseError> {
         prop_assert_eq!(&sample.system, &snapshot.system);
         prop_assert_eq!(&sample.health, &snapshot.health);
         prop_assert_eq!(&sample.gpus, &snapshot.gpus);
-        let got: BTreeMap<(u32, u64), ProcValues> = sample
-            .procs
+        samples.push(sample);
+    }
+    let mut replay = Replay::new(&samples);
+    let mut live = BTreeMap::new();
+    for snapshot in snapshots {
+        let (_, procs) = replay
+            .step()
+            .ok_or_else(|| TestCaseError::fail("a sample per snapshot"))?;
+        let got: BTreeMap<(u32, u64), ProcValues> = procs
             .iter()
             .map(|(slot, v)| (slots.get(slot).copied().unwrap_or_default(), *v))
             .collect();
@@ -139,28 +150,42 @@ fn renamed_process_is_named_again() {
 #[test]
 fn long_command_lines_are_capped_at_a_char_boundary() {
     let long = "é".repeat(MAX_CMDLINE);
-    let capped = capped(&long);
-    assert!(capped.len() <= MAX_CMDLINE + "…".len());
+    let capped = capped(&long, MAX_CMDLINE);
+    assert!(capped.len() <= capped_len(MAX_CMDLINE));
     assert!(capped.ends_with('…'));
 }
 
 #[test]
 fn truncated_or_extended_payloads_are_errors() {
     let mut encoder = Encoder::new(START);
-    let (_, payload) = encoder.encode(&snapshot(0, vec![proc(10, 5), proc(11, 7)]));
+    let (idents, payload) = encoder.encode(&snapshot(0, vec![proc(10, 5), proc(11, 7)]));
     for cut in 0..payload.len() {
         assert!(
-            Decoder::new(START).decode(&payload[..cut]).is_err(),
+            naming(&idents).decode(&payload[..cut]).is_err(),
             "a payload cut at {cut} of {} must not decode",
             payload.len()
         );
     }
     let mut longer = payload.to_vec();
     longer.push(0);
-    let err = Decoder::new(START)
-        .decode(&longer)
-        .expect_err("trailing byte");
+    let err = naming(&idents).decode(&longer).expect_err("trailing byte");
     assert!(err.0.contains("unexpected bytes"), "{}", err.0);
+    assert!(naming(&idents).decode(&payload).is_ok());
+    let err = Decoder::new(START)
+        .decode(&payload)
+        .expect_err("slots nobody named");
+    assert!(err.0.contains("slot beyond the 0 named"), "{}", err.0);
+}
+
+/// A decoder that has read the identity records `idents`.
+fn naming(idents: &[(u32, ProcIdent)]) -> Decoder {
+    let mut decoder = Decoder::new(START);
+    for (slot, ident) in idents {
+        decoder
+            .ident(&encode_ident(*slot, ident))
+            .expect("identity decodes");
+    }
+    decoder
 }
 
 fn arb_proc(pid: u32) -> impl Strategy<Value = ProcSample> {
@@ -210,7 +235,9 @@ fn arb_proc(pid: u32) -> impl Strategy<Value = ProcSample> {
         )
 }
 
-fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
+/// Any snapshot of up to 12 of 23 processes, with system, health and GPU values the encoding
+/// keeps exactly.
+pub(crate) fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
     let procs = proptest::sample::subsequence((1u32..24).collect::<Vec<_>>(), 0..12)
         .prop_flat_map(|pids| pids.into_iter().map(arb_proc).collect::<Vec<_>>());
     let system = (0u64..1 << 26, 0u64..1 << 26, 0u64..1 << 24, 0u64..1 << 24)
@@ -287,9 +314,8 @@ proptest! {
     }
 }
 
-/// A small but complete trace file (header, identities, samples, events, end) and its
-/// decoded samples.
-fn trace_file(snapshots: &[Snapshot]) -> Vec<u8> {
+/// A small but complete trace file (header, identities, samples, events, end) of `snapshots`.
+pub(crate) fn trace_file(snapshots: &[Snapshot]) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("t.mtrace");
     let header = Header {
@@ -395,3 +421,182 @@ fn version_errors_name_their_offset() {
 }
 
 const MAGIC_LEN: usize = crate::record::trace::MAGIC.len();
+
+fn zigzag(delta: i64) -> u64 {
+    ((delta << 1) ^ (delta >> 63)) as u64
+}
+
+/// A sample payload written by hand: time change, system field changes (mask bit, delta), the
+/// GPU part as raw varints (count first; nothing means none), then (slot step, mask, deltas)
+/// per process.
+fn payload(
+    time: i64,
+    system: &[(u64, i64)],
+    gpus: &[u64],
+    procs: &[(u64, u64, &[i64])],
+) -> BytesMut {
+    let mut out = BytesMut::new();
+    put_varint(&mut out, zigzag(time));
+    put_varint(&mut out, system.iter().fold(0, |m, (bit, _)| m | bit));
+    for (_, delta) in system {
+        put_varint(&mut out, zigzag(*delta));
+    }
+    put_varint(&mut out, 0); // health: no field changed
+    if gpus.is_empty() {
+        put_varint(&mut out, 0);
+    }
+    for raw in gpus {
+        put_varint(&mut out, *raw);
+    }
+    put_varint(&mut out, procs.len() as u64);
+    for (step, mask, deltas) in procs {
+        put_varint(&mut out, *step);
+        put_varint(&mut out, *mask);
+        for delta in *deltas {
+            put_varint(&mut out, zigzag(*delta));
+        }
+    }
+    out
+}
+
+/// `n` named processes (slots 0..n).
+fn named(n: u32) -> Decoder {
+    let idents: Vec<(u32, ProcIdent)> = (0..n)
+        .map(|slot| {
+            (
+                slot,
+                ProcIdent {
+                    pid: 100 + slot,
+                    ..ProcIdent::default()
+                },
+            )
+        })
+        .collect();
+    naming(&idents)
+}
+
+fn refused(decoder: &mut Decoder, payload: &[u8], want: &str) {
+    let err = decoder.decode(payload).expect_err(want);
+    assert!(err.0.contains(want), "want {want:?}: {}", err.0);
+}
+
+/// Numbers a crafted sample takes out of range are decode errors. In debug builds each of these
+/// used to panic on an overflow (pages × 4096, KiB × 1024, the GPU and system sums) and in
+/// release builds to wrap into a wrong number.
+#[test]
+fn numbers_out_of_range_are_errors_not_wrapped() {
+    // One GPU: index 0, no new name, used and total changes, no utilisation.
+    let gpu = |used_kib: i64| vec![1, 0, 0, zigzag(used_kib), zigzag(1), 0];
+    let cases: Vec<(BytesMut, &str)> = vec![
+        // anon grows by 2^62 pages: 2^74 bytes.
+        (
+            payload(0, &[], &[], &[(0, ANON, &[1 << 62])]),
+            "more memory than any machine has",
+        ),
+        // anon shrinks below 0 (used to wrap to 2^64 − 1 pages).
+        (payload(0, &[], &[], &[(0, ANON, &[-1])]), "out of range"),
+        // the peak and the GPU memory past 64 PiB.
+        (
+            payload(0, &[], &[], &[(0, PEAK, &[1 << 45])]),
+            "more memory than any machine has",
+        ),
+        (
+            payload(0, &[], &[], &[(0, GPU, &[1 << 60])]),
+            "more memory than any machine has",
+        ),
+        // a time before 1970 (used to wrap) and after the year 9999.
+        (payload(i64::MIN, &[], &[], &[]), "out of range"),
+        (payload(1 << 60, &[], &[], &[]), "after the year 9999"),
+        // MemTotal of 2^60 KiB.
+        (
+            payload(0, &[(1, 1 << 60)], &[], &[]),
+            "more memory than any machine has",
+        ),
+        // a GPU using 2^60 KiB.
+        (
+            payload(0, &[], &gpu(1 << 60), &[]),
+            "more memory than any machine has",
+        ),
+    ];
+    for (payload, want) in cases {
+        refused(&mut named(1), &payload, want);
+    }
+    // The same shapes in range decode.
+    let fine = payload(
+        5,
+        &[(1, 1 << 20)],
+        &gpu(1 << 20),
+        &[(0, ANON | GPU, &[1 << 20, 1])],
+    );
+    let sample = named(1).decode(&fine).expect("in range");
+    assert_eq!(sample.changed[0].1.anon, 1 << 32);
+    assert_eq!(sample.gpus[0].used_bytes, 1 << 30);
+}
+
+/// A sample's live processes together past 4 EiB: every value is in range, their sum is not
+/// (it used to overflow the report's sum: a panic in debug, a wrong peak in release).
+#[test]
+fn a_sample_total_beyond_4_eib_is_an_error() {
+    let max_pages = (MAX_BYTES / PAGE) as i64;
+    let all = ANON | FILE | SHMEM | SWAP | GPU;
+    let deltas = [
+        max_pages,
+        max_pages,
+        max_pages,
+        max_pages,
+        (MAX_BYTES / KIB) as i64,
+    ];
+    let procs: Vec<(u64, u64, &[i64])> = (0..16)
+        .map(|i| (u64::from(i > 0), all, &deltas[..]))
+        .collect();
+    named(16)
+        .decode(&payload(0, &[], &[], &procs[..12]))
+        .expect("12 × 5 × 64 PiB is below 4 EiB");
+    refused(
+        &mut named(16),
+        &payload(0, &[], &[], &procs),
+        "more than 4 EiB",
+    );
+}
+
+/// Counts, slots and strings a crafted sample cannot back with bytes are refused before
+/// anything is allocated.
+#[test]
+fn counts_slots_and_strings_are_checked_before_allocating() {
+    let mut huge = BytesMut::new();
+    for v in [0, 0, 0, 0, 1 << 40] {
+        put_varint(&mut huge, v);
+    }
+    refused(&mut named(1), &huge, "cannot fit");
+    let mut gpus = BytesMut::new();
+    for v in [0, 0, 0, 1 << 40] {
+        put_varint(&mut gpus, v);
+    }
+    refused(&mut named(1), &gpus, "GPUs cannot fit");
+    // A slot nobody named, a slot written twice.
+    refused(
+        &mut named(1),
+        &payload(0, &[], &[], &[(1, 0, &[])]),
+        "slot beyond the 1 named",
+    );
+    refused(
+        &mut named(2),
+        &payload(0, &[], &[], &[(0, 0, &[]), (0, 0, &[])]),
+        "written twice",
+    );
+    // A GPU name longer than any GPU's.
+    let mut long = BytesMut::new();
+    for v in [0, 0, 0, 1, 0, 1] {
+        put_varint(&mut long, v);
+    }
+    put_str(&mut long, &"x".repeat(4096));
+    for v in [0, 0, 0, 0] {
+        put_varint(&mut long, v);
+    }
+    refused(&mut named(1), &long, "at most");
+    // Identities must come in slot order.
+    let err = Decoder::new(START)
+        .ident(&encode_ident(5, &ProcIdent::default()))
+        .expect_err("slot 5 first");
+    assert!(err.0.contains("named before slot 0"), "{}", err.0);
+}
