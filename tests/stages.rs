@@ -8,6 +8,7 @@ mod support;
 mod synthetic;
 
 use std::{
+    io::Read as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::mpsc,
@@ -224,4 +225,207 @@ fn trace_survives_kill_9_of_the_recorder() {
     let report = finish(memtrace().arg("report").arg(&out), Duration::from_secs(60));
     assert!(report.status.success(), "{}", text(&report.stderr));
     assert!(text(&report.stdout).contains("not closed by the recorder"));
+}
+
+/// A fresh, empty scratch directory (for `TMPDIR`).
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// What is left in `dir`.
+fn left_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("reading the scratch dir")
+        .map(|entry| entry.expect("entry").path())
+        .collect()
+}
+
+/// Kills (by pid) the process that wrote its own pid to `file`, on drop.
+struct KillPidFile(PathBuf);
+
+impl Drop for KillPidFile {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            // The pipeline we started wrote its own pid.
+            kill_pid(pid);
+        }
+    }
+}
+
+/// Waits up to `limit` for `child` to exit.
+fn exit_within(
+    child: &mut support::KillOnDrop,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.exited() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A pipeline that sends marks from a bound socket (so memtrace replies) and never reads the
+/// replies, then idles: argv[1] its socket, argv[2] its pid file.
+const IGNORES_REPLIES: &str = r#"
+import os, socket, sys, time
+me = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+me.bind(sys.argv[1])
+me.settimeout(0.5)
+to = os.environ["MEMTRACE_MARK_SOCKET"]
+for i in range(60):
+    try:
+        me.sendto(f"stage s{i}".encode(), to)
+    except OSError:
+        pass
+    time.sleep(0.01)
+open(sys.argv[2], "w").write(str(os.getpid()))
+print("flooded", flush=True)
+time.sleep(60)
+"#;
+
+/// A pipeline whose mark sender never reads memtrace's replies: `run --interval 200ms` keeps
+/// sampling (no gap over 1 s), forwards SIGTERM at once, says how many replies it dropped, and
+/// removes its socket directory.
+#[test]
+fn run_never_waits_for_a_mark_sender_that_does_not_read() {
+    require_root();
+    let tmpdir = scratch_dir("noreply-tmp");
+    let out = scratch("noreply.mtrace");
+    let sock = scratch("noreply.sock");
+    let pidfile = scratch("noreply.pid");
+    let _pipeline = KillPidFile(pidfile.clone());
+    let mut run = spawn(
+        memtrace()
+            .args(["run", "--quiet", "--interval", "200ms", "--out"])
+            .arg(&out)
+            .args(["--", "python3", "-c", IGNORES_REPLIES])
+            .arg(&sock)
+            .arg(&pidfile)
+            .env("TMPDIR", &tmpdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = run.child_mut().stderr.take().expect("piped stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    support::wait_for_line(&mut run, "flooded", Duration::from_secs(60));
+    // The pipeline idles now, its reply queue full: memtrace must go on sampling.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = std::time::Instant::now();
+    run.signal(rustix::process::Signal::TERM)
+        .expect("SIGTERM to memtrace");
+    let status = exit_within(&mut run, Duration::from_secs(5));
+    let took = sent.elapsed();
+    let status = status.unwrap_or_else(|| {
+        panic!("memtrace run did not forward SIGTERM: still running {took:?} after it")
+    });
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "the pipeline ended by the forwarded SIGTERM: {stderr}"
+    );
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
+    assert!(
+        stderr.contains("mark replies were dropped") || stderr.contains("mark reply was dropped"),
+        "the dropped replies are counted: {stderr}"
+    );
+    let data = trace::read_file(&out).expect("the trace reads");
+    let times: Vec<u64> = data.samples.iter().map(|s| s.time_unix_ms).collect();
+    assert!(times.len() >= 15, "{} samples", times.len());
+    let worst = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        worst <= 1000,
+        "sampling stalled for {worst} ms at a 200 ms interval: {stderr}"
+    );
+    assert_eq!(
+        left_in(&tmpdir),
+        Vec::<PathBuf>::new(),
+        "socket dir removed"
+    );
+}
+
+/// The mark socket lives in a private (0700, root's) directory with an unpredictable name under
+/// $TMPDIR, a new one each run, removed when `run` ends — also when the command cannot start.
+#[test]
+fn mark_socket_dir_is_private_and_unpredictable() {
+    require_root();
+    let tmpdir = scratch_dir("sockdir-tmp");
+    let out = scratch("sockdir.mtrace");
+    let show = r#"d=$(dirname "$MEMTRACE_MARK_SOCKET"); echo "SOCKDIR $(stat -c '%a %u %F' "$d") $PPID $d""#;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let output = finish(
+            memtrace()
+                .args(["run", "--quiet", "--out"])
+                .arg(&out)
+                .args(["--", "sh", "-c", show])
+                .env("TMPDIR", &tmpdir)
+                .stdin(Stdio::null()),
+            Duration::from_secs(60),
+        );
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("SOCKDIR "))
+            .unwrap_or_else(|| panic!("no SOCKDIR line: {stdout}"));
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!(words[..3], ["700", "0", "directory"], "{line}");
+        let memtrace_pid = words[3];
+        let dir = Path::new(words[4]);
+        assert_eq!(
+            dir.parent(),
+            Some(tmpdir.as_path()),
+            "under $TMPDIR: {line}"
+        );
+        let name = dir.file_name().and_then(|n| n.to_str()).expect("name");
+        assert_ne!(
+            name,
+            format!("memtrace-run-{memtrace_pid}"),
+            "not predictable from the pid"
+        );
+        assert!(name.len() >= "memtrace-run-".len() + 12, "{name}");
+        seen.push(dir.to_owned());
+        assert_eq!(
+            left_in(&tmpdir),
+            Vec::<PathBuf>::new(),
+            "removed at the end"
+        );
+    }
+    assert_ne!(seen[0], seen[1], "a new name each run");
+    let failed = finish(
+        memtrace()
+            .args(["run", "--quiet", "--out"])
+            .arg(&out)
+            .args(["--", "/nonexistent/memtrace-test-command"])
+            .env("TMPDIR", &tmpdir)
+            .stdin(Stdio::null()),
+        Duration::from_secs(60),
+    );
+    assert!(!failed.status.success());
+    assert_eq!(
+        left_in(&tmpdir),
+        Vec::<PathBuf>::new(),
+        "removed when the command cannot start"
+    );
 }
