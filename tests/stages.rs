@@ -8,7 +8,7 @@ mod support;
 mod synthetic;
 
 use std::{
-    io::Read as _,
+    io::{BufRead as _, Read as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::mpsc,
@@ -427,5 +427,107 @@ fn mark_socket_dir_is_private_and_unpredictable() {
         left_in(&tmpdir),
         Vec::<PathBuf>::new(),
         "removed when the command cannot start"
+    );
+}
+
+/// A 200 MiB output line without a newline under --stage-regex passes through unchanged while
+/// memtrace's own peak memory stays small, and the next line still marks a stage.
+#[test]
+fn endless_output_line_keeps_memory_bounded() {
+    require_root();
+    // Without the cap memtrace would hold the whole line: let it hit a limit, not the machine.
+    let mut group = test_cgroup("endless-line", 768 * MIB);
+    let out = scratch("endless.mtrace");
+    const LINE: u64 = 200 * MIB;
+    let pipeline = format!(
+        "head -c {LINE} /dev/zero | tr '\\0' x; echo; echo 'Processing clip 1/1: tail'; sleep 2"
+    );
+    let bin = memtrace_bin().display().to_string();
+    let out_arg = out.display().to_string();
+    let mut run = spawn(
+        group
+            .command(
+                &bin,
+                &[
+                    "run",
+                    "--quiet",
+                    "--out",
+                    &out_arg,
+                    "--stage-regex",
+                    r"Processing clip (?P<clip>\d+)/\d+: (?P<stage>\w+)",
+                    "--",
+                    "sh",
+                    "-c",
+                    &pipeline,
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    group.track(run.pid());
+    let stdout = run.child_mut().stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = std::io::BufReader::with_capacity(1 << 20, stdout);
+        // The first line: its length and whether it is all x.
+        let mut first = (0u64, true);
+        let mut lines = 0;
+        let mut line = Vec::new();
+        loop {
+            let chunk = stdout.fill_buf().expect("reading stdout");
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            for &b in chunk {
+                if b == b'\n' {
+                    lines += 1;
+                    if lines == 2 && line == b"Processing clip 1/1: tail" {
+                        let _ = tx.send(());
+                    }
+                    line.clear();
+                } else if lines == 0 {
+                    first.0 += 1;
+                    first.1 &= b == b'x';
+                } else if line.len() < 64 {
+                    line.push(b);
+                }
+            }
+            stdout.consume(n);
+        }
+        first
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the line after the long one came through");
+    // The pipeline sleeps now: memtrace has seen the whole line.
+    let peak = memtrace_testkit::proc::memory(run.pid())
+        .expect("memtrace's memory")
+        .hwm;
+    let status = exit_within(&mut run, Duration::from_secs(30)).expect("run ends");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = run.child_mut().stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        reader.join().expect("reader"),
+        (LINE, true),
+        "the long line passed through unchanged"
+    );
+    assert!(!group.saw_oom_kill(), "no OOM kill");
+    assert!(
+        peak < 100 * MIB,
+        "memtrace peaked at {} MiB passing a {} MiB line",
+        peak / MIB,
+        LINE / MIB
+    );
+    let data = trace::read_file(&out).expect("the trace reads");
+    assert!(
+        data.events.iter().any(|e| matches!(
+            &e.event,
+            trace::Event::StageBegin { stage, .. } if stage == "tail"
+        )),
+        "the line after the long one marked its stage"
     );
 }
