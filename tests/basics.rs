@@ -100,6 +100,24 @@ impl Scratch {
         Self(dir)
     }
 
+    /// A directory a process that dropped privileges can look inside: under /var/tmp (on disk
+    /// and traversable by every user), because cargo's target dir may lie in a checkout under a
+    /// 0700 directory (`/root`, `mktemp -d`).
+    fn for_everyone(name: &str) -> Self {
+        let base = ["/var/tmp", "/tmp"]
+            .into_iter()
+            .map(Path::new)
+            .find(|base| base.is_dir())
+            .expect("/var/tmp or /tmp");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("memtrace-basics-{name}-"))
+            .tempdir_in(base)
+            .expect("creating the scratch dir")
+            .keep();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Self(dir)
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
@@ -238,7 +256,7 @@ fn swap_setup_status_noop_remove_round_trip() {
 #[test]
 fn refuses_without_root() {
     support::require_root();
-    let scratch = Scratch::new("nonroot");
+    let scratch = Scratch::for_everyone("nonroot");
     let swap = scratch.arg("swapfile");
     let as_nobody = |args: &[&str]| {
         run(support::memtrace_as(NOBODY)
@@ -272,8 +290,9 @@ fn refuses_without_root() {
 
 /// A checkout under a 0700 directory (`/root`, `mktemp -d`): a process that dropped privileges
 /// cannot even start the binary built there, yet the tests that drop privileges pass, because
-/// they run the copy every user can reach. Runs `refuses_without_root` (this file's test
-/// executable, filtered) against a binary in such a directory.
+/// they run the copy every user can reach (and give it scratch space outside the checkout).
+/// Runs `refuses_without_root` (this file's test executable, filtered) against a binary in such
+/// a directory.
 #[test]
 fn tests_that_drop_privileges_pass_from_a_private_checkout() {
     support::require_root();
