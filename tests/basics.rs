@@ -108,6 +108,24 @@ impl Scratch {
         Self(dir)
     }
 
+    /// A directory a process that dropped privileges can look inside: under /var/tmp (on disk
+    /// and traversable by every user), because cargo's target dir may lie in a checkout under a
+    /// 0700 directory (`/root`, `mktemp -d`).
+    fn for_everyone(name: &str) -> Self {
+        let base = ["/var/tmp", "/tmp"]
+            .into_iter()
+            .map(Path::new)
+            .find(|base| base.is_dir())
+            .expect("/var/tmp or /tmp");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("memtrace-basics-{name}-"))
+            .tempdir_in(base)
+            .expect("creating the scratch dir")
+            .keep();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Self(dir)
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
@@ -246,14 +264,12 @@ fn swap_setup_status_noop_remove_round_trip() {
 #[test]
 fn refuses_without_root() {
     support::require_root();
-    let scratch = Scratch::new("nonroot");
+    let scratch = Scratch::for_everyone("nonroot");
     let swap = scratch.arg("swapfile");
     let as_nobody = |args: &[&str]| {
-        run(support::memtrace()
+        run(support::memtrace_as(NOBODY)
             .args(args)
-            .env("RUST_LOG", "warn")
-            .uid(NOBODY)
-            .gid(NOBODY))
+            .env("RUST_LOG", "warn"))
     };
     assert_refused(
         &as_nobody(&["swap", "setup", "64M", "--path", &swap]),
@@ -278,6 +294,45 @@ fn refuses_without_root() {
         describe(&dry)
     );
     assert!(!Path::new(&swap).exists(), "nothing created by a dry run");
+}
+
+/// A checkout under a 0700 directory (`/root`, `mktemp -d`): a process that dropped privileges
+/// cannot even start the binary built there, yet the tests that drop privileges pass, because
+/// they run the copy every user can reach (and give it scratch space outside the checkout).
+/// Runs `refuses_without_root` (this file's test executable, filtered) against a binary in such
+/// a directory.
+#[test]
+fn tests_that_drop_privileges_pass_from_a_private_checkout() {
+    support::require_root();
+    let private = tempfile::Builder::new()
+        .prefix("memtrace-private-")
+        .tempdir()
+        .expect("a private directory");
+    fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    let built = private.path().join("memtrace/target/debug/memtrace");
+    fs::create_dir_all(built.parent().expect("parent")).expect("the checkout's target dir");
+    fs::copy(support::memtrace_bin(), &built).expect("the binary in the checkout");
+    let direct = Command::new(&built)
+        .arg("--version")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output();
+    assert_eq!(
+        direct.as_ref().err().map(std::io::Error::kind),
+        Some(std::io::ErrorKind::PermissionDenied),
+        "nobody cannot start {} directly: {direct:?}",
+        built.display()
+    );
+    let me = std::env::current_exe().expect("this test executable");
+    let inner = run(Command::new(me)
+        .args(["refuses_without_root", "--exact", "--test-threads=1"])
+        .env("MEMTRACE_BIN", &built));
+    assert!(inner.status.success(), "{}", describe(&inner));
+    assert!(
+        text(&inner.stdout).contains("1 passed"),
+        "{}",
+        describe(&inner)
+    );
 }
 
 #[test]

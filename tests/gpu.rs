@@ -7,7 +7,6 @@ mod support;
 
 use std::{
     io::Read as _,
-    os::unix::process::CommandExt as _,
     process::{Output, Stdio},
     time::{Duration, Instant},
 };
@@ -26,11 +25,8 @@ fn nvml_present() -> bool {
 
 /// `memtrace ARGS` with the default log level (info), to completion.
 fn run_memtrace(args: &[&str], uid: Option<u32>) -> Output {
-    let mut cmd = memtrace();
+    let mut cmd = uid.map_or_else(memtrace, support::memtrace_as);
     cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
-    if let Some(uid) = uid {
-        cmd.uid(uid).gid(uid);
-    }
     cmd.output()
         .unwrap_or_else(|err| panic!("running memtrace {args:?}: {err}"))
 }

@@ -4,7 +4,6 @@
 mod support;
 
 use std::{
-    os::unix::process::CommandExt as _,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -256,11 +255,8 @@ fn bad_config_missing_psi_and_no_root_are_clear_errors() {
         ),
     ];
     for (args, uid, needle) in cases {
-        let mut cmd = memtrace();
+        let mut cmd = uid.map_or_else(memtrace, support::memtrace_as);
         cmd.arg("guard").args(&args).arg("--dry-run");
-        if let Some(uid) = uid {
-            cmd.uid(uid).gid(uid);
-        }
         let out = cmd.output().expect("running memtrace guard");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} must fail");

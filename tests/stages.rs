@@ -12,6 +12,7 @@ mod support;
 mod synthetic;
 
 use std::{
+    io::{BufRead as _, Read as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::mpsc,
@@ -228,4 +229,309 @@ fn trace_survives_kill_9_of_the_recorder() {
     let report = finish(memtrace().arg("report").arg(&out), Duration::from_secs(60));
     assert!(report.status.success(), "{}", text(&report.stderr));
     assert!(text(&report.stdout).contains("not closed by the recorder"));
+}
+
+/// A fresh, empty scratch directory (for `TMPDIR`).
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// What is left in `dir`.
+fn left_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("reading the scratch dir")
+        .map(|entry| entry.expect("entry").path())
+        .collect()
+}
+
+/// Kills (by pid) the process that wrote its own pid to `file`, on drop.
+struct KillPidFile(PathBuf);
+
+impl Drop for KillPidFile {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            // The pipeline we started wrote its own pid.
+            kill_pid(pid);
+        }
+    }
+}
+
+/// Waits up to `limit` for `child` to exit.
+fn exit_within(
+    child: &mut support::KillOnDrop,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.exited() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A pipeline that sends marks from a bound socket (so memtrace replies) and never reads the
+/// replies, then idles: argv[1] its socket, argv[2] its pid file.
+const IGNORES_REPLIES: &str = r#"
+import os, socket, sys, time
+me = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+me.bind(sys.argv[1])
+me.settimeout(0.5)
+to = os.environ["MEMTRACE_MARK_SOCKET"]
+for i in range(60):
+    try:
+        me.sendto(f"stage s{i}".encode(), to)
+    except OSError:
+        pass
+    time.sleep(0.01)
+open(sys.argv[2], "w").write(str(os.getpid()))
+print("flooded", flush=True)
+time.sleep(60)
+"#;
+
+/// A pipeline whose mark sender never reads memtrace's replies: `run --interval 200ms` keeps
+/// sampling (no gap over 1 s), forwards SIGTERM at once, says how many replies it dropped, and
+/// removes its socket directory.
+#[test]
+fn run_never_waits_for_a_mark_sender_that_does_not_read() {
+    require_root();
+    let tmpdir = scratch_dir("noreply-tmp");
+    let out = scratch("noreply.mtrace");
+    let sock = scratch("noreply.sock");
+    let pidfile = scratch("noreply.pid");
+    let _pipeline = KillPidFile(pidfile.clone());
+    let mut run = spawn(
+        memtrace()
+            .args(["run", "--quiet", "--interval", "200ms", "--out"])
+            .arg(&out)
+            .args(["--", "python3", "-c", IGNORES_REPLIES])
+            .arg(&sock)
+            .arg(&pidfile)
+            .env("TMPDIR", &tmpdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = run.child_mut().stderr.take().expect("piped stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    support::wait_for_line(&mut run, "flooded", Duration::from_secs(60));
+    // The pipeline idles now, its reply queue full: memtrace must go on sampling.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = std::time::Instant::now();
+    run.signal(rustix::process::Signal::TERM)
+        .expect("SIGTERM to memtrace");
+    let status = exit_within(&mut run, Duration::from_secs(5));
+    let took = sent.elapsed();
+    let status = status.unwrap_or_else(|| {
+        panic!("memtrace run did not forward SIGTERM: still running {took:?} after it")
+    });
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "the pipeline ended by the forwarded SIGTERM: {stderr}"
+    );
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}");
+    assert!(
+        stderr.contains("mark replies were dropped") || stderr.contains("mark reply was dropped"),
+        "the dropped replies are counted: {stderr}"
+    );
+    let data = trace::read_file(&out).expect("the trace reads");
+    let times: Vec<u64> = data.samples.iter().map(|s| s.time_unix_ms).collect();
+    assert!(times.len() >= 15, "{} samples", times.len());
+    let worst = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        worst <= 1000,
+        "sampling stalled for {worst} ms at a 200 ms interval: {stderr}"
+    );
+    assert_eq!(
+        left_in(&tmpdir),
+        Vec::<PathBuf>::new(),
+        "socket dir removed"
+    );
+}
+
+/// The mark socket lives in a private (0700, root's) directory with an unpredictable name under
+/// $TMPDIR, a new one each run, removed when `run` ends — also when the command cannot start.
+#[test]
+fn mark_socket_dir_is_private_and_unpredictable() {
+    require_root();
+    let tmpdir = scratch_dir("sockdir-tmp");
+    let out = scratch("sockdir.mtrace");
+    let show = r#"d=$(dirname "$MEMTRACE_MARK_SOCKET"); echo "SOCKDIR $(stat -c '%a %u %F' "$d") $PPID $d""#;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let output = finish(
+            memtrace()
+                .args(["run", "--quiet", "--out"])
+                .arg(&out)
+                .args(["--", "sh", "-c", show])
+                .env("TMPDIR", &tmpdir)
+                .stdin(Stdio::null()),
+            Duration::from_secs(60),
+        );
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("SOCKDIR "))
+            .unwrap_or_else(|| panic!("no SOCKDIR line: {stdout}"));
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!(words[..3], ["700", "0", "directory"], "{line}");
+        let memtrace_pid = words[3];
+        let dir = Path::new(words[4]);
+        assert_eq!(
+            dir.parent(),
+            Some(tmpdir.as_path()),
+            "under $TMPDIR: {line}"
+        );
+        let name = dir.file_name().and_then(|n| n.to_str()).expect("name");
+        assert_ne!(
+            name,
+            format!("memtrace-run-{memtrace_pid}"),
+            "not predictable from the pid"
+        );
+        assert!(name.len() >= "memtrace-run-".len() + 12, "{name}");
+        seen.push(dir.to_owned());
+        assert_eq!(
+            left_in(&tmpdir),
+            Vec::<PathBuf>::new(),
+            "removed at the end"
+        );
+    }
+    assert_ne!(seen[0], seen[1], "a new name each run");
+    let failed = finish(
+        memtrace()
+            .args(["run", "--quiet", "--out"])
+            .arg(&out)
+            .args(["--", "/nonexistent/memtrace-test-command"])
+            .env("TMPDIR", &tmpdir)
+            .stdin(Stdio::null()),
+        Duration::from_secs(60),
+    );
+    assert!(!failed.status.success());
+    assert_eq!(
+        left_in(&tmpdir),
+        Vec::<PathBuf>::new(),
+        "removed when the command cannot start"
+    );
+}
+
+/// A 200 MiB output line without a newline under --stage-regex passes through unchanged while
+/// memtrace's own peak memory stays small, and the next line still marks a stage.
+#[test]
+fn endless_output_line_keeps_memory_bounded() {
+    require_root();
+    // Without the cap memtrace would hold the whole line: let it hit a limit, not the machine.
+    let mut group = test_cgroup("endless-line", 768 * MIB);
+    let out = scratch("endless.mtrace");
+    const LINE: u64 = 200 * MIB;
+    let pipeline = format!(
+        "head -c {LINE} /dev/zero | tr '\\0' x; echo; echo 'Processing clip 1/1: tail'; sleep 2"
+    );
+    let bin = memtrace_bin().display().to_string();
+    let out_arg = out.display().to_string();
+    let mut run = spawn(
+        group
+            .command(
+                &bin,
+                &[
+                    "run",
+                    "--quiet",
+                    "--out",
+                    &out_arg,
+                    "--stage-regex",
+                    r"Processing clip (?P<clip>\d+)/\d+: (?P<stage>\w+)",
+                    "--",
+                    "sh",
+                    "-c",
+                    &pipeline,
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    group.track(run.pid());
+    let stdout = run.child_mut().stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = std::io::BufReader::with_capacity(1 << 20, stdout);
+        // The first line: its length and whether it is all x.
+        let mut first = (0u64, true);
+        let mut lines = 0;
+        let mut line = Vec::new();
+        loop {
+            let chunk = stdout.fill_buf().expect("reading stdout");
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            for &b in chunk {
+                if b == b'\n' {
+                    lines += 1;
+                    if lines == 2 && line == b"Processing clip 1/1: tail" {
+                        let _ = tx.send(());
+                    }
+                    line.clear();
+                } else if lines == 0 {
+                    first.0 += 1;
+                    first.1 &= b == b'x';
+                } else if line.len() < 64 {
+                    line.push(b);
+                }
+            }
+            stdout.consume(n);
+        }
+        first
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the line after the long one came through");
+    // The pipeline sleeps now: memtrace has seen the whole line.
+    let peak = memtrace_testkit::proc::memory(run.pid())
+        .expect("memtrace's memory")
+        .hwm;
+    let status = exit_within(&mut run, Duration::from_secs(30)).expect("run ends");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = run.child_mut().stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        reader.join().expect("reader"),
+        (LINE, true),
+        "the long line passed through unchanged"
+    );
+    assert!(!group.saw_oom_kill(), "no OOM kill");
+    assert!(
+        peak < 100 * MIB,
+        "memtrace peaked at {} MiB passing a {} MiB line",
+        peak / MIB,
+        LINE / MIB
+    );
+    let data = trace::read_file(&out).expect("the trace reads");
+    assert!(
+        data.events.iter().any(|e| matches!(
+            &e.event,
+            trace::Event::StageBegin { stage, .. } if stage == "tail"
+        )),
+        "the line after the long one marked its stage"
+    );
 }

@@ -4,7 +4,6 @@
 mod support;
 
 use std::{
-    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -224,10 +223,8 @@ fn optional_fault_hook_counts_faults() {
 #[test]
 fn non_root_gets_a_clear_error_and_status_still_works() {
     require_root();
-    let out = memtrace()
+    let out = support::memtrace_as(65534)
         .args(["top", "--once"])
-        .uid(65534)
-        .gid(65534)
         .output()
         .expect("running memtrace as nobody");
     assert!(!out.status.success());
@@ -236,10 +233,8 @@ fn non_root_gets_a_clear_error_and_status_still_works() {
     assert_eq!(lines.len(), 1, "exactly one line: {stderr:?}");
     assert!(lines[0].contains("needs root"), "{stderr:?}");
 
-    let out = memtrace()
+    let out = support::memtrace_as(65534)
         .args(["status", "--json"])
-        .uid(65534)
-        .gid(65534)
         .output()
         .expect("running memtrace status as nobody");
     assert!(

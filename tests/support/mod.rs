@@ -1,6 +1,7 @@
-//! Shared helpers of the privileged integration tests: the memtrace binary, a running
-//! `memtrace top --json` whose snapshots arrive on a channel, and thin panicking adapters over
-//! the test kit's children killed on drop and limited memory cgroups.
+//! Shared helpers of the privileged integration tests: the memtrace binary (and, for tests that
+//! drop privileges, a copy of it every user can reach), a running `memtrace top --json` whose
+//! snapshots arrive on a channel, and thin panicking adapters over the test kit's children
+//! killed on drop and limited memory cgroups.
 #![allow(dead_code)]
 
 pub mod guard_env;
@@ -9,10 +10,11 @@ pub mod synthetic_trace;
 
 use std::{
     io::{BufRead as _, BufReader},
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
-        LazyLock,
+        LazyLock, OnceLock,
         mpsc::{Receiver, channel},
     },
     time::{Duration, Instant},
@@ -51,6 +53,66 @@ pub fn memtrace_bin() -> &'static Path {
 /// A command running the memtrace binary under test.
 pub fn memtrace() -> Command {
     Command::new(memtrace_bin())
+}
+
+/// The directory holding [`FOR_EVERYONE`], removed when the test process exits.
+static FOR_EVERYONE_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The copy of the binary under test that any user can start, made on first use (once per test
+/// process).
+static FOR_EVERYONE: LazyLock<PathBuf> = LazyLock::new(|| {
+    let (dir, copy) = copy_for_everyone(memtrace_bin());
+    if FOR_EVERYONE_DIR.set(dir).is_ok() {
+        // SAFETY: registers a plain `extern "C" fn()` that touches only a `OnceLock` set above;
+        // atexit has no other preconditions.
+        let registered = unsafe { libc::atexit(remove_for_everyone_dir) };
+        assert_eq!(registered, 0, "atexit");
+    }
+    copy
+});
+
+extern "C" fn remove_for_everyone_dir() {
+    if let Some(dir) = FOR_EVERYONE_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Copies `binary` into a new directory under /tmp that every user can traverse (0755, as is
+/// the copy), so a process that dropped privileges can start it even when the checkout lies
+/// under a 0700 directory (`/root`, `mktemp -d`). Returns the directory (the caller removes it)
+/// and the copy.
+pub fn copy_for_everyone(binary: &Path) -> (PathBuf, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("memtrace-tests-")
+        .tempdir_in("/tmp")
+        .expect("a directory for the binary under /tmp")
+        .keep();
+    let everyone = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(&dir, everyone.clone()).expect("chmod 0755");
+    let copy = dir.join("memtrace");
+    std::fs::copy(binary, &copy)
+        .unwrap_or_else(|err| panic!("copying {} to {}: {err}", binary.display(), dir.display()));
+    std::fs::set_permissions(&copy, everyone).expect("chmod 0755");
+    for ancestor in copy.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .unwrap_or_else(|err| panic!("{}: {err}", ancestor.display()))
+            .permissions()
+            .mode();
+        assert!(
+            mode & 0o001 != 0,
+            "{} (mode {mode:o}) is not traversable by other users",
+            ancestor.display()
+        );
+    }
+    (dir, copy)
+}
+
+/// A command running the memtrace binary under test as `uid` (group `uid` too, no supplementary
+/// groups): the copy of it every user can start (see [`copy_for_everyone`]).
+pub fn memtrace_as(uid: u32) -> Command {
+    let mut cmd = Command::new(&*FOR_EVERYONE);
+    cmd.uid(uid).gid(uid);
+    cmd
 }
 
 /// Panics with a clear message unless running as root (CI runs `cargo xtask test` as root).

@@ -1,9 +1,10 @@
 //! The traced command: spawned with its environment and the mark socket, its output passed
-//! through line by line (and matched against `--stage-regex`) when a regex is given, its exit
-//! reported on a channel, and signals forwarded to it.
+//! through unchanged as it arrives (each line matched against `--stage-regex`, when a regex is
+//! given, on its first [`LINE_CAP`] bytes: an endless line costs no more memory than that), its
+//! exit reported on a channel, and signals forwarded to it.
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, IsTerminal as _, Read, Write as _},
+    io::{BufRead as _, BufReader, IsTerminal as _, Read, Write},
     os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{Command, ExitStatus, Stdio},
@@ -76,7 +77,82 @@ pub fn spawn(
     Ok(Started { pid, exited, pumps })
 }
 
-/// Copies `pipe` to our stdout or stderr line by line, sending a mark for each matching line.
+/// The most of one output line kept to match against `--stage-regex`; the rest of a longer
+/// line is passed through but not matched.
+pub const LINE_CAP: usize = 64 * 1024;
+/// How much of the pipe is read at once.
+const CHUNK: usize = 64 * 1024;
+
+/// The head of the output line being printed: its first [`LINE_CAP`] bytes, never more.
+#[derive(Debug)]
+pub struct LineHead {
+    kept: Vec<u8>,
+}
+
+impl Default for LineHead {
+    fn default() -> Self {
+        Self {
+            kept: Vec::with_capacity(LINE_CAP),
+        }
+    }
+}
+
+impl LineHead {
+    /// Takes the next bytes of output; calls `line` with the head of each line they end
+    /// (without its newline).
+    pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|&b| b == b'\n');
+            let piece = &bytes[..end.unwrap_or(bytes.len())];
+            let room = LINE_CAP - self.kept.len();
+            self.kept.extend_from_slice(&piece[..piece.len().min(room)]);
+            match end {
+                Some(at) => {
+                    line(&self.kept);
+                    self.kept.clear();
+                    bytes = &bytes[at + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The output ended: calls `line` with the head of a last line that had no newline.
+    pub fn finish(&mut self, mut line: impl FnMut(&[u8])) {
+        if !self.kept.is_empty() {
+            line(&self.kept);
+            self.kept.clear();
+        }
+    }
+
+    /// Bytes held (at most [`LINE_CAP`]).
+    pub fn held(&self) -> usize {
+        self.kept.capacity()
+    }
+}
+
+/// Copies `input` to `output` as it arrives and calls `on_line` with the head of every line
+/// (see [`LineHead`]); returns at the end of `input` or a read error. Write errors (our own
+/// output closed) are ignored: the pipe is still drained so the command never blocks on it.
+pub fn pass_through(input: impl Read, mut output: impl Write, mut on_line: impl FnMut(&[u8])) {
+    let mut reader = BufReader::with_capacity(CHUNK, input);
+    let mut head = LineHead::default();
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(chunk) => chunk,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let _ = output.write_all(chunk).and_then(|()| output.flush());
+        head.feed(chunk, &mut on_line);
+        let n = chunk.len();
+        reader.consume(n);
+    }
+    head.finish(on_line);
+}
+
+/// Copies `pipe` to our stdout or stderr as it arrives, sending a mark for each matching line.
 fn pump(
     pipe: impl Read + Send + 'static,
     to_stderr: bool,
@@ -84,24 +160,15 @@ fn pump(
     marks: UnboundedSender<Pumped>,
 ) {
     std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let _ = if to_stderr {
-                let mut err = std::io::stderr().lock();
-                err.write_all(&line).and_then(|()| err.flush())
-            } else {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&line).and_then(|()| out.flush())
-            };
-            if let Some(mark) = regex.mark(String::from_utf8_lossy(&line).trim_end()) {
+        let on_line = |line: &[u8]| {
+            if let Some(mark) = regex.mark(String::from_utf8_lossy(line).trim_end()) {
                 let _ = marks.send(Pumped::Mark(mark));
             }
+        };
+        if to_stderr {
+            pass_through(pipe, std::io::stderr(), on_line);
+        } else {
+            pass_through(pipe, std::io::stdout(), on_line);
         }
         let _ = marks.send(Pumped::Eof);
     });
@@ -127,4 +194,98 @@ pub fn forward(pid: u32, signal: Signal) {
 /// Whether stdin is a terminal (then the terminal already sent SIGINT/SIGQUIT to the child).
 pub fn stdin_is_tty() -> bool {
     std::io::stdin().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Output passes through byte for byte; lines are matched on their first [`LINE_CAP`]
+    //! bytes, however long they are.
+    use super::*;
+
+    /// A reader handing out `data` in pieces of `step` bytes.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn output_passes_through_and_lines_are_matched_on_their_head() {
+        let mut input = vec![b'x'; 3 * LINE_CAP + 17];
+        input.extend_from_slice(b"\nProcessing clip 2/3: decode\r\n\n");
+        input.extend_from_slice(&vec![b'y'; LINE_CAP]);
+        input.extend_from_slice(b"\nlast");
+        for step in [1, 4096, 70_000, usize::MAX] {
+            let mut out = Vec::new();
+            let mut lines: Vec<Vec<u8>> = Vec::new();
+            pass_through(
+                Trickle {
+                    data: &input,
+                    step: step.min(input.len()),
+                },
+                &mut out,
+                |line| lines.push(line.to_vec()),
+            );
+            assert!(out == input, "output unchanged (step {step})");
+            assert_eq!(lines.len(), 5, "step {step}");
+            assert_eq!(lines[0], vec![b'x'; LINE_CAP], "the head of the long line");
+            assert_eq!(lines[1], b"Processing clip 2/3: decode\r");
+            assert_eq!(lines[2], b"");
+            assert_eq!(lines[3], vec![b'y'; LINE_CAP], "exactly the cap");
+            assert_eq!(lines[4], b"last", "a last line without newline");
+        }
+    }
+
+    #[test]
+    fn an_endless_line_holds_no_more_than_the_cap() {
+        let mut head = LineHead::default();
+        let chunk = vec![b'z'; CHUNK];
+        let mut seen = 0;
+        // 64 MiB without a newline.
+        for _ in 0..1024 {
+            head.feed(&chunk, |_| seen += 1);
+            assert!(head.held() <= LINE_CAP, "holds {}", head.held());
+        }
+        assert_eq!(seen, 0);
+        head.feed(b"tail\nnext", |line| {
+            seen += 1;
+            assert_eq!(line.len(), LINE_CAP);
+        });
+        assert_eq!(seen, 1);
+        head.finish(|line| {
+            seen += 1;
+            assert_eq!(line, b"next");
+        });
+        assert_eq!(seen, 2);
+        assert!(head.held() <= LINE_CAP);
+    }
+
+    #[test]
+    fn a_capped_line_still_matches_on_its_head() {
+        let re =
+            StageRegex::new(r"Processing clip (?P<clip>\d+)/\d+: (?P<stage>\w+)").expect("valid");
+        let mut input = b"Processing clip 4/9: encode ".to_vec();
+        input.extend_from_slice(&vec![b'.'; 5 * LINE_CAP]);
+        input.push(b'\n');
+        let mut marks = Vec::new();
+        pass_through(&input[..], std::io::sink(), |line| {
+            marks.extend(re.mark(String::from_utf8_lossy(line).trim_end()));
+        });
+        assert_eq!(
+            marks,
+            vec![Mark::Begin {
+                stage: "encode".into(),
+                clip: Some("4".into()),
+                source: "regex"
+            }]
+        );
+    }
 }

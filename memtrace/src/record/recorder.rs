@@ -1,8 +1,15 @@
 //! The event loop shared by `run` and `record`: starts the tracer, opens the trace and the mark
 //! socket, starts (or attaches to) the traced command, then samples every interval and at every
 //! mark until the command ends (or, when attached, its tree is gone, or SIGINT/SIGTERM).
+//!
+//! Nothing the pipeline does can stall the loop: signals are forwarded and interval samples taken
+//! before marks are looked at, replies to mark senders are sent without waiting (a sender that
+//! does not read them loses them: counted, warned about once and totalled at the end), and the
+//! draining after the command ends is bounded. The mark socket lives in a private directory
+//! (0700, an unpredictable name under `$TMPDIR`), removed however the loop ends.
 use std::{
     collections::BTreeMap,
+    os::{fd::AsFd as _, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
     process::ExitStatus,
     time::Duration,
@@ -69,12 +76,81 @@ pub struct Outcome {
     pub finished: Finished,
 }
 
-/// The mark socket's directory, removed on drop.
-struct SocketDir(PathBuf);
+/// The most datagrams still queued on the mark socket that are applied after the command ended
+/// (a descendant that keeps sending cannot hold the recorder).
+const DRAIN_DATAGRAMS: usize = 256;
+/// How long the output pumps may still deliver marks after the command ended (at most).
+const DRAIN_PUMPS: Duration = Duration::from_secs(2);
 
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// Creates the mark socket's directory: private (0700) with an unpredictable name (mkdtemp)
+/// under `tmp`; removed when the returned value is dropped.
+fn socket_dir(tmp: &Path) -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("memtrace-run-")
+        .rand_bytes(12)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(tmp)
+        .with_context(|| format!("creating the mark socket's directory in {}", tmp.display()))
+}
+
+/// Replies to mark senders, never waited for: one the sender's queue cannot take is dropped.
+/// They go out through a duplicate of the mark socket's descriptor used directly (non-blocking),
+/// so a full queue somewhere never touches the event loop's own readiness for that socket.
+#[derive(Debug, Default)]
+struct Replies {
+    socket: Option<std::os::unix::net::UnixDatagram>,
+    dropped: u64,
+}
+
+impl Replies {
+    /// Replies through `socket` (the mark socket).
+    fn through(socket: &UnixDatagram) -> anyhow::Result<Self> {
+        let socket = socket
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::os::unix::net::UnixDatagram::from)
+            .context("duplicating the mark socket")?;
+        socket
+            .set_nonblocking(true)
+            .context("making the mark socket non-blocking")?;
+        Ok(Self {
+            socket: Some(socket),
+            dropped: 0,
+        })
+    }
+
+    /// Sends `reply` to `to` if it can go at once; counts (and the first time, warns about) it
+    /// otherwise.
+    fn send(&mut self, reply: &[u8], to: &Path) {
+        let Some(socket) = &self.socket else {
+            return;
+        };
+        if socket.send_to(reply, to).is_ok() {
+            return;
+        }
+        self.dropped += 1;
+        if self.dropped == 1 {
+            eprintln!(
+                "[memtrace] could not reply to the mark sender at {} (it does not read its \
+                 replies, or is gone): replies are dropped rather than waited for",
+                to.display()
+            );
+        }
+    }
+
+    /// The closing count, if any reply was dropped.
+    fn summary(&self) -> Option<String> {
+        (self.dropped > 0).then(|| {
+            format!(
+                "[memtrace] {} mark repl{} dropped (the marks themselves were recorded)",
+                self.dropped,
+                if self.dropped == 1 {
+                    "y was"
+                } else {
+                    "ies were"
+                }
+            )
+        })
     }
 }
 
@@ -142,17 +218,20 @@ async fn event_loop(
             }
         });
     }
+    // Dropped (the directory removed) on every way out of this function.
     let (socket, _dir) = match plan.target {
         TraceTarget::Spawn(_) => {
-            let dir = std::env::temp_dir().join(format!("memtrace-run-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join("mark.sock");
+            let dir = socket_dir(&std::env::temp_dir())?;
+            let path = dir.path().join("mark.sock");
             let socket =
                 UnixDatagram::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-            (Some((socket, path)), Some(SocketDir(dir)))
+            (Some((socket, path)), Some(dir))
         }
         _ => (None, None),
+    };
+    let mut replies = match &socket {
+        Some((s, _)) => Replies::through(s)?,
+        None => Replies::default(),
     };
     let (scope, mut started) = match &plan.target {
         TraceTarget::Spawn(cmd) => {
@@ -195,27 +274,10 @@ async fn event_loop(
                 None => std::future::pending().await,
             }
         };
+        // In this order: signals, the command's end and the interval come before marks, so a
+        // pipeline flooding marks can neither delay a forwarded signal nor starve sampling.
         tokio::select! {
-            _ = ticker.tick() => {
-                session.tick()?;
-                if matches!(plan.target, TraceTarget::Attach(_)) && !session.tree_alive() {
-                    break None;
-                }
-            }
-            status = exited => break status,
-            Some(pumped) = pump_rx.recv() => {
-                if let Pumped::Mark(mark) = pumped {
-                    session.mark(mark)?;
-                }
-            }
-            Some((n, from)) = datagram => {
-                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let source = if from.as_pathname().is_some() { "cli" } else { "socket" };
-                let reply = apply_line(&mut session, &line, source)?;
-                if let (Some((s, _)), Some(path)) = (&socket, from.as_pathname()) {
-                    let _ = s.send_to(reply.as_bytes(), path).await;
-                }
-            }
+            biased;
             Some(sig) = sig_rx.recv() => match child_pid {
                 Some(pid) if !(tty && (sig == Signal::INT || sig == Signal::QUIT)) => {
                     child::forward(pid, sig);
@@ -226,23 +288,52 @@ async fn event_loop(
                 Some(_) => {}
                 None if sig == Signal::INT || sig == Signal::TERM => break None,
                 None => {}
+            },
+            status = exited => break status,
+            _ = ticker.tick() => {
+                session.tick()?;
+                if matches!(plan.target, TraceTarget::Attach(_)) && !session.tree_alive() {
+                    break None;
+                }
+            }
+            Some(pumped) = pump_rx.recv() => {
+                if let Pumped::Mark(mark) = pumped {
+                    session.mark(mark)?;
+                }
+            }
+            Some((n, from)) = datagram => {
+                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let source = if from.as_pathname().is_some() { "cli" } else { "socket" };
+                let reply = apply_line(&mut session, &line, source)?;
+                if let Some(path) = from.as_pathname() {
+                    replies.send(reply.as_bytes(), path);
+                }
             }
         }
     };
-    // Marks still in flight: the socket's queue and the last lines of output.
+    // Marks still in flight: the socket's queue and the last lines of output, both bounded.
     if let Some((s, _)) = &socket {
-        while let Ok((n, _)) = s.try_recv_from(&mut buf) {
+        for _ in 0..DRAIN_DATAGRAMS {
+            let Ok((n, _)) = s.try_recv_from(&mut buf) else {
+                break;
+            };
             let line = String::from_utf8_lossy(&buf[..n]).into_owned();
             apply_line(&mut session, &line, "socket")?;
         }
     }
     let mut open_pumps = started.as_ref().map_or(0, |s| s.pumps);
+    let drained_by = tokio::time::Instant::now() + DRAIN_PUMPS;
     while open_pumps > 0 {
-        match tokio::time::timeout(Duration::from_millis(500), pump_rx.recv()).await {
+        // A quiet pipe gets half a second, a chatty one (a descendant still printing) 2 s.
+        let until = drained_by.min(tokio::time::Instant::now() + Duration::from_millis(500));
+        match tokio::time::timeout_at(until, pump_rx.recv()).await {
             Ok(Some(Pumped::Mark(mark))) => session.mark(mark)?,
             Ok(Some(Pumped::Eof)) => open_pumps -= 1,
             Ok(None) | Err(_) => break,
         }
+    }
+    if let Some(summary) = replies.summary() {
+        eprintln!("{summary}");
     }
     use std::os::unix::process::ExitStatusExt as _;
     let end = status.map(|s: ExitStatus| Event::RunEnd {
@@ -264,5 +355,92 @@ fn apply_line(session: &mut Session, line: &str, source: &'static str) -> anyhow
             eprintln!("[memtrace] ignored: {err}");
             Ok(format!("error: {err}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The mark socket's directory is private and unpredictable; replies never wait.
+    use std::{
+        os::unix::fs::MetadataExt as _,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    #[test]
+    fn socket_dir_is_private_unpredictable_and_removed() {
+        let tmp = tempfile::tempdir().expect("scratch");
+        let a = socket_dir(tmp.path()).expect("created");
+        let b = socket_dir(tmp.path()).expect("created");
+        assert_ne!(a.path(), b.path());
+        for dir in [&a, &b] {
+            let meta = std::fs::symlink_metadata(dir.path()).expect("exists");
+            assert!(meta.is_dir());
+            assert_eq!(meta.mode() & 0o7777, 0o700, "{}", dir.path().display());
+            let name = dir
+                .path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("a name");
+            let suffix = name.strip_prefix("memtrace-run-").expect("prefix");
+            assert!(suffix.len() >= 12, "{name}");
+            assert_ne!(suffix, std::process::id().to_string());
+        }
+        // What another user planted at the old, predictable name does not matter.
+        std::fs::create_dir(
+            tmp.path()
+                .join(format!("memtrace-run-{}", std::process::id())),
+        )
+        .expect("planted");
+        let c = socket_dir(tmp.path()).expect("created beside the planted one");
+        let paths: Vec<PathBuf> = [a, b, c].into_iter().map(|d| d.path().to_owned()).collect();
+        assert!(paths.iter().all(|p| !p.exists()), "removed on drop");
+    }
+
+    #[test]
+    fn replies_never_wait_for_a_sender_that_does_not_read() {
+        let tmp = tempfile::tempdir().expect("scratch");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let ours = UnixDatagram::bind(tmp.path().join("ours")).expect("bind");
+            let theirs_path = tmp.path().join("theirs");
+            // A sender that never reads its replies.
+            let _theirs =
+                std::os::unix::net::UnixDatagram::bind(&theirs_path).expect("bind theirs");
+            let mut replies = Replies::through(&ours).expect("replies");
+            let started = Instant::now();
+            for _ in 0..1000 {
+                replies.send(ACK, &theirs_path);
+            }
+            assert!(started.elapsed() < Duration::from_secs(1));
+            assert!(
+                replies.dropped > 0 && replies.dropped < 1000,
+                "the queue took some, the rest were dropped: {}",
+                replies.dropped
+            );
+            let summary = replies.summary().expect("a summary");
+            assert!(
+                summary.contains(&format!("{} mark replies were dropped", replies.dropped)),
+                "{summary}"
+            );
+            // A sender that is gone costs a dropped reply too, not an error.
+            let before = replies.dropped;
+            replies.send(ACK, &tmp.path().join("gone"));
+            assert_eq!(replies.dropped, before + 1);
+            // A sender that reads gets its reply, even right after the drops.
+            let reader_path = tmp.path().join("reader");
+            let reader = std::os::unix::net::UnixDatagram::bind(&reader_path).expect("bind");
+            reader.set_nonblocking(true).expect("non-blocking");
+            replies.send(ACK, &reader_path);
+            let mut got = [0u8; 8];
+            let n = reader.recv(&mut got).expect("the reply arrived");
+            assert_eq!(&got[..n], ACK);
+            assert_eq!(replies.dropped, before + 1);
+        });
+        assert_eq!(Replies::default().summary(), None);
     }
 }
