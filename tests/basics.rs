@@ -12,11 +12,8 @@ use std::{
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    sync::mpsc,
     time::Duration,
 };
-
-use memtrace_testkit::child::kill_pid;
 
 /// No command here should take longer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -24,30 +21,12 @@ const NOBODY: u32 = 65534;
 
 /// Runs a command to completion, killing it after [`COMMAND_TIMEOUT`].
 fn run(command: &mut Command) -> Output {
-    run_to(command, Stdio::piped())
+    support::output_within(command, COMMAND_TIMEOUT)
 }
 
 /// [`run`] with stdout going to `stdout`.
 fn run_to(command: &mut Command, stdout: Stdio) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("spawning {command:?}: {err}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(COMMAND_TIMEOUT) {
-        Ok(output) => output.unwrap_or_else(|err| panic!("waiting for {pid}: {err}")),
-        Err(_) => {
-            // pid is our own child, not yet reaped (the waiting thread still holds it).
-            kill_pid(pid);
-            panic!("{command:?} took longer than {COMMAND_TIMEOUT:?}");
-        }
-    }
+    support::output_to(command, stdout, COMMAND_TIMEOUT)
 }
 
 fn run_memtrace(args: &[&str]) -> Output {
@@ -597,14 +576,7 @@ fn fill_up(dir: &Path) {
     }
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+use memtrace_testkit::files::entry_names as names;
 
 #[test]
 fn exports_and_html_reports_onto_a_full_disk_leave_no_partial_file() {

@@ -57,24 +57,7 @@ print("done", flush=True)
 
 /// Runs `cmd` to completion (killing it by pid after `limit`).
 fn finish(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("spawning {cmd:?}: {err}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(output) => output.expect("waiting for the command"),
-        Err(_) => {
-            // pid is the child we started.
-            kill_pid(pid);
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-    }
+    support::output_within(cmd, limit)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -176,16 +176,9 @@ mod tests {
     //! Whole files or none: a failing writer leaves the old file and no temporary behind.
     use std::fs;
 
-    use super::*;
+    use memtrace_testkit::files::entry_names as names;
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("read dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use super::*;
 
     #[test]
     fn writes_whole_files_and_leaves_nothing_on_failure() {

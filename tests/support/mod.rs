@@ -132,10 +132,15 @@ pub fn spawn(cmd: &mut Command) -> KillOnDrop {
 /// Runs `cmd` to completion with its output captured (stdin closed), killing it (by PID) if it
 /// takes longer than `limit`.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    output_to(cmd, Stdio::piped(), limit)
+}
+
+/// [`output_within`] with stdout going to `stdout` (a closed pipe, /dev/full, …).
+pub fn output_to(cmd: &mut Command, stdout: Stdio, limit: Duration) -> std::process::Output {
     let what = format!("{cmd:?}");
     let child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|err| panic!("spawning {what}: {err}"));
