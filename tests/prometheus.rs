@@ -1,5 +1,5 @@
 //! A real Prometheus (Debian's package, installed by `cargo xtask test`) scraping a real guard on
-//! loopback: `promtool check metrics` accepts the endpoint's text, the shipped alert rules
+//! loopback: the endpoint serves `/metrics` only, `promtool check metrics` accepts its text, the shipped alert rules
 //! (dist/prometheus) load and evaluate, every query of the shipped Grafana dashboard
 //! (dist/grafana) is valid PromQL, and the series carry the right values — the scope's limit and
 //! usage, the level, and a suspension counted once the guard held a hog. Run as root.
@@ -16,7 +16,7 @@ use serde_json::Value;
 use support::{
     MIB,
     guard_env::{GuardRun, config, scenario, start_pipeline, tmp, wait_until},
-    http::{encode, free_port, get},
+    http::{encode, free_port, get, request},
     require_root, spawn,
 };
 
@@ -140,6 +140,15 @@ fn prometheus_scrapes_the_guard_rules_load_and_a_suspension_is_counted() {
     // The endpoint's text passes promtool's own linter.
     let scrape = get(metrics_port, "/metrics").expect("the metrics endpoint answers");
     assert_eq!(scrape.status, 200, "{}", scrape.body);
+    // It serves /metrics only.
+    for (method, path, status) in [
+        ("GET", "/", 404),
+        ("GET", "/metrics/x", 404),
+        ("POST", "/metrics", 405),
+    ] {
+        let reply = request(metrics_port, method, path).expect("the endpoint answers");
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.body);
+    }
     let mut lint = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
