@@ -260,7 +260,9 @@ impl OpenFile {
         })
     }
 
-    /// The file's current content (a fresh read from offset 0).
+    /// The file's current content (a fresh read from offset 0). A read shorter than asked for
+    /// ends it: /proc and cgroup files hand out everything they have in one read when it fits,
+    /// and regular files only return short at their end, so a small file costs one system call.
     pub fn text(&mut self) -> Result<&str, ProcError> {
         use std::os::unix::fs::FileExt as _;
         self.buf.clear();
@@ -273,10 +275,10 @@ impl OpenFile {
                     path: self.path.display().to_string(),
                     source,
                 })?;
-            if n == 0 {
+            self.buf.extend_from_slice(&chunk[..n]);
+            if n < chunk.len() {
                 break;
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
         std::str::from_utf8(&self.buf)
             .map_err(|_| ProcError::Format(self.path.display().to_string()))
