@@ -302,7 +302,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__guard)
-            opts="-c -h -V --config --print-config --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --help --version"
+            opts="-c -h -V --config --print-config --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -656,7 +656,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__record)
-            opts="-o -i -h -V --out --pid --interval --help --version"
+            opts="-o -i -h -V --out --pid --interval --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -708,7 +708,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__run)
-            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --help --version"
+            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -902,7 +902,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__top)
-            opts="-i -n -h -V --interval --window --once --json --rows --fault-hook --help --version"
+            opts="-i -n -h -V --interval --window --once --json --rows --fault-hook --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

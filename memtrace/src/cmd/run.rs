@@ -13,6 +13,7 @@ use anyhow::Context as _;
 
 use crate::{
     analyze::report,
+    collect::source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP},
     host::{
         clock, procfs,
         units::{human_bytes, parse_duration},
@@ -44,6 +45,8 @@ pub struct RunArgs {
     /// Do not print a `[Memory]` line per stage.
     #[arg(long)]
     pub quiet: bool,
+    #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
+    pub require_ebpf: bool,
     /// The pipeline to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -61,6 +64,8 @@ pub struct RecordArgs {
     /// Sampling interval.
     #[arg(long, short = 'i', default_value = "1s")]
     pub interval: String,
+    #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
+    pub require_ebpf: bool,
     /// A command to start and trace, after `--` (without it and --pid: every process, until
     /// Ctrl-C).
     #[arg(last = true, value_name = "CMD")]
@@ -128,6 +133,7 @@ pub fn run_with_hooks(args: RunArgs, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Re
         env: set,
         memory_lines: !args.quiet,
         config,
+        require_ebpf: args.require_ebpf,
     };
     let outcome = recorder::execute(plan, hooks)?;
     summarize(&out, &outcome);
@@ -203,6 +209,7 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         env: Default::default(),
         memory_lines: false,
         config: serde_json::json!({ "interval_ms": interval.as_millis() }),
+        require_ebpf: args.require_ebpf,
     };
     let outcome = recorder::execute(plan, Vec::new())?;
     eprintln!(

@@ -5,6 +5,7 @@
 use std::{fs, path::Path};
 
 use super::{
+    mode,
     report::{Action, Check, Severity, SysRoots},
     tracing,
 };
@@ -38,6 +39,7 @@ pub fn all(roots: &SysRoots) -> Vec<Check> {
         tracing::btf(roots),
         tracing::tracefs(roots),
         tracing::tracepoints(roots),
+        mode::mode(roots),
         tracing::nvml(crate::collect::gpu::nvml_loadable()),
         sshd(roots),
         compressed_swap(roots),

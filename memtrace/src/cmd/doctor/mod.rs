@@ -5,6 +5,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 pub mod checks;
+pub mod mode;
 pub mod report;
 pub mod tracing;
 

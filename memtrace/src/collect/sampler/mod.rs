@@ -1,24 +1,25 @@
-//! Builds one [`Snapshot`] per interval from the tracer's maps and events, joined with /proc for
-//! identity (comm, cmdline, ppid, start time), with rates over a sliding window.
-//!
-//! /proc is read per process only for `stat` (one small file; it also detects pid reuse through
-//! the start time); command lines are cached per (pid, start time) and re-read when the comm
-//! changes (exec).
+//! Builds one [`Snapshot`] per interval from the [`Source`] chosen at start — the eBPF tracer's
+//! maps and events joined with /proc identities ([`ebpf`]), or the /proc source's readings — with
+//! rates over a sliding window, the machine's memory line, and processes sorted by growth.
+mod ebpf;
+
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
 };
 
-use memtrace_common::{ProcEvent, ProcStats, event_kind};
+pub use ebpf::{comm_string, sample_from_stats, seed_stats};
 
 use crate::{
     collect::{
         growth::{Point, Window},
-        model::{OomKill, ProcSample, Snapshot},
+        model::{ProcSample, Snapshot, TracerHealth},
+        proc_source::ProcSource,
+        source::{Source, SourceKind},
         system,
-        tracer::{ProcCounters, RssMembers, Tracer, TracerError},
+        tracer::{Tracer, TracerError},
     },
-    host::{clock, procfs, procscan},
+    host::{clock, procfs},
 };
 
 /// Why a snapshot could not be taken.
@@ -32,171 +33,31 @@ pub enum SampleError {
     Proc(#[from] procfs::ProcError),
 }
 
-/// Identity of a live process, from /proc.
-#[derive(Clone, Debug)]
-struct Ident {
-    ppid: u32,
-    comm: String,
-    cmdline: String,
-    start_ticks: u64,
-    faults: u64,
-    read_at: std::time::Instant,
+/// The source with what the sampler keeps beside it.
+#[derive(Debug)]
+enum Side {
+    Ebpf(ebpf::EbpfJoin),
+    Proc(ProcSource),
 }
 
-/// Turns the tracer's raw counters into snapshots.
+/// Growth, fault and stall rates per process (pid, start time) over a sliding window.
 #[derive(Debug)]
-pub struct Sampler {
-    tracer: Tracer,
-    proc_root: PathBuf,
-    /// Window length for rates, seconds.
+pub(super) struct Rates {
+    /// Window length, seconds.
     span: f64,
     windows: HashMap<(u32, u64), Window>,
-    idents: HashMap<u32, Ident>,
-    last_sample_s: f64,
     ticks_per_s: f64,
-    /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
-    oom_victims: std::collections::VecDeque<u32>,
-    /// Reuse a process's /proc identity this long (None: re-read every sample).
-    ident_max_age: Option<std::time::Duration>,
 }
 
-/// How many recent OOM victims are remembered to mark their exit.
-const OOM_MEMORY: usize = 64;
-
-/// Converts a NUL-padded kernel comm.
-pub fn comm_string(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
-
-impl Sampler {
-    /// Wraps a started tracer, seeding it with every process that exists now (the kernel side
-    /// only sees changes). `window` is the span rates are computed over.
-    pub fn new(mut tracer: Tracer, proc_root: &Path, window_s: f64) -> Result<Self, SampleError> {
-        let members = tracer.members();
-        for proc in procscan::scan_all(proc_root)? {
-            tracer.seed(proc.stat.pid, &seed_stats(&proc.memory, members))?;
-        }
-        Ok(Self {
-            tracer,
-            proc_root: proc_root.to_owned(),
-            span: window_s,
-            windows: HashMap::new(),
-            idents: HashMap::new(),
-            last_sample_s: clock::boottime_s(),
-            ticks_per_s: clock::clock_ticks() as f64,
-            oom_victims: std::collections::VecDeque::with_capacity(OOM_MEMORY),
-            ident_max_age: None,
-        })
-    }
-
-    /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
-    /// of re-reading `/proc/PID/stat` every sample; exit events still evict it at once. Used by
-    /// the guard, whose idle rounds then touch no /proc file per process. Fault counts from
-    /// /proc are as old as the identity.
-    pub fn set_ident_max_age(&mut self, age: std::time::Duration) {
-        self.ident_max_age = Some(age);
-    }
-
-    /// The tracer, e.g. for its program statistics.
-    pub fn tracer(&self) -> &Tracer {
-        &self.tracer
-    }
-
-    /// Takes one snapshot: every traced process (sorted by growth, then size) plus the ones that
-    /// exited since the previous snapshot.
-    pub fn sample(&mut self) -> Result<Snapshot, SampleError> {
-        let now = clock::boottime_s();
-        let since = self.last_sample_s;
-        let members = self.tracer.members();
-        let counters = self.tracer.read_procs()?;
-        let events = self.tracer.drain_events();
-        let mut procs = Vec::with_capacity(counters.len() + events.len());
-        for counter in &counters {
-            if let Some(sample) = self.live_sample(counter, members, now, since) {
-                procs.push(sample);
-            }
-        }
-        let mut oom_kills = Vec::new();
-        for event in events.iter().filter(|e| e.kind == event_kind::OOM_VICTIM) {
-            oom_kills.push(self.oom_kill(event, members));
-            if self.oom_victims.len() == OOM_MEMORY {
-                self.oom_victims.pop_front();
-            }
-            self.oom_victims.push_back(event.pid);
-        }
-        // An exit event carries its own CPU's cache; other CPUs may hold newer counters.
-        let slots = self.tracer.rss_slots().unwrap_or_default();
-        for event in events.iter().filter(|e| e.kind == event_kind::EXIT) {
-            let mut merged = ProcCounters {
-                pid: event.pid,
-                stats: event.stats,
-            };
-            crate::collect::tracer::merge_slots(&mut merged, &slots);
-            let event = ProcEvent {
-                stats: merged.stats,
-                ..*event
-            };
-            let mut sample = self.exit_sample(&event, members);
-            if let Some(at) = self.oom_victims.iter().position(|&pid| pid == event.pid) {
-                sample.oom_killed = true;
-                self.oom_victims.remove(at);
-            }
-            procs.push(sample);
-        }
-        for sample in procs.iter_mut().filter(|p| !p.exited) {
-            sample.oom_killed = self.oom_victims.contains(&sample.pid);
-        }
-        // Forget windows of processes that are gone.
-        let live: std::collections::HashSet<(u32, u64)> = procs
-            .iter()
-            .filter(|p| !p.exited)
-            .map(|p| (p.pid, p.start_ticks))
-            .collect();
-        self.windows.retain(|key, _| live.contains(key));
-        procs.sort_by(|a, b| {
-            b.growth_bytes_per_s
-                .total_cmp(&a.growth_bytes_per_s)
-                .then(b.rss_bytes.cmp(&a.rss_bytes))
-                .then(a.pid.cmp(&b.pid))
-        });
-        let window_s = (now - since).max(0.0);
-        self.last_sample_s = now;
-        Ok(Snapshot {
-            time_unix_ms: clock::unix_ms(),
-            window_s,
-            system: system::sample(&self.proc_root)?,
-            procs,
-            oom_kills,
-            health: self.tracer.health()?,
-            gpus: Vec::new(),
-        })
-    }
-
-    /// A live process's sample, or `None` if it vanished from /proc meanwhile (its exit event
-    /// will report it).
-    fn live_sample(
-        &mut self,
-        counter: &ProcCounters,
-        members: RssMembers,
-        now: f64,
-        since: f64,
-    ) -> Option<ProcSample> {
-        let ident = self.refresh_ident(counter.pid)?;
-        let fault_hook = self.tracer.options().fault_hook;
-        let mut sample = sample_from_stats(counter.pid, &counter.stats, members);
-        sample.ppid = ident.ppid;
-        sample.comm = ident.comm;
-        sample.cmdline = ident.cmdline;
-        sample.start_ticks = ident.start_ticks;
-        if !fault_hook {
-            sample.faults = ident.faults;
-        }
+impl Rates {
+    /// Adds the sample's values at `now` to its process's window and sets its rates. A process
+    /// born after `since` grows from zero at its birth.
+    fn apply(&mut self, sample: &mut ProcSample, now: f64, since: f64) {
         let window = self
             .windows
-            .entry((counter.pid, ident.start_ticks))
+            .entry((sample.pid, sample.start_ticks))
             .or_default();
-        let started_s = ident.start_ticks as f64 / self.ticks_per_s;
+        let started_s = sample.start_ticks as f64 / self.ticks_per_s;
         if window.is_empty() && started_s > since && started_s < now {
             // Born during this interval: its growth counts from zero at birth.
             window.push(
@@ -225,172 +86,109 @@ impl Sampler {
         sample.footprint_growth_bytes_per_s = rates.footprint_growth_bytes_per_s;
         sample.faults_per_s = rates.faults_per_s;
         sample.reclaim_stall_ms_per_s = rates.stall_ms_per_s;
-        Some(sample)
     }
 
-    /// Re-reads `/proc/PID/stat`; re-reads the command line when the process is new or its comm
-    /// changed.
-    fn refresh_ident(&mut self, pid: u32) -> Option<Ident> {
-        if let (Some(max_age), Some(cached)) = (self.ident_max_age, self.idents.get(&pid))
-            && cached.read_at.elapsed() < max_age
-        {
-            return Some(cached.clone());
-        }
-        let dir = self.proc_root.join(pid.to_string());
-        let stat = procfs::parse_pid_stat(&procfs::read(&dir.join("stat")).ok()?)?;
-        let cached = self
-            .idents
-            .get(&pid)
-            .filter(|old| old.start_ticks == stat.start_ticks && old.comm == stat.comm);
-        let cmdline = match cached {
-            Some(old) => old.cmdline.clone(),
-            None => std::fs::read(dir.join("cmdline"))
-                .map(|raw| procfs::parse_cmdline(&raw))
-                .unwrap_or_default(),
+    /// Forgets the windows of processes that are gone.
+    fn keep_only(&mut self, live: &HashSet<(u32, u64)>) {
+        self.windows.retain(|key, _| live.contains(key));
+    }
+}
+
+/// Turns a source's raw readings into snapshots.
+#[derive(Debug)]
+pub struct Sampler {
+    side: Side,
+    proc_root: PathBuf,
+    rates: Rates,
+    last_sample_s: f64,
+}
+
+impl Sampler {
+    /// Wraps a started source; an eBPF tracer is seeded with every process that exists now
+    /// (the kernel side only sees changes). `window_s` is the span rates are computed over.
+    pub fn new(source: Source, proc_root: &Path, window_s: f64) -> Result<Self, SampleError> {
+        let side = match source {
+            Source::Ebpf(tracer) => Side::Ebpf(ebpf::EbpfJoin::new(tracer, proc_root)?),
+            Source::Proc(source) => Side::Proc(source),
         };
-        let ident = Ident {
-            ppid: stat.ppid,
-            comm: stat.comm,
-            cmdline,
-            start_ticks: stat.start_ticks,
-            faults: stat.minflt + stat.majflt,
-            read_at: std::time::Instant::now(),
+        Ok(Self {
+            side,
+            proc_root: proc_root.to_owned(),
+            rates: Rates {
+                span: window_s,
+                windows: HashMap::new(),
+                ticks_per_s: clock::clock_ticks() as f64,
+            },
+            last_sample_s: clock::boottime_s(),
+        })
+    }
+
+    /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
+    /// of re-reading `/proc/PID/stat` every sample; exit events still evict it at once. Used by
+    /// the guard, whose idle rounds then touch no /proc file per process. Fault counts from
+    /// /proc are as old as the identity. (The /proc source has its own cadence: see
+    /// [`ProcSource`].)
+    pub fn set_ident_max_age(&mut self, age: std::time::Duration) {
+        if let Side::Ebpf(join) = &mut self.side {
+            join.ident_max_age = Some(age);
+        }
+    }
+
+    /// The tracer, e.g. for its program statistics; `None` without eBPF.
+    pub fn tracer(&self) -> Option<&Tracer> {
+        match &self.side {
+            Side::Ebpf(join) => Some(&join.tracer),
+            Side::Proc(_) => None,
+        }
+    }
+
+    /// Which source feeds this sampler.
+    pub fn kind(&self) -> SourceKind {
+        match &self.side {
+            Side::Ebpf(_) => SourceKind::Ebpf,
+            Side::Proc(_) => SourceKind::Proc,
+        }
+    }
+
+    /// Takes one snapshot: every process of the source (sorted by growth, then size) plus the
+    /// ones that exited since the previous snapshot.
+    pub fn sample(&mut self) -> Result<Snapshot, SampleError> {
+        let now = clock::boottime_s();
+        let since = self.last_sample_s;
+        let (mut procs, oom_kills, health) = match &mut self.side {
+            Side::Ebpf(join) => join.collect(&mut self.rates, &self.proc_root, now, since)?,
+            Side::Proc(source) => {
+                let reading = source.read()?;
+                let mut procs = reading.live;
+                for sample in &mut procs {
+                    self.rates.apply(sample, now, since);
+                }
+                procs.extend(reading.exited);
+                (procs, reading.oom_kills, TracerHealth::default())
+            }
         };
-        self.idents.insert(pid, ident.clone());
-        Some(ident)
-    }
-
-    fn exit_sample(&mut self, event: &ProcEvent, members: RssMembers) -> ProcSample {
-        let mut sample = sample_from_stats(event.pid, &event.stats, members);
-        sample.comm = comm_string(&event.comm);
-        if let Some(ident) = self.idents.remove(&event.pid) {
-            sample.ppid = ident.ppid;
-            sample.cmdline = ident.cmdline;
-            sample.start_ticks = ident.start_ticks;
-        }
-        sample.exited = true;
-        sample
-    }
-
-    fn oom_kill(&self, event: &ProcEvent, members: RssMembers) -> OomKill {
-        let mut comm = comm_string(&event.comm);
-        if comm.is_empty() {
-            comm = self
-                .idents
-                .get(&event.pid)
-                .map(|ident| ident.comm.clone())
-                .unwrap_or_default();
-        }
-        OomKill {
-            pid: event.pid,
-            comm,
-            rss_bytes: sample_from_stats(event.pid, &event.stats, members).rss_bytes,
+        let live: HashSet<(u32, u64)> = procs
+            .iter()
+            .filter(|p| !p.exited)
+            .map(|p| (p.pid, p.start_ticks))
+            .collect();
+        self.rates.keep_only(&live);
+        procs.sort_by(|a, b| {
+            b.growth_bytes_per_s
+                .total_cmp(&a.growth_bytes_per_s)
+                .then(b.rss_bytes.cmp(&a.rss_bytes))
+                .then(a.pid.cmp(&b.pid))
+        });
+        let window_s = (now - since).max(0.0);
+        self.last_sample_s = now;
+        Ok(Snapshot {
             time_unix_ms: clock::unix_ms(),
-        }
-    }
-}
-
-/// The model's view of kernel counters.
-pub fn sample_from_stats(pid: u32, stats: &ProcStats, members: RssMembers) -> ProcSample {
-    let kind = |index: usize| stats.rss_bytes.get(index).copied().unwrap_or(0);
-    let (anon, file, shmem, swap) = (
-        kind(members.anon),
-        kind(members.file),
-        kind(members.shmem),
-        kind(members.swap),
-    );
-    let rss = anon + file + shmem;
-    ProcSample {
-        pid,
-        rss_bytes: rss,
-        anon_bytes: anon,
-        file_bytes: file,
-        shmem_bytes: shmem,
-        swap_bytes: swap,
-        peak_rss_bytes: stats.peak_rss_bytes.max(rss),
-        faults: stats.faults,
-        reclaim_count: stats.reclaim_count,
-        reclaim_stall_ns: stats.reclaim_ns,
-        ..ProcSample::default()
-    }
-}
-
-/// Kernel-side counters for a process found in /proc before the tracer started.
-pub fn seed_stats(memory: &procfs::PidMemory, members: RssMembers) -> ProcStats {
-    let mut stats = ProcStats::ZERO;
-    for (index, value) in [
-        (members.anon, memory.anon),
-        (members.file, memory.file),
-        (members.shmem, memory.shmem),
-        (members.swap, memory.swap),
-    ] {
-        if let Some(slot) = stats.rss_bytes.get_mut(index) {
-            *slot = value;
-        }
-    }
-    stats.peak_rss_bytes = memory.hwm.max(memory.rss());
-    stats
-}
-
-#[cfg(test)]
-mod tests {
-    //! Mapping kernel counter numbering to the model, and seeding from /proc.
-    use super::*;
-
-    const MEMBERS: RssMembers = RssMembers {
-        file: 0,
-        anon: 1,
-        swap: 2,
-        shmem: 3,
-    };
-
-    #[test]
-    fn kinds_follow_kernel_numbering() {
-        let stats = ProcStats {
-            rss_bytes: [10, 20, 40, 30],
-            peak_rss_bytes: 5,
-            faults: 7,
-            reclaim_count: 1,
-            reclaim_ns: 99,
-            stamp: 0,
-        };
-        let sample = sample_from_stats(3, &stats, MEMBERS);
-        assert_eq!(
-            (
-                sample.file_bytes,
-                sample.anon_bytes,
-                sample.swap_bytes,
-                sample.shmem_bytes
-            ),
-            (10, 20, 40, 30)
-        );
-        assert_eq!(sample.rss_bytes, 60, "swap is not resident");
-        assert_eq!(sample.peak_rss_bytes, 60, "peak never below current");
-        assert_eq!((sample.faults, sample.reclaim_stall_ns), (7, 99));
-    }
-
-    #[test]
-    fn seeding_round_trips() {
-        let memory = procfs::PidMemory {
-            anon: 1,
-            file: 2,
-            shmem: 3,
-            swap: 4,
-            hwm: 100,
-        };
-        let stats = seed_stats(&memory, MEMBERS);
-        let sample = sample_from_stats(1, &stats, MEMBERS);
-        assert_eq!(
-            (sample.anon_bytes, sample.file_bytes, sample.shmem_bytes),
-            (1, 2, 3)
-        );
-        assert_eq!(sample.swap_bytes, 4);
-        assert_eq!(sample.peak_rss_bytes, 100);
-    }
-
-    #[test]
-    fn comm_stops_at_nul() {
-        assert_eq!(comm_string(b"bash\0\0\0"), "bash");
-        assert_eq!(comm_string(b"0123456789abcdef"), "0123456789abcdef");
+            window_s,
+            system: system::sample(&self.proc_root)?,
+            procs,
+            oom_kills,
+            health,
+            gpus: Vec::new(),
+        })
     }
 }
