@@ -1,12 +1,15 @@
-//! Which processes the /proc source follows ([`Members`]), and when to look for new ones.
+//! Which processes the /proc source follows ([`Members`]), and how new ones are found.
 //!
-//! Listing (a readdir of /proc, or the cgroup's `cgroup.procs` files) happens only when a
-//! process may have been born: when the pid cursor of this pid namespace (the last field of
-//! `/proc/loadavg`, the last pid handed out) moved since the previous listing, and at least every
-//! [`LIST_EVERY`] in case it cannot tell (another namespace's /proc, a virtualised loadavg).
-//! Pids found not to be members (other users' trees, kernel threads) are remembered as foreign
-//! while they stay listed, so each is examined once; one whose number the cursor handed out
-//! again since is examined anew.
+//! Nothing is looked for unless a process may have been born: the last field of `/proc/loadavg`
+//! is the last pid this pid namespace handed out (the cursor). When /proc is this namespace's
+//! and the cursor moved by a few pids since the previous look, only those pids are examined
+//! (births cost in proportion to births, not to the processes on the machine); when it moved by
+//! many or wrapped, or for a cgroup scope, the scope is listed (a readdir of /proc, or the
+//! cgroup's `cgroup.procs` files). A full listing also happens every [`LIST_EVERY`] where the
+//! cursor cannot be believed (another namespace's /proc, no loadavg) and every
+//! [`LIST_EVERY_TRUSTED`] where it can. Pids found not to be members (other trees, kernel
+//! threads) are remembered as foreign while they stay listed, so each is examined once; one
+//! the cursor hands out again is examined anew.
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
@@ -18,8 +21,15 @@ use crate::host::{
     procfs::{self, OpenFile, ProcError},
 };
 
-/// The longest time between two listings.
+/// The longest time between two listings where the cursor cannot be believed.
 pub(super) const LIST_EVERY: Duration = Duration::from_millis(900);
+
+/// The longest time between two listings where it can (a safety net: a pid handed out but not
+/// yet visible when its range was examined is found by the next listing).
+pub(super) const LIST_EVERY_TRUSTED: Duration = Duration::from_secs(10);
+
+/// The most pids examined one by one; a cursor that moved further makes a listing.
+const PROBE_MAX: u32 = 64;
 
 /// Which processes the /proc source reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,22 +43,22 @@ pub enum Members {
     Cgroup(PathBuf),
 }
 
-/// A listing: every pid of the scope now, and those of them to examine.
+/// What to examine: a whole listing, or only the pids handed out since the last look.
 #[derive(Debug)]
 pub(super) struct Listing {
-    /// Every pid listed.
-    pub(super) pids: HashSet<u32>,
-    /// Listed pids neither followed nor known to be foreign, in ascending order.
+    /// Every pid of the scope, when it was listed in full (`None`: only new pids were looked at).
+    pub(super) pids: Option<HashSet<u32>>,
+    /// Pids neither followed nor known to be foreign, in ascending order.
     pub(super) candidates: Vec<u32>,
 }
 
-/// Decides when to list and remembers foreign pids.
+/// Decides when and how to look for new processes, and remembers foreign pids.
 #[derive(Debug)]
 pub(super) struct Discovery {
     pub(super) members: Members,
     proc_root: PathBuf,
     loadavg: Option<OpenFile>,
-    /// The pid cursor at the previous listing.
+    /// The pid cursor at the previous look.
     cursor: Option<u32>,
     /// Whether the cursor numbers the pids this /proc lists (it is our pid namespace's).
     own_namespace: bool,
@@ -95,20 +105,56 @@ impl Discovery {
             .and_then(|file| file.text().ok().and_then(parse_cursor))
     }
 
-    /// Lists the scope if a process may have been born since the last listing, or if
-    /// [`LIST_EVERY`] has passed; `None` otherwise. `followed` tells the pids already followed.
-    pub(super) fn list(
+    /// What to examine now, or `None` when no process can have been born since the last look.
+    /// `followed` tells the pids already followed.
+    pub(super) fn look(
         &mut self,
         now: Instant,
         followed: impl Fn(u32) -> bool,
     ) -> Result<Option<Listing>, ProcError> {
         let cursor = self.read_cursor();
+        let trusted = self.own_namespace && cursor.is_some();
+        let every = if trusted {
+            LIST_EVERY_TRUSTED
+        } else {
+            LIST_EVERY
+        };
         let due = self
             .listed_at
-            .is_none_or(|at| now.duration_since(at) >= LIST_EVERY);
-        if !due && cursor.is_some() && cursor == self.cursor {
-            return Ok(None);
+            .is_none_or(|at| now.duration_since(at) >= every);
+        if due {
+            return self.list(now, cursor, true, followed).map(Some);
         }
+        let by_pid = !matches!(self.members, Members::Cgroup(_));
+        match (trusted, self.cursor, cursor) {
+            (_, Some(from), Some(to)) if from == to => Ok(None),
+            (true, Some(from), Some(to)) if by_pid && from < to && to - from <= PROBE_MAX => {
+                Ok(Some(self.births(from, to, followed)))
+            }
+            _ => self.list(now, cursor, false, followed).map(Some),
+        }
+    }
+
+    /// The pids handed out after `from` up to `to`, as candidates (for a cgroup scope the
+    /// cgroup decides: it is listed instead).
+    fn births(&mut self, from: u32, to: u32, followed: impl Fn(u32) -> bool) -> Listing {
+        self.foreign
+            .retain(|&pid| !handed_out_between(pid, from, to));
+        self.cursor = Some(to);
+        Listing {
+            pids: None,
+            candidates: (from + 1..=to).filter(|&pid| !followed(pid)).collect(),
+        }
+    }
+
+    /// Lists the scope in full (`due`: the periodic listing).
+    fn list(
+        &mut self,
+        now: Instant,
+        cursor: Option<u32>,
+        due: bool,
+        followed: impl Fn(u32) -> bool,
+    ) -> Result<Listing, ProcError> {
         let pids: HashSet<u32> = match &self.members {
             Members::All | Members::Tree(_) => {
                 procfs::list_pids(&self.proc_root)?.into_iter().collect()
@@ -136,7 +182,10 @@ impl Discovery {
         candidates.sort_unstable();
         self.cursor = cursor;
         self.listed_at = Some(now);
-        Ok(Some(Listing { pids, candidates }))
+        Ok(Listing {
+            pids: Some(pids),
+            candidates,
+        })
     }
 
     /// Remembers that `pid` is not a member (until it leaves the listing or is handed out again).

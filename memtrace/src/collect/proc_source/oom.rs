@@ -1,9 +1,14 @@
 //! OOM kills without eBPF: the kernel's own count (a cgroup's `memory.events` or
-//! `memory.oom_control` `oom_kill`, or the machine's `/proc/vmstat` `oom_kill`) read every
-//! sample. A rise becomes one [`OomKill`] per kill. The counter names no process: the largest of
-//! the processes that vanished in the same interval is named as the *probable* victim (its comm
-//! says so), and a kill with no such process keeps pid 0 and an unknown victim.
-use std::path::{Path, PathBuf};
+//! `memory.oom_control` `oom_kill`, or the machine's `/proc/vmstat` `oom_kill`), read at every
+//! sample in which a followed process vanished (an OOM victim always does) and at least every
+//! [`READ_EVERY`] otherwise (a victim that was born and killed between two samples). A rise
+//! becomes one [`OomKill`] per kill. The counter names no process: the largest of the processes
+//! that vanished in the same interval is named as the *probable* victim (its comm says so), and
+//! a kill with no such process keeps pid 0 and an unknown victim.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use crate::{
     collect::model::{OomKill, ProcSample},
@@ -28,6 +33,9 @@ pub enum OomSource {
     },
 }
 
+/// The longest time between two reads of the counter.
+pub(super) const READ_EVERY: Duration = Duration::from_millis(900);
+
 /// The most kills one rise reports (a counter that jumps wildly is not believed in detail).
 const MAX_KILLS_PER_SAMPLE: u64 = 64;
 
@@ -42,6 +50,7 @@ pub const UNKNOWN_VICTIM: &str = "? (victim unknown: the OOM counter rose)";
 pub(super) struct OomCounter {
     file: OpenFile,
     last: u64,
+    read_at: Instant,
 }
 
 impl OomCounter {
@@ -59,18 +68,32 @@ impl OomCounter {
             }
         };
         let last = file.text().ok().and_then(count)?;
-        Some(Self { file, last })
+        Some(Self {
+            file,
+            last,
+            read_at: Instant::now(),
+        })
     }
 
     /// The kills counted since the previous read, attributed among `vanished` (the processes
-    /// that exited in the same interval).
-    pub(super) fn read(&mut self, vanished: &[ProcSample], time_unix_ms: u64) -> Vec<OomKill> {
-        let Some(now) = self.file.text().ok().and_then(count) else {
+    /// that exited since the previous sample); nothing is read when none vanished and the last
+    /// read is recent.
+    pub(super) fn read(
+        &mut self,
+        now: Instant,
+        vanished: &[ProcSample],
+        time_unix_ms: u64,
+    ) -> Vec<OomKill> {
+        if vanished.is_empty() && now.saturating_duration_since(self.read_at) < READ_EVERY {
+            return Vec::new();
+        }
+        self.read_at = now;
+        let Some(count_now) = self.file.text().ok().and_then(count) else {
             return Vec::new();
         };
         // A counter that went down was reset (a new cgroup of the same name): a new base.
-        let kills = now.saturating_sub(self.last);
-        self.last = now;
+        let kills = count_now.saturating_sub(self.last);
+        self.last = count_now;
         attribute(kills, vanished, time_unix_ms)
     }
 }

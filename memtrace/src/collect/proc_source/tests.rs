@@ -117,6 +117,13 @@ impl FakeProc {
         self.write(&format!("{pid}/cmdline"), &format!("{comm}\0--fake\0"));
     }
 
+    /// `status`, `statm` and `cmdline` of `pid` as a process's (its stat written apart).
+    fn process_files_only(&self, pid: u32, comm: &str) {
+        let stat = fs::read_to_string(self.root().join(format!("{pid}/stat"))).expect("stat");
+        self.process(pid, comm, IDLE);
+        self.write(&format!("{pid}/stat"), &stat);
+    }
+
     /// A kernel thread: no memory lines, an all-zero statm.
     fn kernel_thread(&self, pid: u32) {
         self.write(
@@ -147,12 +154,18 @@ impl FakeProc {
     }
 }
 
-fn live(reading: &Reading, pid: u32) -> Option<&ProcSample> {
-    reading.live.iter().find(|p| p.pid == pid)
+fn live(source: &ProcSource, pid: u32) -> Option<ProcSample> {
+    source.live().find(|p| p.pid == pid).cloned()
 }
 
 fn pids(samples: &[ProcSample]) -> Vec<u32> {
     let mut pids: Vec<u32> = samples.iter().map(|p| p.pid).collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn live_pids(source: &ProcSource) -> Vec<u32> {
+    let mut pids: Vec<u32> = source.live().map(|p| p.pid).collect();
     pids.sort_unstable();
     pids
 }
@@ -182,8 +195,8 @@ fn kinds_swap_faults_and_peak_come_from_status_and_stat() {
     fake.kernel_thread(2);
     let mut source =
         ProcSource::new(fake.root(), Members::All, OomSource::Machine).without_pidfds();
-    let reading = source.read_at(Instant::now()).expect("read");
-    let p = live(&reading, 100).expect("pid 100 read");
+    source.read_at(Instant::now()).expect("read");
+    let p = live(&source, 100).expect("pid 100 read");
     assert_eq!(
         (p.anon_bytes, p.file_bytes, p.shmem_bytes, p.swap_bytes),
         (262_144 * KIB, 2048 * KIB, 4096 * KIB, 64 * KIB)
@@ -202,7 +215,7 @@ fn kinds_swap_faults_and_peak_come_from_status_and_stat() {
     );
     assert!(!p.exited);
     assert!(
-        live(&reading, 2).is_none(),
+        live(&source, 2).is_none(),
         "kernel threads have no memory to read"
     );
     assert_eq!(source.followed(), 1);
@@ -214,8 +227,8 @@ fn peak_never_below_the_current_resident_set() {
     fake.process(100, "grow", Shows { hwm_kib: 1, ..IDLE });
     let mut source =
         ProcSource::new(fake.root(), Members::All, OomSource::Machine).without_pidfds();
-    let reading = source.read_at(Instant::now()).expect("read");
-    let p = live(&reading, 100).expect("read");
+    source.read_at(Instant::now()).expect("read");
+    let p = live(&source, 100).expect("read");
     assert_eq!(p.peak_rss_bytes, p.rss_bytes);
 }
 
@@ -235,12 +248,12 @@ fn an_exit_between_samples_is_an_exited_sample_with_its_last_values() {
         ProcSource::new(fake.root(), Members::All, OomSource::Machine).without_pidfds();
     let t0 = Instant::now();
     let first = source.read_at(t0).expect("read");
-    assert_eq!(pids(&first.live), vec![100, 101]);
+    assert_eq!(live_pids(&source), vec![100, 101]);
     assert!(first.exited.is_empty());
     fake.exit(101);
     // Within the listing interval (no new listing): noticed by reading its open files.
     let second = source.read_at(after(t0, 100)).expect("read");
-    assert_eq!(pids(&second.live), vec![100]);
+    assert_eq!(live_pids(&source), vec![100]);
     assert_eq!(second.exited.len(), 1, "{:?}", second.exited);
     let gone = &second.exited[0];
     assert!(gone.exited);
@@ -266,7 +279,7 @@ fn a_process_gone_from_the_listing_exits_too() {
     let reading = source.read_at(after(t0, 100)).expect("read");
     assert_eq!(pids(&reading.exited), vec![101]);
     assert_eq!(
-        pids(&reading.live),
+        live_pids(&source),
         vec![100, 102],
         "a new pid was listed at once"
     );
@@ -285,13 +298,13 @@ fn pidfds_notice_an_exit_without_reading_anything() {
     fake.process(b.pid(), "b", IDLE);
     let mut source = ProcSource::new(fake.root(), Members::All, OomSource::Machine);
     let t0 = Instant::now();
-    let first = source.read_at(t0).expect("read");
-    assert_eq!(pids(&first.live), pids_of(&[&a, &b]));
+    source.read_at(t0).expect("read");
+    assert_eq!(live_pids(&source), pids_of(&[&a, &b]));
     // Its files still read as alive: only the pidfd can tell.
     a.kill();
     let second = source.read_at(after(t0, 100)).expect("read");
     assert_eq!(pids(&second.exited), vec![a.pid()]);
-    assert_eq!(pids(&second.live), vec![b.pid()]);
+    assert_eq!(live_pids(&source), vec![b.pid()]);
 }
 
 fn pids_of(children: &[&KillOnDrop]) -> Vec<u32> {
@@ -309,18 +322,16 @@ fn idle_processes_are_read_less_often_and_changes_in_full() {
     let mut source = ProcSource::new(fake.root(), Members::All, OomSource::Machine);
     let t0 = Instant::now();
     let anon_at = |source: &mut ProcSource, ms: u64| {
-        live(&source.read_at(after(t0, ms)).expect("read"), pid)
-            .expect("live")
-            .anon_bytes
+        source.read_at(after(t0, ms)).expect("read");
+        live(source, pid).expect("live").anon_bytes
     };
     anon_at(&mut source, 0);
     // status changes but statm does not: nothing new is read.
     let status = fake.root().join(format!("{pid}/status"));
     let text = fs::read_to_string(&status).expect("status");
     fs::write(&status, text.replace("VmSwap:\t0 kB", "VmSwap:\t4 kB")).expect("write");
-    let swap = live(&source.read_at(after(t0, 100)).expect("read"), pid)
-        .expect("live")
-        .swap_bytes;
+    source.read_at(after(t0, 100)).expect("read");
+    let swap = live(&source, pid).expect("live").swap_bytes;
     assert_eq!(swap, 0, "status is read only when statm changed");
     // Unchanged at 100 ms: it lets 1 sample pass (200), is read at 300, then lets 3 pass.
     anon_at(&mut source, 200);
@@ -397,8 +408,8 @@ fn every_sample_reads_each_process_without_pidfds() {
             ..IDLE
         },
     );
-    let reading = source.read_at(after(t0, 200)).expect("read");
-    assert_eq!(live(&reading, 100).expect("live").anon_bytes, 4 * KIB);
+    source.read_at(after(t0, 200)).expect("read");
+    assert_eq!(live(&source, 100).expect("live").anon_bytes, 4 * KIB);
 }
 
 #[test]
@@ -412,18 +423,18 @@ fn a_tree_is_found_through_parents_and_others_are_not_read() {
     let mut source =
         ProcSource::new(fake.root(), Members::Tree(10), OomSource::Machine).without_pidfds();
     let t0 = Instant::now();
-    let reading = source.read_at(t0).expect("read");
-    assert_eq!(pids(&reading.live), vec![5, 10, 11]);
+    source.read_at(t0).expect("read");
+    assert_eq!(live_pids(&source), vec![5, 10, 11]);
     // A new child joins at the next listing, found through its parent.
     fake.cursor(301);
     fake.process(301, "late", Shows { ppid: 5, ..IDLE });
-    let reading = source.read_at(after(t0, 100)).expect("read");
-    assert_eq!(pids(&reading.live), vec![5, 10, 11, 301]);
+    source.read_at(after(t0, 100)).expect("read");
+    assert_eq!(live_pids(&source), vec![5, 10, 11, 301]);
     // The parent exits: its child stays followed.
     fake.exit(11);
     let reading = source.read_at(after(t0, 200)).expect("read");
     assert_eq!(pids(&reading.exited), vec![11]);
-    assert_eq!(pids(&reading.live), vec![5, 10, 301]);
+    assert_eq!(live_pids(&source), vec![5, 10, 301]);
 }
 
 #[test]
@@ -435,20 +446,82 @@ fn a_foreign_pid_is_examined_again_only_when_handed_out_again() {
     let mut source =
         ProcSource::new(fake.root(), Members::Tree(10), OomSource::Machine).without_pidfds();
     let t0 = Instant::now();
-    assert_eq!(pids(&source.read_at(t0).expect("read").live), vec![10]);
+    source.read_at(t0).expect("read");
+    assert_eq!(live_pids(&source), vec![10]);
     // Pid 20 now names a child of the tree, but the cursor (300 → 310) did not hand 20 out:
     // the old bystander is still there, and it is not read again.
     fake.process(20, "bystander", Shows { ppid: 10, ..IDLE });
     fake.cursor(310);
-    assert_eq!(
-        pids(&source.read_at(after(t0, 100)).expect("read").live),
-        vec![10]
-    );
+    source.read_at(after(t0, 100)).expect("read");
+    assert_eq!(live_pids(&source), vec![10]);
     // The cursor wrapped past 20 (310 → … → 25): pid 20 may name a new process.
     fake.cursor(25);
+    source.read_at(after(t0, 200)).expect("read");
+    assert_eq!(live_pids(&source), vec![10, 20]);
+}
+
+#[test]
+fn births_are_examined_by_pid_when_the_cursor_is_ours() {
+    let fake = FakeProc::new();
+    fake.own_namespace();
+    fake.process(10, "pipeline", Shows { ppid: 1, ..IDLE });
+    let mut source =
+        ProcSource::new(fake.root(), Members::Tree(10), OomSource::Machine).without_pidfds();
+    let t0 = Instant::now();
+    source.read_at(t0).expect("read");
+    assert_eq!(source.counts().listings, 1, "the first look lists");
+    // Three pids handed out: a child, a thread of that child (its stat shows the child's
+    // parent, so only its exit signal of -1 tells it from a second child), and one already gone.
+    fake.process(301, "child", Shows { ppid: 10, ..IDLE });
+    // Fields 3 to 37, then exit_signal (38) = -1.
+    let fields: Vec<&str> =
+        "S 10 301 301 0 -1 0 0 0 0 0 1 1 0 0 20 0 2 0 5000 1000 10 0 0 0 0 0 0 0 0 0 0 0 0 0"
+            .split(' ')
+            .collect();
+    assert_eq!(fields.len(), 35);
+    fake.write(
+        "302/stat",
+        &format!("302 (child) {} -1 0 0 0 0 0\n", fields.join(" ")),
+    );
+    fake.process_files_only(302, "child");
+    fake.cursor(303);
+    source.read_at(after(t0, 100)).expect("read");
     assert_eq!(
-        pids(&source.read_at(after(t0, 200)).expect("read").live),
-        vec![10, 20]
+        live_pids(&source),
+        vec![10, 301],
+        "the thread is not a process"
+    );
+    assert_eq!(source.counts().listings, 1, "found without listing /proc");
+    // Nothing handed out: nothing looked at.
+    source.read_at(after(t0, 200)).expect("read");
+    assert_eq!(source.counts().listings, 1);
+    // The cursor jumped far: a listing.
+    fake.cursor(1000);
+    source.read_at(after(t0, 300)).expect("read");
+    assert_eq!(source.counts().listings, 2);
+}
+
+#[test]
+fn idle_processes_cost_no_full_reads() {
+    let fake = FakeProc::new();
+    let children: Vec<KillOnDrop> = (0..3).map(|_| sleeper()).collect();
+    for child in &children {
+        fake.process(child.pid(), "idle", IDLE);
+    }
+    let mut source = ProcSource::new(fake.root(), Members::All, OomSource::Machine);
+    let t0 = Instant::now();
+    source.read_at(t0).expect("read");
+    let admitted = source.counts();
+    assert_eq!(admitted.full, 3);
+    for step in 1..=20 {
+        source.read_at(after(t0, 100 * step)).expect("read");
+    }
+    let counts = source.counts();
+    assert_eq!(counts.full, 3, "nothing changed: statm only");
+    // 2 s at 100 ms: each is read at samples 1, 3, 7, 15 and when a second has passed.
+    assert!(
+        counts.unchanged <= 3 * 6,
+        "idle processes are not read every sample: {counts:?}"
     );
 }
 
@@ -484,8 +557,8 @@ fn a_cgroup_scope_reads_only_its_processes() {
         },
     )
     .without_pidfds();
-    let reading = source.read_at(Instant::now()).expect("read");
-    assert_eq!(pids(&reading.live), vec![100]);
+    source.read_at(Instant::now()).expect("read");
+    assert_eq!(live_pids(&source), vec![100]);
 }
 
 #[test]
@@ -529,9 +602,12 @@ fn a_rise_of_the_oom_counter_names_the_largest_vanished_process_as_probable() {
     assert_eq!(kill.rss_bytes, (512 * 1024 + 512) * KIB);
     let exit = reading.exited.iter().find(|p| p.pid == 101).expect("exit");
     assert!(!exit.oom_killed, "never claimed as certain");
-    // A rise with nothing vanished: a kill whose victim is unknown.
+    // A rise with nothing vanished (a victim born and killed between two samples) is seen at
+    // the next periodic read, within a second, as a kill whose victim is unknown.
     fake.cgroup(&[102], 4);
-    let reading = source.read_at(after(t0, 200)).expect("read");
+    let quiet = source.read_at(after(t0, 200)).expect("read");
+    assert!(quiet.oom_kills.is_empty(), "not read again so soon");
+    let reading = source.read_at(after(t0, 1100)).expect("read");
     assert_eq!(reading.oom_kills.len(), 1);
     assert_eq!(
         (reading.oom_kills[0].pid, reading.oom_kills[0].comm.as_str()),

@@ -28,8 +28,9 @@ const MAX_SKIP: u32 = 63;
 /// A followed process.
 #[derive(Debug)]
 pub(super) struct Tracked {
-    /// Polls readable once the process has exited; `None` where pidfds are unavailable.
-    pub(super) pidfd: Option<PidFd>,
+    /// In the source's epoll set until the process exits (dropping it leaves the set); `None`
+    /// where pidfds are unavailable.
+    _pidfd: Option<PidFd>,
     statm: OpenFile,
     status: OpenFile,
     stat: OpenFile,
@@ -105,7 +106,7 @@ impl Tracked {
             Err(_) => return Opened::Gone,
         };
         let mut tracked = Self {
-            pidfd,
+            _pidfd: pidfd,
             statm,
             status,
             stat: stat_file,

@@ -4,7 +4,7 @@
 mod ebpf;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::{Path, PathBuf},
 };
 
@@ -16,7 +16,7 @@ use crate::{
         model::{ProcSample, Snapshot, TracerHealth},
         proc_source::ProcSource,
         source::{Source, SourceKind},
-        system,
+        system::SystemFiles,
         tracer::{Tracer, TracerError},
     },
     host::{clock, procfs},
@@ -45,18 +45,21 @@ enum Side {
 pub(super) struct Rates {
     /// Window length, seconds.
     span: f64,
-    windows: HashMap<(u32, u64), Window>,
+    /// Each process's window, with the round it was last applied in.
+    windows: HashMap<(u32, u64), (u64, Window)>,
     ticks_per_s: f64,
+    round: u64,
 }
 
 impl Rates {
     /// Adds the sample's values at `now` to its process's window and sets its rates. A process
     /// born after `since` grows from zero at its birth.
     fn apply(&mut self, sample: &mut ProcSample, now: f64, since: f64) {
-        let window = self
+        let (seen, window) = self
             .windows
             .entry((sample.pid, sample.start_ticks))
             .or_default();
+        *seen = self.round;
         let started_s = sample.start_ticks as f64 / self.ticks_per_s;
         if window.is_empty() && started_s > since && started_s < now {
             // Born during this interval: its growth counts from zero at birth.
@@ -88,9 +91,11 @@ impl Rates {
         sample.reclaim_stall_ms_per_s = rates.stall_ms_per_s;
     }
 
-    /// Forgets the windows of processes that are gone.
-    fn keep_only(&mut self, live: &HashSet<(u32, u64)>) {
-        self.windows.retain(|key, _| live.contains(key));
+    /// Ends a round: forgets the windows of processes not applied in it (gone).
+    fn end_round(&mut self) {
+        let round = self.round;
+        self.windows.retain(|_, (seen, _)| *seen == round);
+        self.round += 1;
     }
 }
 
@@ -99,6 +104,7 @@ impl Rates {
 pub struct Sampler {
     side: Side,
     proc_root: PathBuf,
+    system: SystemFiles,
     rates: Rates,
     last_sample_s: f64,
 }
@@ -114,10 +120,12 @@ impl Sampler {
         Ok(Self {
             side,
             proc_root: proc_root.to_owned(),
+            system: SystemFiles::open(proc_root),
             rates: Rates {
                 span: window_s,
                 windows: HashMap::new(),
                 ticks_per_s: clock::clock_ticks() as f64,
+                round: 0,
             },
             last_sample_s: clock::boottime_s(),
         })
@@ -142,6 +150,14 @@ impl Sampler {
         }
     }
 
+    /// The /proc source, e.g. for what it has read; `None` with eBPF.
+    pub fn proc_source(&self) -> Option<&ProcSource> {
+        match &self.side {
+            Side::Ebpf(_) => None,
+            Side::Proc(source) => Some(source),
+        }
+    }
+
     /// Which source feeds this sampler.
     pub fn kind(&self) -> SourceKind {
         match &self.side {
@@ -159,7 +175,7 @@ impl Sampler {
             Side::Ebpf(join) => join.collect(&mut self.rates, &self.proc_root, now, since)?,
             Side::Proc(source) => {
                 let reading = source.read()?;
-                let mut procs = reading.live;
+                let mut procs: Vec<ProcSample> = source.live().cloned().collect();
                 for sample in &mut procs {
                     self.rates.apply(sample, now, since);
                 }
@@ -167,13 +183,10 @@ impl Sampler {
                 (procs, reading.oom_kills, TracerHealth::default())
             }
         };
-        let live: HashSet<(u32, u64)> = procs
-            .iter()
-            .filter(|p| !p.exited)
-            .map(|p| (p.pid, p.start_ticks))
-            .collect();
-        self.rates.keep_only(&live);
-        procs.sort_by(|a, b| {
+        // Every live process, and only those, had its rates applied.
+        self.rates.end_round();
+        // A total order (pid breaks ties): an unstable sort gives the same result.
+        procs.sort_unstable_by(|a, b| {
             b.growth_bytes_per_s
                 .total_cmp(&a.growth_bytes_per_s)
                 .then(b.rss_bytes.cmp(&a.rss_bytes))
@@ -184,7 +197,7 @@ impl Sampler {
         Ok(Snapshot {
             time_unix_ms: clock::unix_ms(),
             window_s,
-            system: system::sample(&self.proc_root)?,
+            system: self.system.sample()?,
             procs,
             oom_kills,
             health,
