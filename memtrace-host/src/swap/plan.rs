@@ -1,5 +1,6 @@
-//! Pure swap arithmetic: how much swap this much RAM should have (the recommendation table and
-//! how it is extended beyond its rows), and the advice for a cgroup's (a container's) swap. Sizes users type are parsed by [`crate::units::parse_size`].
+//! Pure swap arithmetic: how much swap this much RAM should have (the recommendation table and how
+//! it is extended beyond its rows), and the advice for a cgroup's (a container's) swap. Sizes users
+//! type are parsed by [`crate::units::parse_size`].
 use serde::Serialize;
 
 use crate::units::{GIB, MIB};

@@ -2,11 +2,12 @@
 //! | -- CMD]`: trace a pipeline's whole process tree into a trace file, with stage marks.
 //!
 //! `run` first does what `run_memory_safe.sh` scripts do ([`env`]): says which limit counts (a
-//! container's, when memtrace runs in one), warns about missing or short swap and sets a memory-friendly environment for the child (never overriding the user's). Then
-//! it samples the tree every `--interval` (200 ms) and at every stage mark, prints a
-//! `[Memory] before/after` line per stage, forwards signals, runs the hooks (the guard plugs in
-//! through [`RunHook`]), exits with the child's exit code and prints the report's verdicts.
-//! `record` traces without changing the environment or printing stage lines.
+//! container's, when memtrace runs in one), warns about missing or short swap and sets a
+//! memory-friendly environment for the child (never overriding the user's). Then it samples the
+//! tree every `--interval` (200 ms) and at every stage mark, prints a `[Memory] before/after` line
+//! per stage, forwards signals, runs the hooks (the guard plugs in through [`RunHook`]), exits with
+//! the child's exit code and prints the report's verdicts. `record` traces without changing the
+//! environment or printing stage lines.
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;

@@ -1,7 +1,8 @@
-//! The real GPU source: NVML through `nvml-wrapper`, initialised once for the process lifetime.
-//! Per sample: each device's name (cached), memory and utilisation, and the memory of its compute
-//! and graphics processes, their pids mapped from the host's to ours ([`super::pids`]). A query
-//! that fails is logged once and left out; nothing is retried in a loop. The wall time of every sample is measured (debug log, running mean).
+//! The real GPU source: NVML through `nvml-wrapper`, initialised once for the process lifetime. Per
+//! sample: each device's name (cached), memory and utilisation, and the memory of its compute and
+//! graphics processes, their pids mapped from the host's to ours ([`super::pids`]). A query that
+//! fails is logged once and left out; nothing is retried in a loop. The wall time of every sample
+//! is measured (debug log, running mean).
 use std::{
     collections::HashSet,
     path::Path,
