@@ -1,432 +1,323 @@
-//! Privileged tests of memtrace where the pipelines of rented GPU machines run: in a container,
-//! without the capabilities eBPF needs, or as a user. Run serially, as root, by
-//! `cargo xtask test`.
-//!
-//! Without eBPF (`setpriv` drops what a default Docker container lacks: CAP_SYS_ADMIN, CAP_BPF,
-//! CAP_PERFMON, CAP_SYS_RESOURCE; or a non-root user): `top`, `record` and the guard say once
-//! that they read /proc instead and work, `--require-ebpf` refuses with one line, and `doctor`
-//! says which mode this host gives.
+//! Privileged tests of memtrace inside a container as rented GPU machines make them: memtrace
+//! runs *inside* a memory-limited test cgroup (v1 or v2, whichever holds the memory controller),
+//! with the capabilities a container's root lacks dropped (`setpriv`), and where it matters in
+//! new pid and cgroup namespaces (`unshare`). Every hog lives in that cgroup, every loop is
+//! bounded in time, and only processes the test started are killed (by PID).
 mod support;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
-    os::unix::fs::PermissionsExt as _,
     path::Path,
-    process::{Command, Output, Stdio},
-    sync::mpsc::{Receiver, channel},
-    thread::JoinHandle,
+    process::{Command, Output},
     time::Duration,
 };
 
-use memtrace_testkit::child::signal_pid;
-use rustix::process::Signal;
+use memtrace_testkit::proc::{alive, state};
 use serde_json::Value;
 use support::{
-    KillOnDrop, MIB, entry, field, guard_env, memtrace, memtrace_as, memtrace_bin, output_within,
-    require_root, spawn, test_cgroup, wait_for_line,
+    MIB, TestCgroup,
+    guard_env::{GuardRun, config, scenario, start_pipeline, state_dir, tmp, wait_until},
+    memtrace, memtrace_bin, output_within, require_root, test_cgroup,
 };
 
-const NOBODY: u32 = 65534;
-
-/// The start of the one INFO line of a start without eBPF.
-const WITHOUT_EBPF: &str = "running without eBPF: ";
-
-/// The capabilities a default Docker container does not have, dropped from a root process.
-const DROP_CONTAINER_CAPS: [&str; 2] = [
+/// The capabilities Docker's default set lacks and that memtrace could otherwise use.
+const DROP_CAPS: [&str; 3] = [
     "--bounding-set=-sys_admin,-bpf,-perfmon,-sys_resource",
     "--inh-caps=-all",
+    "--",
 ];
 
-/// The binary under test run by root without the capabilities eBPF needs, at the default log
-/// level.
-fn memtrace_without_caps() -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args(DROP_CONTAINER_CAPS)
-        .arg("--")
-        .arg(memtrace_bin())
-        .env_remove("RUST_LOG");
-    cmd
+/// `memtrace ARGS` started inside `group` as a container's root: the capabilities dropped.
+fn in_container(group: &TestCgroup, args: &[&str]) -> Command {
+    let bin = memtrace_bin().display().to_string();
+    let mut full: Vec<&str> = DROP_CAPS.to_vec();
+    full.push(&bin);
+    full.extend(args);
+    group.command("setpriv", &full)
 }
 
-/// A python3 that holds 256 MiB of touched anonymous memory, says `ready`, and sleeps.
-const HOG_256: &str = "import time\n\
-     b = bytearray(256 << 20)\n\
-     for i in range(0, len(b), 4096): b[i] = 1\n\
-     print('ready', flush=True)\n\
-     time.sleep(30)\n";
-
-/// Exactly one INFO line says memtrace runs without eBPF, naming `why`.
-fn assert_one_info_line(stderr: &str, why: &str) {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains(WITHOUT_EBPF))
-        .collect();
-    assert_eq!(lines.len(), 1, "one line about the mode: {stderr}");
-    assert!(lines[0].contains(" INFO "), "an INFO line: {stderr}");
-    assert!(lines[0].contains(why), "says why ({why}): {stderr}");
-    for lost in ["short-lived processes", "reclaim stalls", "OOM-kill events"] {
-        assert!(
-            lines[0].contains(lost),
-            "says what is lost ({lost}): {stderr}"
-        );
-    }
+/// [`in_container`] in new pid and cgroup namespaces too (a private /proc, `/` as its cgroup).
+fn in_namespaces(group: &TestCgroup, args: &[&str]) -> Command {
+    let bin = memtrace_bin().display().to_string();
+    let mut full = vec![
+        "--cgroup",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "setpriv",
+    ];
+    full.extend(DROP_CAPS);
+    full.push(&bin);
+    full.extend(args);
+    group.command("unshare", &full)
 }
 
-/// A running command whose stdout lines arrive on a channel and whose stderr is collected.
-struct Running {
-    child: KillOnDrop,
-    lines: Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
+/// `memtrace ARGS` inside `group` with root's capabilities kept (a privileged container).
+fn in_cgroup(group: &TestCgroup, args: &[&str]) -> Command {
+    group.command(&memtrace_bin().display().to_string(), args)
 }
 
-impl Running {
-    fn start(cmd: &mut Command) -> Self {
-        let mut child = spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
-        let stdout = child.child_mut().stdout.take().expect("piped stdout");
-        let mut stderr = child.child_mut().stderr.take().expect("piped stderr");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Self {
-            child,
-            lines,
-            stderr: Some(stderr),
-        }
-    }
-
-    /// The next stdout line as a `top --json` snapshot.
-    fn snapshot(&self, timeout: Duration) -> Vec<Value> {
-        let line = self
-            .lines
-            .recv_timeout(timeout)
-            .expect("a snapshot per interval");
-        serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON: {line:?}: {err}"))
-    }
-
-    /// Ends it with SIGTERM; its exit status and stderr.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        // Only the process this test started.
-        signal_pid(self.child.pid(), Signal::TERM);
-        let status = self.child.wait().expect("waiting for memtrace");
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default();
-        (status, stderr)
-    }
+/// Whether this memtrace runs without eBPF when it cannot load it (`--require-ebpf` exists to
+/// ask for the refusal instead). Until then the commands that load eBPF keep the capabilities.
+fn runs_without_ebpf() -> bool {
+    let out = output_within(
+        memtrace().args(["guard", "--help"]),
+        Duration::from_secs(10),
+    );
+    String::from_utf8_lossy(&out.stdout).contains("--require-ebpf")
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
+fn json(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {}", text(&output.stdout)))
 }
 
-/// With the container's capabilities only, `top` reads /proc and attributes ≥ 95 % of a
-/// 256 MiB hog (in a test cgroup) by pid in the snapshot after it is ready: within one interval.
+fn version(group: &TestCgroup) -> &'static str {
+    match group.version {
+        memtrace_host::cgroup::Version::V1 => "v1",
+        memtrace_host::cgroup::Version::V2 => "v2",
+    }
+}
+
+/// `status` in a 256 MiB cgroup shows that limit, not the host's RAM: with the capabilities
+/// dropped, in new pid and cgroup namespaces, as text and JSON; `--machine` overrides.
 #[test]
-fn without_ebpf_top_attributes_a_hog_within_one_interval() {
+fn status_in_a_limited_cgroup_shows_the_container_limit() {
     require_root();
-    let mut group = test_cgroup("noebpf-top", 512 * MIB);
-    let top = Running::start(memtrace_without_caps().args(["top", "--json", "--interval", "1"]));
-    top.snapshot(Duration::from_secs(20));
-    let mut hog = spawn(
-        group
-            .command("python3", &["-c", HOG_256])
-            .stdout(Stdio::piped()),
+    let group = test_cgroup("ctr-status", 256 * MIB);
+    let limit = 256 * MIB;
+    let path = group.path.display().to_string();
+    for (how, mut cmd) in [
+        (
+            "capabilities dropped",
+            in_container(&group, &["status", "--json"]),
+        ),
+        (
+            "pid + cgroup namespaces",
+            in_namespaces(&group, &["status", "--json"]),
+        ),
+    ] {
+        let report = json(&output_within(&mut cmd, Duration::from_secs(30)));
+        let scope = &report["scope"];
+        assert_eq!(scope["kind"], "container", "{how}: {scope}");
+        assert_eq!(scope["limit_bytes"].as_u64(), Some(limit), "{how}: {scope}");
+        assert_eq!(
+            scope["path"].as_str(),
+            Some(path.as_str()),
+            "{how}: {scope}"
+        );
+        assert_eq!(scope["version"], version(&group), "{how}");
+        assert!(scope["used_bytes"].as_u64().is_some_and(|u| u < limit));
+        assert!(
+            report["system"]["mem_total_bytes"]
+                .as_u64()
+                .is_some_and(|total| total > limit),
+            "{how}: the host's RAM is still reported under system"
+        );
+    }
+    let out = output_within(
+        &mut in_container(&group, &["status"]),
+        Duration::from_secs(30),
     );
-    group.track(hog.pid());
-    wait_for_line(&mut hog, "ready", Duration::from_secs(20));
-    let mut anon = 0;
-    let mut faults = 0;
-    for _ in 0..2 {
-        let snapshot = top.snapshot(Duration::from_secs(5));
-        if let Some(e) = entry(&snapshot, hog.pid()) {
-            anon = anon.max(field(e, "anon_bytes"));
-            faults = faults.max(field(e, "faults"));
-            assert_eq!(e["exited"], false, "{e}");
+    let stdout = text(&out.stdout);
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("Limit: ")
+            && first.contains(" of 256.0 MiB container limit (")
+            && first.ends_with(&format!("cgroup {path} ({})", version(&group))),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("Host: RAM"))
+    );
+    let machine = json(&output_within(
+        &mut in_container(&group, &["status", "--json", "--machine"]),
+        Duration::from_secs(30),
+    ));
+    assert_eq!(machine["scope"]["kind"], "machine");
+    assert_eq!(
+        machine["scope"]["limit_bytes"],
+        machine["system"]["mem_total_bytes"]
+    );
+}
+
+/// `swap setup` in the container refuses before touching anything, naming the reason and the
+/// alternative; without the capability even the dry run does. With the capability kept it still
+/// refuses unless `--machine` says the host is meant.
+#[test]
+fn swap_setup_in_a_container_refuses_with_the_reason() {
+    require_root();
+    let group = test_cgroup("ctr-swap", 256 * MIB);
+    let dir = tempfile::tempdir_in(tmp()).expect("temp dir");
+    let swapfile = dir.path().join("swapfile").display().to_string();
+    let fstab = dir.path().join("fstab");
+    std::fs::write(&fstab, "UUID=x / ext4 defaults 0 1\n").expect("fstab");
+    let fstab = fstab.display().to_string();
+    let setup = [
+        "swap", "setup", "1M", "--path", &swapfile, "--fstab", &fstab,
+    ];
+    let one_error = |out: &Output| -> String {
+        assert!(!out.status.success(), "must fail: {}", text(&out.stdout));
+        let stderr = text(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("memtrace: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line: {stderr}");
+        errors[0].to_owned()
+    };
+    for dry_run in [true, false] {
+        let mut args = setup.to_vec();
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let line = one_error(&output_within(
+            &mut in_container(&group, &args),
+            Duration::from_secs(30),
+        ));
+        for needle in [
+            "swapon needs CAP_SYS_ADMIN in the host's user namespace",
+            "on the host",
+            "ask the provider",
+            "memory.swap.max",
+        ] {
+            assert!(
+                line.contains(needle),
+                "dry run {dry_run}: {needle:?} in {line}"
+            );
         }
     }
-    let want = 256 * MIB * 95 / 100;
-    assert!(
-        anon >= want,
-        "anon attributed to {}: {} MiB, want ≥ {} MiB",
-        hog.pid(),
-        anon / MIB,
-        want / MIB
-    );
-    assert!(faults >= 65536 * 95 / 100, "faults from /proc: {faults}");
-    let (status, stderr) = top.terminate();
-    assert!(status.success(), "exits 0 on SIGTERM: {status:?} {stderr}");
-    assert_one_info_line(&stderr, "without CAP_BPF and CAP_PERFMON");
-}
-
-/// As a user, `top --once --json` reads /proc: the hog (root's process) is there with ≥ 95 % of
-/// its 256 MiB.
-#[test]
-fn without_ebpf_top_once_as_a_user() {
-    require_root();
-    let mut group = test_cgroup("noebpf-once", 512 * MIB);
-    let mut hog = spawn(
-        group
-            .command("python3", &["-c", HOG_256])
-            .stdout(Stdio::piped()),
-    );
-    group.track(hog.pid());
-    wait_for_line(&mut hog, "ready", Duration::from_secs(20));
-    let out = output_within(
-        memtrace_as(NOBODY)
-            .args(["top", "--once", "--json", "--interval", "1"])
-            .env_remove("RUST_LOG"),
+    let mut dry = setup.to_vec();
+    dry.push("--dry-run");
+    let line = one_error(&output_within(
+        &mut in_cgroup(&group, &dry),
         Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", describe(&out));
-    let procs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
-    let e = entry(&procs, hog.pid()).expect("the hog is listed");
+    ));
     assert!(
-        field(e, "anon_bytes") >= 256 * MIB * 95 / 100,
-        "anon of the hog: {e}"
+        line.contains("memtrace runs in a container (container limit 256.0 MiB")
+            && line.contains("--machine"),
+        "{line}"
     );
-    assert!(field(e, "peak_rss_bytes") >= field(e, "rss_bytes"), "{e}");
-    assert_one_info_line(&text(&out.stderr), "not root (effective uid 65534)");
-}
-
-/// Without eBPF (no capabilities, and as a user), `record -- CMD` writes a trace of the
-/// command's tree that `report` reads, saying it was read from /proc.
-#[test]
-fn without_ebpf_record_writes_a_trace_that_report_reads() {
-    require_root();
-    let dir = tempfile::Builder::new()
-        .prefix("memtrace-noebpf-")
-        .tempdir_in("/tmp")
-        .expect("scratch");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    // A parent that starts a child holding 64 MiB: the tree is found through the parent.
-    let code = "import subprocess, sys\n\
-                subprocess.run([sys.executable, '-c', \
-                'import time; b = bytearray(64 << 20); time.sleep(1.5)'], check=True)\n";
-    let runs: [(&str, Command, &str); 2] = [
-        (
-            "caps",
-            memtrace_without_caps(),
-            "without CAP_BPF and CAP_PERFMON",
-        ),
-        ("user", memtrace_as(NOBODY), "not root"),
-    ];
-    for (name, mut cmd, why) in runs {
-        let trace = dir.path().join(format!("{name}.mtrace"));
-        let out = output_within(
-            cmd.env_remove("RUST_LOG")
-                .arg("record")
-                .arg("-o")
-                .arg(&trace)
-                .args(["--interval", "200ms", "--", "python3", "-c", code]),
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "{name}: {}", describe(&out));
-        assert_one_info_line(&text(&out.stderr), why);
-        let report = output_within(
-            memtrace().arg("report").arg(&trace).arg("--json"),
-            Duration::from_secs(30),
-        );
-        assert!(report.status.success(), "{name}: {}", describe(&report));
-        let json: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
-        let scope = json["header"]["scope"].as_str().unwrap_or_default();
-        assert!(
-            scope.contains("read from /proc without eBPF"),
-            "{name}: the trace says how it was read: {scope:?}"
-        );
-        let printed = output_within(
-            memtrace().arg("report").arg(&trace),
-            Duration::from_secs(30),
-        );
-        let printed = text(&printed.stdout);
-        let pythons = printed.lines().filter(|l| l.contains("python3")).count();
-        assert!(
-            pythons >= 2,
-            "{name}: parent and child in the report: {printed}"
-        );
-        assert!(
-            printed.contains("Peak host memory"),
-            "{name}: a peak: {printed}"
-        );
-    }
-}
-
-/// `--require-ebpf` turns the fallback back into the refusal: one error line, non-zero exit,
-/// for each command that collects.
-#[test]
-fn without_ebpf_require_ebpf_refuses_with_one_line() {
-    require_root();
-    let group = test_cgroup("noebpf-require", 64 * MIB);
-    let states = guard_env::state_dir();
-    let out = std::env::temp_dir().join(format!("memtrace-require-{}.mtrace", std::process::id()));
-    let out = out.display().to_string();
-    let cgroup = group.path.display().to_string();
-    let state = states.path().join("state.json").display().to_string();
-    let cases: [&[&str]; 4] = [
-        &["top", "--once", "--require-ebpf"],
-        &["record", "-o", &out, "--require-ebpf", "--", "true"],
-        &["run", "-o", &out, "--require-ebpf", "--", "true"],
-        &[
-            "guard",
-            "--cgroup",
-            &cgroup,
-            "--state-file",
-            &state,
-            "--dry-run",
-            "--require-ebpf",
-        ],
-    ];
-    for args in cases {
-        let result = output_within(memtrace_without_caps().args(args), Duration::from_secs(30));
-        assert!(!result.status.success(), "{args:?} must fail");
-        let stderr = text(&result.stderr);
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
-        assert_eq!(errors.len(), 1, "one error line for {args:?}: {stderr}");
-        assert!(
-            errors[0]
-                .starts_with("memtrace: error: --require-ebpf: the eBPF tracer cannot start: "),
-            "{args:?}: {stderr}"
-        );
-        assert!(
-            errors[0].contains("Operation not permitted"),
-            "{args:?}: {stderr}"
-        );
-        assert!(!stderr.contains(WITHOUT_EBPF), "no fallback: {stderr}");
-        assert!(!Path::new(&out).exists(), "{args:?}: no trace written");
-    }
-    let result = output_within(
-        memtrace_as(NOBODY).args(["top", "--once", "--require-ebpf"]),
-        Duration::from_secs(30),
-    );
-    assert!(!result.status.success());
-    let stderr = text(&result.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("needs root"), "{stderr}");
-}
-
-/// With the container's capabilities only, the guard starts on a cgroup, reads its processes
-/// from /proc, and its dry run logs the decisions it would take, naming the growing process —
-/// never the bystander, and nothing is stopped.
-#[test]
-fn without_ebpf_the_guard_starts_and_its_dry_run_logs_decisions() {
-    require_root();
-    let states = guard_env::state_dir();
-    let config = guard_env::config(&guard_env::tmp(), "");
-    let mut group = test_cgroup("noebpf-guard", 512 * MIB);
-    let (bystander, _) =
-        guard_env::start_in(&mut group, "bystander", &guard_env::holder("bystander", 16));
-    let guard = Running::start(
-        memtrace_without_caps()
-            .args(["guard", "--cgroup"])
-            .arg(&group.path)
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-file")
-            .arg(states.path().join("guard.json"))
-            .arg("--dry-run"),
-    );
-    // The guard logs on stderr; give it time to start before the load.
-    std::thread::sleep(Duration::from_secs(2));
-    let (_parent, grower) = guard_env::start_pipeline(&mut group);
-    // The pipeline grows to 240 MiB of the 512 (with the bystander: past suspend at 65 % of
-    // the scaled thresholds) and holds; watch it for 8 s.
-    let mut stopped = false;
-    let watch = std::time::Instant::now();
-    while watch.elapsed() < Duration::from_secs(8) {
-        stopped |= state(grower) == Some('T');
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let (status, stderr) = guard.terminate();
-    assert!(status.success(), "exits 0 on SIGTERM: {status:?} {stderr}");
-    assert_one_info_line(&stderr, "without CAP_BPF and CAP_PERFMON");
-    assert!(stderr.contains("guarding cgroup"), "{stderr}");
-    let would: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("dry run, nothing sent") && l.contains("suspend ["))
-        .collect();
-    assert!(!would.is_empty(), "a suspend it would send: {stderr}");
-    let bystander = bystander.pid().to_string();
-    let acted_on = |line: &str| -> Vec<String> {
-        line.split_once("| pids [")
-            .and_then(|(_, rest)| rest.split_once(']'))
-            .map(|(list, _)| list.split(", ").map(str::to_owned).collect())
-            .unwrap_or_default()
-    };
+    dry.push("--machine");
+    let out = output_within(&mut in_cgroup(&group, &dry), Duration::from_secs(30));
     assert!(
-        would.iter().all(|l| {
-            let pids = acted_on(l);
-            pids.contains(&grower.to_string()) && !pids.contains(&bystander)
-        }),
-        "the grower's tree, never the bystander: {would:?}"
+        !text(&out.stderr).contains("runs in a container"),
+        "--machine lifts the refusal: {}",
+        text(&out.stderr)
     );
-    assert!(!stopped, "a dry run stops nothing");
-}
-
-/// The state letter of `pid` (`T` when stopped).
-fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    memtrace::host::procfs::parse_pid_stat(&stat).map(|s| s.state)
-}
-
-/// `doctor` says which mode this host gives, and why.
-#[test]
-fn without_ebpf_doctor_shows_the_mode() {
-    require_root();
-    let collection = |cmd: &mut Command| -> (String, String) {
-        let out = output_within(cmd.args(["doctor", "--json"]), Duration::from_secs(60));
-        let json: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|err| panic!("doctor JSON: {err}: {}", describe(&out)));
-        let check = json["checks"]
-            .as_array()
-            .and_then(|checks| checks.iter().find(|c| c["name"] == "collection"))
-            .unwrap_or_else(|| panic!("a collection check: {json}"))
-            .clone();
-        (
-            check["level"].as_str().unwrap_or_default().to_owned(),
-            check["detail"].as_str().unwrap_or_default().to_owned(),
-        )
-    };
-    let (level, detail) = collection(&mut memtrace());
+    assert!(!Path::new(&swapfile).exists(), "nothing was created");
     assert_eq!(
-        (level.as_str(), detail.as_str()),
-        (
-            "OK",
-            "eBPF: privileges, kernel BTF and tracepoints are all there"
-        )
+        std::fs::read_to_string(&fstab).expect("fstab"),
+        "UUID=x / ext4 defaults 0 1\n"
     );
-    let (level, detail) = collection(&mut memtrace_without_caps());
-    assert_eq!(level, "INFO");
+    // `swap status` speaks of the container's limit and what it may use.
+    let out = output_within(
+        &mut in_container(&group, &["swap", "status"]),
+        Duration::from_secs(30),
+    );
+    let stdout = text(&out.stdout);
     assert!(
-        detail.starts_with(
-            "/proc, without eBPF: root without CAP_BPF and CAP_PERFMON (nor CAP_SYS_ADMIN)"
-        ),
-        "{detail}"
+        stdout.starts_with("Limit:       256.0 MiB container limit (cgroup ")
+            && stdout.contains("of it to this cgroup")
+            && stdout.contains("for this limit"),
+        "{stdout}"
     );
-    let (level, detail) = collection(&mut memtrace_as(NOBODY));
-    assert_eq!(level, "INFO");
+}
+
+/// `memtrace guard` with no `--cgroup`, started inside the container's cgroup, picks that
+/// cgroup by itself and suspends the growing pipeline before the cgroup's OOM killer fires,
+/// leaving the bystander and the sshd stand-in alone; it resumes the pipeline when it stops.
+#[test]
+fn guard_picks_the_container_by_itself_and_holds_the_hog() {
+    require_root();
+    let without_ebpf = runs_without_ebpf();
+    let states = state_dir();
+    let state_file = states.path().join("guard-container.json");
+    let config = config(&tmp(), "");
+    let mut s = scenario("ctr-guard");
+    let path = s.group.path.display().to_string();
+    let (config, state_file) = (
+        config.display().to_string(),
+        state_file.display().to_string(),
+    );
+    let args = ["guard", "--config", &config, "--state-file", &state_file];
+    let mut cmd = if without_ebpf {
+        in_container(&s.group, &args)
+    } else {
+        eprintln!(
+            "note: this memtrace cannot run without eBPF yet (no --require-ebpf): the guard keeps \
+             the capabilities eBPF needs; the scope and the actions are what is tested"
+        );
+        in_cgroup(&s.group, &args)
+    };
+    let mut guard = GuardRun::spawn(&mut cmd);
+    s.group.track(guard.child.pid());
+    let limit = format!("guarding container limit 512.0 MiB (cgroup {path}, ");
     assert!(
-        detail.starts_with("/proc, without eBPF: not root (effective uid 65534)"),
-        "{detail}"
+        guard.lines().iter().any(|l| l.contains(&limit)),
+        "the guard picked the container's cgroup by itself: {:?}",
+        guard.lines()
     );
+    let (parent, grower) = start_pipeline(&mut s.group);
+    let held = wait_until(Duration::from_secs(30), || state(grower) == Some('T'));
+    assert!(held, "the grower is suspended: {:?}", state(grower));
+    assert!(!s.group.saw_oom_kill(), "held before any OOM kill");
+    for (name, pid) in [("bystander", s.chill.pid()), ("sshd", s.sshd.pid())] {
+        assert!(
+            matches!(state(pid), Some('S' | 'R')),
+            "{name} untouched: {:?}",
+            state(pid)
+        );
+    }
+    let line = guard
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("suspend ["))
+        .expect("a suspend decision is logged");
+    assert!(line.contains(&grower.to_string()), "{line}");
+    guard.terminate();
+    for pid in [grower, parent.pid(), s.chill.pid(), s.sshd.pid()] {
+        assert!(
+            alive(pid) && state(pid) != Some('T'),
+            "{pid} alive and running after the guard"
+        );
+    }
+}
+
+/// `memtrace run` in the container says, before the pipeline starts, that the kernel OOM-kills
+/// at the container's limit rather than at the host's RAM.
+#[test]
+fn run_in_a_container_names_its_limit() {
+    require_root();
+    let group = test_cgroup("ctr-run", 256 * MIB);
+    let dir = tempfile::tempdir_in(tmp()).expect("temp dir");
+    let out = dir.path().join("run.mtrace").display().to_string();
+    let args = ["run", "--quiet", "--out", &out, "--", "true"];
+    let mut cmd = if runs_without_ebpf() {
+        in_container(&group, &args)
+    } else {
+        eprintln!("note: this memtrace cannot run without eBPF yet: `run` keeps the capabilities");
+        in_cgroup(&group, &args)
+    };
+    let output = output_within(&mut cmd, Duration::from_secs(120));
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let expected = format!(
+        "[memtrace] memory: container limit 256.0 MiB (cgroup {}, ",
+        group.path.display()
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with(&expected))
+        .unwrap_or_else(|| panic!("no limit line: {stderr}"));
+    assert!(line.contains("not at the host's"), "{line}");
+    assert!(Path::new(&out).is_file(), "the trace was written");
 }

@@ -38,12 +38,15 @@ pub fn require_root(action: &'static str) -> Result<(), PrivilegeError> {
     }
 }
 
-/// A capability the eBPF tracer depends on; the value is its bit in `CapEff`
+/// A Linux capability memtrace checks for; the value is its bit in `CapEff`
 /// (`linux/capability.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Capability {
-    /// `CAP_SYS_ADMIN`: everything eBPF needs, on any kernel.
+    /// `CAP_SYS_ADMIN`: everything eBPF needs, on any kernel; swapon, mounts.
     SysAdmin = 21,
+    /// `CAP_SYS_RESOURCE`: lowering `oom_score_adj`, PSI trigger windows that are not 2 s
+    /// multiples.
+    SysResource = 24,
     /// `CAP_PERFMON` (5.8+): attaching tracing programs.
     Perfmon = 38,
     /// `CAP_BPF` (5.8+): creating maps and loading programs.
@@ -55,6 +58,7 @@ impl Capability {
     pub fn name(self) -> &'static str {
         match self {
             Self::SysAdmin => "CAP_SYS_ADMIN",
+            Self::SysResource => "CAP_SYS_RESOURCE",
             Self::Perfmon => "CAP_PERFMON",
             Self::Bpf => "CAP_BPF",
         }
@@ -101,13 +105,46 @@ pub fn parse_credentials(status: &str) -> Option<Credentials> {
         .nth(1)?
         .parse()
         .ok()?;
-    let effective = u64::from_str_radix(value("CapEff")?.trim(), 16).ok()?;
+    let effective = parse_cap_eff(status)?;
     Some(Credentials { euid, effective })
+}
+
+/// The effective capability set in a `/proc/PID/status` text (its `CapEff:` hex line).
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// This process's credentials, from `ROOT/self/status`.
 pub fn credentials(proc_root: &Path) -> Option<Credentials> {
     parse_credentials(&std::fs::read_to_string(proc_root.join("self/status")).ok()?)
+}
+
+/// Whether a `/proc/PID/uid_map` text is the initial user namespace's (all of 0…2³²−2 mapped
+/// onto itself): only there do capabilities count for the whole machine (swapon needs
+/// CAP_SYS_ADMIN in that namespace).
+pub fn is_initial_user_namespace(uid_map: &str) -> bool {
+    let fields: Vec<&str> = uid_map.split_ascii_whitespace().collect();
+    fields == ["0", "0", "4294967295"]
+}
+
+/// Whether memtrace has `cap` in its effective set (`ROOT/self/status`), in whatever user
+/// namespace it runs in (enough for `oom_score_adj` of its own container's processes). `false`
+/// when the file cannot be read.
+pub fn has_capability(proc_root: &Path, cap: Capability) -> bool {
+    credentials(proc_root).is_some_and(|creds| creds.has(cap))
+}
+
+/// Whether memtrace holds `cap` for the whole machine: in its effective set
+/// (`ROOT/self/status`) and in the initial user namespace (`ROOT/self/uid_map`). `false` when
+/// either cannot be read.
+pub fn has_machine_capability(proc_root: &Path, cap: Capability) -> bool {
+    let initial = std::fs::read_to_string(proc_root.join("self/uid_map"))
+        .is_ok_and(|map| is_initial_user_namespace(&map));
+    initial && has_capability(proc_root, cap)
 }
 
 /// Lifts RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it. Best effort: newer
@@ -183,5 +220,26 @@ mod tests {
         let user = parse_credentials("Uid:\t1000\t1001\t1000\t1000\nCapEff:\t0\n").expect("parses");
         assert_eq!(user.euid, 1001, "the effective uid is the second field");
         assert_eq!(parse_credentials("Uid:\t0\n"), None);
+    }
+
+    #[test]
+    fn capabilities_from_status_and_uid_map() {
+        // Full root, and Docker's default set (no CAP_SYS_ADMIN, no CAP_SYS_RESOURCE).
+        let root = "Name:\tbash\nCapEff:\t000001ffffffffff\n";
+        let docker = "Name:\tbash\nCapEff:\t00000000a80425fb\n";
+        let cap = |status, cap: Capability| {
+            parse_cap_eff(status).is_some_and(|set| set & (1 << cap as u32) != 0)
+        };
+        assert!(cap(root, Capability::SysAdmin) && cap(root, Capability::SysResource));
+        assert!(!cap(docker, Capability::SysAdmin) && !cap(docker, Capability::SysResource));
+        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+        assert!(is_initial_user_namespace(
+            "         0          0 4294967295\n"
+        ));
+        assert!(!is_initial_user_namespace(
+            "         0     100000      65536\n"
+        ));
+        // Whatever this test runs as, reading the real files must not panic.
+        let _ = has_machine_capability(std::path::Path::new("/proc"), Capability::SysAdmin);
     }
 }
