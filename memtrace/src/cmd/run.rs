@@ -14,8 +14,8 @@ use anyhow::Context as _;
 
 use crate::{
     analyze::report,
-    collect::source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP},
     collect::scope::{ScopeArgs, Selected},
+    collect::source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP},
     host::{
         clock, procfs,
         units::{human_bytes, parse_duration},
