@@ -16,6 +16,7 @@ mod ssh_check;
 mod ssh_events;
 mod ssh_guest;
 mod ssh_run;
+mod ssh_site;
 mod stats;
 mod trace;
 mod workload;
@@ -29,7 +30,8 @@ pub enum Bench {
     /// How fast the guard stops a hog growing at 100 MiB/s, 1 GiB/s and unthrottled inside a
     /// limited cgroup (onset→action median and p99), and the guard's RSS and CPU.
     Reaction(reaction::Options),
-    /// sshd under a runaway pipeline in a 1 GiB qemu guest: kernel alone vs earlyoom vs memtrace.
+    /// sshd under a runaway pipeline in a 1 GiB qemu guest (the whole guest, or a 640 MiB
+    /// container in it): kernel alone vs earlyoom vs memtrace.
     Ssh(ssh::Options),
     /// Size and speed of one hour of trace (write, read, report, exports) against the same
     /// data as JSON lines.
