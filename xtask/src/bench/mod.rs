@@ -13,6 +13,7 @@ mod process;
 mod reaction;
 mod ssh;
 mod ssh_check;
+mod ssh_container;
 mod ssh_events;
 mod ssh_guest;
 mod ssh_run;

@@ -256,7 +256,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                             record.p99_over_idle().unwrap_or(f64::NAN)
                         );
                         if let Some(members) = &record.members {
-                            eprintln!("xtask:   in the container before the hog: {members}");
+                            eprintln!(
+                                "xtask:   in the container before the hog (checked: no CAP_SYS_ADMIN/BPF/PERFMON/SYS_RESOURCE, cgroupfs read-only): {members}"
+                            );
                         }
                         if let Some(events) = &record.cgroup_events {
                             eprintln!(

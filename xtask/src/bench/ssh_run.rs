@@ -20,9 +20,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     bench::{
+        ssh_container,
         ssh_events::{self, Action},
         ssh_guest::{Contender, JOURNAL, SCRIPTS, Scenario},
-        ssh_site::{self, Site},
+        ssh_site::{self, ContainerGuard, Site},
         stats::{median, quantile},
     },
     vm::{
@@ -72,7 +73,7 @@ pub struct RunRecord {
     pub cgroup_events: Option<String>,
     /// The first lines memtrace logged, when it ran in the container (printed with the run).
     pub contender_log: Vec<String>,
-    /// The container's processes right before the hog started (`COUNT COMM …`).
+    /// The container's processes right before the hog started (`COUNT COMM, …`), checked.
     pub members: Option<String>,
     /// Host commands that failed or timed out during the run.
     pub notes: Vec<String>,
@@ -365,6 +366,20 @@ fn measure(
 const CONTAINER_MEMTRACE_LOG: &str =
     "journalctl -b -t memtrace -o short-unix --no-pager | head -n 25 | cut -c1-400";
 
+/// Lists the container's processes and fails unless they are as a Docker container's would
+/// be; returns the list, summarised.
+fn check_container(vm: &Guest, guard: ContainerGuard) -> anyhow::Result<String> {
+    let members = ssh_container::parse(&vm.ssh_output(&ssh_container::list_command(), CMD_CAP)?);
+    let found = ssh_container::violations(&members, guard);
+    if !found.is_empty() {
+        bail!(
+            "the container is not what the table says: {}",
+            found.join("; ")
+        );
+    }
+    Ok(ssh_container::summary(&members))
+}
+
 /// What [`drive`] saw.
 struct Timeline {
     /// When the hog started (host clock).
@@ -388,10 +403,10 @@ fn drive(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Timeline> {
     std::thread::sleep(IDLE);
-    let members = site
-        .members()
-        .and_then(|command| try_ssh(vm, &command, notes))
-        .map(|m| m.trim().to_owned());
+    let members = match site {
+        Site::Machine => None,
+        Site::Container(guard) => Some(check_container(vm, guard)?),
+    };
     let (free_after, stop_after) = scenario.timeline();
     let h0 = Instant::now();
     // The guest ends the hog on its own a little after the planned stop, in case a thrashing

@@ -5,12 +5,14 @@
 //!   (`MemoryMax` [`CONTAINER_MIB`] MiB, `MemorySwapMax=0`, `OOMPolicy=continue`: an OOM kill
 //!   inside does not stop it, as in Docker), whose main process is a second
 //!   sshd on port 2222 (the probes and the login shell go to it, it runs without PAM so its
-//!   sessions stay in the cgroup); the bystander, the ballast, the hog and the contender join
-//!   that cgroup as `docker exec` would (their own pid written to its `cgroup.procs`, through
-//!   `/root/enter`) and, like every process of the container, run without the capabilities a
-//!   Docker container lacks (CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE). The test's
-//!   own commands (setup, reading back, stopping the hog) come in through the guest's sshd, from
-//!   outside the container.
+//!   sessions stay in the cgroup) in a mount namespace where, as in a Docker container, `/sys`
+//!   (so the cgroup filesystem) and `/proc/sys` are read-only (`ProtectKernelTunables`,
+//!   `ProtectControlGroups`); the bystander, the ballast, the hog and the contender join that
+//!   cgroup and mount namespace as `docker exec` would (their own pid written to its
+//!   `cgroup.procs`, then `nsenter --mount`, through `/root/enter`) and, like every process of
+//!   the container, run without the capabilities a Docker container lacks (CAP_SYS_ADMIN,
+//!   CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE). The test's own commands (setup, reading back,
+//!   stopping the hog) come in through the guest's sshd, from outside the container.
 use super::ssh_guest::{BALLAST_MIB, Contender};
 
 /// The container's memory limit, MiB.
@@ -60,15 +62,18 @@ MaxStartups 200
 fn enter() -> String {
     format!(
         "#!/bin/sh
-# Runs a command inside bench ssh's container, as `docker exec` would: in its cgroup and
-# without the capabilities a Docker container lacks (`--privileged` keeps them).
+# Runs a command inside bench ssh's container, as `docker exec` would: in its cgroup, its mount
+# namespace (read-only /sys and /proc/sys) and without the capabilities a Docker container lacks.
+# `--privileged` (the stand-in memtrace): in its cgroup only, every capability kept.
 set -e
 echo $$ > {CONTAINER_CGROUP}/cgroup.procs
 if [ \"$1\" = --privileged ]; then
     shift
     exec \"$@\"
 fi
-exec setpriv --bounding-set={DROPPED_CAPS} --inh-caps=-all \"$@\"
+sshd=$(systemctl show container -p MainPID --value)
+exec nsenter --mount --target \"$sshd\" \\
+    setpriv --bounding-set={DROPPED_CAPS} --inh-caps=-all \"$@\"
 "
     )
 }
@@ -126,7 +131,8 @@ impl Site {
             Self::Machine => None,
             Self::Container(_) => Some(format!(
                 "systemd-run -q --unit=container -p MemoryMax={CONTAINER_MIB}M \
-                 -p MemorySwapMax=0 -p OOMPolicy=continue -p 'CapabilityBoundingSet=~CAP_SYS_ADMIN CAP_BPF \
+                 -p MemorySwapMax=0 -p OOMPolicy=continue -p ProtectKernelTunables=yes \
+                 -p ProtectControlGroups=yes -p 'CapabilityBoundingSet=~CAP_SYS_ADMIN CAP_BPF \
                  CAP_PERFMON CAP_SYS_RESOURCE' /usr/sbin/sshd -D -e -f /root/sshd_container"
             )),
         }
@@ -271,18 +277,6 @@ impl Site {
         }
     }
 
-    /// Prints the command names of the processes in the container, counted (`None`: the
-    /// machine).
-    pub fn members(self) -> Option<String> {
-        match self {
-            Self::Machine => None,
-            Self::Container(_) => Some(format!(
-                "for p in $(cat {CONTAINER_CGROUP}/cgroup.procs); do cat /proc/$p/comm; done \
-                 | sort | uniq -c | xargs echo"
-            )),
-        }
-    }
-
     /// Prints the site's cgroup `memory.events` (`None`: the machine has none of its own).
     pub fn memory_events(self) -> Option<String> {
         match self {
@@ -324,6 +318,8 @@ mod tests {
             "MemorySwapMax=0",
             // A cgroup OOM kill does not stop a Docker container: systemd's default would.
             "OOMPolicy=continue",
+            "ProtectKernelTunables=yes",
+            "ProtectControlGroups=yes",
             "CapabilityBoundingSet=~CAP_SYS_ADMIN CAP_BPF CAP_PERFMON CAP_SYS_RESOURCE",
             "/usr/sbin/sshd -D -e -f /root/sshd_container",
         ] {
@@ -339,7 +335,7 @@ mod tests {
                 .contains("echo $$ > /sys/fs/cgroup/system.slice/container.service/cgroup.procs\n")
         );
         assert!(enter.contains(
-            "exec setpriv --bounding-set=-sys_admin,-bpf,-perfmon,-sys_resource --inh-caps=-all \"$@\""
+            "exec nsenter --mount --target \"$sshd\" \\\n    setpriv --bounding-set=-sys_admin,-bpf,-perfmon,-sys_resource --inh-caps=-all \"$@\""
         ));
         assert!(SSHD_CONFIG.contains("Port 2222\n") && SSHD_CONFIG.contains("UsePAM no\n"));
         assert_eq!(crate::vm::guest::CONTAINER_SSH_PORT, 2222);
