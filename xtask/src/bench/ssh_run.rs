@@ -157,9 +157,13 @@ fn start_contender(vm: &Guest, site: Site, contender: Contender) -> anyhow::Resu
     if start.is_empty() {
         return Ok(());
     }
-    vm.ssh_output(&start, CMD_CAP)?;
+    let started = vm.ssh_output(&start, CMD_CAP);
     if contender != Contender::Memtrace {
-        return Ok(());
+        return started.map(|_| ());
+    }
+    if let Err(err) = started {
+        let log = vm.ssh_output(site.memtrace_log(), CMD_CAP)?;
+        bail!("{err:#}; memtrace's journal:\n{log}");
     }
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(180) {
