@@ -254,12 +254,16 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__doctor)
-            opts="-h -V --json --apply --root --help --version"
+            opts="-h -V --json --apply --machine --cgroup --root --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -302,7 +306,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__guard)
-            opts="-c -h -V --config --print-config --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --help --version"
+            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -708,7 +712,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__run)
-            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --help --version"
+            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --machine --cgroup --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -738,6 +742,10 @@ _memtrace() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -746,12 +754,16 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__status)
-            opts="-h -V --json --help --version"
+            opts="-h -V --json --machine --cgroup --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -866,7 +878,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__swap__subcmd__setup)
-            opts="-h -V --path --persist --dry-run --fstab --help --version"
+            opts="-h -V --path --persist --dry-run --machine --fstab --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -888,12 +900,16 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__swap__subcmd__status)
-            opts="-h -V --json --help --version"
+            opts="-h -V --json --machine --cgroup --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

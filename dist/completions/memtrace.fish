@@ -43,12 +43,13 @@ complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "completions" -d '
 complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "man-pages" -d 'Write the man pages (memtrace.1 and one per subcommand) into DIR (`cargo xtask install`)'
 complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s c -l config -d 'TOML configuration layered over the embedded default' -r -F
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l cgroup -d 'Guard one cgroup (its usage against its limit, its PSI) instead of the machine' -r -F
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l metrics -d 'Serve OpenMetrics on this address (e.g. 127.0.0.1:9184). Off by default' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l state-file -d 'Where suspended trees are recorded (a restarted guard resumes them), in a directory only root can write [default: /run/memtrace/guard-suspended.json for the machine, /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l psi-file -d 'Pressure file to arm instead of the scope\'s (tests)' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l exit-after -d 'Stop after this long (tests, benchmarks)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l print-config -d 'Print the embedded default configuration and exit'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l dry-run -d 'Log every decision, send nothing, change nothing'
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l no-psi -d 'Run without a PSI trigger (polling only), for kernels without PSI'
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l no-usage-events -d 'Poll only, without usage threshold events on a v1 cgroup (benchmarks: the behaviour of cgroup v2 and the machine scope)'
@@ -62,7 +63,9 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l json -d 'Print
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l fault-hook -d 'Also count faults with a per-fault eBPF hook (by default they come from the kernel\'s own per-task counters at no per-fault cost)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s h -l help -d 'Print help'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s V -l version -d 'Print version'
+complete -c memtrace -n "__fish_memtrace_using_subcommand status" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand status" -l json -d 'Print one JSON object instead of text'
+complete -c memtrace -n "__fish_memtrace_using_subcommand status" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand status" -s h -l help -d 'Print help'
 complete -c memtrace -n "__fish_memtrace_using_subcommand status" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and not __fish_seen_subcommand_from status setup remove help" -s h -l help -d 'Print help'
@@ -71,13 +74,16 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and not __fish_s
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and not __fish_seen_subcommand_from status setup remove help" -f -a "setup" -d 'Create and enable a swap file (root). Running it again is a no-op'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and not __fish_seen_subcommand_from status setup remove help" -f -a "remove" -d 'Disable and delete a swap file and its fstab line (root)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and not __fish_seen_subcommand_from status setup remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from status" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from status" -l json -d 'Print one JSON object instead of text'
+complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from status" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from setup" -l path -d 'Where the swap file goes' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from setup" -l fstab -d 'The fstab to edit (for tests)' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from setup" -l persist -d 'Also add a line to /etc/fstab so the swap file is enabled at boot (idempotent)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from setup" -l dry-run -d 'Run the checks and say what would be done, change nothing (no root needed)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from setup" -l machine -d 'Set swap up for the whole machine even though memtrace runs in a memory-limited cgroup (a privileged container that may change the host)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from setup" -s h -l help -d 'Print help'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from setup" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from remove" -l path -d 'The swap file to remove' -r -F
@@ -88,9 +94,11 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from help" -f -a "setup" -d 'Create and enable a swap file (root). Running it again is a no-op'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Disable and delete a swap file and its fstab line (root)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand swap; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand doctor" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand doctor" -l root -d 'Read ROOT/proc, ROOT/sys and ROOT/etc instead of the host\'s (for tests)' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand doctor" -l json -d 'Print one JSON object instead of text'
 complete -c memtrace -n "__fish_memtrace_using_subcommand doctor" -l apply -d 'Apply the safe, reversible fixes (sysctls, sshd\'s oom_score_adj) and print old → new'
+complete -c memtrace -n "__fish_memtrace_using_subcommand doctor" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c memtrace -n "__fish_memtrace_using_subcommand doctor" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand clean" -l temp -d 'Delete files older than --older-than below DIR (several allowed). Never follows symlinks, never leaves DIR or its filesystem, keeps files any process has open' -r -F
@@ -103,7 +111,9 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s o -l out -d 'W
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l config -d 'Config file: its `[run]` table sets `interval` and `env` (see README); other tables (the guard\'s) are read by their owners' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s i -l interval -d 'Sampling interval between marks (default 200ms, or the config\'s)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l stage-regex -d 'Turn the pipeline\'s output lines into stage marks: a regex with a `stage` group and optionally a `clip` group, e.g. \'clip (?P<clip>\\d+)/\\d+: (?P<stage>\\w+)\'' -r
+complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l quiet -d 'Do not print a `[Memory]` line per stage'
+complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s h -l help -d 'Print help'
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand record" -s o -l out -d 'The trace file to write' -r -F

@@ -32,12 +32,13 @@ _memtrace() {
 _arguments "${_arguments_options[@]}" : \
 '-c+[TOML configuration layered over the embedded default]:FILE:_files' \
 '--config=[TOML configuration layered over the embedded default]:FILE:_files' \
-'--cgroup=[Guard one cgroup (its usage against its limit, its PSI) instead of the machine]:PATH:_files' \
+'--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
 '--metrics=[Serve OpenMetrics on this address (e.g. 127.0.0.1\:9184). Off by default]:ADDR:_default' \
 '--state-file=[Where suspended trees are recorded (a restarted guard resumes them), in a directory only root can write \[default\: /run/memtrace/guard-suspended.json for the machine, /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH\]]:FILE:_files' \
 '--psi-file=[Pressure file to arm instead of the scope'\''s (tests)]:PSI_FILE:_files' \
 '--exit-after=[Stop after this long (tests, benchmarks)]:EXIT_AFTER:_default' \
 '--print-config[Print the embedded default configuration and exit]' \
+'(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \
 '--dry-run[Log every decision, send nothing, change nothing]' \
 '--no-psi[Run without a PSI trigger (polling only), for kernels without PSI]' \
 '--no-usage-events[Poll only, without usage threshold events on a v1 cgroup (benchmarks\: the behaviour of cgroup v2 and the machine scope)]' \
@@ -65,7 +66,9 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (status)
 _arguments "${_arguments_options[@]}" : \
+'--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
 '--json[Print one JSON object instead of text]' \
+'(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \
@@ -90,7 +93,9 @@ _arguments "${_arguments_options[@]}" : \
         case $line[1] in
             (status)
 _arguments "${_arguments_options[@]}" : \
+'--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
 '--json[Print one JSON object instead of text]' \
+'(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \
@@ -103,6 +108,7 @@ _arguments "${_arguments_options[@]}" : \
 '--fstab=[The fstab to edit (for tests)]:FSTAB:_files' \
 '--persist[Also add a line to /etc/fstab so the swap file is enabled at boot (idempotent)]' \
 '--dry-run[Run the checks and say what would be done, change nothing (no root needed)]' \
+'--machine[Set swap up for the whole machine even though memtrace runs in a memory-limited cgroup (a privileged container that may change the host)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \
@@ -158,9 +164,11 @@ esac
 ;;
 (doctor)
 _arguments "${_arguments_options[@]}" : \
+'--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
 '--root=[Read ROOT/proc, ROOT/sys and ROOT/etc instead of the host'\''s (for tests)]:ROOT:_files' \
 '--json[Print one JSON object instead of text]' \
 '--apply[Apply the safe, reversible fixes (sysctls, sshd'\''s oom_score_adj) and print old → new]' \
+'(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \
@@ -187,7 +195,9 @@ _arguments "${_arguments_options[@]}" : \
 '-i+[Sampling interval between marks (default 200ms, or the config'\''s)]:INTERVAL:_default' \
 '--interval=[Sampling interval between marks (default 200ms, or the config'\''s)]:INTERVAL:_default' \
 '--stage-regex=[Turn the pipeline'\''s output lines into stage marks\: a regex with a \`stage\` group and optionally a \`clip\` group, e.g. '\''clip (?P<clip>\\d+)/\\d+\: (?P<stage>\\w+)'\'']:RE:_default' \
+'--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
 '--quiet[Do not print a \`\[Memory\]\` line per stage]' \
+'(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \

@@ -1,8 +1,10 @@
 //! Memory cgroups, v1 and v2, in one place: which hierarchy a directory belongs to, the names of
 //! its usage, limit, stat and OOM files, where the hierarchies are mounted, a process's own v2
-//! cgroup, the pids below a cgroup, and [`V2Dir`]: a v2 cgroup opened for freezing only when it
-//! really is one (below a cgroup2 mount, no symlink on the way, on a cgroup2 filesystem). The
-//! guard's scope, the freeze path and the test and benchmark cgroups are all built on these.
+//! cgroup, the pids below a cgroup, the limits that bind a cgroup (its own and its ancestors'),
+//! and [`V2Dir`]: a v2 cgroup opened for freezing only when it really is one (below a cgroup2
+//! mount, no symlink on the way, on a cgroup2 filesystem). Which cgroup memtrace itself runs in
+//! is found by [`crate::own_cgroup`]. The scope, the freeze path and the test and benchmark
+//! cgroups are all built on these.
 use std::{
     collections::HashSet,
     fs, io,
@@ -60,6 +62,15 @@ impl Version {
         }
     }
 
+    /// The `memory.stat` key of the limit inherited from every ancestor (v1 only: on v2 each
+    /// ancestor's `memory.max` is read, see [`limit_dirs`]).
+    pub fn hierarchical_limit_key(self) -> Option<&'static str> {
+        match self {
+            Self::V1 => Some("hierarchical_memory_limit"),
+            Self::V2 => None,
+        }
+    }
+
     /// The file that counts the cgroup's OOM kills, and the key of the count in it.
     pub fn oom_events(self) -> (&'static str, &'static str) {
         match self {
@@ -85,6 +96,60 @@ pub fn parse_limit(text: &str) -> Result<Option<u64>, std::num::ParseIntError> {
     }
     text.parse().map(Some)
 }
+
+/// The directories whose limit files bind `dir`: `dir` itself and, on v2, every ancestor that
+/// has a `memory.max` (the root cgroup has none, so the walk stops there, or at the root of
+/// what a cgroup namespace shows). On v1 only `dir`: its `memory.stat` carries the inherited
+/// limit ([`Version::hierarchical_limit_key`]).
+pub fn limit_dirs(dir: &Path, version: Version) -> Vec<PathBuf> {
+    let mut dirs = vec![dir.to_path_buf()];
+    if version == Version::V2 {
+        dirs.extend(
+            dir.ancestors()
+                .skip(1)
+                .take_while(|d| d.join(version.limit_file()).is_file())
+                .map(Path::to_path_buf),
+        );
+    }
+    dirs
+}
+
+/// The lowest of `limits` (limit files' contents, `None` for `max`) and of the inherited limit
+/// in `stat` (v1), or `None` when nothing limits. v1 says "unlimited" with a huge number: the
+/// caller compares with the machine's RAM.
+pub fn lowest_limit(
+    limits: impl IntoIterator<Item = Option<u64>>,
+    stat: Option<&str>,
+    version: Version,
+) -> Option<u64> {
+    let inherited = version
+        .hierarchical_limit_key()
+        .zip(stat)
+        .and_then(|(key, stat)| stat_value(stat, key));
+    limits.into_iter().flatten().chain(inherited).min()
+}
+
+/// How much swap a cgroup may use besides its memory limit `limit`: v2 `memory.swap.max`, v1
+/// `memory.memsw.limit_in_bytes` (memory and swap together) minus `limit`. `None` when nothing
+/// limits it or the kernel does not account swap per cgroup (no such file).
+pub fn swap_allowance(dir: &Path, version: Version, limit: u64) -> Option<u64> {
+    let read = |file: &str| {
+        fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|text| parse_limit(&text).ok().flatten())
+    };
+    match version {
+        Version::V2 => read("memory.swap.max"),
+        // v1 says "no limit" with a huge number (PAGE_COUNTER_MAX pages).
+        Version::V1 => read("memory.memsw.limit_in_bytes")
+            .filter(|&both| both < V1_UNLIMITED)
+            .map(|both| both.saturating_sub(limit)),
+    }
+}
+
+/// v1 limits at or above this are "no limit" (the kernel writes PAGE_COUNTER_MAX pages, about
+/// 2⁶³ bytes).
+const V1_UNLIMITED: u64 = 1 << 62;
 
 /// A cgroup's usage minus its inactive file cache, in bytes: what the guard and the kernel's
 /// reclaim cannot simply drop. Reads the files once.
@@ -267,6 +332,12 @@ impl V2Dir {
             })
     }
 
+    /// Whether its `cgroup.freeze` can be written (opened for writing, nothing written): false
+    /// on a read-only cgroupfs, as containers often mount it, or without the permission.
+    pub fn freezable(&self) -> bool {
+        self.freeze_file(OFlags::WRONLY).is_ok()
+    }
+
     /// Whether process `pid`'s own v2 cgroup is this one.
     pub fn holds(&self, proc_root: &Path, pid: u32) -> bool {
         v2_cgroup_of(proc_root, pid).is_some_and(|dir| dir == self.path)
@@ -380,6 +451,59 @@ mod tests {
             fs::read_to_string(base.join("elsewhere/cgroup.freeze")).expect("read"),
             "1",
             "nothing written through the symlink"
+        );
+    }
+
+    #[test]
+    fn limits_bind_from_every_level() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let top = tmp.path().join("top");
+        let leaf = top.join("mid/leaf");
+        fs::create_dir_all(&leaf).expect("mkdir");
+        // The temp dir itself has no memory.max: the walk stops below it, as at a v2 root.
+        for (dir, limit) in [
+            (&top, "max\n"),
+            (&top.join("mid"), "1048576\n"),
+            (&leaf, "max\n"),
+        ] {
+            fs::write(dir.join("memory.max"), limit).expect("write");
+        }
+        let dirs = limit_dirs(&leaf, Version::V2);
+        assert_eq!(dirs, vec![leaf.clone(), top.join("mid"), top.clone()]);
+        assert_eq!(limit_dirs(&leaf, Version::V1), vec![leaf.clone()]);
+        let limits = dirs.iter().map(|d| {
+            parse_limit(&fs::read_to_string(d.join("memory.max")).expect("read")).expect("valid")
+        });
+        assert_eq!(lowest_limit(limits, None, Version::V2), Some(1 << 20));
+        assert_eq!(lowest_limit([None, None], None, Version::V2), None);
+        // v1: the inherited limit in memory.stat counts, even where the own one is "unlimited".
+        let stat = "cache 0\nhierarchical_memory_limit 671088640\n";
+        assert_eq!(
+            lowest_limit([Some(9_223_372_036_854_771_712)], Some(stat), Version::V1),
+            Some(640 << 20)
+        );
+        assert_eq!(
+            lowest_limit([Some(1 << 20)], Some(stat), Version::V2),
+            Some(1 << 20),
+            "v2 has no inherited key"
+        );
+        // Swap besides the memory limit.
+        assert_eq!(swap_allowance(&leaf, Version::V2, 1 << 20), None, "no file");
+        fs::write(leaf.join("memory.swap.max"), "0\n").expect("write");
+        assert_eq!(swap_allowance(&leaf, Version::V2, 1 << 20), Some(0));
+        fs::write(leaf.join("memory.swap.max"), "max\n").expect("write");
+        assert_eq!(swap_allowance(&leaf, Version::V2, 1 << 20), None);
+        fs::write(leaf.join("memory.memsw.limit_in_bytes"), "3145728\n").expect("write");
+        assert_eq!(swap_allowance(&leaf, Version::V1, 1 << 20), Some(2 << 20));
+        fs::write(
+            leaf.join("memory.memsw.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .expect("write");
+        assert_eq!(
+            swap_allowance(&leaf, Version::V1, 1 << 20),
+            None,
+            "unlimited"
         );
     }
 

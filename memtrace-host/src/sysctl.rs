@@ -55,16 +55,42 @@ pub fn read_int(path: &Path) -> Result<i64, SysctlError> {
 
 /// Writes `value` (plus a newline) into an existing file, as `sysctl -w` does; never creates it.
 pub fn write_value(path: &Path, value: &str) -> Result<(), SysctlError> {
-    let result = fs::OpenOptions::new()
+    write_to(open_for_write(path, value)?, path, value)
+}
+
+/// Opens an existing knob for writing `value` (never creates it): where the knob cannot be
+/// written at all (a read-only /proc/sys, no permission) this is what fails.
+pub fn open_for_write(path: &Path, value: &str) -> Result<fs::File, SysctlError> {
+    fs::OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(path)
-        .and_then(|mut file| io::Write::write_all(&mut file, format!("{value}\n").as_bytes()));
-    result.map_err(|source| SysctlError::Write {
-        path: path.display().to_string(),
-        value: value.to_owned(),
-        source,
+        .map_err(|source| SysctlError::Write {
+            path: path.display().to_string(),
+            value: value.to_owned(),
+            source,
+        })
+}
+
+/// Writes `value` (plus a newline) into `file`, opened by [`open_for_write`] from `path`.
+pub fn write_to(mut file: fs::File, path: &Path, value: &str) -> Result<(), SysctlError> {
+    io::Write::write_all(&mut file, format!("{value}\n").as_bytes()).map_err(|source| {
+        SysctlError::Write {
+            path: path.display().to_string(),
+            value: value.to_owned(),
+            source,
+        }
     })
+}
+
+impl SysctlError {
+    /// The OS error behind a failed read or write.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            Self::Read { source, .. } | Self::Write { source, .. } => Some(source),
+            Self::Format(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -33,8 +33,9 @@ fn main() -> ExitCode {
             args.config.as_deref(),
         )
         .and_then(|config| {
-            let guard = memtrace::guard::run_hook::GuardHook::new(config)?;
-            memtrace::cmd::run::run_with_hooks(args, vec![Box::new(guard)])
+            let scope = args.scope.select(std::path::Path::new("/proc"))?;
+            let guard = memtrace::guard::run_hook::GuardHook::new(config, scope.scope.clone())?;
+            memtrace::cmd::run::run_with_hooks(args, &scope, vec![Box::new(guard)])
         }),
         Command::Record(args) => memtrace::cmd::run::record(args),
         Command::Mark(args) => memtrace::record::marks::run(args),

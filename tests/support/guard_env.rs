@@ -100,7 +100,7 @@ pub struct GuardRun {
 
 impl GuardRun {
     pub fn start(cgroup: &Path, config: &Path, state: &Path, extra: &[&str]) -> Self {
-        let mut child = spawn(
+        Self::spawn(
             memtrace()
                 .args(["guard", "--cgroup"])
                 .arg(cgroup)
@@ -108,9 +108,14 @@ impl GuardRun {
                 .arg(config)
                 .arg("--state-file")
                 .arg(state)
-                .args(extra)
-                .stderr(Stdio::piped()),
-        );
+                .args(extra),
+        )
+    }
+
+    /// Starts `cmd` (a guard, however it is wrapped: it must exec it, so its pid is the
+    /// guard's) and waits for its "guarding" line.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = spawn(cmd.stderr(Stdio::piped()));
         let stderr = child.child_mut().stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);

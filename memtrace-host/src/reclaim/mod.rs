@@ -153,8 +153,9 @@ fn before_after(before: u64, after: u64) -> String {
     format!("{} → {} ({delta})", human_bytes(before), human_bytes(after))
 }
 
-/// The drop-caches step: syncs, writes 1 to `vm.drop_caches`, and reports the page cache and
-/// MemAvailable before and after. `dry_run` only says what it would do.
+/// The drop-caches step: opens `vm.drop_caches` for writing (a read-only /proc/sys, as in a
+/// container, fails here, before anything else), syncs, writes 1, and reports the page cache
+/// and MemAvailable before and after. `dry_run` only says what it would do.
 pub fn drop_caches(proc_root: &Path, dry_run: bool) -> Result<String, ReclaimError> {
     let before = procfs::read_meminfo(proc_root)?;
     if dry_run {
@@ -163,8 +164,10 @@ pub fn drop_caches(proc_root: &Path, dry_run: bool) -> Result<String, ReclaimErr
             human_bytes(before.cached)
         ));
     }
+    let path = sysctl::path_of(proc_root, "vm.drop_caches");
+    let knob = sysctl::open_for_write(&path, "1")?;
     rustix::fs::sync();
-    sysctl::write_value(&sysctl::path_of(proc_root, "vm.drop_caches"), "1")?;
+    sysctl::write_to(knob, &path, "1")?;
     let after = procfs::read_meminfo(proc_root)?;
     Ok(format!(
         "drop caches: page cache {} → {}, MemAvailable {}\n",

@@ -1,5 +1,6 @@
-//! Pure swap arithmetic: how much swap this much RAM should have (the recommendation table and
-//! how it is extended beyond its rows). Sizes users type are parsed by [`crate::units::parse_size`].
+//! Pure swap arithmetic: how much swap this much RAM should have (the recommendation table and how
+//! it is extended beyond its rows), and the advice for a cgroup's (a container's) swap. Sizes users
+//! type are parsed by [`crate::units::parse_size`].
 use serde::Serialize;
 
 use crate::units::{GIB, MIB};
@@ -72,6 +73,43 @@ pub fn recommend(ram_bytes: u64) -> Recommendation {
         recommended_low_bytes: round_mib(low),
         recommended_high_bytes: round_mib(high),
         minimum_bytes: round_mib(minimum),
+    }
+}
+
+/// One line of advice for a cgroup's swap: swap comes from the host, and the cgroup's allowance
+/// (`memory.swap.max`) says how much of it the cgroup may use. Inside a container neither can
+/// be changed from where memtrace runs, so the advice is for the provider.
+pub fn cgroup_advice(
+    verdict: SwapVerdict,
+    host_bytes: u64,
+    allowance: Option<u64>,
+    in_container: bool,
+) -> String {
+    if verdict == SwapVerdict::Ok {
+        return "swap this cgroup may use meets the recommendation for its limit".to_owned();
+    }
+    let who = if in_container {
+        "swap cannot be set up from inside a container (swapon needs CAP_SYS_ADMIN in the \
+         host's namespace): ask the provider, or whoever runs the host, to "
+    } else {
+        ""
+    };
+    match allowance {
+        Some(max) if host_bytes > max => format!(
+            "the host has {} of swap but this cgroup may use only {} (memory.swap.max; v1: \
+             memory.memsw.limit_in_bytes): {who}raise it",
+            crate::units::human_bytes(host_bytes),
+            crate::units::human_bytes(max)
+        ),
+        _ if host_bytes == 0 => format!(
+            "the host has no swap: {who}set it up on the host (`memtrace swap setup` there) and \
+             let this cgroup use it (memory.swap.max; v1: memory.memsw.limit_in_bytes)"
+        ),
+        _ => format!(
+            "{} of swap is short of the recommendation for this limit: {who}add swap on the host \
+             (`memtrace swap setup` there)",
+            crate::units::human_bytes(host_bytes)
+        ),
     }
 }
 

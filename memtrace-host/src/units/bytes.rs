@@ -41,10 +41,22 @@ pub fn mib(bytes: u64) -> String {
     format!("{:.1}", to_mib(bytes))
 }
 
+/// `value`, or a positive zero when it would print as zero at one decimal: a change of
+/// −20 KiB prints as `0.0`, not `-0.0` (formatting still does the rounding).
+fn one_decimal(value: f64) -> f64 {
+    if value.abs() < 0.05 { 0.0 } else { value }
+}
+
 /// A signed quantity of bytes (a change, a rate in bytes/s) as MiB with its sign and one
-/// decimal: `+3.2`, `-0.5`.
+/// decimal: `+3.2`, `-0.5`, `+0.0`.
 pub fn signed_mib(bytes: f64) -> String {
-    format!("{:+.1}", to_mib_f64(bytes))
+    format!("{:+.1}", one_decimal(to_mib_f64(bytes)))
+}
+
+/// A quantity of bytes that may be negative as MiB with one decimal, the sign only when it is
+/// negative: `3.2`, `-0.5`, `0.0`.
+pub fn mib_f64(bytes: f64) -> String {
+    format!("{:.1}", one_decimal(to_mib_f64(bytes)))
 }
 
 /// Why a size was refused.
@@ -122,6 +134,9 @@ mod tests {
         assert_eq!(mib(MIB), "1.0");
         assert_eq!(signed_mib(-2.0 * MIB as f64), "-2.0");
         assert_eq!(signed_mib(0.25 * MIB as f64), "+0.2");
+        assert_eq!(signed_mib(-20.0 * KIB as f64), "+0.0", "no negative zero");
+        assert_eq!(mib_f64(-20.0 * KIB as f64), "0.0");
+        assert_eq!(mib_f64(-1.5 * MIB as f64), "-1.5");
         assert_eq!(to_mib(3 * MIB / 2), 1.5);
     }
 

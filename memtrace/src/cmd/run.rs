@@ -1,18 +1,20 @@
 //! `memtrace run [--out FILE] [--config F] -- CMD ARGS…` and `memtrace record -o FILE [--pid PID
 //! | -- CMD]`: trace a pipeline's whole process tree into a trace file, with stage marks.
 //!
-//! `run` first does what `run_memory_safe.sh` scripts do ([`env`]): warns about missing or short
-//! swap and sets a memory-friendly environment for the child (never overriding the user's). Then
-//! it samples the tree every `--interval` (200 ms) and at every stage mark, prints a
-//! `[Memory] before/after` line per stage, forwards signals, runs the hooks (the guard plugs in
-//! through [`RunHook`]), exits with the child's exit code and prints the report's verdicts.
-//! `record` traces without changing the environment or printing stage lines.
+//! `run` first does what `run_memory_safe.sh` scripts do ([`env`]): says which limit counts (a
+//! container's, when memtrace runs in one), warns about missing or short swap and sets a
+//! memory-friendly environment for the child (never overriding the user's). Then it samples the
+//! tree every `--interval` (200 ms) and at every stage mark, prints a `[Memory] before/after` line
+//! per stage, forwards signals, runs the hooks (the guard plugs in through [`RunHook`]), exits with
+//! the child's exit code and prints the report's verdicts. `record` traces without changing the
+//! environment or printing stage lines.
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 
 use crate::{
     analyze::report,
+    collect::scope::{ScopeArgs, Selected},
     host::{
         clock, procfs,
         units::{human_bytes, parse_duration},
@@ -44,6 +46,9 @@ pub struct RunArgs {
     /// Do not print a `[Memory]` line per stage.
     #[arg(long)]
     pub quiet: bool,
+    /// Which memory counts: the machine, a cgroup, or (default) the container memtrace runs in.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// The pipeline to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -78,8 +83,13 @@ fn check_interval(interval: Duration, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `memtrace run` with `hooks` (the guard) watching every snapshot.
-pub fn run_with_hooks(args: RunArgs, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<ExitCode> {
+/// Runs `memtrace run` in `scope` (chosen from `args.scope`) with `hooks` (the guard) watching
+/// every snapshot.
+pub fn run_with_hooks(
+    args: RunArgs,
+    scope: &Selected,
+    hooks: Vec<Box<dyn RunHook>>,
+) -> anyhow::Result<ExitCode> {
     let section = match &args.config {
         Some(path) => env::load(path)?,
         None => env::RunSection::default(),
@@ -99,10 +109,10 @@ pub fn run_with_hooks(args: RunArgs, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Re
         .map(|n| n.get())
         .unwrap_or(1);
     let (set, kept) = env::plan(&section, cpus, |k| std::env::var_os(k).is_some());
-    if let Ok(info) = procfs::read_meminfo(std::path::Path::new("/proc"))
-        && let Some(warning) = env::swap_warning(info.total, info.swap_total)
-    {
-        eprintln!("{warning}");
+    if let Ok(info) = procfs::read_meminfo(std::path::Path::new("/proc")) {
+        for line in env::memory_lines(scope, &info, std::path::Path::new("/proc")) {
+            eprintln!("{line}");
+        }
     }
     let shown: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut line = format!(

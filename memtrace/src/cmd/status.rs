@@ -2,6 +2,10 @@
 //! available, swap, PSI and the top processes by RSS. Reads /proc only: no root, no eBPF.
 //! Where NVML works, each GPU's used/total shows next to host RAM and the processes holding GPU
 //! memory are listed with it.
+//!
+//! Inside a container (memtrace runs in a cgroup whose limit is below the machine's RAM; see
+//! [`crate::collect::scope`]) the first line is the container's limit and its usage — what the
+//! kernel OOM-kills at — and the host's RAM from /proc/meminfo follows, labelled as the host's.
 use std::{path::Path, process::ExitCode};
 
 use anyhow::Context as _;
@@ -11,6 +15,7 @@ use crate::{
     collect::{
         gpu::{self, GpuSample},
         model::{GpuDevice, ProcSample, SystemSample},
+        scope::{ScopeArgs, ScopeReport, Selected},
         system,
     },
     host::{
@@ -28,12 +33,17 @@ pub struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Which memory counts: the machine, a cgroup, or (default) the container memtrace runs in.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
 }
 
 /// What `status --json` prints.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
-    /// Machine-wide memory.
+    /// Whose memory counts (the container's limit inside one), its limit and usage.
+    pub scope: ScopeReport,
+    /// Machine-wide memory (the host's, inside a container).
     pub system: SystemSample,
     /// The largest processes by resident set.
     pub top: Vec<ProcSample>,
@@ -47,8 +57,10 @@ pub struct StatusReport {
 
 /// Runs `memtrace status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let proc_root = Path::new("/proc");
+    let selected = args.scope.select(proc_root)?;
     let mut source = gpu::open_default();
-    let report = collect_with_gpu(Path::new("/proc"), &source.sample())?;
+    let report = collect_with_gpu(proc_root, &selected, &source.sample())?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -57,14 +69,23 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Gathers the report from `proc_root`, without GPUs.
-pub fn collect(proc_root: &Path) -> anyhow::Result<StatusReport> {
-    collect_with_gpu(proc_root, &GpuSample::default())
+/// Gathers the report of `selected` from `proc_root`, without GPUs.
+pub fn collect(proc_root: &Path, selected: &Selected) -> anyhow::Result<StatusReport> {
+    collect_with_gpu(proc_root, selected, &GpuSample::default())
 }
 
-/// Gathers the report from `proc_root`, joining `gpus` by pid.
-pub fn collect_with_gpu(proc_root: &Path, gpus: &GpuSample) -> anyhow::Result<StatusReport> {
+/// Gathers the report of `selected` from `proc_root`, joining `gpus` by pid.
+pub fn collect_with_gpu(
+    proc_root: &Path,
+    selected: &Selected,
+    gpus: &GpuSample,
+) -> anyhow::Result<StatusReport> {
     let system = system::sample(proc_root).context("reading memory state")?;
+    let usage = selected
+        .scope
+        .usage(proc_root)
+        .with_context(|| format!("reading the usage of {}", selected.scope.describe()))?;
+    let scope = selected.report(Some(&usage));
     let procs = procscan::scan_all(proc_root).context("scanning processes")?;
     let per_pid = gpu::bytes_per_pid(gpus);
     let with_gpu = |proc: &ScannedProc| ProcSample {
@@ -82,6 +103,7 @@ pub fn collect_with_gpu(proc_root: &Path, gpus: &GpuSample) -> anyhow::Result<St
         .map(with_gpu)
         .collect();
     Ok(StatusReport {
+        scope,
         system,
         top,
         gpus: gpus.devices.clone(),
@@ -112,13 +134,23 @@ pub fn sample_of(proc: &ScannedProc) -> ProcSample {
 pub fn render(report: &StatusReport) -> String {
     let s = &report.system;
     let mut out = String::new();
-    out.push_str(&format!(
-        "RAM:  {} used of {} ({:.1} %), {} available\n",
-        human_bytes(s.mem_used_bytes),
-        human_bytes(s.mem_total_bytes),
-        s.mem_used_percent,
-        human_bytes(s.mem_available_bytes),
-    ));
+    if let Some(line) = limit_line(&report.scope) {
+        out.push_str(&line);
+        out.push_str(&format!(
+            "Host: RAM {} used of {} ({:.1} %): /proc/meminfo shows the host, not this limit\n",
+            human_bytes(s.mem_used_bytes),
+            human_bytes(s.mem_total_bytes),
+            s.mem_used_percent,
+        ));
+    } else {
+        out.push_str(&format!(
+            "RAM:  {} used of {} ({:.1} %), {} available\n",
+            human_bytes(s.mem_used_bytes),
+            human_bytes(s.mem_total_bytes),
+            s.mem_used_percent,
+            human_bytes(s.mem_available_bytes),
+        ));
+    }
     for device in &report.gpus {
         out.push_str(&gpu_line(device));
     }
@@ -143,6 +175,24 @@ pub fn render(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// `Limit: …` line of a cgroup scope (`None` for the machine): its usage against the container
+/// (or `--cgroup`) limit, and which cgroup.
+pub fn limit_line(scope: &ScopeReport) -> Option<String> {
+    let path = scope.path.as_deref()?;
+    let name = if scope.kind == "container" {
+        "container limit"
+    } else {
+        "cgroup limit"
+    };
+    Some(format!(
+        "Limit: {} used of {} {name} ({:.1} %), cgroup {path} ({})\n",
+        human_bytes(scope.used_bytes.unwrap_or(0)),
+        human_bytes(scope.limit_bytes.unwrap_or(0)),
+        scope.used_percent.unwrap_or(0.0),
+        scope.version.unwrap_or("?"),
+    ))
 }
 
 fn process_header(gpu: bool) -> String {
@@ -238,10 +288,14 @@ pub fn psi_line(s: &SystemSample) -> String {
 mod tests {
     //! GPU lines next to host RAM, and the JSON keys that appear only with GPUs.
     use super::*;
-    use crate::collect::gpu::GpuProcess;
+    use crate::collect::{gpu::GpuProcess, scope::Scope};
 
     fn report(gpus: &GpuSample) -> StatusReport {
-        collect_with_gpu(Path::new("/proc"), gpus).expect("reading /proc")
+        let machine = Selected {
+            scope: Scope::Machine,
+            origin: crate::collect::scope::Origin::MachineFlag,
+        };
+        collect_with_gpu(Path::new("/proc"), &machine, gpus).expect("reading /proc")
     }
 
     #[test]
@@ -250,9 +304,51 @@ mod tests {
         let text = render(&report);
         assert!(!text.contains("GPU"), "{text}");
         let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(json["scope"]["kind"], "machine");
+        assert_eq!(
+            json["scope"]["limit_bytes"].as_u64(),
+            Some(report.system.mem_total_bytes)
+        );
         assert!(json.get("gpus").is_none());
         assert!(json.get("gpu_processes").is_none());
         assert!(json["top"][0].get("gpu_bytes").is_none());
+    }
+
+    #[test]
+    fn container_limit_comes_first_and_host_ram_is_labelled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cg = tmp.path();
+        for (file, text) in [
+            ("memory.current", "209715200\n"),
+            ("memory.max", "671088640\n"),
+            ("memory.stat", "anon 1\ninactive_file 0\n"),
+        ] {
+            std::fs::write(cg.join(file), text).expect("write");
+        }
+        let container = Selected {
+            scope: Scope::cgroup(cg).expect("v2 cgroup"),
+            origin: crate::collect::scope::Origin::Container,
+        };
+        let report =
+            collect_with_gpu(Path::new("/proc"), &container, &GpuSample::default()).expect("ok");
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "Limit: 200.0 MiB used of 640.0 MiB container limit (31.2 %), cgroup {} (v2)",
+                cg.display()
+            )
+        );
+        assert!(
+            lines[1].starts_with("Host: RAM ") && lines[1].ends_with("not this limit"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(json["scope"]["kind"], "container");
+        assert_eq!(json["scope"]["limit_bytes"].as_u64(), Some(640 << 20));
+        assert_eq!(json["scope"]["used_bytes"].as_u64(), Some(200 << 20));
+        assert!(json["system"]["mem_total_bytes"].as_u64() > Some(0), "kept");
     }
 
     #[test]

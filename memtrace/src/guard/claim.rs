@@ -12,9 +12,9 @@ use std::{
 use super::{
     lock::{self, Lock},
     recover::{self, Within},
-    scope::Scope,
     state::{self, StateDir, StateFile},
 };
+use crate::collect::scope::Scope;
 
 /// The state file a guard of `scope` uses without `--state-file`.
 pub fn default_state_file(scope: &Scope) -> PathBuf {

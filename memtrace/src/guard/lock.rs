@@ -18,8 +18,8 @@ use rustix::{
     io::{Errno, pread, pwrite},
 };
 
-use super::{scope::Scope, state::StateDir};
-use crate::host::safe_path;
+use super::state::StateDir;
+use crate::{collect::scope::Scope, host::safe_path};
 
 /// A lock that could not be taken.
 #[derive(Debug, thiserror::Error)]

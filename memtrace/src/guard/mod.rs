@@ -5,6 +5,10 @@
 //! interval (faster as headroom shrinks); each round samples the scope's usage and the tracer's
 //! per-process maps and hands them to the [`engine::Engine`].
 //!
+//! Its scope is the one every command uses ([`crate::collect::scope`]): `--cgroup PATH`,
+//! `--machine`, or by default the container's cgroup when memtrace runs in one whose limit is
+//! below the machine's RAM, else the machine.
+//!
 //! At start it [`claim`]s its scope and state file: one guard per scope ([`lock`]), a state
 //! directory and file only root can change and that it can write ([`state`]), and it
 //! [`recover`]s what a dead guard of its scope or a dead `memtrace run` left suspended —
@@ -20,7 +24,6 @@ pub mod psi_trigger;
 pub mod reclaim;
 pub mod recover;
 pub mod run_hook;
-pub mod scope;
 pub mod state;
 pub mod suspend;
 pub mod usage_events;
@@ -44,9 +47,10 @@ use rustix::{
 use crate::{
     collect::{
         sampler::Sampler,
+        scope::{self, Scope, ScopeArgs},
         tracer::{Tracer, TracerOptions},
     },
-    guard::{config::GuardConfig, engine::Engine, psi_trigger::PsiTrigger, scope::Scope},
+    guard::{config::GuardConfig, engine::Engine, psi_trigger::PsiTrigger},
     host::{privilege, procfs},
 };
 
@@ -59,9 +63,9 @@ pub struct GuardArgs {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Guard one cgroup (its usage against its limit, its PSI) instead of the machine.
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
+    /// Which memory counts: the machine, a cgroup, or (default) the container memtrace runs in.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Log every decision, send nothing, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -99,36 +103,35 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         None => GuardConfig::default_config()?,
     };
     privilege::require_root("memtrace guard")?;
-    let scope = match &args.cgroup {
-        Some(path) => Scope::cgroup(path)?,
-        None => Scope::Machine,
-    };
+    let proc_root = Path::new("/proc");
+    let selected = args.scope.select(proc_root)?;
+    let scope = selected.scope.clone();
     let exit_after = args
         .exit_after
         .as_deref()
         .map(crate::host::units::parse_duration)
         .transpose()
         .context("--exit-after")?;
-    let proc_root = Path::new("/proc");
     let state_path = std::path::absolute(
         args.state_file
             .clone()
             .unwrap_or_else(|| claim::default_state_file(&scope)),
     )
     .context("--state-file")?;
-    // Arm PSI before anything else changes state, so a missing PSI fails cleanly.
-    let trigger = if args.no_psi {
-        None
-    } else {
-        let path = args
-            .psi_file
-            .clone()
-            .unwrap_or_else(|| scope.pressure_file(proc_root));
-        Some(PsiTrigger::arm(
-            &path,
+    // Arm PSI before anything else changes state, so a missing --psi-file fails cleanly; the
+    // scope's own pressure file, missing or read-only, only means polling (said once).
+    let trigger = match (&args.psi_file, args.no_psi) {
+        (_, true) => None,
+        (Some(path), false) => Some(PsiTrigger::arm(
+            path,
             config.sampling.psi_stall,
             config.sampling.psi_window,
-        )?)
+        )?),
+        (None, false) => PsiTrigger::arm_or_poll(
+            &scope.pressure_file(proc_root),
+            config.sampling.psi_stall,
+            config.sampling.psi_window,
+        ),
     };
     // Held until the end of this function, after the engine has resumed what it holds.
     let (state_file, _claim) = claim::claim(&scope, &state_path, args.dry_run)?;
@@ -158,9 +161,11 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--metrics {addr}"))?;
         log::info!("metrics at http://{bound}/metrics");
     }
+    // Read every round: kept open (no path lookup, open and close per round).
+    let mut scope_files = scope.open_files(proc_root)?;
     log::info!(
         "guarding {} ({}); thresholds warn {} %, reclaim {} %, suspend {} %, kill {} % ({}), resume below {} %",
-        scope.describe(),
+        selected.describe(scope_files.usage().ok().as_ref()),
         if args.dry_run {
             "dry run: nothing will be sent"
         } else {
@@ -178,8 +183,6 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         config.thresholds.resume,
     );
     let mut gpu = crate::collect::gpu::Paced::new(crate::collect::gpu::open_default());
-    // Read every round: kept open (no path lookup, open and close per round).
-    let mut scope_files = scope.open_files(proc_root)?;
     let usage_events = if args.no_usage_events {
         None
     } else {

@@ -1,5 +1,11 @@
 //! Kernel PSI triggers: write `some STALL WINDOW` (µs) to a pressure file and poll() its fd for
 //! POLLPRI, so the kernel wakes us when memory stalls pile up — no busy polling.
+//!
+//! The file is the scope's: a v2 cgroup's own `memory.pressure` (a container's), else
+//! `/proc/pressure/memory`. Without CAP_SYS_RESOURCE (a container) the kernel takes only windows
+//! that are multiples of 2 s, so the window is rounded up; where the scope's file is missing or
+//! cannot be armed (read-only, refused) the guard polls instead, said in one line
+//! ([`PsiTrigger::arm_or_poll`]).
 use std::{
     fs::OpenOptions,
     io::Write as _,
@@ -61,6 +67,22 @@ impl PsiTrigger {
         }
     }
 
+    /// [`PsiTrigger::arm`] on the scope's own pressure file; `None` (polling only) when the
+    /// file is missing or the trigger refused, said in one warning line.
+    pub fn arm_or_poll(path: &Path, stall: Duration, window: Duration) -> Option<Self> {
+        match Self::arm(path, stall, window) {
+            Ok(trigger) => Some(trigger),
+            Err(err) => {
+                let (PsiError::Unavailable { source, .. } | PsiError::Arm { source, .. }) = &err;
+                log::warn!(
+                    "no PSI trigger on {} ({source}): polling only, at the sampling intervals",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
     fn try_arm(path: &Path, stall: Duration, window: Duration) -> Result<Self, PsiError> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -83,5 +105,26 @@ impl PsiTrigger {
     /// The fd to poll for POLLPRI.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A missing or unwritable pressure file means polling, not an error.
+    use super::*;
+
+    #[test]
+    fn missing_or_read_only_pressure_file_degrades_to_polling() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let stall = Duration::from_millis(100);
+        let window = Duration::from_secs(1);
+        let missing = tmp.path().join("memory.pressure");
+        assert!(matches!(
+            PsiTrigger::arm(&missing, stall, window),
+            Err(PsiError::Unavailable { .. })
+        ));
+        assert!(PsiTrigger::arm_or_poll(&missing, stall, window).is_none());
+        // A directory cannot be opened for writing (as a read-only file cannot).
+        assert!(PsiTrigger::arm_or_poll(tmp.path(), stall, window).is_none());
     }
 }

@@ -1,5 +1,6 @@
-//! The guard inside `memtrace run`: the same engine, with the machine's memory as the signal
-//! and only the pipeline's own process tree as possible victims. Its decisions go into the
+//! The guard inside `memtrace run`: the same engine, with the run's scope (the machine, or the
+//! container's limit when memtrace runs in one: [`crate::collect::scope`]) as the signal and
+//! only the pipeline's own process tree as possible victims. Its decisions go into the
 //! trace; whatever it holds suspended is resumed when the run ends. Its state file is its own
 //! (`/run/memtrace/run-PID-suspended.json`, locked for the run's lifetime), so a run killed
 //! with SIGKILL while holding its pipeline leaves a file the next guard or run recovers.
@@ -8,13 +9,12 @@ use std::{collections::HashSet, path::Path, time::Duration};
 use anyhow::Context as _;
 
 use crate::{
-    collect::model::Snapshot,
+    collect::{model::Snapshot, scope::Scope},
     guard::{
         config::GuardConfig,
         engine::Engine,
         lock::{self, Lock},
         recover,
-        scope::Scope,
         state::{STATE_DIR, StateDir, StateFile},
     },
     host::{privilege, procfs},
@@ -28,6 +28,7 @@ pub struct GuardHook {
     engine: Engine,
     _lock: Lock,
     proc_root: &'static Path,
+    scope: Scope,
 }
 
 /// The guard configuration of a `memtrace run --config` file: everything but its `[run]` table
@@ -53,9 +54,10 @@ pub fn config_from_run_file(path: Option<&Path>) -> anyhow::Result<GuardConfig> 
 }
 
 impl GuardHook {
-    /// A guard for one run: its state file is its own and locked, so runs never share
-    /// suspensions, and it is proven writable first. Resumes what dead runs left suspended.
-    pub fn new(config: GuardConfig) -> anyhow::Result<Self> {
+    /// A guard for one run measuring `scope`: its state file is its own and locked, so runs
+    /// never share suspensions, and it is proven writable first. Resumes what dead runs left
+    /// suspended.
+    pub fn new(config: GuardConfig, scope: Scope) -> anyhow::Result<Self> {
         privilege::require_root("memtrace run")?;
         let proc_root = Path::new("/proc");
         let dir = StateDir::open(Path::new(STATE_DIR), true)?;
@@ -74,9 +76,10 @@ impl GuardHook {
             log::warn!("recovered from a dead `memtrace run`: {line}");
         }
         Ok(Self {
-            engine: Engine::new(config, Scope::Machine, proc_root, Some(file), false),
+            engine: Engine::new(config, scope.clone(), proc_root, Some(file), false),
             _lock: held,
             proc_root,
+            scope,
         })
     }
 }
@@ -97,14 +100,14 @@ fn event(decision: crate::guard::engine::Decision) -> Event {
 
 impl RunHook for GuardHook {
     fn on_snapshot(&mut self, snapshot: &Snapshot, tree: &[u32]) -> Vec<Event> {
-        let usage = match Scope::Machine.usage(self.proc_root) {
+        let usage = match self.scope.usage(self.proc_root) {
             Ok(usage) => usage,
             Err(err) => {
                 log::warn!("guard: {err}");
                 return Vec::new();
             }
         };
-        let psi = procfs::read(&self.proc_root.join("pressure/memory"))
+        let psi = procfs::read(&self.scope.pressure_file(self.proc_root))
             .ok()
             .and_then(|text| procfs::parse_psi(&text));
         let scope: HashSet<u32> = tree.iter().copied().collect();

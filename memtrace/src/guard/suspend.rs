@@ -3,7 +3,8 @@
 //! everything when dropped (clean exit, error, panic), and a guard that starts after a crash
 //! resumes what the file lists — after checking each claim ([`super::recover`]). Trees are
 //! stopped with SIGSTOP through verified pidfds, or with `cgroup.freeze` when the tree has a v2
-//! cgroup of its own.
+//! cgroup of its own that can be written; when freezing fails after all (a read-only cgroupfs),
+//! the record is rewritten to say SIGSTOP before the signals go out.
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -200,24 +201,39 @@ impl SuspendedSet {
                 skipped.join("; "),
             ));
         }
-        let mut done = match (&how, &freeze) {
-            (How::Freeze, Some(cgroup)) => {
-                match V2Dir::open(&self.proc_root, cgroup).and_then(|dir| dir.set_frozen(true)) {
-                    Ok(()) => format!("froze cgroup {}", cgroup.display()),
-                    Err(err) => format!("freezing {} failed: {err}", cgroup.display()),
-                }
-            }
-            _ => {
-                let mut stopped = 0;
-                for fd in &fds {
-                    match fd.signal(Signal::STOP) {
-                        Ok(()) => stopped += 1,
-                        Err(err) => skipped.push(err.to_string()),
+        let mut done = String::new();
+        if let (How::Freeze, Some(cgroup)) = (&how, &freeze) {
+            match V2Dir::open(&self.proc_root, cgroup).and_then(|dir| dir.set_frozen(true)) {
+                Ok(()) => done = format!("froze cgroup {}", cgroup.display()),
+                Err(err) => {
+                    // Nothing is stopped yet: record SIGSTOP (so recovery sends SIGCONT, not a
+                    // thaw) before any signal goes out.
+                    if let Some(tree) = self.trees.last_mut() {
+                        tree.record.how = How::Stop;
+                        tree.record.cgroup = None;
                     }
+                    if let Err(source) = self.persist() {
+                        self.trees.pop();
+                        let _ = self.persist();
+                        return Err(SuspendError::State {
+                            path: self.state_path(),
+                            source,
+                        });
+                    }
+                    skipped.push(format!("freezing {} failed: {err}", cgroup.display()));
                 }
-                format!("sent SIGSTOP to {stopped} process(es)")
             }
-        };
+        }
+        if done.is_empty() {
+            let mut stopped = 0;
+            for fd in &fds {
+                match fd.signal(Signal::STOP) {
+                    Ok(()) => stopped += 1,
+                    Err(err) => skipped.push(err.to_string()),
+                }
+            }
+            done = format!("sent SIGSTOP to {stopped} process(es)");
+        }
         if !skipped.is_empty() {
             done.push_str(&format!(" (skipped: {})", skipped.join("; ")));
         }
@@ -308,5 +324,72 @@ impl Drop for SuspendedSet {
         for line in self.resume_all() {
             log::info!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A freeze that fails falls back to SIGSTOP, recorded as such before the signal.
+    use std::process::Command;
+
+    use memtrace_testkit::{child::KillOnDrop, proc::state};
+
+    use super::*;
+    use crate::guard::state::StateDir;
+
+    #[test]
+    fn a_freeze_that_fails_falls_back_to_sigstop_and_records_it() {
+        let proc_root = Path::new("/proc");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::open(&tmp.path().join("state"), true).expect("state dir");
+        let file = StateFile::new(&dir, "suspended.json");
+        let mut set = SuspendedSet::new(Some(file), proc_root);
+        let child = KillOnDrop::spawn(Command::new("sleep").arg("30"), "sleep").expect("sleep");
+        let stat = crate::host::procfs::parse_pid_stat(
+            &std::fs::read_to_string(format!("/proc/{}/stat", child.pid())).expect("stat"),
+        )
+        .expect("parses");
+        let member = ProcRef {
+            pid: child.pid(),
+            start_ticks: stat.start_ticks,
+            comm: stat.comm,
+        };
+        let candidate = Candidate {
+            root: member.clone(),
+            members: vec![member],
+            growth_bytes_per_s: 0.0,
+            rss_bytes: 0,
+            held_bytes: 0,
+            preferred: false,
+            avoided: false,
+            growing: true,
+        };
+        // Not a cgroup at all (as a cgroup on a read-only cgroupfs cannot be frozen either).
+        let line = set
+            .suspend(&candidate, Some(tmp.path().join("not-a-cgroup")))
+            .expect("suspended anyway");
+        assert!(
+            line.starts_with("sent SIGSTOP to 1 process(es)") && line.contains("freezing"),
+            "{line}"
+        );
+        let stopped = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            state(child.pid()) == Some('T')
+        });
+        assert!(stopped, "stopped by SIGSTOP: {:?}", state(child.pid()));
+        assert_eq!(set.trees[0].record.how, How::Stop);
+        assert_eq!(set.trees[0].record.cgroup, None);
+        let saved =
+            std::fs::read_to_string(tmp.path().join("state/suspended.json")).expect("state file");
+        assert!(
+            saved.contains("\"stop\"") && !saved.contains("freeze"),
+            "{saved}"
+        );
+        set.resume_all();
+        let resumed = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            state(child.pid()) != Some('T')
+        });
+        assert!(resumed, "resumed by SIGCONT: {:?}", state(child.pid()));
     }
 }

@@ -2,6 +2,10 @@
 //! when swap is missing or below the recommendation for this RAM, and give the child a
 //! memory-friendly environment without ever overriding a variable the user already set.
 //!
+//! Inside a container (memtrace runs in a cgroup whose limit is below the machine's RAM) `run`
+//! first says that the kernel OOM-kills at the container's limit, not at the host's RAM that
+//! /proc/meminfo shows, and the swap warning is about the swap the container may use.
+//!
 //! Defaults (each replaceable or switched off with `""` in the `[run.env]` table of `--config`):
 //! `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` (fewer fragmented CUDA blocks),
 //! `MALLOC_ARENA_MAX=2` (glibc keeps fewer per-thread arenas of freed memory),
@@ -11,10 +15,14 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::host::{
-    input,
-    swap::plan::{self, SwapVerdict},
-    units::{human_bytes, parse_duration},
+use crate::{
+    collect::scope::{Scope, Selected, Usage},
+    host::{
+        cgroup, input,
+        procfs::MemInfo,
+        swap::plan::{self, SwapVerdict},
+        units::{human_bytes, parse_duration},
+    },
 };
 
 /// The `[run]` table of a config file (other tables, e.g. the guard's, are ignored here).
@@ -87,6 +95,64 @@ pub fn plan(
     (wanted, kept)
 }
 
+/// What `run` says about memory before the pipeline starts, for `scope`: on the machine, a
+/// warning when swap is missing or short; in a cgroup (a container), the limit that counts and
+/// a warning when the swap the cgroup may use is missing or short for that limit.
+pub fn memory_lines(scope: &Selected, info: &MemInfo, proc_root: &Path) -> Vec<String> {
+    let Scope::Cgroup { path, version } = &scope.scope else {
+        return swap_warning(info.total, info.swap_total)
+            .into_iter()
+            .collect();
+    };
+    let usage = match scope.scope.usage(proc_root) {
+        Ok(usage) => usage,
+        Err(err) => return vec![format!("[memtrace] warning: {err}")],
+    };
+    let allowance = cgroup::swap_allowance(path, *version, usage.limit_bytes);
+    let mut lines = vec![limit_line(scope, &usage, info.total)];
+    lines.extend(cgroup_swap_warning(
+        usage.limit_bytes,
+        info.swap_total,
+        allowance,
+        scope.in_container(),
+    ));
+    lines
+}
+
+/// `[memtrace] memory: container limit X (cgroup …), Y used: …` — the limit that counts.
+pub fn limit_line(scope: &Selected, usage: &Usage, host_bytes: u64) -> String {
+    format!(
+        "[memtrace] memory: {}, {} used: the kernel OOM-kills the pipeline at this limit, not at \
+         the host's {} that /proc/meminfo shows",
+        scope.describe(Some(usage)),
+        human_bytes(usage.used_bytes),
+        human_bytes(host_bytes)
+    )
+}
+
+/// A warning line when the swap a cgroup may use (the host's `host_swap`, capped by the
+/// cgroup's `allowance`) is missing or short for its `limit`.
+pub fn cgroup_swap_warning(
+    limit: u64,
+    host_swap: u64,
+    allowance: Option<u64>,
+    in_container: bool,
+) -> Option<String> {
+    let usable = allowance.map_or(host_swap, |max| max.min(host_swap));
+    let verdict = plan::recommend(limit).verdict(usable);
+    if verdict == SwapVerdict::Ok {
+        return None;
+    }
+    Some(format!(
+        "[memtrace] warning: this {} may use {} of swap: a spike past its {} limit goes \
+         straight to the OOM killer; {}",
+        if in_container { "container" } else { "cgroup" },
+        human_bytes(usable),
+        human_bytes(limit),
+        plan::cgroup_advice(verdict, host_swap, allowance, in_container)
+    ))
+}
+
 /// A warning line when swap is missing or short, for this much RAM and swap.
 pub fn swap_warning(ram_bytes: u64, swap_bytes: u64) -> Option<String> {
     let rec = plan::recommend(ram_bytes);
@@ -136,6 +202,47 @@ mod tests {
         assert_eq!(
             defaults(2).get("OMP_NUM_THREADS").map(String::as_str),
             Some("2")
+        );
+    }
+
+    #[test]
+    fn container_swap_warnings_name_the_limit_and_the_provider() {
+        let mib = 1u64 << 20;
+        let gib = 1u64 << 30;
+        // Host swap exists, but memory.swap.max keeps the container from it.
+        let line = cgroup_swap_warning(640 * mib, 4 * gib, Some(0), true).expect("warned");
+        assert!(
+            line.contains("this container may use 0 B of swap")
+                && line.contains("640.0 MiB limit")
+                && line.contains("raise it")
+                && line.contains("ask the provider"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("memtrace swap setup 1G`"),
+            "no host command: {line}"
+        );
+        let none = cgroup_swap_warning(640 * mib, 0, None, true).expect("warned");
+        assert!(none.contains("the host has no swap"), "{none}");
+        assert_eq!(cgroup_swap_warning(640 * mib, 4 * gib, None, true), None);
+        let usage = Usage {
+            used_bytes: 100 * mib,
+            limit_bytes: 640 * mib,
+        };
+        let container = Selected {
+            scope: Scope::Cgroup {
+                path: "/sys/fs/cgroup".into(),
+                version: cgroup::Version::V2,
+            },
+            origin: crate::collect::scope::Origin::Container,
+        };
+        let line = limit_line(&container, &usage, 24 * gib);
+        assert!(
+            line.starts_with(
+                "[memtrace] memory: container limit 640.0 MiB (cgroup /sys/fs/cgroup, v2"
+            ) && line.contains("100.0 MiB used")
+                && line.ends_with("not at the host's 24.0 GiB that /proc/meminfo shows"),
+            "{line}"
         );
     }
 

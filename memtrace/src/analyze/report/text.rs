@@ -28,7 +28,7 @@ pub fn utc(ms: u64) -> String {
 
 /// MiB with one decimal (signed quantities keep their minus sign).
 pub fn mib(bytes: i64) -> String {
-    format!("{:.1}", units::to_mib_f64(bytes as f64))
+    units::mib_f64(bytes as f64)
 }
 
 fn signed(bytes: i64) -> String {

@@ -2,6 +2,11 @@
 //! in [`super::tracing`]). Each reads only below a [`SysRoots`] (so tests run them on a
 //! fake /proc + /sys + /etc tree) and returns one [`Check`]; the few safe, reversible fixes
 //! travel with the check as [`Action`]s for `--apply`.
+//!
+//! Inside a container (memtrace runs in a cgroup whose limit is below the machine's RAM) the
+//! first check shows that limit, and the checks of the host's own settings (swap, the vm
+//! sysctls, THP) say INFO with the host as the place to change them, offering no `--apply`: they
+//! are not namespaced, so a container cannot change them (and must not, where it could).
 use std::{fs, path::Path};
 
 use super::{
@@ -10,7 +15,9 @@ use super::{
 };
 use crate::{
     cmd::swap::status as swap_status,
+    collect::scope::{Scope, Selected},
     host::{
+        privilege::{self, Capability},
         procfs, sshd,
         swap::{active as proc_swaps, fstab, plan::SwapVerdict},
         sysctl,
@@ -25,10 +32,18 @@ pub const VFS_CACHE_PRESSURE: i64 = 50;
 /// `oom_score_adj` advised for the sshd listener: never the OOM killer's victim.
 pub const SSHD_OOM_SCORE_ADJ: i64 = -1000;
 
-/// Every check, in display order.
-pub fn all(roots: &SysRoots) -> Vec<Check> {
-    let mut checks = vec![swap_size(roots)];
-    checks.extend(swap_at_boot(roots));
+/// Checks of settings that are the host's, not a container's.
+const HOST_SETTINGS: [&str; 4] = [
+    "vm.swappiness",
+    "vm.vfs_cache_pressure",
+    "vm.overcommit_memory",
+    "transparent hugepages",
+];
+
+/// Every check, in display order, for `scope`.
+pub fn all(roots: &SysRoots, scope: &Selected) -> Vec<Check> {
+    let mut checks = vec![memory_scope(roots, scope), swap_size(roots, scope)];
+    checks.extend(swap_at_boot(roots, scope.in_container()));
     checks.extend([
         sysctl_value(roots, "vm.swappiness", SWAPPINESS),
         sysctl_value(roots, "vm.vfs_cache_pressure", VFS_CACHE_PRESSURE),
@@ -43,38 +58,118 @@ pub fn all(roots: &SysRoots) -> Vec<Check> {
         compressed_swap(roots),
         guard(roots),
     ]);
+    if scope.in_container() {
+        for check in &mut checks {
+            if HOST_SETTINGS.contains(&check.name) {
+                host_setting(check);
+            }
+            if check.name == "sshd oom_score_adj"
+                && !privilege::has_capability(&roots.proc, Capability::SysResource)
+            {
+                needs_sys_resource(check);
+            }
+        }
+    }
     checks
 }
 
-/// Active swap against the recommendation for this RAM.
-pub fn swap_size(roots: &SysRoots) -> Check {
+/// A check of a host setting seen from inside a container: information, changed on the host.
+fn host_setting(check: &mut Check) {
+    if check.level == Severity::Ok {
+        return;
+    }
+    check.level = Severity::Info;
+    check
+        .detail
+        .push_str(" (the host's setting: not changeable from inside a container)");
+    check.fix = check
+        .fix
+        .take()
+        .map(|fix| format!("on the host: {}", fix.trim_end_matches(APPLY_NOTE)));
+    check.actions.clear();
+}
+
+/// The sshd check where lowering `oom_score_adj` needs CAP_SYS_RESOURCE, which containers drop.
+fn needs_sys_resource(check: &mut Check) {
+    if check.actions.is_empty() {
+        return;
+    }
+    check.level = Severity::Info;
+    check.actions.clear();
+    check.fix = Some(
+        "lowering oom_score_adj needs CAP_SYS_RESOURCE, which this container lacks: set it when \
+         the container starts (docker run --oom-score-adj) or ask the provider"
+            .to_owned(),
+    );
+}
+
+/// Whose memory counts: the container's limit when memtrace runs in one, else the machine.
+pub fn memory_scope(roots: &SysRoots, scope: &Selected) -> Check {
+    let name = "memory scope";
+    let usage = scope.scope.usage(&roots.proc).ok();
+    let described = scope.describe(usage.as_ref());
+    let used = usage.map_or_else(String::new, |u| {
+        format!(
+            ", {} used ({:.1} %)",
+            human_bytes(u.used_bytes),
+            u.percent()
+        )
+    });
+    match scope.scope {
+        Scope::Machine => Check::new(name, Severity::Ok, format!("{described}{used}")),
+        Scope::Cgroup { .. } => Check::new(
+            name,
+            Severity::Info,
+            format!(
+                "{described}{used}: status, swap, run and the guard measure against this limit, \
+                 not the host's MemTotal"
+            ),
+        ),
+    }
+}
+
+/// Swap the scope may use against the recommendation for its RAM (or container limit). Inside
+/// a container swap is the host's: information, with the advice for the provider.
+pub fn swap_size(roots: &SysRoots, scope: &Selected) -> Check {
     let name = "swap";
-    let status = match swap_status::collect(&roots.proc) {
+    let status = match swap_status::collect(&roots.proc, scope) {
         Ok(status) => status,
         Err(err) => return Check::new(name, Severity::Fail, format!("cannot read: {err:#}")),
     };
     let rec = &status.recommendation;
-    let detail = format!(
-        "{}; recommended {} (minimum {}) for {} RAM",
-        if status.total_bytes == 0 {
-            "none active".to_owned()
-        } else {
-            format!("{} active", human_bytes(status.total_bytes))
-        },
-        human_bytes(rec.recommended_low_bytes),
-        human_bytes(rec.minimum_bytes),
-        human_bytes(status.ram_bytes),
-    );
+    let active = if status.total_bytes == 0 {
+        "none active".to_owned()
+    } else {
+        format!("{} active", human_bytes(status.total_bytes))
+    };
+    let detail = match scope.scope {
+        Scope::Machine => format!(
+            "{active}; recommended {} (minimum {}) for {} RAM",
+            human_bytes(rec.recommended_low_bytes),
+            human_bytes(rec.minimum_bytes),
+            human_bytes(status.ram_bytes),
+        ),
+        Scope::Cgroup { .. } => format!(
+            "{active} on the host, {} of it usable here; recommended {} (minimum {}) for the \
+             {} limit",
+            human_bytes(status.available_bytes),
+            human_bytes(rec.recommended_low_bytes),
+            human_bytes(rec.minimum_bytes),
+            human_bytes(status.limit_bytes),
+        ),
+    };
     let level = match status.verdict {
         SwapVerdict::Ok => return Check::new(name, Severity::Ok, detail),
+        _ if scope.in_container() => Severity::Info,
         SwapVerdict::BelowRecommended => Severity::Warn,
         SwapVerdict::BelowMinimum | SwapVerdict::None => Severity::Fail,
     };
     Check::new(name, level, detail).with_fix(status.advice)
 }
 
-/// Active swap files that /etc/fstab does not enable at boot; `None` without swap files.
-pub fn swap_at_boot(roots: &SysRoots) -> Option<Check> {
+/// Active swap files that /etc/fstab does not enable at boot; `None` without swap files. Inside
+/// a container the swap files are the host's and its fstab is not the one visible here.
+pub fn swap_at_boot(roots: &SysRoots, in_container: bool) -> Option<Check> {
     let files: Vec<_> = proc_swaps::read_swaps(&roots.proc)
         .ok()?
         .into_iter()
@@ -90,6 +185,14 @@ pub fn swap_at_boot(roots: &SysRoots) -> Option<Check> {
         .map(|d| d.path.clone())
         .collect();
     let name = "swap at boot";
+    if in_container {
+        return Some(Check::new(
+            name,
+            Severity::Info,
+            "the swap files are the host's; its /etc/fstab is not visible from this container"
+                .to_owned(),
+        ));
+    }
     Some(match missing.first() {
         None => Check::new(
             name,
@@ -108,6 +211,9 @@ pub fn swap_at_boot(roots: &SysRoots) -> Option<Check> {
     })
 }
 
+/// What a sysctl's fix says about `--apply` (left out where `--apply` does not apply).
+const APPLY_NOTE: &str = " (--apply sets it until reboot)";
+
 /// A sysctl that should hold `advised`; `--apply` may set it (runtime only).
 pub fn sysctl_value(roots: &SysRoots, name: &'static str, advised: i64) -> Check {
     let path = sysctl::path_of(&roots.proc, name);
@@ -115,8 +221,7 @@ pub fn sysctl_value(roots: &SysRoots, name: &'static str, advised: i64) -> Check
         Ok(value) if value == advised => Check::new(name, Severity::Ok, format!("{value}")),
         Ok(value) => Check::new(name, Severity::Warn, format!("{value} (advised {advised})"))
             .with_fix(format!(
-                "sysctl -w {name}={advised}; keep it in /etc/sysctl.d/90-memtrace.conf \
-                 (--apply sets it until reboot)"
+                "sysctl -w {name}={advised}; keep it in /etc/sysctl.d/90-memtrace.conf{APPLY_NOTE}"
             ))
             .with_action(Action {
                 label: name.to_owned(),

@@ -2,6 +2,9 @@
 //! fix, and `--apply` for the safe, reversible fixes only (the swappiness and
 //! vfs_cache_pressure sysctls until reboot, the sshd listener's oom_score_adj until sshd
 //! restarts). Exits non-zero when a check FAILs or a fix could not be applied.
+//!
+//! Inside a container it shows the container's limit first and says INFO, with the host as the
+//! place to fix them, for the host settings a container cannot change (see [`checks`]).
 use std::{path::PathBuf, process::ExitCode};
 
 pub mod checks;
@@ -10,7 +13,10 @@ pub mod tracing;
 
 use report::{Applied, Check, DoctorReport, Severity, SysRoots, render};
 
-use crate::host::{privilege::is_root, sysctl};
+use crate::{
+    collect::scope::{Origin, Scope, ScopeArgs, Selected},
+    host::{privilege::is_root, sysctl},
+};
 
 /// Raw arguments of `memtrace doctor`.
 #[derive(Debug, clap::Args)]
@@ -21,6 +27,9 @@ pub struct DoctorArgs {
     /// Apply the safe, reversible fixes (sysctls, sshd's oom_score_adj) and print old → new.
     #[arg(long)]
     pub apply: bool,
+    /// Which memory counts: the machine, a cgroup, or (default) the container memtrace runs in.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Read ROOT/proc, ROOT/sys and ROOT/etc instead of the host's (for tests).
     #[arg(long, hide = true, value_name = "ROOT")]
     pub root: Option<PathBuf>,
@@ -35,7 +44,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     if args.apply && args.root.is_none() && !is_root() {
         anyhow::bail!("doctor --apply must be run as root (it writes sysctls and oom_score_adj)");
     }
-    let checks = checks::all(&roots);
+    let checks = checks::all(&roots, &scope_for(&args.scope, &roots)?);
     let applied = if args.apply {
         apply(&checks)
     } else {
@@ -52,6 +61,19 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The scope the checks are for. A `--cgroup` that is no memory cgroup is an error; otherwise
+/// doctor reports what it can, and the scope check says why the machine was taken.
+pub fn scope_for(args: &ScopeArgs, roots: &SysRoots) -> anyhow::Result<Selected> {
+    match args.select(&roots.proc) {
+        Ok(scope) => Ok(scope),
+        Err(err) if args.cgroup.is_some() => Err(err.into()),
+        Err(err) => Ok(Selected {
+            scope: Scope::Machine,
+            origin: Origin::NoLimit(format!("cannot tell ({err})")),
+        }),
+    }
 }
 
 /// Performs every action of every check that is not OK.
@@ -186,6 +208,14 @@ mod tests {
         tree.write("etc/fstab", "UUID=x / ext4 defaults 0 1\n");
     }
 
+    /// Every check for the scope the tree's /proc gives.
+    fn all(roots: &SysRoots) -> Vec<Check> {
+        checks::all(
+            roots,
+            &scope_for(&ScopeArgs::default(), roots).expect("a scope"),
+        )
+    }
+
     fn level_of(checks: &[Check], name: &str) -> (Severity, String) {
         let check = checks
             .iter()
@@ -198,7 +228,7 @@ mod tests {
     fn checks_read_the_fake_tree() {
         let tree = TempTree::new("checks");
         fake_host(&tree);
-        let checks = checks::all(&SysRoots::under(&tree.0));
+        let checks = all(&SysRoots::under(&tree.0));
         let level = |name| level_of(&checks, name).0;
         // 32 GiB RAM with 4 GiB swap: below the 8 GiB minimum.
         assert_eq!(level("swap"), Severity::Fail);
@@ -249,7 +279,7 @@ mod tests {
         tree.write("proc/200/cmdline", b"/usr/local/bin/memtrace\0guard\0");
         tree.write("proc/sys/vm/vfs_cache_pressure", "100\n");
         let roots = SysRoots::under(&tree.0);
-        let applied = apply(&checks::all(&roots));
+        let applied = apply(&all(&roots));
         let labels: Vec<_> = applied
             .iter()
             .map(|a| (a.label.as_str(), a.old.as_str(), a.new.as_str()))
@@ -280,7 +310,7 @@ mod tests {
             "2\n",
             "not a safe fix"
         );
-        let after = checks::all(&roots);
+        let after = all(&roots);
         assert_eq!(level_of(&after, "vm.swappiness").0, Severity::Ok);
         assert_eq!(level_of(&after, "sshd oom_score_adj").0, Severity::Ok);
         assert_eq!(
@@ -293,7 +323,7 @@ mod tests {
     #[test]
     fn empty_tree_degrades_without_panicking() {
         let tree = TempTree::new("empty");
-        let checks = checks::all(&SysRoots::under(&tree.0));
+        let checks = all(&SysRoots::under(&tree.0));
         assert_eq!(level_of(&checks, "BTF").0, Severity::Fail);
         assert_eq!(level_of(&checks, "tracefs").0, Severity::Fail);
         assert_eq!(level_of(&checks, "PSI").0, Severity::Warn);
@@ -309,5 +339,101 @@ mod tests {
                 .expect("serializes")
                 .contains("\"level\":\"FAIL\"")
         );
+    }
+
+    #[test]
+    fn in_a_container_host_settings_are_info_and_the_limit_shows() {
+        let tree = TempTree::new("container");
+        fake_host(&tree);
+        // memtrace runs in a cgroup namespace whose root is limited to 640 MiB (v2).
+        let cg = tree.0.join("sys/fs/cgroup");
+        tree.write(
+            "proc/mounts",
+            format!(
+                "/dev/vda / ext4 rw 0 0\ncgroup2 {} cgroup2 rw 0 0\n",
+                cg.display()
+            ),
+        );
+        tree.write(
+            "proc/4242/mountinfo",
+            format!("30 23 0:26 / {} rw - cgroup2 cgroup2 rw\n", cg.display()),
+        );
+        tree.write("proc/4242/cgroup", "0::/\n");
+        std::os::unix::fs::symlink("4242", tree.0.join("proc/self")).expect("symlink");
+        for (file, text) in [
+            ("cgroup.controllers", "cpu memory\n"),
+            ("memory.current", "104857600\n"),
+            ("memory.max", "671088640\n"),
+            ("memory.stat", "inactive_file 0\n"),
+            ("memory.swap.max", "0\n"),
+            ("cgroup.procs", "1\n"),
+        ] {
+            tree.write(&format!("sys/fs/cgroup/{file}"), text);
+        }
+        let roots = SysRoots::under(&tree.0);
+        let checks = all(&roots);
+        let (level, detail) = level_of(&checks, "memory scope");
+        assert_eq!(level, Severity::Info);
+        assert!(
+            detail.starts_with("container limit 640.0 MiB (cgroup ")
+                && detail.contains("100.0 MiB used (15.6 %)"),
+            "{detail}"
+        );
+        let swap = checks.iter().find(|c| c.name == "swap").expect("swap");
+        assert_eq!(swap.level, Severity::Info, "{swap:?}");
+        assert!(swap.detail.contains("0 B of it usable here"), "{swap:?}");
+        assert!(
+            swap.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("ask the provider")),
+            "{swap:?}"
+        );
+        assert_eq!(level_of(&checks, "swap at boot").0, Severity::Info);
+        for name in [
+            "vm.swappiness",
+            "vm.overcommit_memory",
+            "transparent hugepages",
+        ] {
+            let check = checks.iter().find(|c| c.name == name).expect("present");
+            assert_eq!(check.level, Severity::Info, "{check:?}");
+            assert!(check.actions.is_empty(), "{check:?}");
+            assert!(
+                check
+                    .fix
+                    .as_deref()
+                    .is_none_or(|f| f.starts_with("on the host: ")),
+                "{check:?}"
+            );
+        }
+        // No CAP_SYS_RESOURCE (the tree's /proc/self/status says nothing): no sshd fix either.
+        let sshd = checks
+            .iter()
+            .find(|c| c.name == "sshd oom_score_adj")
+            .expect("sshd");
+        assert_eq!(sshd.level, Severity::Info);
+        assert!(
+            sshd.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("CAP_SYS_RESOURCE"))
+        );
+        assert!(
+            apply(&checks).is_empty(),
+            "--apply changes nothing of the host's"
+        );
+        assert_eq!(tree.read("proc/sys/vm/swappiness"), "60\n");
+        // --machine: the host's view again.
+        let machine = checks::all(
+            &roots,
+            &scope_for(
+                &ScopeArgs {
+                    machine: true,
+                    cgroup: None,
+                },
+                &roots,
+            )
+            .expect("scope"),
+        );
+        assert_eq!(level_of(&machine, "vm.swappiness").0, Severity::Warn);
+        assert_eq!(level_of(&machine, "swap").0, Severity::Fail);
     }
 }

@@ -1,5 +1,10 @@
 //! `memtrace swap status|setup|remove`: show swap against the recommendation for this RAM,
 //! create and enable a swap file (idempotently, cleaning up after any failure), and undo it.
+//!
+//! In a container `setup` refuses before touching anything, with the reason and the
+//! alternative ([`container_refusal`]): swapon needs CAP_SYS_ADMIN in the host's user
+//! namespace, and swap enabled from inside would be the host's, usable by the container only up
+//! to its cgroup's `memory.swap.max`.
 pub mod status;
 
 use std::{
@@ -10,14 +15,17 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::host::{
-    privilege::is_root,
-    swap::{
-        active as proc_swaps,
-        file::{self as swapfile, SwapError},
-        fs as swap_fs, fstab,
+use crate::{
+    collect::scope::{ScopeArgs, Selected},
+    host::{
+        privilege::{self, Capability, is_root},
+        swap::{
+            active as proc_swaps,
+            file::{self as swapfile, SwapError},
+            fs as swap_fs, fstab,
+        },
+        units::human_bytes,
     },
-    units::human_bytes,
 };
 
 /// The smallest swap file `setup` makes.
@@ -48,6 +56,9 @@ pub struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Which memory counts: the machine, a cgroup, or (default) the container memtrace runs in.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
 }
 
 /// Raw arguments of `swap setup`.
@@ -65,6 +76,10 @@ pub struct SetupArgs {
     /// Run the checks and say what would be done, change nothing (no root needed).
     #[arg(long)]
     pub dry_run: bool,
+    /// Set swap up for the whole machine even though memtrace runs in a memory-limited cgroup
+    /// (a privileged container that may change the host).
+    #[arg(long)]
+    pub machine: bool,
     /// The fstab to edit (for tests).
     #[arg(long, hide = true, default_value = fstab::DEFAULT_FSTAB)]
     pub fstab: PathBuf,
@@ -92,6 +107,8 @@ pub struct SetupConfig {
     pub persist: bool,
     /// Change nothing.
     pub dry_run: bool,
+    /// Even inside a memory-limited cgroup.
+    pub machine: bool,
     /// The fstab to edit.
     pub fstab: PathBuf,
 }
@@ -111,6 +128,7 @@ impl TryFrom<SetupArgs> for SetupConfig {
             path: args.path,
             persist: args.persist,
             dry_run: args.dry_run,
+            machine: args.machine,
             fstab: args.fstab,
         })
     }
@@ -119,16 +137,57 @@ impl TryFrom<SetupArgs> for SetupConfig {
 /// Runs `memtrace swap …`.
 pub fn run(args: SwapArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        SwapCommand::Status(args) => status::print(args.json),
+        SwapCommand::Status(args) => {
+            status::print(args.json, &args.scope.select(Path::new("/proc"))?)
+        }
         SwapCommand::Setup(args) => setup(&SetupConfig::try_from(args)?),
         SwapCommand::Remove(args) => remove(&args.path, &args.fstab),
     }
 }
 
-/// Whether this process runs as root.
+/// Why `swap setup` cannot or must not run here, in one line with the alternative, or `None`:
+/// `can_swapon` is false for root without CAP_SYS_ADMIN in the host's user namespace (a
+/// container); `container` describes the container's limit when memtrace runs in one (and
+/// `--machine` was not given).
+pub fn container_refusal(can_swapon: bool, container: Option<&str>) -> Option<String> {
+    const INSTEAD: &str = "set swap up on the host (`memtrace swap setup` there) or ask the \
+         provider, and let the container use it with memory.swap.max (v1: \
+         memory.memsw.limit_in_bytes)";
+    if !can_swapon {
+        return Some(format!(
+            "swap setup cannot work here: swapon needs CAP_SYS_ADMIN in the host's user \
+             namespace, which this process does not have (root in a container); {INSTEAD}"
+        ));
+    }
+    container.map(|limit| {
+        format!(
+            "memtrace runs in a container ({limit}): swap set up from here would be the \
+             host's, and the container may use it only up to its memory.swap.max; {INSTEAD} \
+             (or pass --machine to set it up for the whole machine anyway)"
+        )
+    })
+}
+
+/// Creates and enables a swap file (see [`SetupConfig`]).
 fn setup(config: &SetupConfig) -> anyhow::Result<ExitCode> {
     if !config.dry_run && !is_root() {
         return Err(SwapError::NotRoot("swap setup").into());
+    }
+    let proc_root = Path::new("/proc");
+    let selected: Selected = ScopeArgs {
+        machine: config.machine,
+        cgroup: None,
+    }
+    .select(proc_root)?;
+    // Only root can lack a capability that matters here: a user's dry run on a host is fine.
+    let can_swapon =
+        !is_root() || privilege::has_machine_capability(proc_root, Capability::SysAdmin);
+    let limit = selected.in_container().then(|| {
+        let usage = selected.scope.usage(proc_root).ok();
+        selected.describe(usage.as_ref())
+    });
+    if let Some(reason) = container_refusal(can_swapon, limit.as_deref()) {
+        anyhow::bail!(reason);
     }
     let path = proc_swaps::resolve(&config.path)?;
     let shown = path.display();
@@ -275,6 +334,7 @@ mod tests {
             path: PathBuf::from("/swapfile"),
             persist: false,
             dry_run: true,
+            machine: false,
             fstab: PathBuf::from("/nonexistent/fstab"),
         }
     }
@@ -300,5 +360,33 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.unwrap_or_default().starts_with("invalid size"));
+    }
+
+    #[test]
+    fn setup_in_a_container_refuses_with_the_reason_and_the_alternative() {
+        let no_caps = container_refusal(false, Some("container limit 640.0 MiB")).expect("refused");
+        assert!(
+            no_caps.contains("swapon needs CAP_SYS_ADMIN in the host's user namespace")
+                && no_caps.contains("on the host")
+                && no_caps.contains("ask the provider")
+                && no_caps.contains("memory.swap.max"),
+            "{no_caps}"
+        );
+        let privileged =
+            container_refusal(true, Some("container limit 640.0 MiB")).expect("refused");
+        assert!(
+            privileged.contains("container limit 640.0 MiB")
+                && privileged.contains("only up to its memory.swap.max")
+                && privileged.contains("--machine"),
+            "{privileged}"
+        );
+        for line in [&no_caps, &privileged] {
+            assert!(!line.contains('\n'), "one line: {line}");
+        }
+        assert_eq!(
+            container_refusal(true, None),
+            None,
+            "a host with the capability"
+        );
     }
 }

@@ -8,17 +8,20 @@
 //! scripted samples for tests.
 //!
 //! NVML reports the pids of the host's pid namespace (the driver knows no other). In a child pid
-//! namespace (a container without `--pid=host`) those pids would name other processes, so the
-//! per-process list is dropped there and only the device totals are shown.
+//! namespace (a container) they are mapped to ours where the /proc memtrace reads shows host
+//! pids (`NSpid:`), and otherwise the per-process list is dropped, said once, and only the
+//! device totals are shown ([`pids`]).
 mod fake;
 mod nvml;
 mod paced;
+pub mod pids;
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 pub use fake::FakeGpuSource;
 pub use nvml::{GpuError, NVML_LIBRARY, NvmlSource, loadable as nvml_loadable};
 pub use paced::Paced;
+use pids::PidView;
 
 use crate::collect::model::{GpuDevice, Snapshot};
 
@@ -97,7 +100,7 @@ impl GpuSource for NoGpu {
 pub fn open_default() -> Box<dyn GpuSource> {
     match NvmlSource::open() {
         Ok(source) => {
-            if source.foreign_pids() {
+            if source.pid_view() == PidView::Unavailable {
                 log::info!("GPU: NVML sees {}; {FOREIGN_PIDS_NOTE}", source.describe());
             } else {
                 log::info!("GPU: NVML sees {}", source.describe());
@@ -111,10 +114,11 @@ pub fn open_default() -> Box<dyn GpuSource> {
     }
 }
 
-/// Said once when memtrace runs in a child pid namespace.
-pub const FOREIGN_PIDS_NOTE: &str = "memtrace runs in a child pid namespace and NVML \
-     reports host pids, so per-process GPU memory is not shown (run in the host pid namespace, \
-     e.g. docker --pid=host)";
+/// Said once when memtrace runs in a child pid namespace whose /proc shows no host pids.
+pub const FOREIGN_PIDS_NOTE: &str = "memtrace runs in a child pid namespace (a container) \
+     and NVML reports host pids, which nothing here maps to this container's processes: \
+     per-process GPU memory is not available here, only the GPUs' totals (run in the host's pid \
+     namespace, e.g. docker run --pid=host, to see it per process)";
 
 /// Sets `gpu_bytes` (sum over devices) on each live process of the snapshot that NVML lists, and
 /// `snapshot.gpus`. Other processes get `None`: exited ones keep no GPU memory, and pids NVML
@@ -167,22 +171,6 @@ pub fn over_threshold(sample: &GpuSample, percent: f64) -> Vec<OverThreshold> {
             Some((device.index, used, holders))
         })
         .collect()
-}
-
-/// Whether a `/proc/PID/status` text belongs to a process in a child pid namespace: its `NSpid`
-/// line lists more than one pid. `false` when the line is missing (kernels before 4.1).
-pub fn nested_pid_namespace(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("NSpid:"))
-        .is_some_and(|pids| pids.split_whitespace().count() > 1)
-}
-
-/// Whether memtrace itself runs in a child pid namespace (see [`nested_pid_namespace`]).
-pub fn in_child_pid_namespace(proc_root: &Path) -> bool {
-    std::fs::read_to_string(proc_root.join("self/status"))
-        .map(|status| nested_pid_namespace(&status))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -351,15 +339,6 @@ mod tests {
             processes: Vec::new(),
         };
         assert!(over_threshold(&unknown, 0.0).is_empty());
-    }
-
-    #[test]
-    fn detects_child_pid_namespace() {
-        assert!(!nested_pid_namespace("Name:\tbash\nNSpid:\t4242\n"));
-        assert!(nested_pid_namespace("Name:\tbash\nNSpid:\t4242\t17\n"));
-        assert!(!nested_pid_namespace("Name:\tbash\n"));
-        // This test runs in some namespace; it must not panic reading the real file.
-        let _ = in_child_pid_namespace(Path::new("/proc"));
     }
 }
 

@@ -1,7 +1,8 @@
-//! The real GPU source: NVML through `nvml-wrapper`, initialised once for the process lifetime.
-//! Per sample: each device's name (cached), memory and utilisation, and the memory of its compute
-//! and graphics processes. A query that fails is logged once and left out; nothing is retried in
-//! a loop. The wall time of every sample is measured (debug log, running mean).
+//! The real GPU source: NVML through `nvml-wrapper`, initialised once for the process lifetime. Per
+//! sample: each device's name (cached), memory and utilisation, and the memory of its compute and
+//! graphics processes, their pids mapped from the host's to ours ([`super::pids`]). A query that
+//! fails is logged once and left out; nothing is retried in a loop. The wall time of every sample
+//! is measured (debug log, running mean).
 use std::{
     collections::HashSet,
     path::Path,
@@ -10,7 +11,10 @@ use std::{
 
 use nvml_wrapper::{Nvml, enums::device::UsedGpuMemory, error::NvmlError};
 
-use super::{GpuProcess, GpuSample, GpuSource, in_child_pid_namespace};
+use super::{
+    GpuProcess, GpuSample, GpuSource,
+    pids::{self, PidView},
+};
 use crate::collect::model::GpuDevice;
 
 /// The library NVML lives in (installed with the NVIDIA driver).
@@ -89,8 +93,8 @@ pub struct NvmlSource {
     nvml: Nvml,
     /// Device names by index (they do not change while running).
     names: Vec<String>,
-    /// memtrace runs in a child pid namespace: NVML's (host) pids are not ours.
-    foreign_pids: bool,
+    /// How NVML's (host) pids relate to ours.
+    pids: PidView,
     /// (device, query) pairs whose failure was already logged.
     logged: HashSet<(u32, &'static str)>,
     cost: SampleCost,
@@ -100,7 +104,7 @@ impl std::fmt::Debug for NvmlSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NvmlSource")
             .field("names", &self.names)
-            .field("foreign_pids", &self.foreign_pids)
+            .field("pids", &self.pids)
             .field("cost", &self.cost)
             .finish_non_exhaustive()
     }
@@ -150,7 +154,7 @@ impl NvmlSource {
         Ok(Self {
             nvml,
             names,
-            foreign_pids: in_child_pid_namespace(Path::new("/proc")),
+            pids: PidView::detect(Path::new("/proc")),
             logged: HashSet::new(),
             cost: SampleCost::default(),
         })
@@ -168,10 +172,10 @@ impl NvmlSource {
         format!("{} GPU{plural}: {}", self.names.len(), list.join(", "))
     }
 
-    /// Whether NVML's pids are not ours (memtrace runs in a child pid namespace); the
-    /// per-process list is then left empty.
-    pub fn foreign_pids(&self) -> bool {
-        self.foreign_pids
+    /// How NVML's pids relate to ours; with [`PidView::Unavailable`] the per-process list is
+    /// left empty.
+    pub fn pid_view(&self) -> PidView {
+        self.pids
     }
 
     /// What sampling has cost so far.
@@ -184,7 +188,7 @@ impl NvmlSource {
         let Self {
             nvml,
             names,
-            foreign_pids,
+            pids: view,
             logged,
             ..
         } = self;
@@ -223,7 +227,7 @@ impl NvmlSource {
                 total_bytes: memory.total,
                 utilization_percent,
             });
-            if *foreign_pids {
+            if *view == PidView::Unavailable {
                 continue;
             }
             for (what, listed) in [
@@ -241,6 +245,15 @@ impl NvmlSource {
                     Err(NvmlError::NotSupported) => {}
                     Err(err) => failed(index, what, &err),
                 }
+            }
+        }
+        if *view == PidView::Nspid {
+            let map = pids::map_listed(Path::new("/proc"), &sample.processes);
+            let dropped = pids::translate(&mut sample.processes, &map);
+            if dropped > 0 && logged.insert((u32::MAX, "pid mapping")) {
+                log::info!(
+                    "GPU: {dropped} process(es) NVML lists are not visible from here (left out)"
+                );
             }
         }
         sample

@@ -4,10 +4,9 @@ use std::time::Instant;
 
 use super::{Decision, Engine, inputs::own_cgroup};
 use crate::{
+    collect::scope::Usage,
     guard::{
         level::{Assessment, Level},
-        reclaim::reclaim,
-        scope::Usage,
         suspend::kill_fds,
         victim::Candidate,
     },
@@ -60,7 +59,7 @@ impl Engine {
             return;
         }
         self.last_reclaim = Some(now);
-        let detail = reclaim(
+        let detail = self.reclaimer.run(
             &self.scope,
             usage,
             &self.config.actions,

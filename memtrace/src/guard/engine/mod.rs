@@ -23,11 +23,12 @@ use crate::{
     collect::{
         gpu::GpuSample,
         model::{ProcSample, Snapshot},
+        scope::{Scope, Usage},
     },
     guard::{
         config::GuardConfig,
         level::{Level, Signals, assess, time_to_exhaustion},
-        scope::{Scope, Usage},
+        reclaim::Reclaimer,
         state::StateFile,
         suspend::SuspendedSet,
         victim::{Candidate, Extra, Protection, rank},
@@ -97,6 +98,8 @@ pub struct Engine {
     /// Dry run: roots we would hold.
     dry_held: Vec<Candidate>,
     last_reclaim: Option<Instant>,
+    /// The reclaim rung, remembering the steps that cannot work here.
+    reclaimer: Reclaimer,
     below_resume_since: Option<Instant>,
     kill_level_since: Option<Instant>,
     history: VecDeque<(Instant, u64)>,
@@ -128,6 +131,7 @@ impl Engine {
             suspended: SuspendedSet::new(state_file, proc_root),
             dry_held: Vec::new(),
             last_reclaim: None,
+            reclaimer: Reclaimer::default(),
             below_resume_since: None,
             kill_level_since: None,
             history: VecDeque::with_capacity(64),
