@@ -57,16 +57,6 @@ fn in_cgroup(group: &TestCgroup, args: &[&str]) -> Command {
     group.command(&memtrace_bin().display().to_string(), args)
 }
 
-/// Whether this memtrace runs without eBPF when it cannot load it (`--require-ebpf` exists to
-/// ask for the refusal instead). Until then the commands that load eBPF keep the capabilities.
-fn runs_without_ebpf() -> bool {
-    let out = output_within(
-        memtrace().args(["guard", "--help"]),
-        Duration::from_secs(10),
-    );
-    String::from_utf8_lossy(&out.stdout).contains("--require-ebpf")
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -238,7 +228,6 @@ fn swap_setup_in_a_container_refuses_with_the_reason() {
 #[test]
 fn guard_picks_the_container_by_itself_and_holds_the_hog() {
     require_root();
-    let without_ebpf = runs_without_ebpf();
     let states = state_dir();
     let state_file = states.path().join("guard-container.json");
     let config = config(&tmp(), "");
@@ -249,21 +238,21 @@ fn guard_picks_the_container_by_itself_and_holds_the_hog() {
         state_file.display().to_string(),
     );
     let args = ["guard", "--config", &config, "--state-file", &state_file];
-    let mut cmd = if without_ebpf {
-        in_container(&s.group, &args)
-    } else {
-        eprintln!(
-            "note: this memtrace cannot run without eBPF yet (no --require-ebpf): the guard keeps \
-             the capabilities eBPF needs; the scope and the actions are what is tested"
-        );
-        in_cgroup(&s.group, &args)
-    };
+    let mut cmd = in_container(&s.group, &args);
     let mut guard = GuardRun::spawn(&mut cmd);
     s.group.track(guard.child.pid());
     let limit = format!("guarding container limit 512.0 MiB (cgroup {path}, ");
     assert!(
         guard.lines().iter().any(|l| l.contains(&limit)),
         "the guard picked the container's cgroup by itself: {:?}",
+        guard.lines()
+    );
+    assert!(
+        guard
+            .lines()
+            .iter()
+            .any(|l| l.contains("running without eBPF: ")),
+        "the guard reads /proc, as in a default container: {:?}",
         guard.lines()
     );
     let (parent, grower) = start_pipeline(&mut s.group);
@@ -293,7 +282,7 @@ fn guard_picks_the_container_by_itself_and_holds_the_hog() {
 }
 
 /// `memtrace run` in the container says, before the pipeline starts, that the kernel OOM-kills
-/// at the container's limit rather than at the host's RAM.
+/// at the container's limit rather than at the host's RAM, and writes a trace `report` reads.
 #[test]
 fn run_in_a_container_names_its_limit() {
     require_root();
@@ -301,12 +290,7 @@ fn run_in_a_container_names_its_limit() {
     let dir = tempfile::tempdir_in(tmp()).expect("temp dir");
     let out = dir.path().join("run.mtrace").display().to_string();
     let args = ["run", "--quiet", "--out", &out, "--", "true"];
-    let mut cmd = if runs_without_ebpf() {
-        in_container(&group, &args)
-    } else {
-        eprintln!("note: this memtrace cannot run without eBPF yet: `run` keeps the capabilities");
-        in_cgroup(&group, &args)
-    };
+    let mut cmd = in_container(&group, &args);
     let output = output_within(&mut cmd, Duration::from_secs(120));
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -320,4 +304,14 @@ fn run_in_a_container_names_its_limit() {
         .unwrap_or_else(|| panic!("no limit line: {stderr}"));
     assert!(line.contains("not at the host's"), "{line}");
     assert!(Path::new(&out).is_file(), "the trace was written");
+    let report = output_within(
+        &mut in_container(&group, &["report", &out]),
+        Duration::from_secs(30),
+    );
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    assert!(
+        text(&report.stdout).contains("Peak"),
+        "the report reads the trace: {}",
+        text(&report.stdout)
+    );
 }

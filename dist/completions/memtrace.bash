@@ -306,7 +306,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__guard)
-            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --help --version"
+            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -660,7 +660,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__record)
-            opts="-o -i -h -V --out --pid --interval --help --version"
+            opts="-o -i -h -V --out --pid --interval --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -712,7 +712,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__run)
-            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --machine --cgroup --help --version"
+            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --require-ebpf --machine --cgroup --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -918,7 +918,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__top)
-            opts="-i -n -h -V --interval --window --once --json --rows --fault-hook --help --version"
+            opts="-i -n -h -V --interval --window --once --json --rows --fault-hook --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

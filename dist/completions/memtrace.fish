@@ -53,7 +53,8 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l machine -d '
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l dry-run -d 'Log every decision, send nothing, change nothing'
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l no-psi -d 'Run without a PSI trigger (polling only), for kernels without PSI'
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l no-usage-events -d 'Poll only, without usage threshold events on a v1 cgroup (benchmarks: the behaviour of cgroup v2 and the machine scope)'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s i -l interval -d 'Sampling interval: seconds (`2`, `0.5`) or with a unit (`500ms`, `2s`)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l window -d 'Window growth rates are computed over (default: one interval)' -r
@@ -61,7 +62,8 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s n -l rows -d '
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l once -d 'Print one snapshot after one interval and exit'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l json -d 'Print snapshots as JSON arrays of processes, one line each'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l fault-hook -d 'Also count faults with a per-fault eBPF hook (by default they come from the kernel\'s own per-task counters at no per-fault cost)'
-complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand status" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand status" -l json -d 'Print one JSON object instead of text'
@@ -113,13 +115,15 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s i -l interval 
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l stage-regex -d 'Turn the pipeline\'s output lines into stage marks: a regex with a `stage` group and optionally a `clip` group, e.g. \'clip (?P<clip>\\d+)/\\d+: (?P<stage>\\w+)\'' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l quiet -d 'Do not print a `[Memory]` line per stage'
+complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
-complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memtrace -n "__fish_memtrace_using_subcommand run" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand record" -s o -l out -d 'The trace file to write' -r -F
 complete -c memtrace -n "__fish_memtrace_using_subcommand record" -l pid -d 'Trace the process tree of this running process (until it ends, or Ctrl-C)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand record" -s i -l interval -d 'Sampling interval' -r
-complete -c memtrace -n "__fish_memtrace_using_subcommand record" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand record" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memtrace -n "__fish_memtrace_using_subcommand record" -s V -l version -d 'Print version'
 complete -c memtrace -n "__fish_memtrace_using_subcommand mark" -l clip -d 'The clip it works on' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand mark" -l end -d 'End the current stage instead'

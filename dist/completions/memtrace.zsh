@@ -42,8 +42,9 @@ _arguments "${_arguments_options[@]}" : \
 '--dry-run[Log every decision, send nothing, change nothing]' \
 '--no-psi[Run without a PSI trigger (polling only), for kernels without PSI]' \
 '--no-usage-events[Poll only, without usage threshold events on a v1 cgroup (benchmarks\: the behaviour of cgroup v2 and the machine scope)]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 && ret=0
@@ -58,8 +59,9 @@ _arguments "${_arguments_options[@]}" : \
 '--once[Print one snapshot after one interval and exit]' \
 '--json[Print snapshots as JSON arrays of processes, one line each]' \
 '--fault-hook[Also count faults with a per-fault eBPF hook (by default they come from the kernel'\''s own per-task counters at no per-fault cost)]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 && ret=0
@@ -197,9 +199,10 @@ _arguments "${_arguments_options[@]}" : \
 '--stage-regex=[Turn the pipeline'\''s output lines into stage marks\: a regex with a \`stage\` group and optionally a \`clip\` group, e.g. '\''clip (?P<clip>\\d+)/\\d+\: (?P<stage>\\w+)'\'']:RE:_default' \
 '--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
 '--quiet[Do not print a \`\[Memory\]\` line per stage]' \
+'--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 '*::command -- The pipeline to run, after `--`:_default' \
@@ -212,8 +215,9 @@ _arguments "${_arguments_options[@]}" : \
 '()--pid=[Trace the process tree of this running process (until it ends, or Ctrl-C)]:PID:_default' \
 '-i+[Sampling interval]:INTERVAL:_default' \
 '--interval=[Sampling interval]:INTERVAL:_default' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 '*::command -- A command to start and trace, after `--` (without it and --pid\: every process, until Ctrl-C):_default' \

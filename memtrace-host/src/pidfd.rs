@@ -1,7 +1,11 @@
 //! Signals that cannot hit the wrong process: a victim is named by (pid, start time); its pidfd
 //! is opened and the start time checked once more before anything is sent, and every signal
 //! then goes through that pidfd, so a recycled pid is never signalled.
-use std::{io, os::fd::OwnedFd, path::Path};
+use std::{
+    io,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::Path,
+};
 
 use rustix::{
     event::{PollFd, PollFlags, Timespec, poll},
@@ -97,6 +101,13 @@ impl ProcRef {
             }),
             None => Err(ProcRefError::Gone(pid)),
         }
+    }
+}
+
+impl AsFd for PidFd {
+    /// The pidfd itself, e.g. to poll many at once for their exits.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

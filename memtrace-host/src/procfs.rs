@@ -44,6 +44,16 @@ pub struct PidStat {
     pub start_ticks: u64,
     /// Resident set in pages (anon + file + shmem).
     pub rss_pages: u64,
+    /// The signal its parent gets at its exit (field 38; `None` when the line is shorter).
+    pub exit_signal: Option<i32>,
+}
+
+impl PidStat {
+    /// Whether this is a thread of a group rather than a process (the `stat` of a thread id,
+    /// reachable in /proc though not listed): only threads have an exit signal of −1.
+    pub fn is_thread(&self) -> bool {
+        self.exit_signal == Some(-1)
+    }
 }
 
 /// Parses the content of `/proc/PID/stat`.
@@ -74,6 +84,7 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
         stime: number(15)?,
         start_ticks: number(22)?,
         rss_pages: number(24)?,
+        exit_signal: field(38).and_then(|f| f.parse().ok()),
     })
 }
 
@@ -260,7 +271,9 @@ impl OpenFile {
         })
     }
 
-    /// The file's current content (a fresh read from offset 0).
+    /// The file's current content (a fresh read from offset 0). A read shorter than asked for
+    /// ends it: /proc and cgroup files hand out everything they have in one read when it fits,
+    /// and regular files only return short at their end, so a small file costs one system call.
     pub fn text(&mut self) -> Result<&str, ProcError> {
         use std::os::unix::fs::FileExt as _;
         self.buf.clear();
@@ -273,10 +286,10 @@ impl OpenFile {
                     path: self.path.display().to_string(),
                     source,
                 })?;
-            if n == 0 {
+            self.buf.extend_from_slice(&chunk[..n]);
+            if n < chunk.len() {
                 break;
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
         std::str::from_utf8(&self.buf)
             .map_err(|_| ProcError::Format(self.path.display().to_string()))
@@ -353,6 +366,14 @@ mod tests {
         assert_eq!((stat.utime, stat.stime), (10, 20));
         assert_eq!(stat.start_ticks, 987654);
         assert_eq!(stat.rss_pages, 2048);
+        assert_eq!(stat.exit_signal, Some(17));
+        assert!(!stat.is_thread());
+        let thread = STAT_TAIL.replace(" 17 1 0 0 0 0 0", " -1 1 0 0 0 0 0");
+        let thread = parse_pid_stat(&format!("43 (python3) {thread}")).expect("parses");
+        assert!(thread.is_thread());
+        let short =
+            parse_pid_stat("9 (x) S 1 9 9 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0").expect("parses");
+        assert_eq!(short.exit_signal, None, "a short line is no thread");
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         env: set,
         memory_lines: true,
         config: serde_json::json!({ "demo": true, "interval_ms": 200 }),
+        require_ebpf: false,
     };
     let outcome = recorder::execute(plan, Vec::new())?;
     let data = trace::read_file(&out)?;

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use crate::{
     analyze::report,
     collect::scope::{ScopeArgs, Selected},
+    collect::source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP},
     host::{
         clock, procfs,
         units::{human_bytes, parse_duration},
@@ -46,6 +47,8 @@ pub struct RunArgs {
     /// Do not print a `[Memory]` line per stage.
     #[arg(long)]
     pub quiet: bool,
+    #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
+    pub require_ebpf: bool,
     /// Which memory counts: the machine, a cgroup, or (default) the container memtrace runs in.
     #[command(flatten)]
     pub scope: ScopeArgs,
@@ -66,6 +69,8 @@ pub struct RecordArgs {
     /// Sampling interval.
     #[arg(long, short = 'i', default_value = "1s")]
     pub interval: String,
+    #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
+    pub require_ebpf: bool,
     /// A command to start and trace, after `--` (without it and --pid: every process, until
     /// Ctrl-C).
     #[arg(last = true, value_name = "CMD")]
@@ -138,6 +143,7 @@ pub fn run_with_hooks(
         env: set,
         memory_lines: !args.quiet,
         config,
+        require_ebpf: args.require_ebpf,
     };
     let outcome = recorder::execute(plan, hooks)?;
     summarize(&out, &outcome);
@@ -213,6 +219,7 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         env: Default::default(),
         memory_lines: false,
         config: serde_json::json!({ "interval_ms": interval.as_millis() }),
+        require_ebpf: args.require_ebpf,
     };
     let outcome = recorder::execute(plan, Vec::new())?;
     eprintln!(

@@ -1,7 +1,8 @@
 //! `memtrace top`: a live per-process table sorted by memory growth, with the system line on
 //! top; `--json` prints each snapshot as one JSON array line, `--once` stops after one interval.
 //! Where NVML works, each interval also samples the GPUs: one line per GPU under the RAM line and
-//! a `GPU MiB` column (`gpu_bytes` in the JSON); without GPUs neither appears.
+//! a `GPU MiB` column (`gpu_bytes` in the JSON); without GPUs neither appears. Without eBPF it
+//! reads every process from /proc (see [`Source::start`]) and says so on the table's source line.
 use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
@@ -11,8 +12,10 @@ use crate::{
     collect::{
         gpu::{self, GpuSource},
         model::{ProcSample, Snapshot},
+        proc_source::{Members, OomSource},
         sampler::Sampler,
-        tracer::{Tracer, TracerOptions},
+        source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source, SourceKind},
+        tracer::TracerOptions,
     },
     host::units::{human_bytes, mib, parse_duration, signed_mib},
 };
@@ -39,6 +42,8 @@ pub struct TopArgs {
     /// own per-task counters at no per-fault cost).
     #[arg(long)]
     pub fault_hook: bool,
+    #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
+    pub require_ebpf: bool,
 }
 
 /// Validated `top` settings.
@@ -56,6 +61,8 @@ pub struct TopConfig {
     pub rows: usize,
     /// What the tracer attaches.
     pub tracer: TracerOptions,
+    /// Refuse to run without eBPF.
+    pub require_ebpf: bool,
 }
 
 impl TryFrom<TopArgs> for TopConfig {
@@ -79,6 +86,7 @@ impl TryFrom<TopArgs> for TopConfig {
             tracer: TracerOptions {
                 fault_hook: args.fault_hook,
             },
+            require_ebpf: args.require_ebpf,
         })
     }
 }
@@ -86,8 +94,15 @@ impl TryFrom<TopArgs> for TopConfig {
 /// Runs `memtrace top`.
 pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     let config = TopConfig::try_from(args)?;
-    let tracer = Tracer::start(config.tracer)?;
-    let mut sampler = Sampler::new(tracer, Path::new("/proc"), config.window.as_secs_f64())
+    let proc_root = Path::new("/proc");
+    let source = Source::start(
+        config.tracer,
+        config.require_ebpf,
+        proc_root,
+        Members::All,
+        OomSource::Machine,
+    )?;
+    let mut sampler = Sampler::new(source, proc_root, config.window.as_secs_f64())
         .context("seeding the tracer from /proc")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,7 +114,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
         log::debug!("GPU: one {} sample cost {mean:?} on average", gpus.name());
     }
     result?;
-    // Dropping the sampler drops the tracer, which detaches every program.
+    // Dropping the sampler drops the source: the tracer detaches every program.
     Ok(ExitCode::SUCCESS)
 }
 
@@ -130,7 +145,7 @@ async fn live(
                 // Clear the screen and home the cursor.
                 crate::out!("\x1b[H\x1b[2J")?;
             }
-            crate::out!("{}", render(&snapshot, config.rows))?;
+            crate::out!("{}", render(&snapshot, config.rows, sampler.kind()))?;
         }
         if config.once {
             return Ok(());
@@ -138,8 +153,8 @@ async fn live(
     }
 }
 
-/// The text table.
-pub fn render(snapshot: &Snapshot, rows: usize) -> String {
+/// The text table; `source` names where the per-process values came from.
+pub fn render(snapshot: &Snapshot, rows: usize, source: SourceKind) -> String {
     let s = &snapshot.system;
     let h = &snapshot.health;
     let mut out = format!(
@@ -154,13 +169,17 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     }
     out.push_str(&swap_line(s));
     out.push_str(&psi_line(s));
-    out.push_str(&format!(
-        "Tracer: {} processes, kswapd wakeups {}, lost events: map full {}, ring buffer {}\n",
-        snapshot.procs.iter().filter(|p| !p.exited).count(),
-        h.kswapd_wakeups,
-        h.map_full,
-        h.ringbuf_drops
-    ));
+    let live = snapshot.procs.iter().filter(|p| !p.exited).count();
+    out.push_str(&match source {
+        SourceKind::Ebpf => format!(
+            "Tracer: {live} processes, kswapd wakeups {}, lost events: map full {}, ring buffer {}\n",
+            h.kswapd_wakeups, h.map_full, h.ringbuf_drops
+        ),
+        SourceKind::Proc => format!(
+            "Source: /proc (no eBPF), {live} processes; not seen: processes born and gone \
+             between samples, reclaim stalls (STALL stays 0)\n"
+        ),
+    });
     for kill in &snapshot.oom_kills {
         out.push_str(&format!(
             "OOM KILL: pid {} ({}) with {} resident\n",
@@ -231,6 +250,7 @@ mod tests {
             json: false,
             rows: 5,
             fault_hook: false,
+            require_ebpf: false,
         }
     }
 
@@ -263,13 +283,31 @@ mod tests {
             ],
             ..Snapshot::default()
         };
-        let text = render(&snapshot, 10);
+        let text = render(&snapshot, 10, SourceKind::Ebpf);
         assert!(text.contains("     42 a) R (b"));
         assert!(text.contains("256.0"));
         assert!(text.contains("+1.0"));
         assert!(text.contains("short✝"));
         assert!(text.contains("Tracer: 1 processes"));
         assert!(!text.contains("GPU"), "no GPU column without GPUs");
+    }
+
+    #[test]
+    fn without_ebpf_the_source_line_says_so() {
+        let snapshot = Snapshot {
+            procs: vec![ProcSample {
+                pid: 42,
+                comm: "python3".to_owned(),
+                ..ProcSample::default()
+            }],
+            ..Snapshot::default()
+        };
+        let text = render(&snapshot, 10, SourceKind::Proc);
+        assert!(
+            text.contains("Source: /proc (no eBPF), 1 processes; not seen:"),
+            "{text}"
+        );
+        assert!(!text.contains("Tracer:"), "{text}");
     }
 
     #[test]
@@ -304,7 +342,7 @@ mod tests {
             }],
         };
         crate::collect::gpu::join(&mut snapshot, &sample);
-        let text = render(&snapshot, 10);
+        let text = render(&snapshot, 10, SourceKind::Ebpf);
         assert!(
             text.contains("GPU0: 3.0 GiB used of 80.0 GiB (3.8 %), util 7 %  Fake H100\n"),
             "{text}"

@@ -46,9 +46,11 @@ use rustix::{
 
 use crate::{
     collect::{
+        proc_source::{Members, OomSource},
         sampler::Sampler,
         scope::{self, Scope, ScopeArgs},
-        tracer::{Tracer, TracerOptions},
+        source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source},
+        tracer::TracerOptions,
     },
     guard::{config::GuardConfig, engine::Engine, psi_trigger::PsiTrigger},
     host::{privilege, procfs},
@@ -90,6 +92,8 @@ pub struct GuardArgs {
     /// Stop after this long (tests, benchmarks).
     #[arg(long, hide = true)]
     pub exit_after: Option<String>,
+    #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
+    pub require_ebpf: bool,
 }
 
 /// Runs `memtrace guard`.
@@ -137,9 +141,26 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let (state_file, _claim) = claim::claim(&scope, &state_path, args.dry_run)?;
     let signals = SignalFd::block_termination().context("blocking SIGINT/SIGTERM")?;
     claim::recover_at_start(&scope, state_file.as_ref(), proc_root, args.dry_run);
-    let tracer = Tracer::start(TracerOptions::default())?;
+    // Without eBPF, the /proc source reads only the scope's processes.
+    let (members, oom) = match &scope {
+        Scope::Machine => (Members::All, OomSource::Machine),
+        Scope::Cgroup { path, version } => (
+            Members::Cgroup(path.clone()),
+            OomSource::Cgroup {
+                dir: path.clone(),
+                version: *version,
+            },
+        ),
+    };
+    let source = Source::start(
+        TracerOptions::default(),
+        args.require_ebpf,
+        proc_root,
+        members,
+        oom,
+    )?;
     let mut sampler = Sampler::new(
-        tracer,
+        source,
         proc_root,
         config.sampling.growth_window.as_secs_f64(),
     )

@@ -1,6 +1,7 @@
-//! The event loop shared by `run` and `record`: starts the tracer, opens the trace and the mark
-//! socket, starts (or attaches to) the traced command, then samples every interval and at every
-//! mark until the command ends (or, when attached, its tree is gone, or SIGINT/SIGTERM).
+//! The event loop shared by `run` and `record`: starts the source (the eBPF tracer, or /proc where
+//! it cannot load), opens the trace and the mark socket, starts (or attaches to) the traced
+//! command, then samples every interval and at every mark until the command ends (or, when
+//! attached, its tree is gone, or SIGINT/SIGTERM).
 //!
 //! Nothing the pipeline does can stall the loop: signals are forwarded and interval samples taken
 //! before marks are looked at, replies to mark senders are sent without waiting (a sender that
@@ -31,8 +32,10 @@ use super::{
 };
 use crate::{
     collect::{
+        proc_source::{Members, OomSource},
         sampler::Sampler,
-        tracer::{Tracer, TracerOptions},
+        source::{Source, SourceKind},
+        tracer::TracerOptions,
     },
     record::trace::{Event, Header, TraceWriter},
 };
@@ -65,6 +68,8 @@ pub struct Plan {
     pub memory_lines: bool,
     /// Settings recorded in the header.
     pub config: serde_json::Value,
+    /// Refuse to run without eBPF.
+    pub require_ebpf: bool,
 }
 
 /// How it ended.
@@ -163,15 +168,35 @@ fn now_ms() -> u64 {
 
 /// Runs the plan to its end.
 pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outcome> {
-    let tracer = Tracer::start(TracerOptions::default())?;
     let proc_root = Path::new("/proc");
-    let sampler = Sampler::new(tracer, proc_root, plan.interval.as_secs_f64().max(0.2))
+    let members = match &plan.target {
+        // The command is about to become this process's child: following this process's own
+        // tree finds it from its first sample (the session keeps only the command's tree).
+        TraceTarget::Spawn(_) => Members::Tree(std::process::id()),
+        TraceTarget::Attach(pid) => Members::Tree(*pid),
+        TraceTarget::System => Members::All,
+    };
+    let source = Source::start(
+        TracerOptions::default(),
+        plan.require_ebpf,
+        proc_root,
+        members,
+        OomSource::Machine,
+    )?;
+    let without_ebpf = source.kind() == SourceKind::Proc;
+    let sampler = Sampler::new(source, proc_root, plan.interval.as_secs_f64().max(0.2))
         .context("seeding the tracer from /proc")?;
-    let scope_words = match &plan.target {
+    let mut scope_words = match &plan.target {
         TraceTarget::Spawn(_) => "process tree of the command".to_owned(),
         TraceTarget::Attach(pid) => format!("process tree of pid {pid}"),
         TraceTarget::System => "all processes".to_owned(),
     };
+    if without_ebpf {
+        scope_words.push_str(
+            ", read from /proc without eBPF (no reclaim stalls, no processes born and gone \
+             between samples)",
+        );
+    }
     let mut header = Header::collect(
         proc_root,
         scope_words,

@@ -9,6 +9,7 @@ mod overhead;
 mod overhead_measure;
 mod overhead_tables;
 mod overhead_tracers;
+mod proc_source;
 mod process;
 mod reaction;
 mod ssh;
@@ -34,6 +35,9 @@ pub enum Bench {
     /// sshd under a runaway pipeline in a 1 GiB qemu guest (the whole guest, or a 640 MiB
     /// container in it): kernel alone vs earlyoom vs memtrace.
     Ssh(ssh::Options),
+    /// What memtrace costs without eBPF: the /proc source sampling 200 idle processes every
+    /// 100 ms, its CPU time against sampling nothing.
+    ProcSource(proc_source::Options),
     /// Size and speed of one hour of trace (write, read, report, exports) against the same
     /// data as JSON lines.
     Trace(trace::Options),
@@ -54,6 +58,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Overhead(options) => overhead::run(&options),
         Bench::Reaction(options) => reaction::run(&options),
         Bench::Ssh(options) => ssh::run(&options),
+        Bench::ProcSource(options) => proc_source::run(&options),
         Bench::Trace(options) => trace::run(&options),
         Bench::Workload(args) => workload::run(&args),
     }

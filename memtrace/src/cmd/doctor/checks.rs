@@ -10,6 +10,7 @@
 use std::{fs, path::Path};
 
 use super::{
+    mode,
     report::{Action, Check, Severity, SysRoots},
     tracing,
 };
@@ -53,6 +54,7 @@ pub fn all(roots: &SysRoots, scope: &Selected) -> Vec<Check> {
         tracing::btf(roots),
         tracing::tracefs(roots),
         tracing::tracepoints(roots),
+        mode::mode(roots),
         tracing::nvml(crate::collect::gpu::nvml_loadable()),
         sshd(roots),
         compressed_swap(roots),

@@ -8,6 +8,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 pub mod checks;
+pub mod mode;
 pub mod report;
 pub mod tracing;
 

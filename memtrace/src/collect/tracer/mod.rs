@@ -95,10 +95,6 @@ impl Tracer {
     pub fn start(options: TracerOptions) -> Result<Self, TracerError> {
         privilege::require_root("load eBPF programs")?;
         privilege::raise_memlock();
-        if let Err(err) = tracefs::ensure_mounted() {
-            // memtrace attaches BTF tracepoints only, so it works without tracefs; say so once.
-            log::warn!("{err}; memtrace does not need it, but bpftrace and perf do");
-        }
         let own_btf = btf::Btf::from_sys_fs()?;
         let missing = layout::missing_tracepoints(&own_btf)?;
         if !missing.is_empty() {
@@ -130,6 +126,11 @@ impl Tracer {
             source,
         })?;
         drop(aya_btf);
+        // Only once the programs run: where they cannot, the /proc source needs no tracefs.
+        if let Err(err) = tracefs::ensure_mounted() {
+            // memtrace attaches BTF tracepoints only, so it works without tracefs; say so once.
+            log::warn!("{err}; memtrace does not need it, but bpftrace and perf do");
+        }
         // Parsing vmlinux BTF twice (ours and aya's) peaks at tens of MiB of heap; give it back.
         // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel, under the
         // allocator's own locks; no live allocation is touched. rustix has no allocator calls.

@@ -1,36 +1,24 @@
-//! Builds one [`Snapshot`] per interval from the tracer's maps and events, joined with /proc for
-//! identity (comm, cmdline, ppid, start time), with rates over a sliding window.
+//! The eBPF side of the sampler: the tracer's per-process counters and exit/OOM events, joined
+//! with /proc for identity (comm, cmdline, ppid, start time).
 //!
 //! /proc is read per process only for `stat` (one small file; it also detects pid reuse through
 //! the start time); command lines are cached per (pid, start time) and re-read when the comm
 //! changes (exec).
 use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
+    collections::{HashMap, VecDeque},
+    path::Path,
 };
 
 use memtrace_common::{ProcEvent, ProcStats, event_kind};
 
+use super::{Rates, SampleError};
 use crate::{
     collect::{
-        growth::{Point, Window},
-        model::{OomKill, ProcSample, Snapshot},
-        system,
-        tracer::{ProcCounters, RssMembers, Tracer, TracerError},
+        model::{OomKill, ProcSample, TracerHealth},
+        tracer::{ProcCounters, RssMembers, Tracer},
     },
     host::{clock, procfs, procscan},
 };
-
-/// Why a snapshot could not be taken.
-#[derive(Debug, thiserror::Error)]
-pub enum SampleError {
-    /// The maps could not be read.
-    #[error(transparent)]
-    Tracer(#[from] TracerError),
-    /// /proc could not be read.
-    #[error(transparent)]
-    Proc(#[from] procfs::ProcError),
-}
 
 /// Identity of a live process, from /proc.
 #[derive(Clone, Debug)]
@@ -43,25 +31,19 @@ struct Ident {
     read_at: std::time::Instant,
 }
 
-/// Turns the tracer's raw counters into snapshots.
-#[derive(Debug)]
-pub struct Sampler {
-    tracer: Tracer,
-    proc_root: PathBuf,
-    /// Window length for rates, seconds.
-    span: f64,
-    windows: HashMap<(u32, u64), Window>,
-    idents: HashMap<u32, Ident>,
-    last_sample_s: f64,
-    ticks_per_s: f64,
-    /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
-    oom_victims: std::collections::VecDeque<u32>,
-    /// Reuse a process's /proc identity this long (None: re-read every sample).
-    ident_max_age: Option<std::time::Duration>,
-}
-
 /// How many recent OOM victims are remembered to mark their exit.
 const OOM_MEMORY: usize = 64;
+
+/// The tracer and what the sampler keeps to join its counters with /proc.
+#[derive(Debug)]
+pub(super) struct EbpfJoin {
+    pub(super) tracer: Tracer,
+    idents: HashMap<u32, Ident>,
+    /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
+    oom_victims: VecDeque<u32>,
+    /// Reuse a process's /proc identity this long (None: re-read every sample).
+    pub(super) ident_max_age: Option<std::time::Duration>,
+}
 
 /// Converts a NUL-padded kernel comm.
 pub fn comm_string(raw: &[u8]) -> String {
@@ -69,51 +51,37 @@ pub fn comm_string(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-impl Sampler {
+impl EbpfJoin {
     /// Wraps a started tracer, seeding it with every process that exists now (the kernel side
-    /// only sees changes). `window` is the span rates are computed over.
-    pub fn new(mut tracer: Tracer, proc_root: &Path, window_s: f64) -> Result<Self, SampleError> {
+    /// only sees changes).
+    pub(super) fn new(mut tracer: Tracer, proc_root: &Path) -> Result<Self, SampleError> {
         let members = tracer.members();
         for proc in procscan::scan_all(proc_root)? {
             tracer.seed(proc.stat.pid, &seed_stats(&proc.memory, members))?;
         }
         Ok(Self {
             tracer,
-            proc_root: proc_root.to_owned(),
-            span: window_s,
-            windows: HashMap::new(),
             idents: HashMap::new(),
-            last_sample_s: clock::boottime_s(),
-            ticks_per_s: clock::clock_ticks() as f64,
-            oom_victims: std::collections::VecDeque::with_capacity(OOM_MEMORY),
+            oom_victims: VecDeque::with_capacity(OOM_MEMORY),
             ident_max_age: None,
         })
     }
 
-    /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
-    /// of re-reading `/proc/PID/stat` every sample; exit events still evict it at once. Used by
-    /// the guard, whose idle rounds then touch no /proc file per process. Fault counts from
-    /// /proc are as old as the identity.
-    pub fn set_ident_max_age(&mut self, age: std::time::Duration) {
-        self.ident_max_age = Some(age);
-    }
-
-    /// The tracer, e.g. for its program statistics.
-    pub fn tracer(&self) -> &Tracer {
-        &self.tracer
-    }
-
-    /// Takes one snapshot: every traced process (sorted by growth, then size) plus the ones that
-    /// exited since the previous snapshot.
-    pub fn sample(&mut self) -> Result<Snapshot, SampleError> {
-        let now = clock::boottime_s();
-        let since = self.last_sample_s;
+    /// Every traced process plus the ones that exited since the previous snapshot, the OOM
+    /// kills and the tracer's health.
+    pub(super) fn collect(
+        &mut self,
+        rates: &mut Rates,
+        proc_root: &Path,
+        now: f64,
+        since: f64,
+    ) -> Result<(Vec<ProcSample>, Vec<OomKill>, TracerHealth), SampleError> {
         let members = self.tracer.members();
         let counters = self.tracer.read_procs()?;
         let events = self.tracer.drain_events();
         let mut procs = Vec::with_capacity(counters.len() + events.len());
         for counter in &counters {
-            if let Some(sample) = self.live_sample(counter, members, now, since) {
+            if let Some(sample) = self.live_sample(counter, members, proc_root, rates, now, since) {
                 procs.push(sample);
             }
         }
@@ -147,30 +115,7 @@ impl Sampler {
         for sample in procs.iter_mut().filter(|p| !p.exited) {
             sample.oom_killed = self.oom_victims.contains(&sample.pid);
         }
-        // Forget windows of processes that are gone.
-        let live: std::collections::HashSet<(u32, u64)> = procs
-            .iter()
-            .filter(|p| !p.exited)
-            .map(|p| (p.pid, p.start_ticks))
-            .collect();
-        self.windows.retain(|key, _| live.contains(key));
-        procs.sort_by(|a, b| {
-            b.growth_bytes_per_s
-                .total_cmp(&a.growth_bytes_per_s)
-                .then(b.rss_bytes.cmp(&a.rss_bytes))
-                .then(a.pid.cmp(&b.pid))
-        });
-        let window_s = (now - since).max(0.0);
-        self.last_sample_s = now;
-        Ok(Snapshot {
-            time_unix_ms: clock::unix_ms(),
-            window_s,
-            system: system::sample(&self.proc_root)?,
-            procs,
-            oom_kills,
-            health: self.tracer.health()?,
-            gpus: Vec::new(),
-        })
+        Ok((procs, oom_kills, self.tracer.health()?))
     }
 
     /// A live process's sample, or `None` if it vanished from /proc meanwhile (its exit event
@@ -179,10 +124,12 @@ impl Sampler {
         &mut self,
         counter: &ProcCounters,
         members: RssMembers,
+        proc_root: &Path,
+        rates: &mut Rates,
         now: f64,
         since: f64,
     ) -> Option<ProcSample> {
-        let ident = self.refresh_ident(counter.pid)?;
+        let ident = self.refresh_ident(proc_root, counter.pid)?;
         let fault_hook = self.tracer.options().fault_hook;
         let mut sample = sample_from_stats(counter.pid, &counter.stats, members);
         sample.ppid = ident.ppid;
@@ -192,51 +139,19 @@ impl Sampler {
         if !fault_hook {
             sample.faults = ident.faults;
         }
-        let window = self
-            .windows
-            .entry((counter.pid, ident.start_ticks))
-            .or_default();
-        let started_s = ident.start_ticks as f64 / self.ticks_per_s;
-        if window.is_empty() && started_s > since && started_s < now {
-            // Born during this interval: its growth counts from zero at birth.
-            window.push(
-                Point {
-                    t: started_s,
-                    rss: 0.0,
-                    footprint: 0.0,
-                    faults: 0.0,
-                    stall_ns: 0.0,
-                },
-                self.span,
-            );
-        }
-        window.push(
-            Point {
-                t: now,
-                rss: sample.rss_bytes as f64,
-                footprint: sample.footprint_bytes() as f64,
-                faults: sample.faults as f64,
-                stall_ns: sample.reclaim_stall_ns as f64,
-            },
-            self.span,
-        );
-        let rates = window.rates(self.span);
-        sample.growth_bytes_per_s = rates.growth_bytes_per_s;
-        sample.footprint_growth_bytes_per_s = rates.footprint_growth_bytes_per_s;
-        sample.faults_per_s = rates.faults_per_s;
-        sample.reclaim_stall_ms_per_s = rates.stall_ms_per_s;
+        rates.apply(&mut sample, now, since);
         Some(sample)
     }
 
     /// Re-reads `/proc/PID/stat`; re-reads the command line when the process is new or its comm
     /// changed.
-    fn refresh_ident(&mut self, pid: u32) -> Option<Ident> {
+    fn refresh_ident(&mut self, proc_root: &Path, pid: u32) -> Option<Ident> {
         if let (Some(max_age), Some(cached)) = (self.ident_max_age, self.idents.get(&pid))
             && cached.read_at.elapsed() < max_age
         {
             return Some(cached.clone());
         }
-        let dir = self.proc_root.join(pid.to_string());
+        let dir = proc_root.join(pid.to_string());
         let stat = procfs::parse_pid_stat(&procfs::read(&dir.join("stat")).ok()?)?;
         let cached = self
             .idents

@@ -1,0 +1,332 @@
+//! The /proc source: what the sampler reads where eBPF cannot load (a default container, not
+//! root). It follows only the scope's processes ([`Members`]: a tree, a cgroup or everything)
+//! and knows of each the same values the tracer gives: resident memory by kind (`RssAnon`,
+//! `RssFile`, `RssShmem`) and `VmSwap` from `status`, the kernel's peak (`VmHWM`), faults
+//! (`stat` minflt + majflt), identity; each reading also hands over the processes that exited
+//! since the previous one, with their last values, and the OOM kills the scope's counter
+//! ([`OomSource`]) shows.
+//!
+//! What a reading costs is kept to what may have changed: each followed process holds its
+//! pidfd and its three files open (closed when it exits); the pidfds sit in one epoll set, so a
+//! reading learns which processes exited from one `epoll_wait`; new processes are looked for
+//! only when a pid was handed out ([`members`]); and a process is read in full only when its
+//! `statm` changed, an idle one at least once a second ([`tracked`]). Where pidfds are
+//! unavailable every followed process's `statm` is read every sample instead. What it cannot
+//! see: a process born and gone between two samples, reclaim stalls, and which process the
+//! kernel's OOM killer chose.
+mod members;
+mod oom;
+mod tracked;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+pub use members::Members;
+pub use oom::{OomSource, PROBABLE, UNKNOWN_VICTIM};
+use rustix::{
+    buffer::spare_capacity,
+    event::{Timespec, epoll},
+    io::Errno,
+};
+
+use crate::{
+    collect::model::{OomKill, ProcSample},
+    host::{
+        clock,
+        pidfd::{ProcRef, ProcRefError},
+        privilege,
+        procfs::{self, PidStat, ProcError},
+    },
+};
+
+/// What changed since the previous reading (the live processes are [`ProcSource::live`]).
+#[derive(Debug, Default)]
+pub struct Reading {
+    /// The processes that exited since the previous reading, with their last values.
+    pub exited: Vec<ProcSample>,
+    /// OOM kills counted since the previous reading.
+    pub oom_kills: Vec<OomKill>,
+}
+
+/// What the source has read so far (for benchmarks and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    /// Readings.
+    pub readings: u64,
+    /// Listings of the scope.
+    pub listings: u64,
+    /// `statm` reads that found nothing changed.
+    pub unchanged: u64,
+    /// Full reads (`statm`, `status`, `stat`), new processes included.
+    pub full: u64,
+}
+
+/// How exits are noticed.
+#[derive(Debug)]
+enum Exits {
+    /// Every followed process's pidfd is in this epoll set, its pid as the data.
+    Epoll(OwnedFd),
+    /// By reading each process every sample (no pidfds here).
+    Reading,
+}
+
+/// The /proc source.
+#[derive(Debug)]
+pub struct ProcSource {
+    proc_root: PathBuf,
+    discovery: members::Discovery,
+    followed: HashMap<u32, tracked::Tracked>,
+    exits: Exits,
+    oom: Option<oom::OomCounter>,
+    /// Processes left unread for want of file descriptors (said once).
+    out_of_descriptors: bool,
+    counts: ReadCounts,
+}
+
+impl ProcSource {
+    /// A source for `members` under `proc_root`, OOM kills counted from `oom`. Nothing is read
+    /// before the first [`read`](Self::read).
+    pub fn new(proc_root: &Path, members: Members, oom: OomSource) -> Self {
+        // Four descriptors per followed process.
+        privilege::raise_nofile();
+        let exits = match epoll::create(epoll::CreateFlags::CLOEXEC) {
+            Ok(set) => Exits::Epoll(set),
+            Err(errno) => {
+                log::debug!("no epoll ({errno}): exits are noticed by reading");
+                Exits::Reading
+            }
+        };
+        Self {
+            proc_root: proc_root.to_owned(),
+            discovery: members::Discovery::new(proc_root, members),
+            followed: HashMap::new(),
+            exits,
+            oom: oom::OomCounter::open(proc_root, &oom),
+            out_of_descriptors: false,
+            counts: ReadCounts::default(),
+        }
+    }
+
+    /// Notices exits by reading every process every sample, as where pidfds are unavailable.
+    pub fn without_pidfds(mut self) -> Self {
+        self.exits = Exits::Reading;
+        self
+    }
+
+    /// Reads the scope now.
+    pub fn read(&mut self) -> Result<Reading, ProcError> {
+        self.read_at(Instant::now())
+    }
+
+    /// Reads the scope as of `now`.
+    pub fn read_at(&mut self, now: Instant) -> Result<Reading, ProcError> {
+        self.counts.readings += 1;
+        let mut gone = self.exited_by_pidfd();
+        let followed = &self.followed;
+        if let Some(listing) = self
+            .discovery
+            .look(now, |pid| followed.contains_key(&pid))?
+        {
+            if let Some(pids) = &listing.pids {
+                self.counts.listings += 1;
+                let unlisted: Vec<u32> = self
+                    .followed
+                    .keys()
+                    .copied()
+                    .filter(|pid| !pids.contains(pid) && !gone.contains(pid))
+                    .collect();
+                for pid in unlisted {
+                    // Out of /proc: exited. Out of the cgroup but alive: it left the scope.
+                    let exited = self
+                        .followed
+                        .get_mut(&pid)
+                        .is_none_or(|t| t.refresh(&self.proc_root, now) == tracked::Refresh::Gone);
+                    if exited {
+                        gone.push(pid);
+                    } else {
+                        self.followed.remove(&pid);
+                    }
+                }
+            }
+            self.admit(&listing.candidates, now);
+        }
+        let every_sample = matches!(self.exits, Exits::Reading);
+        for (pid, process) in &mut self.followed {
+            if gone.contains(pid) || !process.due(now, every_sample) {
+                continue;
+            }
+            match process.refresh(&self.proc_root, now) {
+                tracked::Refresh::Unchanged => self.counts.unchanged += 1,
+                tracked::Refresh::Changed => self.counts.full += 1,
+                tracked::Refresh::Gone => gone.push(*pid),
+            }
+        }
+        let exited: Vec<ProcSample> = gone
+            .iter()
+            .filter_map(|pid| self.followed.remove(pid))
+            .map(tracked::Tracked::into_exit)
+            .collect();
+        let oom_kills = self
+            .oom
+            .as_mut()
+            .map(|counter| counter.read(now, &exited, clock::unix_ms()))
+            .unwrap_or_default();
+        Ok(Reading { exited, oom_kills })
+    }
+
+    /// The live processes with their latest values (no rates: the sampler adds those).
+    pub fn live(&self) -> impl Iterator<Item = &ProcSample> {
+        self.followed.values().map(|t| &t.sample)
+    }
+
+    /// The followed processes whose pidfd says they exited.
+    fn exited_by_pidfd(&self) -> Vec<u32> {
+        let Exits::Epoll(set) = &self.exits else {
+            return Vec::new();
+        };
+        let mut gone = Vec::new();
+        let mut events = Vec::with_capacity(64);
+        loop {
+            events.clear();
+            // A zero timeout: look, don't wait.
+            match epoll::wait(set, spare_capacity(&mut events), Some(&Timespec::default())) {
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(_) => break,
+            }
+            gone.extend(
+                events
+                    .iter()
+                    .filter_map(|event| u32::try_from(event.data.u64()).ok())
+                    .filter(|pid| self.followed.contains_key(pid)),
+            );
+            if events.len() < events.capacity() {
+                break;
+            }
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        gone
+    }
+
+    /// Examines listed pids not yet known: members are followed from now on, others are
+    /// remembered as foreign. Tree members are found through their parents, so a child listed
+    /// before its new parent still joins.
+    fn admit(&mut self, candidates: &[u32], now: Instant) {
+        // A pid handed out to a thread is reachable in /proc too: not a process.
+        let mut pending: Vec<PidStat> = candidates
+            .iter()
+            .filter_map(|pid| {
+                let path = self.proc_root.join(pid.to_string()).join("stat");
+                procfs::parse_pid_stat(&procfs::read(&path).ok()?)
+            })
+            .filter(|stat| !stat.is_thread())
+            .collect();
+        loop {
+            let before = pending.len();
+            let mut rest = Vec::with_capacity(pending.len());
+            for stat in pending {
+                if self.is_member(&stat) {
+                    self.follow(stat, now);
+                } else {
+                    rest.push(stat);
+                }
+            }
+            pending = rest;
+            if pending.len() == before {
+                break;
+            }
+        }
+        for stat in pending {
+            self.discovery.foreign(stat.pid);
+        }
+    }
+
+    fn is_member(&self, stat: &PidStat) -> bool {
+        match &self.discovery.members {
+            Members::All | Members::Cgroup(_) => true,
+            Members::Tree(root) => stat.pid == *root || self.followed.contains_key(&stat.ppid),
+        }
+    }
+
+    /// Opens a member's pidfd and files and reads it.
+    fn follow(&mut self, stat: PidStat, now: Instant) {
+        let pid = stat.pid;
+        let pidfd = match &self.exits {
+            Exits::Reading => None,
+            Exits::Epoll(set) => {
+                let target = ProcRef {
+                    pid,
+                    start_ticks: stat.start_ticks,
+                    comm: stat.comm.clone(),
+                };
+                let opened = target.open(&self.proc_root).and_then(|fd| {
+                    epoll::add(
+                        set,
+                        &fd,
+                        epoll::EventData::new_u64(u64::from(pid)),
+                        epoll::EventFlags::IN,
+                    )
+                    .map(|()| fd)
+                    .map_err(|errno| ProcRefError::Io {
+                        pid,
+                        source: errno.into(),
+                    })
+                });
+                match opened {
+                    Ok(fd) => Some(fd),
+                    Err(ProcRefError::Gone(_) | ProcRefError::Reused { .. }) => return,
+                    Err(ProcRefError::Io { source, .. }) => {
+                        if matches!(
+                            source.raw_os_error().map(Errno::from_raw_os_error),
+                            Some(Errno::NOSYS | Errno::PERM | Errno::ACCESS)
+                        ) {
+                            log::debug!("no pidfds ({source}): exits are noticed by reading");
+                            self.exits = Exits::Reading;
+                        } else {
+                            self.lacks_descriptors(&source.to_string());
+                            return;
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        match tracked::Tracked::open(&self.proc_root, stat, pidfd, now) {
+            tracked::Opened::Tracked(process) => {
+                self.counts.full += 1;
+                self.followed.insert(pid, *process);
+            }
+            tracked::Opened::NotUser => self.discovery.foreign(pid),
+            tracked::Opened::Gone => {}
+            tracked::Opened::NoDescriptors(err) => self.lacks_descriptors(&err.to_string()),
+        }
+    }
+
+    fn lacks_descriptors(&mut self, err: &str) {
+        if !self.out_of_descriptors {
+            self.out_of_descriptors = true;
+            log::warn!(
+                "some processes are not read ({err}): the /proc source keeps four files open \
+                 per process; raise the open-files limit (ulimit -n)"
+            );
+        }
+    }
+
+    /// How many processes are followed.
+    pub fn followed(&self) -> usize {
+        self.followed.len()
+    }
+
+    /// What it has read so far.
+    pub fn counts(&self) -> ReadCounts {
+        self.counts
+    }
+}

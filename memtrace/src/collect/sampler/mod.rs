@@ -1,0 +1,207 @@
+//! Builds one [`Snapshot`] per interval from the [`Source`] chosen at start — the eBPF tracer's
+//! maps and events joined with /proc identities ([`ebpf`]), or the /proc source's readings — with
+//! rates over a sliding window, the machine's memory line, and processes sorted by growth.
+mod ebpf;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+pub use ebpf::{comm_string, sample_from_stats, seed_stats};
+
+use crate::{
+    collect::{
+        growth::{Point, Window},
+        model::{ProcSample, Snapshot, TracerHealth},
+        proc_source::ProcSource,
+        source::{Source, SourceKind},
+        system::SystemFiles,
+        tracer::{Tracer, TracerError},
+    },
+    host::{clock, procfs},
+};
+
+/// Why a snapshot could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// The maps could not be read.
+    #[error(transparent)]
+    Tracer(#[from] TracerError),
+    /// /proc could not be read.
+    #[error(transparent)]
+    Proc(#[from] procfs::ProcError),
+}
+
+/// The source with what the sampler keeps beside it.
+#[derive(Debug)]
+enum Side {
+    Ebpf(ebpf::EbpfJoin),
+    Proc(ProcSource),
+}
+
+/// Growth, fault and stall rates per process (pid, start time) over a sliding window.
+#[derive(Debug)]
+pub(super) struct Rates {
+    /// Window length, seconds.
+    span: f64,
+    /// Each process's window, with the round it was last applied in.
+    windows: HashMap<(u32, u64), (u64, Window)>,
+    ticks_per_s: f64,
+    round: u64,
+}
+
+impl Rates {
+    /// Adds the sample's values at `now` to its process's window and sets its rates. A process
+    /// born after `since` grows from zero at its birth.
+    fn apply(&mut self, sample: &mut ProcSample, now: f64, since: f64) {
+        let (seen, window) = self
+            .windows
+            .entry((sample.pid, sample.start_ticks))
+            .or_default();
+        *seen = self.round;
+        let started_s = sample.start_ticks as f64 / self.ticks_per_s;
+        if window.is_empty() && started_s > since && started_s < now {
+            // Born during this interval: its growth counts from zero at birth.
+            window.push(
+                Point {
+                    t: started_s,
+                    rss: 0.0,
+                    footprint: 0.0,
+                    faults: 0.0,
+                    stall_ns: 0.0,
+                },
+                self.span,
+            );
+        }
+        window.push(
+            Point {
+                t: now,
+                rss: sample.rss_bytes as f64,
+                footprint: sample.footprint_bytes() as f64,
+                faults: sample.faults as f64,
+                stall_ns: sample.reclaim_stall_ns as f64,
+            },
+            self.span,
+        );
+        let rates = window.rates(self.span);
+        sample.growth_bytes_per_s = rates.growth_bytes_per_s;
+        sample.footprint_growth_bytes_per_s = rates.footprint_growth_bytes_per_s;
+        sample.faults_per_s = rates.faults_per_s;
+        sample.reclaim_stall_ms_per_s = rates.stall_ms_per_s;
+    }
+
+    /// Ends a round: forgets the windows of processes not applied in it (gone).
+    fn end_round(&mut self) {
+        let round = self.round;
+        self.windows.retain(|_, (seen, _)| *seen == round);
+        self.round += 1;
+    }
+}
+
+/// Turns a source's raw readings into snapshots.
+#[derive(Debug)]
+pub struct Sampler {
+    side: Side,
+    proc_root: PathBuf,
+    system: SystemFiles,
+    rates: Rates,
+    last_sample_s: f64,
+}
+
+impl Sampler {
+    /// Wraps a started source; an eBPF tracer is seeded with every process that exists now
+    /// (the kernel side only sees changes). `window_s` is the span rates are computed over.
+    pub fn new(source: Source, proc_root: &Path, window_s: f64) -> Result<Self, SampleError> {
+        let side = match source {
+            Source::Ebpf(tracer) => Side::Ebpf(ebpf::EbpfJoin::new(tracer, proc_root)?),
+            Source::Proc(source) => Side::Proc(source),
+        };
+        Ok(Self {
+            side,
+            proc_root: proc_root.to_owned(),
+            system: SystemFiles::open(proc_root),
+            rates: Rates {
+                span: window_s,
+                windows: HashMap::new(),
+                ticks_per_s: clock::clock_ticks() as f64,
+                round: 0,
+            },
+            last_sample_s: clock::boottime_s(),
+        })
+    }
+
+    /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
+    /// of re-reading `/proc/PID/stat` every sample; exit events still evict it at once. Used by
+    /// the guard, whose idle rounds then touch no /proc file per process. Fault counts from
+    /// /proc are as old as the identity. (The /proc source has its own cadence: see
+    /// [`ProcSource`].)
+    pub fn set_ident_max_age(&mut self, age: std::time::Duration) {
+        if let Side::Ebpf(join) = &mut self.side {
+            join.ident_max_age = Some(age);
+        }
+    }
+
+    /// The tracer, e.g. for its program statistics; `None` without eBPF.
+    pub fn tracer(&self) -> Option<&Tracer> {
+        match &self.side {
+            Side::Ebpf(join) => Some(&join.tracer),
+            Side::Proc(_) => None,
+        }
+    }
+
+    /// The /proc source, e.g. for what it has read; `None` with eBPF.
+    pub fn proc_source(&self) -> Option<&ProcSource> {
+        match &self.side {
+            Side::Ebpf(_) => None,
+            Side::Proc(source) => Some(source),
+        }
+    }
+
+    /// Which source feeds this sampler.
+    pub fn kind(&self) -> SourceKind {
+        match &self.side {
+            Side::Ebpf(_) => SourceKind::Ebpf,
+            Side::Proc(_) => SourceKind::Proc,
+        }
+    }
+
+    /// Takes one snapshot: every process of the source (sorted by growth, then size) plus the
+    /// ones that exited since the previous snapshot.
+    pub fn sample(&mut self) -> Result<Snapshot, SampleError> {
+        let now = clock::boottime_s();
+        let since = self.last_sample_s;
+        let (mut procs, oom_kills, health) = match &mut self.side {
+            Side::Ebpf(join) => join.collect(&mut self.rates, &self.proc_root, now, since)?,
+            Side::Proc(source) => {
+                let reading = source.read()?;
+                let mut procs: Vec<ProcSample> = source.live().cloned().collect();
+                for sample in &mut procs {
+                    self.rates.apply(sample, now, since);
+                }
+                procs.extend(reading.exited);
+                (procs, reading.oom_kills, TracerHealth::default())
+            }
+        };
+        // Every live process, and only those, had its rates applied.
+        self.rates.end_round();
+        // A total order (pid breaks ties): an unstable sort gives the same result.
+        procs.sort_unstable_by(|a, b| {
+            b.growth_bytes_per_s
+                .total_cmp(&a.growth_bytes_per_s)
+                .then(b.rss_bytes.cmp(&a.rss_bytes))
+                .then(a.pid.cmp(&b.pid))
+        });
+        let window_s = (now - since).max(0.0);
+        self.last_sample_s = now;
+        Ok(Snapshot {
+            time_unix_ms: clock::unix_ms(),
+            window_s,
+            system: self.system.sample()?,
+            procs,
+            oom_kills,
+            health,
+            gpus: Vec::new(),
+        })
+    }
+}
