@@ -233,13 +233,15 @@ fn main() {
         "statm/s",
         "full/s"
     );
-    let mut tree_above = f64::NAN;
+    let (mut tree_above, mut source_above) = (f64::NAN, f64::NAN);
     for (variant, results) in Variant::ALL.into_iter().zip(&runs) {
         let pick = |f: &dyn Fn(&Run) -> f64| median(results.iter().map(f).collect());
         let core = pick(&percent);
         let above = core - baseline;
-        if variant == Variant::Tree {
-            tree_above = above;
+        match variant {
+            Variant::Tree => tree_above = above,
+            Variant::TreeSourceOnly => source_above = above,
+            _ => {}
         }
         let per_s =
             |count: &dyn Fn(&ReadCounts) -> u64| pick(&|r| count(&r.counts) as f64 / r.wall_s);
@@ -268,11 +270,17 @@ fn main() {
          status + stat reads, per second; µs/sample includes the machine's memory line and the \
          snapshot the sampler builds)"
     );
-    let verdict = if tree_above <= 0.2 { "met" } else { "MISSED" };
+    let verdict = |above: f64| if above <= 0.2 { "met" } else { "MISSED" };
     println!();
     println!(
-        "target: /proc source, {processes} processes at {} ms ≤ 0.2 % of a core: {tree_above:+.3} % \
-         {verdict}",
-        interval.as_millis()
+        "target: the /proc source reading {processes} processes at {} ms ≤ 0.2 % of a core: \
+         {source_above:+.3} % {}",
+        interval.as_millis(),
+        verdict(source_above)
+    );
+    println!(
+        "        with the sampler's snapshot (rates, order, memory line; the same in eBPF mode): \
+         {tree_above:+.3} % {}",
+        verdict(tree_above)
     );
 }

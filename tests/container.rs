@@ -16,7 +16,7 @@ use serde_json::Value;
 use support::{
     MIB, TestCgroup,
     guard_env::{GuardRun, config, scenario, start_pipeline, state_dir, tmp, wait_until},
-    memtrace, memtrace_bin, output_within, require_root, test_cgroup,
+    memtrace_bin, output_within, require_root, test_cgroup,
 };
 
 /// The capabilities Docker's default set lacks and that memtrace could otherwise use.

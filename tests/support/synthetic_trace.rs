@@ -16,8 +16,8 @@ pub fn proc(pid: u32, anon: u64, t: u64) -> ProcSample {
     ProcSample {
         pid,
         ppid: if pid == 100 { 1 } else { 100 },
-        comm: format!("worker-{pid}"),
-        cmdline: format!("worker --id {pid}, \"quoted\""),
+        comm: format!("worker-{pid}").into(),
+        cmdline: format!("worker --id {pid}, \"quoted\"").into(),
         start_ticks: u64::from(pid),
         anon_bytes: anon,
         file_bytes: 8 << 20,

@@ -116,8 +116,8 @@ pub fn sample_of(proc: &ScannedProc) -> ProcSample {
     ProcSample {
         pid: proc.stat.pid,
         ppid: proc.stat.ppid,
-        comm: proc.stat.comm.clone(),
-        cmdline: proc.cmdline.clone(),
+        comm: proc.stat.comm.clone().into(),
+        cmdline: proc.cmdline.clone().into(),
         start_ticks: proc.stat.start_ticks,
         rss_bytes: proc.memory.rss(),
         anon_bytes: proc.memory.anon,
@@ -235,7 +235,7 @@ pub fn command_text(p: &crate::collect::model::ProcSample, width: usize) -> Stri
         &p.cmdline
     };
     if text.chars().count() <= width {
-        return text.clone();
+        return text.clone().to_string();
     }
     let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
     cut.push('…');

@@ -269,14 +269,14 @@ mod tests {
             procs: vec![
                 ProcSample {
                     pid: 42,
-                    comm: "a) R (b".to_owned(),
+                    comm: "a) R (b".to_owned().into(),
                     rss_bytes: 256 << 20,
                     growth_bytes_per_s: MIB as f64,
                     ..ProcSample::default()
                 },
                 ProcSample {
                     pid: 43,
-                    comm: "short".to_owned(),
+                    comm: "short".to_owned().into(),
                     exited: true,
                     ..ProcSample::default()
                 },
@@ -297,7 +297,7 @@ mod tests {
         let snapshot = Snapshot {
             procs: vec![ProcSample {
                 pid: 42,
-                comm: "python3".to_owned(),
+                comm: "python3".to_owned().into(),
                 ..ProcSample::default()
             }],
             ..Snapshot::default()
@@ -316,12 +316,12 @@ mod tests {
             procs: vec![
                 ProcSample {
                     pid: 42,
-                    comm: "trainer".to_owned(),
+                    comm: "trainer".to_owned().into(),
                     ..ProcSample::default()
                 },
                 ProcSample {
                     pid: 43,
-                    comm: "shell".to_owned(),
+                    comm: "shell".to_owned().into(),
                     ..ProcSample::default()
                 },
             ],

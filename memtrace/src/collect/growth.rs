@@ -30,16 +30,32 @@ pub struct Rates {
     pub stall_ms_per_s: f64,
 }
 
-/// A process's recent observations, oldest first.
+/// A process's recent observations, oldest first: at most about [`STEPS_PER_SPAN`] per span
+/// whatever the sampling interval, so a window costs the same at 20 ms as at 1 s.
 #[derive(Clone, Debug, Default)]
 pub struct Window {
     points: VecDeque<Point>,
 }
 
+/// How finely a window keeps its past: the newest observation always stands, and the one
+/// before it is kept only when it is at least `span / STEPS_PER_SPAN` younger than its own
+/// predecessor. The base of the window is then at most that much older than `span`.
+pub const STEPS_PER_SPAN: f64 = 16.0;
+
 impl Window {
     /// Adds `point` and drops observations older than needed: the newest point at or before
-    /// `point.t - span` stays as the base of the window.
+    /// `point.t - span` stays as the base of the window, and an observation closer than
+    /// `span / STEPS_PER_SPAN` to the one kept before it is replaced by the newer one.
     pub fn push(&mut self, point: Point, span: f64) {
+        let len = self.points.len();
+        if len >= 2 {
+            let step = span / STEPS_PER_SPAN;
+            let before_last = self.points.get(len - 2).map(|p| p.t);
+            if before_last.is_some_and(|t| point.t - t < step) {
+                // The previous newest is superseded: it was within one step of its predecessor.
+                self.points.pop_back();
+            }
+        }
         self.points.push_back(point);
         while self.points.len() > 2 && self.points.get(1).is_some_and(|p| p.t <= point.t - span) {
             self.points.pop_front();
@@ -132,6 +148,28 @@ mod tests {
         assert!(
             (rate - 5.0 * MIB as f64).abs() < 1.0,
             "5 MiB in 5 ms reads as 5 MiB/s, got {rate}"
+        );
+    }
+
+    #[test]
+    fn a_short_interval_keeps_a_bounded_window_with_the_same_rate() {
+        let mut window = Window::default();
+        for i in 0..1000 {
+            // Every 10 ms for 10 s, 1 MiB/s.
+            let t = f64::from(i) * 0.01;
+            window.push(point(t, t * MIB as f64), 1.0);
+        }
+        assert!(
+            window.len() <= STEPS_PER_SPAN as usize + 3,
+            "at most one point per step: {}",
+            window.len()
+        );
+        let rate = window.rates(1.0).growth_bytes_per_s;
+        assert!((rate - MIB as f64).abs() < 1.0, "{rate}");
+        let base = window.points.front().map(|p| p.t).unwrap_or_default();
+        assert!(
+            (9.99 - 1.0 - 1.0 / STEPS_PER_SPAN..=9.99 - 1.0).contains(&base),
+            "the base is within one step before the span: {base}"
         );
     }
 }

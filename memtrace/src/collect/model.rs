@@ -1,5 +1,7 @@
 //! The one process/system model every consumer reads (top, status, guard, recorder, report):
 //! plain data, serializable, produced by the sampler.
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// One process as seen in one sampling interval.
@@ -9,10 +11,11 @@ pub struct ProcSample {
     pub pid: u32,
     /// Parent process id (0 when unknown, e.g. already exited).
     pub ppid: u32,
-    /// Command name (`/proc/PID/comm`, or the kernel's comm at exit).
-    pub comm: String,
+    /// Command name (`/proc/PID/comm`, or the kernel's comm at exit). Shared, not copied,
+    /// between a process's snapshots.
+    pub comm: Arc<str>,
     /// Full command line, space-separated (empty for kernel threads and exited processes).
-    pub cmdline: String,
+    pub cmdline: Arc<str>,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22); with the pid it names the
     /// process unambiguously.
     pub start_ticks: u64,

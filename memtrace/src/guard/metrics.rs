@@ -458,7 +458,7 @@ mod tests {
         let snapshot = Snapshot {
             procs: vec![ProcSample {
                 pid: 7,
-                comm: "a\"b".to_owned(),
+                comm: "a\"b".to_owned().into(),
                 rss_bytes: 10,
                 ..ProcSample::default()
             }],

@@ -114,7 +114,7 @@ fn target(p: &ProcSample) -> ProcRef {
     ProcRef {
         pid: p.pid,
         start_ticks: p.start_ticks,
-        comm: p.comm.clone(),
+        comm: p.comm.clone().to_string(),
     }
 }
 
@@ -222,8 +222,8 @@ mod tests {
         ProcSample {
             pid,
             ppid,
-            comm: comm.to_owned(),
-            cmdline: comm.to_owned(),
+            comm: comm.to_owned().into(),
+            cmdline: comm.to_owned().into(),
             start_ticks: u64::from(pid) * 10,
             rss_bytes: rss_mib << 20,
             anon_bytes: rss_mib << 20,

@@ -188,17 +188,17 @@ impl Session {
             if p.exited {
                 events.push(Event::Exit {
                     pid: p.pid,
-                    comm: p.comm.clone(),
+                    comm: p.comm.clone().to_string(),
                     oom_killed: p.oom_killed,
                 });
                 self.comms.remove(&p.pid);
-            } else if self.comms.get(&p.pid) != Some(&p.comm) {
+            } else if self.comms.get(&p.pid).map(String::as_str) != Some(&*p.comm) {
                 events.push(Event::Exec {
                     pid: p.pid,
                     ppid: p.ppid,
-                    comm: p.comm.clone(),
+                    comm: p.comm.clone().to_string(),
                 });
-                self.comms.insert(p.pid, p.comm.clone());
+                self.comms.insert(p.pid, p.comm.clone().to_string());
             }
             mine.procs.push(p.clone());
         }

@@ -111,8 +111,8 @@ pub fn proc_sample(trace: &TraceData, slot: u32, v: &ProcValues) -> ProcSample {
     ProcSample {
         pid: ident.pid,
         ppid: ident.ppid,
-        comm: ident.comm,
-        cmdline: ident.cmdline,
+        comm: ident.comm.into(),
+        cmdline: ident.cmdline.into(),
         start_ticks: ident.start_ticks,
         rss_bytes: v.rss(),
         anon_bytes: v.anon,

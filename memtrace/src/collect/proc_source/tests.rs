@@ -209,10 +209,7 @@ fn kinds_swap_faults_and_peak_come_from_status_and_stat() {
     assert_eq!(p.peak_rss_bytes, 300_000 * KIB, "VmHWM");
     assert_eq!(p.faults, 65_012, "minflt + majflt");
     assert_eq!((p.ppid, p.start_ticks), (7, 4242));
-    assert_eq!(
-        (p.comm.as_str(), p.cmdline.as_str()),
-        ("python3", "python3 --fake")
-    );
+    assert_eq!((&*p.comm, &*p.cmdline), ("python3", "python3 --fake"));
     assert!(!p.exited);
     assert!(
         live(&source, 2).is_none(),
@@ -257,7 +254,7 @@ fn an_exit_between_samples_is_an_exited_sample_with_its_last_values() {
     assert_eq!(second.exited.len(), 1, "{:?}", second.exited);
     let gone = &second.exited[0];
     assert!(gone.exited);
-    assert_eq!((gone.pid, gone.comm.as_str()), (101, "leaves"));
+    assert_eq!((gone.pid, &*gone.comm), (101, "leaves"));
     assert_eq!(gone.anon_bytes, 8192 * KIB, "its last values");
     let third = source.read_at(after(t0, 200)).expect("read");
     assert!(third.exited.is_empty(), "reported once");
@@ -635,13 +632,13 @@ fn more_kills_than_vanished_processes() {
     let vanished = [
         ProcSample {
             pid: 1,
-            comm: "a".to_owned(),
+            comm: "a".to_owned().into(),
             rss_bytes: 10,
             ..ProcSample::default()
         },
         ProcSample {
             pid: 2,
-            comm: "b".to_owned(),
+            comm: "b".to_owned().into(),
             rss_bytes: 5,
             swap_bytes: 20,
             ..ProcSample::default()

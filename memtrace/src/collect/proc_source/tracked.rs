@@ -114,8 +114,8 @@ impl Tracked {
             sample: ProcSample {
                 pid: stat.pid,
                 ppid: stat.ppid,
-                cmdline: cmdline(&dir),
-                comm: stat.comm,
+                cmdline: cmdline(&dir).into(),
+                comm: stat.comm.into(),
                 start_ticks: stat.start_ticks,
                 ..ProcSample::default()
             },
@@ -189,10 +189,10 @@ impl Tracked {
             return Full::Failed;
         };
         let sample = &mut self.sample;
-        if stat.comm != sample.comm {
+        if *stat.comm != *sample.comm {
             // exec: a new command line goes with the new name.
-            sample.cmdline = cmdline(&proc_root.join(stat.pid.to_string()));
-            sample.comm = stat.comm;
+            sample.cmdline = cmdline(&proc_root.join(stat.pid.to_string())).into();
+            sample.comm = stat.comm.into();
         }
         sample.ppid = stat.ppid;
         sample.start_ticks = stat.start_ticks;

@@ -133,8 +133,8 @@ impl EbpfJoin {
         let fault_hook = self.tracer.options().fault_hook;
         let mut sample = sample_from_stats(counter.pid, &counter.stats, members);
         sample.ppid = ident.ppid;
-        sample.comm = ident.comm;
-        sample.cmdline = ident.cmdline;
+        sample.comm = ident.comm.into();
+        sample.cmdline = ident.cmdline.into();
         sample.start_ticks = ident.start_ticks;
         if !fault_hook {
             sample.faults = ident.faults;
@@ -177,10 +177,10 @@ impl EbpfJoin {
 
     fn exit_sample(&mut self, event: &ProcEvent, members: RssMembers) -> ProcSample {
         let mut sample = sample_from_stats(event.pid, &event.stats, members);
-        sample.comm = comm_string(&event.comm);
+        sample.comm = comm_string(&event.comm).into();
         if let Some(ident) = self.idents.remove(&event.pid) {
             sample.ppid = ident.ppid;
-            sample.cmdline = ident.cmdline;
+            sample.cmdline = ident.cmdline.into();
             sample.start_ticks = ident.start_ticks;
         }
         sample.exited = true;

@@ -27,7 +27,7 @@ pub(super) fn gpu_reasons(sample: &GpuSample, snapshot: &Snapshot, percent: f64)
                         .procs
                         .iter()
                         .find(|p| p.pid == *pid)
-                        .map_or("?", |p| p.comm.as_str());
+                        .map_or("?", |p| &*p.comm);
                     format!("{pid} ({comm}) {:.1} GiB", units::to_gib(*bytes))
                 })
                 .collect();

@@ -252,12 +252,13 @@ impl Engine {
                 continue;
             };
             let mut p = p.clone();
-            if stat.comm != p.comm || stat.start_ticks != p.start_ticks {
+            if *stat.comm != *p.comm || stat.start_ticks != p.start_ticks {
                 p.cmdline = std::fs::read(dir.join("cmdline"))
                     .map(|raw| procfs::parse_cmdline(&raw))
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    .into();
             }
-            p.comm = stat.comm;
+            p.comm = stat.comm.into();
             p.ppid = stat.ppid;
             p.start_ticks = stat.start_ticks;
             extra.insert(

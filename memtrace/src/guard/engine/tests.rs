@@ -25,7 +25,7 @@ fn snapshot() -> Snapshot {
         procs: vec![ProcSample {
             pid: 4242,
             ppid: 1,
-            comm: "leaker".to_owned(),
+            comm: "leaker".to_owned().into(),
             start_ticks: 1,
             anon_bytes: 900 << 20,
             rss_bytes: 900 << 20,
@@ -136,7 +136,7 @@ fn sshd_stall_signal_follows_the_executable_not_the_name() {
         let mut engine = engine();
         engine.proc_root = proc_root.clone();
         let mut snap = snapshot();
-        snap.procs[0].comm = "sshd".to_owned();
+        snap.procs[0].comm = "sshd".to_owned().into();
         snap.time_unix_ms = 1;
         engine.tick(usage(10), None, false, &snap, None, None);
         snap.procs[0].reclaim_stall_ns += 5_000_000;

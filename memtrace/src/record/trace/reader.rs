@@ -208,8 +208,8 @@ mod tests {
         ProcSample {
             pid,
             ppid: 1,
-            comm: format!("p{pid}"),
-            cmdline: format!("p{pid} --flag"),
+            comm: format!("p{pid}").into(),
+            cmdline: format!("p{pid} --flag").into(),
             start_ticks: u64::from(pid) * 10,
             anon_bytes: anon_mib << 20,
             file_bytes: 4096 * 3,

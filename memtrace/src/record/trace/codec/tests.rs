@@ -89,7 +89,7 @@ fn proc(pid: u32, anon_pages: u64) -> ProcSample {
     ProcSample {
         pid,
         ppid: 1,
-        comm: format!("p{pid}"),
+        comm: format!("p{pid}").into(),
         start_ticks: u64::from(pid) * 10,
         anon_bytes: anon,
         rss_bytes: anon,
@@ -210,8 +210,8 @@ fn arb_proc(pid: u32) -> impl Strategy<Value = ProcSample> {
                 ProcSample {
                     pid,
                     ppid: 1,
-                    comm: format!("p{pid}"),
-                    cmdline: format!("p{pid} --clip {generation}"),
+                    comm: format!("p{pid}").into(),
+                    cmdline: format!("p{pid} --clip {generation}").into(),
                     start_ticks: u64::from(pid) * 100 + generation,
                     anon_bytes: anon * PAGE,
                     file_bytes: file * PAGE,
