@@ -14,9 +14,11 @@ mod process;
 mod reaction;
 mod ssh;
 mod ssh_check;
+mod ssh_container;
 mod ssh_events;
 mod ssh_guest;
 mod ssh_run;
+mod ssh_site;
 mod stats;
 mod trace;
 mod workload;
@@ -30,7 +32,8 @@ pub enum Bench {
     /// How fast the guard stops a hog growing at 100 MiB/s, 1 GiB/s and unthrottled inside a
     /// limited cgroup (onset→action median and p99), and the guard's RSS and CPU.
     Reaction(reaction::Options),
-    /// sshd under a runaway pipeline in a 1 GiB qemu guest: kernel alone vs earlyoom vs memtrace.
+    /// sshd under a runaway pipeline in a 1 GiB qemu guest (the whole guest, or a 640 MiB
+    /// container in it): kernel alone vs earlyoom vs memtrace.
     Ssh(ssh::Options),
     /// What memtrace costs without eBPF: the /proc source sampling 200 idle processes every
     /// 100 ms, its CPU time against sampling nothing.

@@ -3,8 +3,10 @@
 //! its own unit grows next to an idle bystander service and an idle login shell, while the host
 //! times `ssh true` every 2 s. Contenders: the kernel alone, earlyoom with its defaults, and
 //! `memtrace guard` with its defaults; scenarios: a 100 MiB/s runaway, a 20 MiB/s leak, a
-//! fork-heavy hog, and a negative control that must not be acted on. Each run boots a fresh
-//! guest; the table pools the runs of each scenario × contender.
+//! fork-heavy hog, a negative control that must not be acted on, and the runaway hog inside a
+//! 640 MiB container with its own sshd, where memtrace runs with Docker's capabilities (see
+//! [`super::ssh_site`]). Each run boots a fresh guest; the table pools the runs of each
+//! scenario × contender and judges memtrace on every run.
 use std::{collections::BTreeMap, io::Write as _};
 
 use anyhow::bail;
@@ -14,6 +16,7 @@ use crate::{
         ssh_events::{self, Action, Actor},
         ssh_guest::{Contender, Scenario},
         ssh_run::{self, PROBE_CAP, RunRecord},
+        ssh_site::{CONTAINER_CGROUP, CONTAINER_MIB, ContainerGuard, Site},
         stats::{median, quantile},
     },
     root,
@@ -35,12 +38,17 @@ pub struct Options {
     /// Contenders to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Contender::Kernel, Contender::Earlyoom, Contender::Memtrace])]
     pub contenders: Vec<Contender>,
+    /// How memtrace runs in the container scenario (`stand-in`: with every capability and
+    /// `--cgroup`, not a Docker setup; labelled so in the table).
+    #[arg(long, value_enum, default_value_t = ContainerGuard::Docker)]
+    pub container_guard: ContainerGuard,
 }
 
 /// One table row: the runs of one scenario × contender.
 pub(super) struct Row {
     pub scenario: Scenario,
     pub contender: Contender,
+    pub site: Site,
     pub runs: Vec<RunRecord>,
     pub failed: usize,
 }
@@ -73,11 +81,20 @@ fn acted_on(actions: &[Action]) -> String {
     parts.join(", ")
 }
 
+/// The contender's table label (the container's stand-in memtrace is marked).
+fn contender_label(contender: Contender, site: Site) -> &'static str {
+    match (contender, site) {
+        (Contender::Memtrace, Site::Container(ContainerGuard::StandIn)) => "mt stand-in",
+        _ => contender.label(),
+    }
+}
+
 /// The line of the table for `row`, and whether it met memtrace's targets.
 pub(super) fn line(row: &Row) -> (String, bool) {
     let mut idle = Vec::new();
     let mut loaded = Vec::new();
     let (mut timeouts, mut failed_probes, mut oom, mut restarts, mut drops) = (0, 0, 0, 0, 0);
+    let mut bystanders = 0;
     let mut all_actions = Vec::new();
     let mut first = Vec::new();
     let mut resumed = 0;
@@ -98,9 +115,10 @@ pub(super) fn line(row: &Row) -> (String, bool) {
             runs_over += 1;
         }
         let actions = ssh_events::actions(&run.journal);
-        oom += ssh_events::oom_kills(&actions);
+        oom += run.oom_kills(&actions);
         restarts += usize::from(run.sshd_restarted);
         drops += usize::from(run.shell_dropped);
+        bystanders += usize::from(run.bystander == "active");
         let hits: Vec<&Action> = actions.iter().filter(|a| a.what != "resume").collect();
         if let Some(a) = hits.first() {
             first.push(a.at - run.hog_start);
@@ -125,6 +143,9 @@ pub(super) fn line(row: &Row) -> (String, bool) {
         .iter()
         .any(|a| a.what != "resume" && a.comm != "hog" && a.comm != "load");
     let met = row.failed == 0
+        && restarts == 0
+        && drops == 0
+        && bystanders == n
         && if row.scenario == Scenario::Negative {
             acted == "nothing"
         } else {
@@ -149,9 +170,9 @@ pub(super) fn line(row: &Row) -> (String, bool) {
         "-".to_owned()
     };
     let text = format!(
-        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>7} {:<16} {:>7}  {}",
+        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>4} {:>7} {:<16} {:>7}  {}",
         row.scenario.label(),
-        row.contender.label(),
+        contender_label(row.contender, row.site),
         if row.failed > 0 {
             format!("{n}+{}F", row.failed)
         } else {
@@ -164,6 +185,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
         format!("{timeouts}/{failed_probes}"),
         oom,
         format!("{restarts}/{drops}"),
+        format!("{bystanders}/{n}"),
         resumed_text,
         first_text,
         if row.contender == Contender::Memtrace {
@@ -178,7 +200,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
 
 pub(super) fn header() -> String {
     format!(
-        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>7} {:<16} {:>7}  {}",
+        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>4} {:>7} {:<16} {:>7}  {}",
         "scenario",
         "contender",
         "runs",
@@ -189,6 +211,7 @@ pub(super) fn header() -> String {
         "TO/F",
         "OOM",
         "sshd/",
+        "bys",
         "resumed",
         "1st action s",
         "targets",
@@ -203,9 +226,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &scenario in &options.scenarios {
         for &contender in &options.contenders {
+            let site = scenario.site(options.container_guard);
             let mut row = Row {
                 scenario,
                 contender,
+                site,
                 runs: Vec::new(),
                 failed: 0,
             };
@@ -213,10 +238,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 eprintln!(
                     "xtask: bench ssh: {} / {} run {}",
                     scenario.label(),
-                    contender.label(),
+                    contender_label(contender, site),
                     i + 1
                 );
-                match ssh_run::run(&image, contender, scenario) {
+                match ssh_run::run(&image, contender, scenario, site) {
                     Ok(record) => {
                         eprintln!(
                             "xtask:   hog at end: {}; bystander {}; contender CPU {:?} s; notes: {:?}",
@@ -230,6 +255,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                             record.probe_series(),
                             record.p99_over_idle().unwrap_or(f64::NAN)
                         );
+                        if let Some(members) = &record.members {
+                            eprintln!(
+                                "xtask:   in the container before the hog (checked: no CAP_SYS_ADMIN/BPF/PERFMON/SYS_RESOURCE, cgroupfs read-only): {members}"
+                            );
+                        }
+                        if let Some(events) = &record.cgroup_events {
+                            eprintln!(
+                                "xtask:   container memory.events: {}",
+                                events.split_whitespace().collect::<Vec<_>>().join(" ")
+                            );
+                        }
+                        for line in &record.contender_log {
+                            eprintln!("xtask:   memtrace: {line}");
+                        }
                         for line in &record.journal {
                             eprintln!("xtask:   | {line}");
                         }
@@ -249,6 +288,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "bench ssh: Debian bookworm guest, 1 GiB, no swap, 2 vCPUs, qemu TCG (emulated); `ssh true` from the host every 2 s, cap {} s; idle = before the hog; p50/p99/max = from the hog's start to its planned stop, a timeout counting as ≥ the cap",
         PROBE_CAP.as_secs()
     );
+    if options.scenarios.contains(&Scenario::Container) {
+        println!(
+            "container: one cgroup ({CONTAINER_CGROUP}, MemoryMax {CONTAINER_MIB} MiB, MemorySwapMax 0) holding its own sshd on port 2222 (the probes and the login shell go to it), the bystander, a 120 MiB tmpfs ballast, the 100 MiB/s hog and the contender, all without CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE; memtrace: {}",
+            match options.container_guard {
+                ContainerGuard::Docker =>
+                    "`memtrace guard` with the same capabilities dropped and no --cgroup",
+                ContainerGuard::StandIn =>
+                    "STAND-IN (mt stand-in): `memtrace guard --cgroup <the container>` with every capability (eBPF), not a Docker setup",
+            }
+        );
+    }
     println!("{}", header());
     let mut all_met = true;
     for row in &rows {
@@ -257,7 +307,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         println!("{text}");
     }
     println!(
-        "TO/F: probes timed out / failed; OOM: kernel OOM kills; sshd/: sshd restarted / login sessions dropped (runs); resumed: runs where memtrace resumed the hog after the test freed its ballast; 1st action: s from the hog's start, median (min–max); targets (memtrace): in every run no timeout or failure, that run's p99 ≤ 2× its idle p50, no OOM kill, only the hog acted on; negative control: nothing acted on"
+        "TO/F: probes timed out / failed; OOM: kernel OOM kills (kernel log; in the container also its memory.events oom_kill, whichever is higher); sshd/: sshd restarted / login sessions dropped (runs); bys: runs that ended with the bystander running; resumed: runs where memtrace resumed the hog after the test freed its ballast; 1st action: s from the hog's start, median (min–max); targets (memtrace): in every run no timeout or failure, that run's p99 ≤ 2× its idle p50, no OOM kill, only the hog acted on, sshd, the login shell and the bystander intact; negative control: nothing acted on, the same intact"
     );
     std::io::stdout().flush().ok();
     if !all_met {
@@ -290,6 +340,9 @@ mod tests {
             journal: vec![
                 "1700000004.0 vm memtrace[250]: ERROR suspend [suspend] used 91 %; victim 612 (hog) 1 proc(s)".to_owned(),
             ],
+            cgroup_events: None,
+            contender_log: Vec::new(),
+            members: None,
             notes: Vec::new(),
         }
     }
@@ -302,6 +355,7 @@ mod tests {
         let row = |runs| Row {
             scenario: Scenario::Fork,
             contender: Contender::Memtrace,
+            site: Site::Machine,
             runs,
             failed: 0,
         };
@@ -314,5 +368,72 @@ mod tests {
         ]));
         assert!(!met, "{text}");
         assert!(text.contains("MISSED"), "{text}");
+    }
+
+    fn container_row(runs: Vec<RunRecord>, guard: ContainerGuard) -> Row {
+        Row {
+            scenario: Scenario::Container,
+            contender: Contender::Memtrace,
+            site: Scenario::Container.site(guard),
+            runs,
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn a_clean_container_run_meets_the_targets() {
+        let mut clean = run(1.0, &[1.0; 30]);
+        clean.cgroup_events = Some("low 0\nhigh 0\nmax 40\noom 0\noom_kill 0\n".to_owned());
+        let (text, met) = line(&container_row(vec![clean], ContainerGuard::Docker));
+        assert!(met, "{text}");
+        assert!(
+            text.starts_with("container 640 MiB   memtrace guard"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_oom_kill_only_the_container_cgroup_counted_misses() {
+        // The kernel log lost it (nothing in the journal), memory.events did not.
+        let mut oom = run(1.0, &[1.0; 30]);
+        oom.cgroup_events = Some("low 0\nhigh 0\nmax 40\noom 1\noom_kill 1\n".to_owned());
+        let (text, met) = line(&container_row(vec![oom], ContainerGuard::Docker));
+        assert!(!met, "{text}");
+        assert!(text.contains("MISSED"), "{text}");
+        assert_eq!(
+            text.split_whitespace().nth(11),
+            Some("1"),
+            "the OOM column: {text}"
+        );
+    }
+
+    #[test]
+    fn a_stopped_bystander_a_dropped_shell_or_a_new_sshd_misses() {
+        let breakers: [fn(&mut RunRecord); 3] = [
+            |r| r.bystander = "stopped".to_owned(),
+            |r| r.shell_dropped = true,
+            |r| r.sshd_restarted = true,
+        ];
+        for breaker in breakers {
+            let mut broken = run(1.0, &[1.0; 30]);
+            breaker(&mut broken);
+            let (text, met) = line(&container_row(
+                vec![run(1.0, &[1.0; 30]), broken],
+                ContainerGuard::Docker,
+            ));
+            assert!(!met, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_stand_in_is_labelled() {
+        let (text, _) = line(&container_row(
+            vec![run(1.0, &[1.0; 30])],
+            ContainerGuard::StandIn,
+        ));
+        assert!(
+            text.starts_with("container 640 MiB   mt stand-in "),
+            "{text}"
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::{
         ssh_events::{self, Actor},
         ssh_guest::{Contender, Scenario},
         ssh_run::{self, RunRecord},
+        ssh_site::Site,
     },
     vm::{guest::Probe, image},
 };
@@ -31,7 +32,7 @@ fn problems(record: &RunRecord) -> Vec<String> {
     {
         out.push(format!("{:?} acted on {} ({})", a.actor, a.comm, a.what));
     }
-    let oom = ssh_events::oom_kills(&actions);
+    let oom = record.oom_kills(&actions);
     if oom > 0 {
         out.push(format!("{oom} kernel OOM kill(s)"));
     }
@@ -62,7 +63,12 @@ fn problems(record: &RunRecord) -> Vec<String> {
 /// naming every broken promise.
 pub fn run() -> anyhow::Result<()> {
     let image = image::build(image::Kernel::Stable)?;
-    let record = ssh_run::run(&image, Contender::Memtrace, Scenario::Runaway)?;
+    let record = ssh_run::run(
+        &image,
+        Contender::Memtrace,
+        Scenario::Runaway,
+        Site::Machine,
+    )?;
     eprintln!(
         "xtask:   ssh true (s after hog start:latency): {}; guard CPU {:?} s",
         record.probe_series(),
@@ -75,6 +81,7 @@ pub fn run() -> anyhow::Result<()> {
     let row = Row {
         scenario: Scenario::Runaway,
         contender: Contender::Memtrace,
+        site: Site::Machine,
         runs: vec![record],
         failed: 0,
     };
@@ -106,6 +113,9 @@ mod tests {
             bystander: "active".to_owned(),
             hog_state: "running".to_owned(),
             journal: journal.iter().map(|s| (*s).to_owned()).collect(),
+            cgroup_events: None,
+            contender_log: Vec::new(),
+            members: None,
             notes: Vec::new(),
         }
     }

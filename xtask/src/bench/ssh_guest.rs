@@ -1,6 +1,7 @@
 //! What `bench ssh` runs inside the guest: the Python workloads (each started through a
 //! `python3` symlink named after its role, so kernel, earlyoom and memtrace logs name it), the
 //! contenders, and the journal lines it reads back afterwards.
+use super::ssh_site::{ContainerGuard, Site};
 
 /// The workloads, written to `/root/*.py` in the guest.
 pub const SCRIPTS: &[(&str, &str)] = &[
@@ -129,6 +130,9 @@ pub enum Scenario {
     Fork,
     /// A load rising to 45 % of RAM and falling again, three times: nothing may be acted on.
     Negative,
+    /// The runaway hog inside a 640 MiB container (its own cgroup and sshd, Docker's
+    /// capabilities; see [`super::ssh_site`]).
+    Container,
 }
 
 impl Scenario {
@@ -139,13 +143,14 @@ impl Scenario {
             Self::SlowLeak => "slow leak 20 MiB/s",
             Self::Fork => "fork-heavy",
             Self::Negative => "negative control",
+            Self::Container => "container 640 MiB",
         }
     }
 
     /// The transient unit's command line in the guest.
     pub fn hog_command(self) -> &'static str {
         match self {
-            Self::Runaway => "/usr/local/bin/hog /root/hog.py 100",
+            Self::Runaway | Self::Container => "/usr/local/bin/hog /root/hog.py 100",
             Self::SlowLeak => "/usr/local/bin/hog /root/hog.py 20",
             Self::Fork => "/usr/local/bin/hog /root/fork_hog.py",
             Self::Negative => "/usr/local/bin/load /root/load.py 400",
@@ -157,10 +162,18 @@ impl Scenario {
         self != Self::Negative
     }
 
+    /// Where its processes live (`guard`: how memtrace runs in the container).
+    pub fn site(self, guard: ContainerGuard) -> Site {
+        match self {
+            Self::Container => Site::Container(guard),
+            _ => Site::Machine,
+        }
+    }
+
     /// Seconds from the hog's start to freeing the ballast, then to stopping the hog.
     pub fn timeline(self) -> (u64, u64) {
         match self {
-            Self::Runaway | Self::Fork => (40, 20),
+            Self::Runaway | Self::Fork | Self::Container => (40, 20),
             Self::SlowLeak => (60, 20),
             Self::Negative => (50, 5),
         }
@@ -170,5 +183,5 @@ impl Scenario {
 /// Prints the journal lines `bench ssh` reads: earlyoom's and memtrace's actions and errors,
 /// and systemd's view of the units that matter (the kernel's OOM kills come from the console).
 pub const JOURNAL: &str = "journalctl -b -o short-unix --no-pager | grep -E \
-'earlyoom\\[[0-9]+\\]: (sending|kill|escalating|process)|memtrace\\[[0-9]+\\]: .*( suspend \\[| resume \\[| kill \\[|guarding |error|Error)|(ssh|bystander|hog)\\.service: |sshd\\[[0-9]+\\]: (Received signal|Server listening)' \
+'earlyoom\\[[0-9]+\\]: (sending|kill|escalating|process)|memtrace\\[[0-9]+\\]: .*( suspend \\[| resume \\[| kill \\[|guarding |error|Error)|(ssh|bystander|hog|container)\\.service: |sshd\\[[0-9]+\\]: (Received signal|Server listening)' \
 | cut -c1-600";

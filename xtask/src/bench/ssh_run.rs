@@ -1,10 +1,11 @@
-//! One run of `bench ssh`: boot a fresh guest, start the contender, a bystander service, a
-//! tmpfs ballast and an idle login shell, measure `ssh true` from the host every 2 s (each
-//! probe capped at 40 s, started on time whatever the earlier ones do), start the hog as its own
-//! unit, free the ballast later, stop the hog, and read back what happened (guest journal, the
-//! serial console for the kernel's OOM kills, sshd's PID, the bystander's state, whether the
-//! login shell's connection survived). A guest that stops answering is a result (timeouts, an
-//! unreadable journal), not a failed run.
+//! One run of `bench ssh`: boot a fresh guest, set up the site (the whole guest, or the
+//! container: see [`super::ssh_site`]), start the contender, a bystander, a tmpfs ballast and an
+//! idle login shell, measure `ssh true` from the host every 2 s against the site's sshd (each
+//! probe capped at 40 s, started on time whatever the earlier ones do), start the hog, free the
+//! ballast later, stop the hog, and read back what happened (guest journal, the serial console
+//! for the kernel's OOM kills, the container cgroup's `memory.events`, sshd's PID, the
+//! bystander's state, whether the login shell's connection survived). A guest that stops
+//! answering is a result (timeouts, an unreadable journal), not a failed run.
 use std::{
     io::Write as _,
     process::Stdio,
@@ -19,8 +20,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     bench::{
+        ssh_container,
         ssh_events::{self, Action},
-        ssh_guest::{BALLAST_MIB, Contender, JOURNAL, SCRIPTS, Scenario},
+        ssh_guest::{Contender, JOURNAL, SCRIPTS, Scenario},
+        ssh_site::{self, ContainerGuard, Site},
         stats::{median, quantile},
     },
     vm::{
@@ -66,6 +69,12 @@ pub struct RunRecord {
     pub hog_state: String,
     /// The journal lines read back.
     pub journal: Vec<String>,
+    /// The container cgroup's `memory.events` at the end (`None`: the machine, or unreadable).
+    pub cgroup_events: Option<String>,
+    /// The first lines memtrace logged, when it ran in the container (printed with the run).
+    pub contender_log: Vec<String>,
+    /// The container's processes right before the hog started (`COUNT COMM, …`), checked.
+    pub members: Option<String>,
     /// Host commands that failed or timed out during the run.
     pub notes: Vec<String>,
 }
@@ -112,6 +121,17 @@ impl RunRecord {
         parts.join(" ")
     }
 
+    /// Kernel OOM kills in this run: those in the kernel log, or the container cgroup's
+    /// `oom_kill` count if that is higher.
+    pub fn oom_kills(&self, actions: &[Action]) -> usize {
+        let cgroup = self
+            .cgroup_events
+            .as_deref()
+            .and_then(ssh_site::oom_kill_count)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        ssh_events::oom_kills(actions).max(cgroup)
+    }
+
     /// Whether memtrace resumed the hog after the ballast was freed and before the window
     /// ended (not counting the clean-up resume after the test killed the hog).
     pub fn resumed_after_free(&self, actions: &[Action]) -> bool {
@@ -132,20 +152,22 @@ fn guest_time(text: &str) -> anyhow::Result<f64> {
 
 /// Starts the contender; for memtrace waits until it says it is guarding, or fails with its
 /// journal verbatim.
-fn start_contender(vm: &Guest, contender: Contender) -> anyhow::Result<()> {
-    if contender.start().is_empty() {
+fn start_contender(vm: &Guest, site: Site, contender: Contender) -> anyhow::Result<()> {
+    let start = site.start_contender(contender);
+    if start.is_empty() {
         return Ok(());
     }
-    vm.ssh_output(contender.start(), CMD_CAP)?;
+    let started = vm.ssh_output(&start, CMD_CAP);
     if contender != Contender::Memtrace {
-        return Ok(());
+        return started.map(|_| ());
+    }
+    if let Err(err) = started {
+        let log = vm.ssh_output(site.memtrace_log(), CMD_CAP)?;
+        bail!("{err:#}; memtrace's journal:\n{log}");
     }
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(180) {
-        let log = vm.ssh_output(
-            "journalctl -b -u memtrace-guard --no-pager -o cat | tail -n 200",
-            CMD_CAP,
-        )?;
+        let log = vm.ssh_output(site.memtrace_log(), CMD_CAP)?;
         if log.contains("guarding ") {
             return Ok(());
         }
@@ -154,20 +176,48 @@ fn start_contender(vm: &Guest, contender: Contender) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_secs(3));
     }
-    let log = vm.ssh_output("journalctl -b -u memtrace-guard --no-pager -o cat", CMD_CAP)?;
+    let log = vm.ssh_output(site.memtrace_log(), CMD_CAP)?;
     bail!("memtrace guard did not say `guarding` within 180 s; its journal:\n{log}")
 }
 
-/// CPU time the contender's unit has used so far (s), if it has a unit.
-fn unit_cpu_s(vm: &Guest, contender: Contender, notes: &mut Vec<String>) -> Option<f64> {
-    let unit = contender.unit()?;
-    try_ssh(
-        vm,
-        &format!("systemctl show {unit} -p CPUUsageNSec --value"),
-        notes,
-    )
-    .and_then(|out| out.trim().parse::<f64>().ok())
-    .map(|ns| ns / 1e9)
+/// CPU time the contender has used so far (s), if it runs as its own process.
+fn contender_cpu_s(
+    vm: &Guest,
+    site: Site,
+    contender: Contender,
+    notes: &mut Vec<String>,
+) -> Option<f64> {
+    let command = site.contender_cpu(contender)?;
+    try_ssh(vm, &command, notes).and_then(|out| out.trim().parse::<f64>().ok())
+}
+
+/// Starts the site's infrastructure; for the container, waits until its sshd answers.
+fn setup(vm: &Guest, site: Site) -> anyhow::Result<()> {
+    for (name, text, executable) in site.files() {
+        let mode = if executable { 0o755 } else { 0o644 };
+        vm.ssh_input(
+            &format!("cat > /root/{name} && chmod {mode:o} /root/{name}"),
+            text.as_bytes(),
+            CMD_CAP,
+        )?;
+    }
+    let Some(command) = site.setup() else {
+        return Ok(());
+    };
+    vm.ssh_output(&command, CMD_CAP)?;
+    let start = Instant::now();
+    loop {
+        match vm.probe_to(site.sshd(), Duration::from_secs(20)) {
+            Probe::Ok(_) => return Ok(()),
+            probe if start.elapsed() > Duration::from_secs(60) => {
+                let log = vm.ssh_output("journalctl -b -u container --no-pager -o cat", CMD_CAP)?;
+                bail!(
+                    "the container's sshd did not answer within 60 s ({probe:?}); its journal:\n{log}"
+                )
+            }
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
 }
 
 /// Runs `remote`, noting (not failing on) an error: under pressure any command may time out.
@@ -187,9 +237,14 @@ fn sleep_until(at: Instant) {
 }
 
 /// One run on a freshly booted guest.
-pub fn run(image: &Image, contender: Contender, scenario: Scenario) -> anyhow::Result<RunRecord> {
+pub fn run(
+    image: &Image,
+    contender: Contender,
+    scenario: Scenario,
+    site: Site,
+) -> anyhow::Result<RunRecord> {
     let vm = Guest::boot(image, Duration::from_secs(300))?;
-    let record = measure(&vm, contender, scenario);
+    let record = measure(&vm, contender, scenario, site);
     match record {
         Ok(record) => {
             vm.shutdown(Duration::from_secs(30))?;
@@ -199,44 +254,44 @@ pub fn run(image: &Image, contender: Contender, scenario: Scenario) -> anyhow::R
     }
 }
 
-fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Result<RunRecord> {
+fn measure(
+    vm: &Guest,
+    contender: Contender,
+    scenario: Scenario,
+    site: Site,
+) -> anyhow::Result<RunRecord> {
     for (name, text) in SCRIPTS {
         vm.ssh_input(&format!("cat > /root/{name}"), text.as_bytes(), CMD_CAP)?;
     }
     let clock = vm.ssh_output("date +%s.%N; cut -d' ' -f1 /proc/uptime", CMD_CAP)?;
     let boot_epoch = boot_epoch(&clock)?;
-    let sshd_before = vm.ssh_output("systemctl show ssh -p MainPID --value", CMD_CAP)?;
-    start_contender(vm, contender)?;
-    vm.ssh_output(
-        "systemd-run -q --unit=bystander /usr/local/bin/bystander /root/bystander.py",
-        CMD_CAP,
-    )?;
+    setup(vm, site)?;
+    let sshd_before = vm.ssh_output(site.sshd_pid(), CMD_CAP)?;
+    start_contender(vm, site, contender)?;
+    vm.ssh_output(&site.start_bystander(), CMD_CAP)?;
     if scenario.ballast() {
-        vm.ssh_output(
-            &format!("head -c {BALLAST_MIB}M /dev/zero > /dev/shm/ballast"),
-            CMD_CAP,
-        )?;
+        vm.ssh_output(&site.write_ballast(), CMD_CAP)?;
     }
     let mut notes = Vec::new();
     let mut shell = Owned(
-        vm.ssh_with(&["-tt"], "exec bash --login -i")
+        vm.ssh_to(site.sshd(), &["-tt"], "exec bash --login -i")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting the idle login shell")?,
     );
-    let cpu_before = unit_cpu_s(vm, contender, &mut notes);
+    let cpu_before = contender_cpu_s(vm, site, contender, &mut notes);
     let stop = AtomicBool::new(false);
     let probes: Mutex<Vec<(Instant, Probe)>> = Mutex::new(Vec::new());
     let (free_after, stop_after) = scenario.timeline();
-    let (h0, hog_start, freed_at, hog_state) = std::thread::scope(|s| {
+    let timeline = std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 let at = Instant::now();
                 s.spawn(|| {
                     let started = Instant::now();
-                    let probe = vm.probe(PROBE_CAP);
+                    let probe = vm.probe_to(site.sshd(), PROBE_CAP);
                     if let Ok(mut list) = probes.lock() {
                         list.push((started, probe));
                     }
@@ -244,7 +299,7 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
                 sleep_until(at + PROBE_EVERY);
             }
         });
-        let result = drive(vm, scenario, &stop, &mut notes);
+        let result = drive(vm, scenario, site, &stop, &mut notes);
         stop.store(true, Ordering::Relaxed);
         result
     })?;
@@ -252,14 +307,27 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
     if let Some(stdin) = shell.0.stdin.as_mut() {
         let _ = stdin.write_all(b"exit\n");
     }
-    let sshd_after = try_ssh(vm, "systemctl show ssh -p MainPID --value", &mut notes);
-    let contender_cpu_s = unit_cpu_s(vm, contender, &mut notes)
+    let sshd_after = try_ssh(vm, site.sshd_pid(), &mut notes);
+    let contender_cpu_s = contender_cpu_s(vm, site, contender, &mut notes)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
-    let bystander = try_ssh(vm, "systemctl is-active bystander || true", &mut notes)
+    let bystander = try_ssh(vm, &site.bystander_state(), &mut notes)
         .unwrap_or_default()
         .trim()
         .to_owned();
+    let cgroup_events = site
+        .memory_events()
+        .and_then(|command| try_ssh(vm, &command, &mut notes));
+    let contender_log = match (site, contender) {
+        (Site::Container(_), Contender::Memtrace) => {
+            try_ssh(vm, CONTAINER_MEMTRACE_LOG, &mut notes)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let mut journal: Vec<String> = try_ssh(vm, JOURNAL, &mut notes)
         .unwrap_or_else(|| "(the guest's journal could not be read)".to_owned())
         .lines()
@@ -270,48 +338,87 @@ fn measure(vm: &Guest, contender: Contender, scenario: Scenario) -> anyhow::Resu
     let list = probes.into_inner().unwrap_or_default();
     let idle = list
         .iter()
-        .filter(|(at, _)| *at < h0)
+        .filter(|(at, _)| *at < timeline.h0)
         .filter_map(|(_, p)| if let Probe::Ok(s) = p { Some(*s) } else { None })
         .collect();
     let loaded = list
         .iter()
-        .filter(|(at, _)| *at >= h0)
-        .map(|(at, p)| (at.duration_since(h0).as_secs_f64(), *p))
+        .filter(|(at, _)| *at >= timeline.h0)
+        .map(|(at, p)| (at.duration_since(timeline.h0).as_secs_f64(), *p))
         .collect();
     Ok(RunRecord {
         idle,
         loaded,
-        hog_start,
-        freed_at,
-        window_end: hog_start + (free_after + stop_after) as f64,
+        hog_start: timeline.hog_start,
+        freed_at: timeline.freed_at,
+        window_end: timeline.hog_start + (free_after + stop_after) as f64,
         contender_cpu_s,
         sshd_restarted: sshd_after.is_some_and(|a| a.trim() != sshd_before.trim()),
         shell_dropped,
         bystander,
-        hog_state,
+        hog_state: timeline.hog_state,
         journal,
+        cgroup_events,
+        contender_log,
+        members: timeline.members,
         notes,
     })
+}
+
+/// memtrace's first log lines in the container (how it started: mode, scope, what it could not
+/// do there).
+const CONTAINER_MEMTRACE_LOG: &str =
+    "journalctl -b -t memtrace -o short-unix --no-pager | head -n 25 | cut -c1-400";
+
+/// Lists the container's processes and fails unless they are as a Docker container's would
+/// be; returns the list, summarised.
+fn check_container(vm: &Guest, guard: ContainerGuard) -> anyhow::Result<String> {
+    let members = ssh_container::parse(&vm.ssh_output(&ssh_container::list_command(), CMD_CAP)?);
+    let found = ssh_container::violations(&members, guard);
+    if !found.is_empty() {
+        bail!(
+            "the container is not what the table says: {}",
+            found.join("; ")
+        );
+    }
+    Ok(ssh_container::summary(&members))
+}
+
+/// What [`drive`] saw.
+struct Timeline {
+    /// When the hog started (host clock).
+    h0: Instant,
+    /// The same, guest epoch s.
+    hog_start: f64,
+    /// When the ballast was freed (guest epoch s).
+    freed_at: Option<f64>,
+    /// The hog's state before it was stopped.
+    hog_state: String,
+    /// The container's processes before the hog started.
+    members: Option<String>,
 }
 
 /// The scenario's timeline, run while the prober works: idle, hog, free the ballast, stop.
 fn drive(
     vm: &Guest,
     scenario: Scenario,
+    site: Site,
     stop_probes: &AtomicBool,
     notes: &mut Vec<String>,
-) -> anyhow::Result<(Instant, f64, Option<f64>, String)> {
+) -> anyhow::Result<Timeline> {
     std::thread::sleep(IDLE);
+    let members = match site {
+        Site::Machine => None,
+        Site::Container(guard) => Some(check_container(vm, guard)?),
+    };
     let (free_after, stop_after) = scenario.timeline();
     let h0 = Instant::now();
-    // The guest's systemd ends the hog on its own a little after the planned stop, in case a
-    // thrashing guest no longer lets the stop command in.
+    // The guest ends the hog on its own a little after the planned stop, in case a thrashing
+    // guest no longer lets the stop command in.
     let out = vm.ssh_output(
-        &format!(
-            "date +%s.%N && systemd-run -q --unit=hog -p OOMPolicy=continue \
-             -p RuntimeMaxSec={} -p TimeoutStopSec=2 {}",
+        &site.start_hog(
+            scenario.hog_command(),
             free_after + stop_after + HOG_GRACE_S,
-            scenario.hog_command()
         ),
         CMD_CAP,
     )?;
@@ -327,26 +434,19 @@ fn drive(
     // The measured window ends here, the same for every contender, however long the guest
     // then takes to let the stop command in.
     stop_probes.store(true, Ordering::Relaxed);
-    let hog_state = try_ssh(
-        vm,
-        "echo $(systemctl show hog -p SubState --value) \
-         frozen=$(cat /sys/fs/cgroup/system.slice/hog.service/cgroup.freeze 2>/dev/null || echo -) \
-         stopped=$(ps -o stat= -C hog | grep -c T)",
-        notes,
-    )
-    .unwrap_or_else(|| "unknown".to_owned());
+    let hog_state = try_ssh(vm, &site.hog_state(), notes).unwrap_or_else(|| "unknown".to_owned());
     // A thrashing guest may not answer at once: the hog must be gone before the journal is
     // read, so try a few times (bounded).
     for _ in 0..STOP_TRIES {
-        if try_ssh(
-            vm,
-            "systemctl kill -s KILL hog 2>/dev/null; systemctl stop hog 2>/dev/null; true",
-            notes,
-        )
-        .is_some()
-        {
+        if try_ssh(vm, site.stop_hog(), notes).is_some() {
             break;
         }
     }
-    Ok((h0, hog_start, freed_at, hog_state.trim().to_owned()))
+    Ok(Timeline {
+        h0,
+        hog_start,
+        freed_at,
+        hog_state: hog_state.trim().to_owned(),
+        members,
+    })
 }

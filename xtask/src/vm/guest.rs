@@ -1,7 +1,8 @@
 //! One boot of the guest: a run directory `target/vm/run-*` with a fresh ed25519 key pair and a
 //! qcow2 overlay over the cached image, qemu (TCG, 2 vCPUs, 1 GiB, no swap) with user-mode
-//! networking whose only host forward is 127.0.0.1:PORT → guest:22, and ssh helpers that never
-//! wait longer than asked. qemu and every ssh client are our own children, killed by PID when
+//! networking whose only host forwards are 127.0.0.1:PORT → guest:22 (the guest's sshd) and
+//! 127.0.0.1:PORT2 → guest:2222 (the sshd of `bench ssh`'s container, when it runs one), and ssh
+//! helpers that never wait longer than asked. qemu and every ssh client are our own children, killed by PID when
 //! their guard drops.
 use std::{
     io::Write as _,
@@ -18,6 +19,17 @@ use crate::tools;
 
 /// Guest memory in MiB.
 pub const GUEST_MIB: u32 = 1024;
+/// The guest port of the second sshd `bench ssh` starts inside its container.
+pub const CONTAINER_SSH_PORT: u16 = 2222;
+
+/// Which sshd of the guest a command goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sshd {
+    /// The guest's own (port 22).
+    Guest,
+    /// The one `bench ssh` runs in its container ([`CONTAINER_SSH_PORT`]).
+    Container,
+}
 
 /// A child killed (SIGKILL, by PID) and reaped on drop unless it already exited.
 #[derive(Debug)]
@@ -57,11 +69,15 @@ pub struct Guest {
     qemu: Option<Owned>,
     dir: PathBuf,
     port: u16,
+    container_port: u16,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(listener.local_addr().context("reading the port")?.port())
+/// Two distinct free loopback ports (both listeners are held until both are known).
+fn free_ports() -> anyhow::Result<(u16, u16)> {
+    let bind = || TcpListener::bind("127.0.0.1:0").context("finding a free loopback port");
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &TcpListener| l.local_addr().context("reading the port").map(|a| a.port());
+    Ok((port(&a)?, port(&b)?))
 }
 
 /// Drains `pipe` on its own thread, so a child writing more than a pipe buffer never blocks.
@@ -128,7 +144,7 @@ impl Guest {
                 .env("LD_LIBRARY_PATH", &image.lib_path),
             "qemu-img create (overlay)",
         )?;
-        let port = free_port()?;
+        let (port, container_port) = free_ports()?;
         let mut cmd = Command::new(&image.qemu);
         cmd.env("LD_LIBRARY_PATH", &image.lib_path);
         for dir in &image.firmware {
@@ -150,7 +166,10 @@ impl Guest {
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
             .arg("-netdev")
-            .arg(format!("user,id=n,hostfwd=tcp:127.0.0.1:{port}-:22"))
+            .arg(format!(
+                "user,id=n,hostfwd=tcp:127.0.0.1:{port}-:22,\
+                 hostfwd=tcp:127.0.0.1:{container_port}-:{CONTAINER_SSH_PORT}"
+            ))
             .args(["-device", "virtio-net-pci,netdev=n,romfile="])
             .args(["-device", "virtio-rng-pci"])
             .stdin(Stdio::null())
@@ -163,6 +182,7 @@ impl Guest {
             qemu: Some(qemu),
             dir,
             port,
+            container_port,
         };
         let start = Instant::now();
         loop {
@@ -209,11 +229,20 @@ impl Guest {
 
     /// [`Self::ssh`] with extra client options (e.g. `-tt`).
     pub fn ssh_with(&self, options: &[&str], remote: &str) -> Command {
+        self.ssh_to(Sshd::Guest, options, remote)
+    }
+
+    /// [`Self::ssh_with`] to the chosen sshd.
+    pub fn ssh_to(&self, sshd: Sshd, options: &[&str], remote: &str) -> Command {
+        let port = match sshd {
+            Sshd::Guest => self.port,
+            Sshd::Container => self.container_port,
+        };
         let mut cmd = Command::new("ssh");
         cmd.args(options)
             .arg("-i")
             .arg(self.dir.join("id_ed25519"))
-            .args(["-p", &self.port.to_string()])
+            .args(["-p", &port.to_string()])
             .args([
                 "-o",
                 "StrictHostKeyChecking=no",
@@ -227,11 +256,16 @@ impl Guest {
         cmd
     }
 
-    /// Times one `ssh true`, killed at `cap`.
+    /// Times one `ssh true` to the guest's sshd, killed at `cap`.
     pub fn probe(&self, cap: Duration) -> Probe {
+        self.probe_to(Sshd::Guest, cap)
+    }
+
+    /// Times one `ssh true` to the chosen sshd, killed at `cap`.
+    pub fn probe_to(&self, sshd: Sshd, cap: Duration) -> Probe {
         let start = Instant::now();
         let child = self
-            .ssh("true")
+            .ssh_to(sshd, &[], "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
