@@ -131,7 +131,7 @@ pub enum Scenario {
     /// A load rising to 45 % of RAM and falling again, three times: nothing may be acted on.
     Negative,
     /// The runaway hog inside a 640 MiB container (its own cgroup and sshd, Docker's
-    /// capabilities; see [`super::ssh_site`]).
+    /// capabilities dropped, memtrace run inside it as there).
     Container,
 }
 
