@@ -7,6 +7,8 @@
 //! and directory is undone by a Drop guard even when an assertion fails.
 mod support;
 
+use support::{describe, text};
+
 use std::{
     fs,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
@@ -31,19 +33,6 @@ fn run_to(command: &mut Command, stdout: Stdio) -> Output {
 
 fn run_memtrace(args: &[&str]) -> Output {
     run(support::memtrace().args(args).env("RUST_LOG", "warn"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
 }
 
 /// Asserts failure with exactly one stderr line containing `needle`.

@@ -16,7 +16,7 @@ use serde_json::Value;
 use support::{
     MIB, TestCgroup,
     guard_env::{GuardRun, config, scenario, start_pipeline, state_dir, tmp, wait_until},
-    memtrace_bin, output_within, require_root, test_cgroup,
+    memtrace_bin, output_within, require_root, test_cgroup, text,
 };
 
 /// The capabilities Docker's default set lacks and that memtrace could otherwise use.
@@ -55,10 +55,6 @@ fn in_namespaces(group: &TestCgroup, args: &[&str]) -> Command {
 /// `memtrace ARGS` inside `group` with root's capabilities kept (a privileged container).
 fn in_cgroup(group: &TestCgroup, args: &[&str]) -> Command {
     group.command(&memtrace_bin().display().to_string(), args)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn json(output: &Output) -> Value {

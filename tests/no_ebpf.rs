@@ -12,7 +12,7 @@ use std::{
     io::{BufRead as _, BufReader, Read as _},
     os::unix::fs::PermissionsExt as _,
     path::Path,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     sync::mpsc::{Receiver, channel},
     thread::JoinHandle,
     time::Duration,
@@ -22,8 +22,8 @@ use memtrace_testkit::child::signal_pid;
 use rustix::process::Signal;
 use serde_json::Value;
 use support::{
-    KillOnDrop, MIB, entry, field, guard_env, memtrace, memtrace_as, memtrace_bin, output_within,
-    require_root, spawn, test_cgroup, wait_for_line,
+    KillOnDrop, MIB, describe, entry, field, guard_env, memtrace, memtrace_as, memtrace_bin,
+    output_within, require_root, spawn, test_cgroup, text, wait_for_line,
 };
 
 const NOBODY: u32 = 65534;
@@ -126,19 +126,6 @@ impl Running {
             .unwrap_or_default();
         (status, stderr)
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 /// With the container's capabilities only, `top` reads /proc and attributes ≥ 95 % of a

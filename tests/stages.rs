@@ -22,7 +22,7 @@ use std::{
 use memtrace::record::trace;
 use memtrace_testkit::child::kill_pid;
 use serde_json::Value;
-use support::{MIB, memtrace, memtrace_bin, require_root, spawn, test_cgroup};
+use support::{MIB, memtrace, memtrace_bin, require_root, spawn, test_cgroup, text};
 
 /// The pipeline: per clip, stages prep, X (keeps 20 MiB), Y (200 MiB peak, freed). argv[1] picks
 /// the marking way: socket, cli or regex.
@@ -58,10 +58,6 @@ print("done", flush=True)
 /// Runs `cmd` to completion (killing it by pid after `limit`).
 fn finish(cmd: &mut Command, limit: Duration) -> Output {
     support::output_within(cmd, limit)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -12,7 +12,7 @@ use std::{
     io::{BufRead as _, BufReader},
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
         LazyLock, OnceLock,
         mpsc::{Receiver, channel},
@@ -262,3 +262,18 @@ pub fn wait_for_line(child: &mut KillOnDrop, marker: &str, timeout: Duration) {
 
 /// MiB.
 pub const MIB: u64 = 1 << 20;
+
+/// Bytes a command printed, as text (lossy).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A command's exit status and both outputs, for an assertion message.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}

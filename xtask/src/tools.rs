@@ -44,6 +44,24 @@ pub fn cargo() -> Command {
 }
 
 /// Runs `cmd`, failing with its description when it fails.
+/// Runs the `tests/` crate's bench `name` (release build) with `args`; it prints its own tables.
+pub fn run_test_bench(name: &str, args: &[String], what: &str) -> anyhow::Result<()> {
+    ensure_ebpf_toolchain()?;
+    run_checked(
+        cargo()
+            .args([
+                "bench",
+                "--package",
+                "memtrace-tests",
+                "--bench",
+                name,
+                "--",
+            ])
+            .args(args),
+        what,
+    )
+}
+
 pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("starting {what}"))?;
     if !status.success() {

@@ -22,23 +22,14 @@ pub struct Options {
 
 /// Builds and runs the bench; it prints its own table.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    tools::ensure_ebpf_toolchain()?;
-    tools::run_checked(
-        tools::cargo()
-            .args([
-                "bench",
-                "--package",
-                "memtrace-tests",
-                "--bench",
-                "proc_source",
-                "--",
-            ])
-            .args([
-                options.processes.to_string(),
-                options.interval_ms.to_string(),
-                options.seconds.to_string(),
-                options.rounds.to_string(),
-            ]),
+    tools::run_test_bench(
+        "proc_source",
+        &[
+            options.processes.to_string(),
+            options.interval_ms.to_string(),
+            options.seconds.to_string(),
+            options.rounds.to_string(),
+        ],
         "the proc-source bench",
     )
 }

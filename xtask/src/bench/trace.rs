@@ -13,18 +13,5 @@ pub struct Options {
 
 /// Builds and runs the bench; it prints its own tables.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    tools::ensure_ebpf_toolchain()?;
-    tools::run_checked(
-        tools::cargo()
-            .args([
-                "bench",
-                "--package",
-                "memtrace-tests",
-                "--bench",
-                "trace",
-                "--",
-            ])
-            .arg(options.rounds.to_string()),
-        "the trace bench",
-    )
+    tools::run_test_bench("trace", &[options.rounds.to_string()], "the trace bench")
 }
