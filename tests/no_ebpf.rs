@@ -105,6 +105,11 @@ impl Running {
         }
     }
 
+    /// Forgets the snapshots printed so far.
+    fn skip_printed(&self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+
     /// The next stdout line as a `top --json` snapshot.
     fn snapshot(&self, timeout: Duration) -> Vec<Value> {
         let line = self
@@ -143,6 +148,8 @@ fn without_ebpf_top_attributes_a_hog_within_one_interval() {
     );
     group.track(hog.pid());
     wait_for_line(&mut hog, "ready", Duration::from_secs(20));
+    // Only snapshots printed after "ready" count.
+    top.skip_printed();
     let mut anon = 0;
     let mut faults = 0;
     for _ in 0..2 {

@@ -197,6 +197,11 @@ impl TopRun {
         run
     }
 
+    /// Forgets the snapshots printed so far: the next one read is printed after this call.
+    pub fn skip_printed(&self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+
     /// The next snapshot, or `None` after `timeout`.
     pub fn next(&self, timeout: Duration) -> Option<Vec<Value>> {
         self.lines.recv_timeout(timeout).ok()
