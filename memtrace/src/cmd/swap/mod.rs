@@ -43,7 +43,7 @@ pub struct SwapArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum SwapCommand {
     /// Active swap, its use, and the recommendation for this much RAM (no root needed).
-    Status(StatusArgs),
+    Status(SwapStatusArgs),
     /// Create and enable a swap file (root). Running it again is a no-op.
     Setup(SetupArgs),
     /// Disable and delete a swap file and its fstab line (root).
@@ -52,7 +52,7 @@ pub enum SwapCommand {
 
 /// Raw arguments of `swap status`.
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub struct SwapStatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
