@@ -265,6 +265,8 @@ impl Engine {
                 p.pid,
                 Extra {
                     session: stat.session,
+                    tty: stat.tty_nr,
+                    tpgid: stat.tpgid,
                 },
             );
             fresh.push(p);
