@@ -87,6 +87,55 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
     }
 }
 
+/// With the default `resume_hold` (30 s), freeing the ballast is not enough: the grower would be
+/// back at the suspend line within a second, so it stays held (no resume/re-suspend cycle) and
+/// the guard says why, once.
+#[test]
+fn a_tree_that_would_not_hold_stays_held_when_memory_is_freed() {
+    require_root();
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-hold.json");
+    let config = config(&tmp(), "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("resume_hold = \"1ms\"", "resume_hold = \"30s\"");
+    std::fs::write(&config, text).expect("config");
+    let mut s = scenario("hold");
+    let group_path = s.group.path.clone();
+    let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
+    let (_parent, grower) = start_pipeline(&mut s.group);
+    assert!(
+        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        "the grower is held: {:?}",
+        state(grower)
+    );
+    drop(s.ballast.take());
+    assert!(
+        guard.wait_log("wait [", Duration::from_secs(10)),
+        "the guard says why it does not resume"
+    );
+    // resume_after is 1 s: well past it, the grower is still held.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(state(grower), Some('T'), "still held");
+    let lines = guard.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("resume [")),
+        "no resume: {lines:?}"
+    );
+    let waits: Vec<&String> = lines.iter().filter(|l| l.contains("wait [")).collect();
+    assert_eq!(waits.len(), 1, "said once: {waits:?}");
+    assert!(
+        waits[0].contains("back at the suspend line in") && waits[0].contains(&grower.to_string()),
+        "{}",
+        waits[0]
+    );
+    guard.terminate();
+    assert!(
+        alive(grower) && state(grower) != Some('T'),
+        "resumed when the guard ends"
+    );
+}
+
 /// When suspension does not relieve pressure and kill is allowed, only the offender tree dies.
 #[test]
 fn kills_only_the_offender_when_suspension_does_not_help() {

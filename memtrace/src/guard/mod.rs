@@ -288,7 +288,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
                 },
             );
             match decision.action {
-                "level" | "warn" => log::warn!("{line}"),
+                "level" | "warn" | "wait" => log::warn!("{line}"),
                 _ => log::error!("{line}"),
             }
         }

@@ -73,6 +73,10 @@ pub struct Suspended {
     pub since: Instant,
     /// Description for logs.
     pub summary: String,
+    /// The tree's root (the record's first member).
+    pub root: ProcRef,
+    /// Its growth when it was suspended, bytes/s (what resuming it would bring back).
+    pub growth_bytes_per_s: f64,
 }
 
 /// Every tree this guard holds suspended, mirrored in the state file.
@@ -176,6 +180,8 @@ impl SuspendedSet {
             fds: Vec::new(),
             since: Instant::now(),
             summary: candidate.summary(),
+            root: candidate.root.clone(),
+            growth_bytes_per_s: candidate.growth_bytes_per_s,
         });
         // Recorded before anything is stopped: a crash from here on leaves a resumable trace.
         if let Err(source) = self.persist() {
@@ -243,12 +249,12 @@ impl SuspendedSet {
         Ok(done)
     }
 
-    /// Resumes the oldest tree; returns a log line.
-    pub fn resume_oldest(&mut self) -> Option<String> {
-        if self.trees.is_empty() {
+    /// Resumes the tree at `index` (0: the oldest); returns a log line (`None`: no such tree).
+    pub fn resume(&mut self, index: usize) -> Option<String> {
+        if index >= self.trees.len() {
             return None;
         }
-        let tree = self.trees.remove(0);
+        let tree = self.trees.remove(index);
         let mut log = Vec::new();
         resume_tree(&tree, &self.proc_root, &mut log);
         let _ = self.persist();
