@@ -20,7 +20,7 @@ use support::{
         GuardRun, config, config_calm, config_protecting, holder, pipeline_named, scenario,
         start_in, start_pipeline, state_dir, tmp, wait_until,
     },
-    memtrace, memtrace_bin, output_within, require_root, spawn, test_cgroup,
+    memtrace, memtrace_as, memtrace_bin, output_within, require_root, spawn, test_cgroup,
 };
 
 /// The growing pipeline is suspended before any OOM kill, chill and sshd are untouched, and the
@@ -962,4 +962,125 @@ fn frozen_cgroup_of_a_dead_guard_is_thawed() {
         "0"
     );
     drop(held);
+}
+
+/// `memtrace guard status | keep | resume | kill` reach the running guard over its root-only
+/// socket beside the state file: status names the held tree and why, resume and kill act on
+/// it (and are logged as done by hand), an unknown id is one error line, another user is
+/// refused.
+#[test]
+fn control_socket_shows_resumes_and_kills_the_held_tree() {
+    require_root();
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-control.json");
+    let config = config(&tmp(), "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("resume_hold = \"1ms\"", "resume_hold = \"30s\"");
+    std::fs::write(&config, text).expect("config");
+    let mut s = scenario("control");
+    let group_path = s.group.path.clone();
+    let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
+    let socket = state_file.with_extension("sock");
+    let mode = std::fs::metadata(&socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("the control socket exists");
+    assert_eq!(mode, 0o600, "root only");
+    let (parent, grower) = start_pipeline(&mut s.group);
+    let root = parent.pid().to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        "the grower is held: {:?}",
+        state(grower)
+    );
+    let ctl = |args: &[&str]| {
+        output_within(
+            memtrace()
+                .args(["guard", "--cgroup"])
+                .arg(&group_path)
+                .arg("--state-file")
+                .arg(&state_file)
+                .args(args),
+            Duration::from_secs(40),
+        )
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let status = ctl(&["status"]);
+    let shown = text(&status);
+    assert!(status.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("held {root} (pipeline)"))
+            && shown.contains(&grower.to_string())
+            && shown.contains("why: ")
+            && shown.contains(&format!("memtrace guard resume {root}")),
+        "{shown}"
+    );
+    let json = ctl(&["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON status");
+    assert_eq!(
+        value["held"][0]["id"].as_u64(),
+        Some(u64::from(parent.pid()))
+    );
+    assert!(
+        value["held"][0]["pids"]
+            .as_array()
+            .is_some_and(|pids| pids.iter().any(|p| p.as_u64() == Some(u64::from(grower)))),
+        "{value}"
+    );
+    let unknown = ctl(&["resume", "1"]);
+    let said = String::from_utf8_lossy(&unknown.stderr).into_owned();
+    assert!(!unknown.status.success());
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("memtrace: error: ") && said.contains("no held tree has the id 1"),
+        "{said}"
+    );
+    let nobody = output_within(
+        memtrace_as(65534)
+            .args(["guard", "--cgroup"])
+            .arg(&group_path)
+            .arg("--state-file")
+            .arg(&state_file)
+            .arg("status"),
+        Duration::from_secs(20),
+    );
+    let said = String::from_utf8_lossy(&nobody.stderr).into_owned();
+    assert!(
+        !nobody.status.success() && said.starts_with("memtrace: error: "),
+        "another user is refused: {said}"
+    );
+    assert!(ctl(&["keep", &root]).status.success());
+    assert!(guard.wait_log("keep [", Duration::from_secs(2)));
+    let resumed = ctl(&["resume", &root]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(
+        wait_until(Duration::from_secs(5), || state(grower) != Some('T')),
+        "resumed by hand: {:?}",
+        state(grower)
+    );
+    assert!(guard.wait_log("by hand (memtrace guard resume)", Duration::from_secs(2)));
+    // It grows back (the ballast is still there) and is held again; then killed by hand.
+    assert!(
+        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        "held again: {:?}",
+        state(grower)
+    );
+    let killed = ctl(&["kill", &root]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(grower)
+            && !alive(parent.pid())),
+        "killed by hand"
+    );
+    for (name, pid) in [("chill", s.chill.pid()), ("sshd", s.sshd.pid())] {
+        assert!(alive(pid), "{name} survives");
+    }
+    guard.terminate();
+    assert!(!socket.exists(), "the socket goes with the guard");
 }

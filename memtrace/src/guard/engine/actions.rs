@@ -18,12 +18,13 @@ use crate::{
     host::{pidfd::ProcRef, units::mib},
 };
 
-/// A held tree as the resume rung sees it, really held or held in a dry run.
-struct Held {
-    root: ProcRef,
-    pids: Vec<u32>,
-    summary: String,
-    growth_bytes_per_s: f64,
+/// A held tree as the resume rung and the control socket see it, really held or held in a
+/// dry run.
+pub(super) struct Held {
+    pub(super) root: ProcRef,
+    pub(super) pids: Vec<u32>,
+    pub(super) summary: String,
+    pub(super) growth_bytes_per_s: f64,
 }
 
 impl Engine {
@@ -87,7 +88,7 @@ impl Engine {
     }
 
     /// The held trees, oldest first (really held, then held in a dry run).
-    fn held_list(&self) -> Vec<Held> {
+    pub(super) fn held_list(&self) -> Vec<Held> {
         let real = self.suspended.trees.iter().map(|t| Held {
             root: t.root.clone(),
             pids: t.record.members.iter().map(|m| m.pid).collect(),
@@ -118,6 +119,8 @@ impl Engine {
         let held = self.held_list();
         self.told
             .retain(|root| held.iter().any(|h| &h.root == root));
+        self.kept
+            .retain(|root| held.iter().any(|h| &h.root == root));
         if held.is_empty() {
             self.below_resume_since = None;
             return;
@@ -145,13 +148,17 @@ impl Engine {
                 HeldTree {
                     growth_bytes_per_s: tree.growth_bytes_per_s,
                     resumes,
+                    kept: self.kept.contains(&tree.root),
                 },
                 headroom,
                 rules,
             );
             if !verdict.resumes() {
                 if self.told.insert(tree.root.clone()) {
-                    let action = if matches!(verdict, ResumeVerdict::KeepHeld { .. }) {
+                    let action = if matches!(
+                        verdict,
+                        ResumeVerdict::KeepHeld { .. } | ResumeVerdict::KeptByHand
+                    ) {
                         "keep"
                     } else {
                         "wait"
@@ -229,6 +236,9 @@ impl Engine {
         let mut detail = match self.suspended.suspend(victim, freeze) {
             Ok(line) => {
                 self.state.counts.suspend += 1;
+                if let Some(tree) = self.suspended.trees.last_mut() {
+                    tree.why.clone_from(&reason);
+                }
                 vec![line]
             }
             Err(err) => vec![format!("suspend failed: {err}")],
@@ -293,7 +303,7 @@ impl Engine {
             return;
         }
         let pids = self.oldest_held_pids();
-        if let Some(line) = self.suspended.kill_oldest(self.config.actions.kill_grace) {
+        if let Some(line) = self.suspended.kill(0, self.config.actions.kill_grace) {
             self.state.counts.kill += 1;
             out.push(self.decision(a, "kill", reason, pids, vec![line]));
         }

@@ -3,9 +3,11 @@
 //! [`Decision`] per thing it did or would do, with its reasons, candidates and scores. It is
 //! driven by `memtrace guard` and embeddable (e.g. `memtrace run` guards its own tree).
 //! The rungs themselves live in [`actions`]; the inputs derived from GPU and cgroup state in
-//! [`inputs`]; whether a held tree will hold once resumed in [`resume`].
+//! [`inputs`]; whether a held tree will hold once resumed in [`resume`]; what the user asks
+//! over the control socket in `by_hand`.
 use crate::host::units::{mib, signed_mib};
 mod actions;
+mod by_hand;
 mod inputs;
 pub mod resume;
 #[cfg(test)]
@@ -107,6 +109,8 @@ pub struct Engine {
     resumes: HashMap<ProcRef, u32>,
     /// Held trees (by root) whose `wait` or `keep` was already logged.
     told: HashSet<ProcRef>,
+    /// Held trees (by root) the user asked to keep held (`memtrace guard keep`).
+    kept: HashSet<ProcRef>,
     kill_level_since: Option<Instant>,
     history: VecDeque<(Instant, u64)>,
     sshd_stalls: HashMap<u32, u64>,
@@ -141,6 +145,7 @@ impl Engine {
             below_resume_since: None,
             resumes: HashMap::new(),
             told: HashSet::new(),
+            kept: HashSet::new(),
             kill_level_since: None,
             history: VecDeque::with_capacity(64),
             sshd_stalls: HashMap::new(),

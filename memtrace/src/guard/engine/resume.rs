@@ -13,6 +13,8 @@ pub struct HeldTree {
     pub growth_bytes_per_s: f64,
     /// How many times the guard has resumed it already.
     pub resumes: u32,
+    /// The user asked to keep it held (`memtrace guard keep`).
+    pub kept: bool,
 }
 
 /// The rules, from the configuration.
@@ -46,6 +48,8 @@ pub enum ResumeVerdict {
         /// Resumes so far.
         resumes: u32,
     },
+    /// Never by itself: the user asked to keep it held.
+    KeptByHand,
 }
 
 impl ResumeVerdict {
@@ -71,12 +75,16 @@ impl std::fmt::Display for ResumeVerdict {
                 "resumed {resumes} time(s) already and each time it grew back: kept held until \
                  it is resumed or killed by hand"
             ),
+            Self::KeptByHand => f.write_str("kept held by hand (memtrace guard keep)"),
         }
     }
 }
 
 /// The verdict for `tree` with `headroom_bytes` left below the suspend line.
 pub fn verdict(tree: HeldTree, headroom_bytes: u64, rules: ResumeRules) -> ResumeVerdict {
+    if tree.kept {
+        return ResumeVerdict::KeptByHand;
+    }
     if tree.resumes >= rules.max_cycles {
         return ResumeVerdict::KeepHeld {
             resumes: tree.resumes,
@@ -111,6 +119,7 @@ mod tests {
         let tree = |growth_mib: f64, resumes: u32| HeldTree {
             growth_bytes_per_s: growth_mib * MIB as f64,
             resumes,
+            kept: false,
         };
         // (case, tree, headroom MiB, verdict)
         let cases = [
@@ -163,6 +172,15 @@ mod tests {
                 "{case}"
             );
         }
+        let kept = HeldTree {
+            kept: true,
+            ..tree(0.0, 0)
+        };
+        assert_eq!(
+            verdict(kept, 10_000 * MIB, rules),
+            ResumeVerdict::KeptByHand,
+            "kept by hand: never resumed by the guard"
+        );
         let never = ResumeRules {
             max_cycles: 0,
             ..rules

@@ -241,3 +241,55 @@ fn a_tree_cycled_max_cycles_times_stays_held() {
     assert!(keep.reason.contains("resumed 1 time(s)"), "{}", keep.reason);
     assert_eq!(engine.state.suspended, 1, "kept held");
 }
+
+#[test]
+fn by_hand_status_keep_resume_and_unknown_ids() {
+    use crate::guard::control::Request;
+    let mut engine = engine_with("resume_hold = \"1s\"\n");
+    let (snap, me) = me_growing(&mut engine);
+    engine.tick(usage(92), None, false, &snap, None, None);
+    let mut by_hand = Vec::new();
+    let status = engine.by_hand(Request::Status, "machine", &mut by_hand);
+    let held = status.status.expect("a status").held;
+    assert_eq!(held.len(), 1);
+    assert_eq!((held[0].id, held[0].pids.clone()), (me, vec![me]));
+    assert_eq!(held[0].how, "dry run");
+    assert!(by_hand.is_empty(), "status changes nothing");
+    let unknown = engine.by_hand(Request::Resume { id: 1 }, "machine", &mut by_hand);
+    assert!(!unknown.ok, "{unknown:?}");
+    assert_eq!(
+        unknown.message,
+        format!("no held tree has the id 1 (held: {me})")
+    );
+    let keep = engine.by_hand(Request::Keep { id: me }, "machine", &mut by_hand);
+    assert!(keep.ok, "{keep:?}");
+    assert_eq!(actions(&by_hand), vec!["keep"]);
+    // Calm, and it would hold: kept by hand, the guard does not resume it.
+    let mut calm = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(2));
+        calm.extend(engine.tick(usage(40), None, false, &snap, None, None));
+    }
+    assert_eq!(actions(&calm), vec!["level", "keep"], "{calm:?}");
+    assert!(
+        calm[1].reason.contains("kept held by hand"),
+        "{}",
+        calm[1].reason
+    );
+    let resume = engine.by_hand(Request::Resume { id: me }, "machine", &mut by_hand);
+    assert!(resume.ok, "{resume:?}");
+    assert_eq!(actions(&by_hand), vec!["keep", "resume"]);
+    assert!(
+        by_hand[1]
+            .reason
+            .starts_with("dry run, nothing sent: by hand"),
+        "{}",
+        by_hand[1].reason
+    );
+    assert_eq!(engine.state.suspended, 0);
+    let gone = engine.by_hand(Request::Kill { id: me }, "machine", &mut by_hand);
+    assert_eq!(
+        gone.message,
+        format!("no held tree has the id {me} (held: none)")
+    );
+}
