@@ -20,7 +20,7 @@ use support::{
         GuardRun, config, config_calm, config_protecting, holder, pipeline_named, scenario,
         start_in, start_pipeline, state_dir, tmp, wait_until,
     },
-    memtrace, memtrace_bin, require_root, spawn, test_cgroup,
+    memtrace, memtrace_as, memtrace_bin, output_within, require_root, spawn, test_cgroup,
 };
 
 /// The growing pipeline is suspended before any OOM kill, chill and sshd are untouched, and the
@@ -85,6 +85,55 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
             "{pid} alive and running after the guard"
         );
     }
+}
+
+/// With the default `resume_hold` (30 s), freeing the ballast is not enough: the grower would be
+/// back at the suspend line within a second, so it stays held (no resume/re-suspend cycle) and
+/// the guard says why, once.
+#[test]
+fn a_tree_that_would_not_hold_stays_held_when_memory_is_freed() {
+    require_root();
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-hold.json");
+    let config = config(&tmp(), "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("resume_hold = \"1ms\"", "resume_hold = \"30s\"");
+    std::fs::write(&config, text).expect("config");
+    let mut s = scenario("hold");
+    let group_path = s.group.path.clone();
+    let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
+    let (_parent, grower) = start_pipeline(&mut s.group);
+    assert!(
+        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        "the grower is held: {:?}",
+        state(grower)
+    );
+    drop(s.ballast.take());
+    assert!(
+        guard.wait_log("wait [", Duration::from_secs(10)),
+        "the guard says why it does not resume"
+    );
+    // resume_after is 1 s: well past it, the grower is still held.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(state(grower), Some('T'), "still held");
+    let lines = guard.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("resume [")),
+        "no resume: {lines:?}"
+    );
+    let waits: Vec<&String> = lines.iter().filter(|l| l.contains("wait [")).collect();
+    assert_eq!(waits.len(), 1, "said once: {waits:?}");
+    assert!(
+        waits[0].contains("back at the suspend line in") && waits[0].contains(&grower.to_string()),
+        "{}",
+        waits[0]
+    );
+    guard.terminate();
+    assert!(
+        alive(grower) && state(grower) != Some('T'),
+        "resumed when the guard ends"
+    );
 }
 
 /// When suspension does not relieve pressure and kill is allowed, only the offender tree dies.
@@ -631,6 +680,137 @@ fn hog_renamed_sshd_is_suspended() {
     );
 }
 
+/// A bash in a tmux pane runs a hog in the foreground, as a user at a terminal would: the guard
+/// holds the hog alone — never the pane's shell (it would print "Stopped" and take the terminal)
+/// nor the tmux server (every pane would freeze).
+#[test]
+fn hog_in_a_tmux_pane_is_held_without_its_shell_or_tmux() {
+    require_root();
+    let states = state_dir();
+    let config = config_protecting(&tmp(), "guard-tmux", None, "");
+    let mut group = test_cgroup("tmux", 512 * MIB);
+    let socket = format!("memtrace-test-{}", std::process::id());
+    let pid_file = tmp().join(format!("tmux-hog-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let script = tmp().join(format!("tmux-hog-{}.py", std::process::id()));
+    // Grows past the limit unless held (then the kernel kills it inside the cgroup).
+    std::fs::write(
+        &script,
+        format!(
+            "import os, time\n\
+             open({pid_file:?}, 'w').write(str(os.getpid()))\n\
+             chunks = []\n\
+             while len(chunks) * 4 < 600:\n\
+             \x20   c = bytearray(4 << 20)\n\
+             \x20   for i in range(0, len(c), 4096): c[i] = 1\n\
+             \x20   chunks.append(c)\n\
+             \x20   time.sleep(0.025)\n\
+             time.sleep(120)\n",
+            pid_file = pid_file.display().to_string()
+        ),
+    )
+    .expect("writing the hog");
+    let tmux = |args: &[&str]| {
+        let out = output_within(
+            Command::new("tmux")
+                .args(["-L", &socket, "-f", "/dev/null"])
+                .args(args)
+                .env("TERM", "xterm"),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "tmux {args:?} (tmux is needed by this test): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // The server starts inside the cgroup (the client that forks it is moved there first).
+    let started = output_within(
+        group
+            .command(
+                "tmux",
+                &[
+                    "-L",
+                    &socket,
+                    "-f",
+                    "/dev/null",
+                    "new-session",
+                    "-d",
+                    "-s",
+                    "t",
+                    "-x",
+                    "120",
+                    "-y",
+                    "30",
+                    "bash --norc --noprofile -i",
+                ],
+            )
+            .env("TERM", "xterm"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        started.status.success(),
+        "starting tmux (tmux is needed by this test): {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let pids = tmux(&["display-message", "-p", "-t", "t", "#{pid} #{pane_pid}"]);
+    let (server, shell) = pids
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .unwrap_or_else(|| panic!("tmux server and pane pids: {pids:?}"));
+    group.track(shell);
+    group.track(server);
+    let mut guard = GuardRun::start(&group.path, &config, &states.path().join("g.json"), &[]);
+    tmux(&[
+        "send-keys",
+        "-t",
+        "t",
+        &format!("python3 {}", script.display()),
+        "Enter",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || pid_file.exists()),
+        "the hog started in the pane"
+    );
+    let hog: u32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .expect("the hog's pid");
+    group.track(hog);
+    assert!(
+        wait_until(Duration::from_secs(30), || state(hog) == Some('T')),
+        "the hog is held: {:?}",
+        state(hog)
+    );
+    assert!(!group.saw_oom_kill(), "held before any OOM kill");
+    // Give any signal to the shell or the server time to land, then look at them.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        state(shell),
+        Some('S'),
+        "the pane's shell waits at its prompt, not held"
+    );
+    assert!(
+        matches!(state(server), Some('S' | 'R')),
+        "the tmux server runs: {:?}",
+        state(server)
+    );
+    assert!(guard.wait_log("suspend [", Duration::from_secs(2)));
+    let line = guard
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("suspend ["))
+        .expect("a suspend decision");
+    assert!(line.contains(&format!("pids [{hog}]")), "{line}");
+    // Only the hog this test started, by pid; the server and the shell go with the cgroup.
+    memtrace_testkit::child::kill_pid(hog);
+    guard.terminate();
+    tmux(&["kill-server"]);
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&script);
+}
+
 /// `memtrace run` killed with SIGKILL while its guard holds the pipeline: the pipeline stays
 /// stopped until the next guard, which finds the dead run's state file and resumes it.
 #[test]
@@ -782,4 +962,125 @@ fn frozen_cgroup_of_a_dead_guard_is_thawed() {
         "0"
     );
     drop(held);
+}
+
+/// `memtrace guard status | keep | resume | kill` reach the running guard over its root-only
+/// socket beside the state file: status names the held tree and why, resume and kill act on
+/// it (and are logged as done by hand), an unknown id is one error line, another user is
+/// refused.
+#[test]
+fn control_socket_shows_resumes_and_kills_the_held_tree() {
+    require_root();
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-control.json");
+    let config = config(&tmp(), "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("resume_hold = \"1ms\"", "resume_hold = \"30s\"");
+    std::fs::write(&config, text).expect("config");
+    let mut s = scenario("control");
+    let group_path = s.group.path.clone();
+    let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
+    let socket = state_file.with_extension("sock");
+    let mode = std::fs::metadata(&socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("the control socket exists");
+    assert_eq!(mode, 0o600, "root only");
+    let (parent, grower) = start_pipeline(&mut s.group);
+    let root = parent.pid().to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        "the grower is held: {:?}",
+        state(grower)
+    );
+    let ctl = |args: &[&str]| {
+        output_within(
+            memtrace()
+                .args(["guard", "--cgroup"])
+                .arg(&group_path)
+                .arg("--state-file")
+                .arg(&state_file)
+                .args(args),
+            Duration::from_secs(40),
+        )
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let status = ctl(&["status"]);
+    let shown = text(&status);
+    assert!(status.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("held {root} (pipeline)"))
+            && shown.contains(&grower.to_string())
+            && shown.contains("why: ")
+            && shown.contains(&format!("memtrace guard resume {root}")),
+        "{shown}"
+    );
+    let json = ctl(&["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON status");
+    assert_eq!(
+        value["held"][0]["id"].as_u64(),
+        Some(u64::from(parent.pid()))
+    );
+    assert!(
+        value["held"][0]["pids"]
+            .as_array()
+            .is_some_and(|pids| pids.iter().any(|p| p.as_u64() == Some(u64::from(grower)))),
+        "{value}"
+    );
+    let unknown = ctl(&["resume", "1"]);
+    let said = String::from_utf8_lossy(&unknown.stderr).into_owned();
+    assert!(!unknown.status.success());
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("memtrace: error: ") && said.contains("no held tree has the id 1"),
+        "{said}"
+    );
+    let nobody = output_within(
+        memtrace_as(65534)
+            .args(["guard", "--cgroup"])
+            .arg(&group_path)
+            .arg("--state-file")
+            .arg(&state_file)
+            .arg("status"),
+        Duration::from_secs(20),
+    );
+    let said = String::from_utf8_lossy(&nobody.stderr).into_owned();
+    assert!(
+        !nobody.status.success() && said.starts_with("memtrace: error: "),
+        "another user is refused: {said}"
+    );
+    assert!(ctl(&["keep", &root]).status.success());
+    assert!(guard.wait_log("keep [", Duration::from_secs(2)));
+    let resumed = ctl(&["resume", &root]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(
+        wait_until(Duration::from_secs(5), || state(grower) != Some('T')),
+        "resumed by hand: {:?}",
+        state(grower)
+    );
+    assert!(guard.wait_log("by hand (memtrace guard resume)", Duration::from_secs(2)));
+    // It grows back (the ballast is still there) and is held again; then killed by hand.
+    assert!(
+        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        "held again: {:?}",
+        state(grower)
+    );
+    let killed = ctl(&["kill", &root]);
+    assert!(killed.status.success(), "{}", text(&killed));
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(grower)
+            && !alive(parent.pid())),
+        "killed by hand"
+    );
+    for (name, pid) in [("chill", s.chill.pid()), ("sshd", s.sshd.pid())] {
+        assert!(alive(pid), "{name} survives");
+    }
+    guard.terminate();
+    assert!(!socket.exists(), "the socket goes with the guard");
 }

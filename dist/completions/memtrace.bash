@@ -64,6 +64,36 @@ _memtrace() {
             memtrace,top)
                 cmd="memtrace__subcmd__top"
                 ;;
+            memtrace__subcmd__guard,help)
+                cmd="memtrace__subcmd__guard__subcmd__help"
+                ;;
+            memtrace__subcmd__guard,keep)
+                cmd="memtrace__subcmd__guard__subcmd__keep"
+                ;;
+            memtrace__subcmd__guard,kill)
+                cmd="memtrace__subcmd__guard__subcmd__kill"
+                ;;
+            memtrace__subcmd__guard,resume)
+                cmd="memtrace__subcmd__guard__subcmd__resume"
+                ;;
+            memtrace__subcmd__guard,status)
+                cmd="memtrace__subcmd__guard__subcmd__status"
+                ;;
+            memtrace__subcmd__guard__subcmd__help,help)
+                cmd="memtrace__subcmd__guard__subcmd__help__subcmd__help"
+                ;;
+            memtrace__subcmd__guard__subcmd__help,keep)
+                cmd="memtrace__subcmd__guard__subcmd__help__subcmd__keep"
+                ;;
+            memtrace__subcmd__guard__subcmd__help,kill)
+                cmd="memtrace__subcmd__guard__subcmd__help__subcmd__kill"
+                ;;
+            memtrace__subcmd__guard__subcmd__help,resume)
+                cmd="memtrace__subcmd__guard__subcmd__help__subcmd__resume"
+                ;;
+            memtrace__subcmd__guard__subcmd__help,status)
+                cmd="memtrace__subcmd__guard__subcmd__help__subcmd__status"
+                ;;
             memtrace__subcmd__help,clean)
                 cmd="memtrace__subcmd__help__subcmd__clean"
                 ;;
@@ -111,6 +141,18 @@ _memtrace() {
                 ;;
             memtrace__subcmd__help,top)
                 cmd="memtrace__subcmd__help__subcmd__top"
+                ;;
+            memtrace__subcmd__help__subcmd__guard,keep)
+                cmd="memtrace__subcmd__help__subcmd__guard__subcmd__keep"
+                ;;
+            memtrace__subcmd__help__subcmd__guard,kill)
+                cmd="memtrace__subcmd__help__subcmd__guard__subcmd__kill"
+                ;;
+            memtrace__subcmd__help__subcmd__guard,resume)
+                cmd="memtrace__subcmd__help__subcmd__guard__subcmd__resume"
+                ;;
+            memtrace__subcmd__help__subcmd__guard,status)
+                cmd="memtrace__subcmd__help__subcmd__guard__subcmd__status"
                 ;;
             memtrace__subcmd__help__subcmd__swap,remove)
                 cmd="memtrace__subcmd__help__subcmd__swap__subcmd__remove"
@@ -306,7 +348,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__guard)
-            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --require-ebpf --help --version"
+            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --exit-after --require-ebpf --help --version status resume kill keep help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -340,6 +382,146 @@ _memtrace() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__help)
+            opts="status resume kill keep help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__help__subcmd__keep)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__help__subcmd__kill)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__help__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__keep)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__kill)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__resume)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__guard__subcmd__status)
+            opts="-h -V --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -446,8 +628,64 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__help__subcmd__guard)
-            opts=""
+            opts="status resume kill keep"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__help__subcmd__guard__subcmd__keep)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__help__subcmd__guard__subcmd__kill)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__help__subcmd__guard__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__help__subcmd__guard__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

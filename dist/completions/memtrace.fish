@@ -42,20 +42,39 @@ complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "demo-pipeline" -d
 complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) to stdout'
 complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "man-pages" -d 'Write the man pages (memtrace.1 and one per subcommand) into DIR (`cargo xtask install`)'
 complete -c memtrace -n "__fish_memtrace_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s c -l config -d 'TOML configuration layered over the embedded default' -r -F
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l metrics -d 'Serve OpenMetrics on this address (e.g. 127.0.0.1:9184). Off by default' -r
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l state-file -d 'Where suspended trees are recorded (a restarted guard resumes them), in a directory only root can write [default: /run/memtrace/guard-suspended.json for the machine, /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH]' -r -F
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l psi-file -d 'Pressure file to arm instead of the scope\'s (tests)' -r -F
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l exit-after -d 'Stop after this long (tests, benchmarks)' -r
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l print-config -d 'Print the embedded default configuration and exit'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l dry-run -d 'Log every decision, send nothing, change nothing'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l no-psi -d 'Run without a PSI trigger (polling only), for kernels without PSI'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l no-usage-events -d 'Poll only, without usage threshold events on a v1 cgroup (benchmarks: the behaviour of cgroup v2 and the machine scope)'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c memtrace -n "__fish_memtrace_using_subcommand guard" -s V -l version -d 'Print version'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -s c -l config -d 'TOML configuration layered over the embedded default' -r -F
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l cgroup -d 'Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in [default: memtrace\'s own cgroup when a limit below the machine\'s RAM binds it (a container), else the machine]' -r -F
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l metrics -d 'Serve OpenMetrics on this address (e.g. 127.0.0.1:9184). Off by default' -r
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l state-file -d 'Where suspended trees are recorded (a restarted guard resumes them), in a directory only root can write [default: /run/memtrace/guard-suspended.json for the machine, /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH]' -r -F
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l psi-file -d 'Pressure file to arm instead of the scope\'s (tests)' -r -F
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l exit-after -d 'Stop after this long (tests, benchmarks)' -r
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l print-config -d 'Print the embedded default configuration and exit'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l machine -d 'Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l dry-run -d 'Log every decision, send nothing, change nothing'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l no-psi -d 'Run without a PSI trigger (polling only), for kernels without PSI'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l no-usage-events -d 'Poll only, without usage threshold events on a v1 cgroup (benchmarks: the behaviour of cgroup v2 and the machine scope)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -s V -l version -d 'Print version'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -f -a "status" -d 'What the running guard of this scope holds: since when, why, the memory it holds'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -f -a "resume" -d 'Resume a held tree (ID: its root\'s pid, as `status` shows it)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -f -a "kill" -d 'Kill a held tree: SIGTERM, then SIGKILL after the configured grace'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -f -a "keep" -d 'Keep a held tree held: the guard will not resume it by itself'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and not __fish_seen_subcommand_from status resume kill keep help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from status" -l json -d 'One JSON object instead of text'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from resume" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from resume" -s V -l version -d 'Print version'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from kill" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from kill" -s V -l version -d 'Print version'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from keep" -s h -l help -d 'Print help'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from keep" -s V -l version -d 'Print version'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from help" -f -a "status" -d 'What the running guard of this scope holds: since when, why, the memory it holds'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from help" -f -a "resume" -d 'Resume a held tree (ID: its root\'s pid, as `status` shows it)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from help" -f -a "kill" -d 'Kill a held tree: SIGTERM, then SIGKILL after the configured grace'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from help" -f -a "keep" -d 'Keep a held tree held: the guard will not resume it by itself'
+complete -c memtrace -n "__fish_memtrace_using_subcommand guard; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s i -l interval -d 'Sampling interval: seconds (`2`, `0.5`) or with a unit (`500ms`, `2s`)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l window -d 'Window growth rates are computed over (default: one interval)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s n -l rows -d 'Rows in the table (the JSON output always has every process)' -r
@@ -166,6 +185,10 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand help; and not __fish_s
 complete -c memtrace -n "__fish_memtrace_using_subcommand help; and not __fish_seen_subcommand_from guard top status swap doctor clean run record mark report export demo demo-pipeline completions man-pages help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) to stdout'
 complete -c memtrace -n "__fish_memtrace_using_subcommand help; and not __fish_seen_subcommand_from guard top status swap doctor clean run record mark report export demo demo-pipeline completions man-pages help" -f -a "man-pages" -d 'Write the man pages (memtrace.1 and one per subcommand) into DIR (`cargo xtask install`)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand help; and not __fish_seen_subcommand_from guard top status swap doctor clean run record mark report export demo demo-pipeline completions man-pages help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand help; and __fish_seen_subcommand_from guard" -f -a "status" -d 'What the running guard of this scope holds: since when, why, the memory it holds'
+complete -c memtrace -n "__fish_memtrace_using_subcommand help; and __fish_seen_subcommand_from guard" -f -a "resume" -d 'Resume a held tree (ID: its root\'s pid, as `status` shows it)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand help; and __fish_seen_subcommand_from guard" -f -a "kill" -d 'Kill a held tree: SIGTERM, then SIGKILL after the configured grace'
+complete -c memtrace -n "__fish_memtrace_using_subcommand help; and __fish_seen_subcommand_from guard" -f -a "keep" -d 'Keep a held tree held: the guard will not resume it by itself'
 complete -c memtrace -n "__fish_memtrace_using_subcommand help; and __fish_seen_subcommand_from swap" -f -a "status" -d 'Active swap, its use, and the recommendation for this much RAM (no root needed)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand help; and __fish_seen_subcommand_from swap" -f -a "setup" -d 'Create and enable a swap file (root). Running it again is a no-op'
 complete -c memtrace -n "__fish_memtrace_using_subcommand help; and __fish_seen_subcommand_from swap" -f -a "remove" -d 'Disable and delete a swap file and its fstab line (root)'

@@ -47,7 +47,91 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
+":: :_memtrace__subcmd__guard_commands" \
+"*::: :->guard" \
 && ret=0
+
+    case $state in
+    (guard)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:memtrace-guard-command-$line[1]:"
+        case $line[1] in
+            (status)
+_arguments "${_arguments_options[@]}" : \
+'--json[One JSON object instead of text]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
+(resume)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':id -- The tree'\''s id:_default' \
+&& ret=0
+;;
+(kill)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':id -- The tree'\''s id:_default' \
+&& ret=0
+;;
+(keep)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+':id -- The tree'\''s id:_default' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_memtrace__subcmd__guard__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:memtrace-guard-help-command-$line[1]:"
+        case $line[1] in
+            (status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(resume)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(kill)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(keep)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
 ;;
 (top)
 _arguments "${_arguments_options[@]}" : \
@@ -312,7 +396,35 @@ _arguments "${_arguments_options[@]}" : \
         case $line[1] in
             (guard)
 _arguments "${_arguments_options[@]}" : \
+":: :_memtrace__subcmd__help__subcmd__guard_commands" \
+"*::: :->guard" \
 && ret=0
+
+    case $state in
+    (guard)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:memtrace-help-guard-command-$line[1]:"
+        case $line[1] in
+            (status)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(resume)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(kill)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(keep)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
 ;;
 (top)
 _arguments "${_arguments_options[@]}" : \
@@ -461,8 +573,70 @@ _memtrace__subcmd__export_commands() {
 }
 (( $+functions[_memtrace__subcmd__guard_commands] )) ||
 _memtrace__subcmd__guard_commands() {
-    local commands; commands=()
+    local commands; commands=(
+'status:What the running guard of this scope holds\: since when, why, the memory it holds' \
+'resume:Resume a held tree (ID\: its root'\''s pid, as \`status\` shows it)' \
+'kill:Kill a held tree\: SIGTERM, then SIGKILL after the configured grace' \
+'keep:Keep a held tree held\: the guard will not resume it by itself' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
     _describe -t commands 'memtrace guard commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__help_commands] )) ||
+_memtrace__subcmd__guard__subcmd__help_commands() {
+    local commands; commands=(
+'status:What the running guard of this scope holds\: since when, why, the memory it holds' \
+'resume:Resume a held tree (ID\: its root'\''s pid, as \`status\` shows it)' \
+'kill:Kill a held tree\: SIGTERM, then SIGKILL after the configured grace' \
+'keep:Keep a held tree held\: the guard will not resume it by itself' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'memtrace guard help commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__help__subcmd__help_commands] )) ||
+_memtrace__subcmd__guard__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard help help commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__help__subcmd__keep_commands] )) ||
+_memtrace__subcmd__guard__subcmd__help__subcmd__keep_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard help keep commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__help__subcmd__kill_commands] )) ||
+_memtrace__subcmd__guard__subcmd__help__subcmd__kill_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard help kill commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__help__subcmd__resume_commands] )) ||
+_memtrace__subcmd__guard__subcmd__help__subcmd__resume_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard help resume commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__help__subcmd__status_commands] )) ||
+_memtrace__subcmd__guard__subcmd__help__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard help status commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__keep_commands] )) ||
+_memtrace__subcmd__guard__subcmd__keep_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard keep commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__kill_commands] )) ||
+_memtrace__subcmd__guard__subcmd__kill_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard kill commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__resume_commands] )) ||
+_memtrace__subcmd__guard__subcmd__resume_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard resume commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__guard__subcmd__status_commands] )) ||
+_memtrace__subcmd__guard__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace guard status commands' commands "$@"
 }
 (( $+functions[_memtrace__subcmd__help_commands] )) ||
 _memtrace__subcmd__help_commands() {
@@ -518,8 +692,33 @@ _memtrace__subcmd__help__subcmd__export_commands() {
 }
 (( $+functions[_memtrace__subcmd__help__subcmd__guard_commands] )) ||
 _memtrace__subcmd__help__subcmd__guard_commands() {
-    local commands; commands=()
+    local commands; commands=(
+'status:What the running guard of this scope holds\: since when, why, the memory it holds' \
+'resume:Resume a held tree (ID\: its root'\''s pid, as \`status\` shows it)' \
+'kill:Kill a held tree\: SIGTERM, then SIGKILL after the configured grace' \
+'keep:Keep a held tree held\: the guard will not resume it by itself' \
+    )
     _describe -t commands 'memtrace help guard commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__help__subcmd__guard__subcmd__keep_commands] )) ||
+_memtrace__subcmd__help__subcmd__guard__subcmd__keep_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace help guard keep commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__help__subcmd__guard__subcmd__kill_commands] )) ||
+_memtrace__subcmd__help__subcmd__guard__subcmd__kill_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace help guard kill commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__help__subcmd__guard__subcmd__resume_commands] )) ||
+_memtrace__subcmd__help__subcmd__guard__subcmd__resume_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace help guard resume commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__help__subcmd__guard__subcmd__status_commands] )) ||
+_memtrace__subcmd__help__subcmd__guard__subcmd__status_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace help guard status commands' commands "$@"
 }
 (( $+functions[_memtrace__subcmd__help__subcmd__help_commands] )) ||
 _memtrace__subcmd__help__subcmd__help_commands() {

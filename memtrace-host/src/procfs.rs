@@ -32,6 +32,10 @@ pub struct PidStat {
     pub ppid: u32,
     /// Session id (a session leader has `session == pid`).
     pub session: u32,
+    /// Controlling terminal as a device number (field 7; 0: none).
+    pub tty_nr: i64,
+    /// Foreground process group of the controlling terminal (field 8; -1: none).
+    pub tpgid: i64,
     /// Minor faults (whole thread group, live and reaped threads).
     pub minflt: u64,
     /// Major faults.
@@ -78,6 +82,8 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
         state: field(3)?.chars().next()?,
         ppid: u32::try_from(number(4)?).ok()?,
         session: u32::try_from(number(6)?).ok()?,
+        tty_nr: field(7).and_then(|f| f.parse().ok()).unwrap_or(0),
+        tpgid: field(8).and_then(|f| f.parse().ok()).unwrap_or(-1),
         minflt: number(10)?,
         majflt: number(12)?,
         utime: number(14)?,
@@ -367,7 +373,16 @@ mod tests {
         assert_eq!(stat.start_ticks, 987654);
         assert_eq!(stat.rss_pages, 2048);
         assert_eq!(stat.exit_signal, Some(17));
+        assert_eq!(
+            (stat.tty_nr, stat.tpgid),
+            (0, -1),
+            "no controlling terminal"
+        );
         assert!(!stat.is_thread());
+        // A shell on /dev/pts/1 (136:1) whose foreground job is process group 77.
+        let shell = STAT_TAIL.replacen("S 1 42 42 0 -1", "S 1 42 42 34817 77", 1);
+        let shell = parse_pid_stat(&format!("42 (bash) {shell}")).expect("parses");
+        assert_eq!((shell.tty_nr, shell.tpgid), (34817, 77));
         let thread = STAT_TAIL.replace(" 17 1 0 0 0 0 0", " -1 1 0 0 0 0 0");
         let thread = parse_pid_stat(&format!("43 (python3) {thread}")).expect("parses");
         assert!(thread.is_thread());

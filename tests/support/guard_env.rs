@@ -55,7 +55,8 @@ pub fn pipeline_named(comm: &str, step: u64, target: u64) -> String {
 }
 
 /// Thresholds scaled for a small cgroup, fast sampling, no cache dropping (it is machine-wide);
-/// the names `sshd` (the stand-in) and `ballast` protected.
+/// the names `sshd` (the stand-in) and `ballast` protected. A held tree is resumed as soon as
+/// the cgroup is calm (`resume_hold = "1ms"`, which the tests of `resume_hold` replace).
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
     config_protecting(dir, "guard", Some("^(sshd|ballast)$"), extra)
 }
@@ -69,7 +70,7 @@ pub fn config_protecting(dir: &Path, name: &str, protected: Option<&str>, extra:
     let text = format!(
         "[sampling]\ninterval_idle = \"200ms\"\ninterval_pressure = \"50ms\"\ngrowth_window = \"1s\"\n\
          [thresholds]\nresume_used_percent = 45\nwarn_used_percent = 50\nreclaim_used_percent = 55\n\
-         suspend_used_percent = 65\nkill_used_percent = 95\nresume_after = \"1s\"\n\
+         suspend_used_percent = 65\nkill_used_percent = 95\nresume_after = \"1s\"\nresume_hold = \"1ms\"\n\
          [actions]\ndrop_caches = false\n\
          {victims}{extra}"
     );

@@ -96,6 +96,8 @@ section!(RawThresholds {
     kill_used_percent: f64,
     resume_used_percent: f64,
     resume_after: String,
+    resume_hold: String,
+    max_cycles: u32,
     psi_some_warn: f64,
     psi_full_suspend: f64,
     gpu_warn_percent: f64,
@@ -165,6 +167,11 @@ pub struct Thresholds {
     pub resume: f64,
     /// …held this long.
     pub resume_after: Duration,
+    /// A held tree is resumed only when the headroom below the suspend line would last it this
+    /// long at its pre-suspension growth (or it was not growing).
+    pub resume_hold: Duration,
+    /// A tree the guard has resumed this many times stays held (0: the guard never resumes).
+    pub max_cycles: u32,
     /// PSI some avg10 that raises warn.
     pub psi_some_warn: f64,
     /// PSI full avg10 that raises suspend.
@@ -375,6 +382,8 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
         kill: percent(t.kill_used_percent, "thresholds.kill_used_percent")?,
         resume: percent(t.resume_used_percent, "thresholds.resume_used_percent")?,
         resume_after: duration(t.resume_after, "thresholds.resume_after")?,
+        resume_hold: duration(t.resume_hold, "thresholds.resume_hold")?,
+        max_cycles: need(t.max_cycles, "thresholds.max_cycles")?,
         psi_some_warn: percent(t.psi_some_warn, "thresholds.psi_some_warn")?,
         psi_full_suspend: percent(t.psi_full_suspend, "thresholds.psi_full_suspend")?,
         gpu_warn_percent: percent(t.gpu_warn_percent, "thresholds.gpu_warn_percent")?,
@@ -466,6 +475,8 @@ mod tests {
         assert!(config.actions.suspend);
         assert_eq!(config.sampling.interval_idle, Duration::from_millis(100));
         assert_eq!(config.protect.sshd_oom_score_adj, -1000);
+        assert_eq!(config.thresholds.resume_hold, Duration::from_secs(30));
+        assert_eq!(config.thresholds.max_cycles, 2);
         assert!(
             config
                 .victims
@@ -525,6 +536,10 @@ mod tests {
         assert!(dur.contains("sampling.interval_idle"), "{dur}");
         let regex = error("[victims]\nprefer = [\"(\"]\n");
         assert!(regex.contains("victims.prefer"), "{regex}");
+        let hold = error("[thresholds]\nresume_hold = \"later\"\n");
+        assert!(hold.contains("thresholds.resume_hold"), "{hold}");
+        let cycles = error("[thresholds]\nmax_cycles = -1\n");
+        assert!(cycles.contains("bad.toml:2"), "{cycles}");
         let kind = error("[actions]\nkill = \"yes\"\n");
         assert!(kind.contains("bad.toml:2"), "{kind}");
         let psi = error("[sampling]\npsi_window = \"20s\"\n");

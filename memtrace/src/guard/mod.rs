@@ -9,12 +9,17 @@
 //! `--machine`, or by default the container's cgroup when memtrace runs in one whose limit is
 //! below the machine's RAM, else the machine.
 //!
+//! While it runs, `memtrace guard status | resume ID | kill ID | keep ID` ask it over its
+//! [`control`] socket beside the state file: what it holds, since when and why; resume, kill or
+//! keep one tree.
+//!
 //! At start it [`claim`]s its scope and state file: one guard per scope ([`lock`]), a state
 //! directory and file only root can change and that it can write ([`state`]), and it
 //! [`recover`]s what a dead guard of its scope or a dead `memtrace run` left suspended —
 //! checking every claim of their state files first.
 pub mod claim;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod level;
 pub mod lock;
@@ -94,6 +99,9 @@ pub struct GuardArgs {
     pub exit_after: Option<String>,
     #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
     pub require_ebpf: bool,
+    /// Ask the guard already running for this scope (or `--state-file`) instead of starting one.
+    #[command(subcommand)]
+    pub control: Option<control::ControlCommand>,
 }
 
 /// Runs `memtrace guard`.
@@ -106,8 +114,17 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         Some(path) => GuardConfig::from_file(path)?,
         None => GuardConfig::default_config()?,
     };
-    privilege::require_root("memtrace guard")?;
     let proc_root = Path::new("/proc");
+    if let Some(command) = &args.control {
+        let selected = args.scope.select(proc_root)?;
+        let state = args
+            .state_file
+            .clone()
+            .unwrap_or_else(|| claim::default_state_file(&selected.scope));
+        let state = std::path::absolute(state).context("--state-file")?;
+        return control::client(command, &control::socket_path(&state));
+    }
+    privilege::require_root("memtrace guard")?;
     let selected = args.scope.select(proc_root)?;
     let scope = selected.scope.clone();
     let exit_after = args
@@ -141,6 +158,25 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let (state_file, _claim) = claim::claim(&scope, &state_path, args.dry_run)?;
     let signals = SignalFd::block_termination().context("blocking SIGINT/SIGTERM")?;
     claim::recover_at_start(&scope, state_file.as_ref(), proc_root, args.dry_run);
+    // A dry run opens no socket: it must not take an armed guard's.
+    let mut control = if args.dry_run {
+        None
+    } else {
+        let path = control::socket_path(&state_path);
+        match control::Server::bind(&path, rustix::process::Uid::ROOT) {
+            Ok(server) => {
+                log::info!("control socket {}", path.display());
+                Some(server)
+            }
+            Err(err) => {
+                log::warn!(
+                    "control socket {}: {err}; `memtrace guard status` will not reach this guard",
+                    path.display()
+                );
+                None
+            }
+        }
+    };
     // Without eBPF, the /proc source reads only the scope's processes.
     let (members, oom) = match &scope {
         Scope::Machine => (Members::All, OomSource::Machine),
@@ -210,6 +246,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         arm_usage_events(&scope, &mut scope_files, &config)
     };
     let mut pressure = procfs::OpenFile::open(&scope.pressure_file(proc_root)).ok();
+    let scope_text = scope.describe();
     let mut engine = Engine::new(
         config,
         scope.clone(),
@@ -271,25 +308,13 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             scope_pids.as_ref(),
             Some(&gpu_sample),
         ) {
-            let line = format!(
-                "{} [{}] {}{}{}",
-                decision.action,
-                decision.level,
-                decision.reason,
-                if decision.pids.is_empty() {
-                    String::new()
-                } else {
-                    format!(" | pids {:?}", decision.pids)
-                },
-                if decision.detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" | {}", decision.detail.join(" | "))
-                },
-            );
-            match decision.action {
-                "level" | "warn" => log::warn!("{line}"),
-                _ => log::error!("{line}"),
+            log_decision(&decision);
+        }
+        if let Some(server) = &mut control {
+            let mut by_hand = Vec::new();
+            server.serve(&mut |request| engine.by_hand(request, &scope_text, &mut by_hand));
+            for decision in &by_hand {
+                log_decision(decision);
             }
         }
         if args.metrics.is_some()
@@ -302,6 +327,30 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         log::info!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs one decision: level changes, warnings and waits as warnings, actions as errors.
+fn log_decision(decision: &engine::Decision) {
+    let line = format!(
+        "{} [{}] {}{}{}",
+        decision.action,
+        decision.level,
+        decision.reason,
+        if decision.pids.is_empty() {
+            String::new()
+        } else {
+            format!(" | pids {:?}", decision.pids)
+        },
+        if decision.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" | {}", decision.detail.join(" | "))
+        },
+    );
+    match decision.action {
+        "level" | "warn" | "wait" => log::warn!("{line}"),
+        _ => log::error!("{line}"),
+    }
 }
 
 /// Why poll() returned.

@@ -73,6 +73,14 @@ pub struct Suspended {
     pub since: Instant,
     /// Description for logs.
     pub summary: String,
+    /// The tree's root (the record's first member).
+    pub root: ProcRef,
+    /// Its growth when it was suspended, bytes/s (what resuming it would bring back).
+    pub growth_bytes_per_s: f64,
+    /// What it held when it was suspended (footprint + GPU), bytes.
+    pub held_bytes: u64,
+    /// Why it was suspended (the decision's reason).
+    pub why: String,
 }
 
 /// Every tree this guard holds suspended, mirrored in the state file.
@@ -176,6 +184,10 @@ impl SuspendedSet {
             fds: Vec::new(),
             since: Instant::now(),
             summary: candidate.summary(),
+            root: candidate.root.clone(),
+            growth_bytes_per_s: candidate.growth_bytes_per_s,
+            held_bytes: candidate.held_bytes,
+            why: String::new(),
         });
         // Recorded before anything is stopped: a crash from here on leaves a resumable trace.
         if let Err(source) = self.persist() {
@@ -243,12 +255,12 @@ impl SuspendedSet {
         Ok(done)
     }
 
-    /// Resumes the oldest tree; returns a log line.
-    pub fn resume_oldest(&mut self) -> Option<String> {
-        if self.trees.is_empty() {
+    /// Resumes the tree at `index` (0: the oldest); returns a log line (`None`: no such tree).
+    pub fn resume(&mut self, index: usize) -> Option<String> {
+        if index >= self.trees.len() {
             return None;
         }
-        let tree = self.trees.remove(0);
+        let tree = self.trees.remove(index);
         let mut log = Vec::new();
         resume_tree(&tree, &self.proc_root, &mut log);
         let _ = self.persist();
@@ -265,13 +277,13 @@ impl SuspendedSet {
         log
     }
 
-    /// Kills the oldest tree: SIGTERM (and SIGCONT so it can act on it), then SIGKILL to what
-    /// is left after `grace`. Returns a log line.
-    pub fn kill_oldest(&mut self, grace: Duration) -> Option<String> {
-        if self.trees.is_empty() {
+    /// Kills the tree at `index` (0: the oldest): SIGTERM (and SIGCONT so it can act on it),
+    /// then SIGKILL to what is left after `grace`. Returns a log line (`None`: no such tree).
+    pub fn kill(&mut self, index: usize, grace: Duration) -> Option<String> {
+        if index >= self.trees.len() {
             return None;
         }
-        let tree = self.trees.remove(0);
+        let tree = self.trees.remove(index);
         if let (How::Freeze, Some(cgroup)) = (&tree.record.how, &tree.record.cgroup) {
             // Frozen tasks cannot act on SIGTERM; thaw first (they are signalled right after).
             let _ = thaw(&self.proc_root, cgroup);

@@ -1,9 +1,17 @@
 //! Victim choice: which process tree is the offender. Processes are grouped into trees (a
 //! growing process and everything its tree's root spawned), protected processes (init, kernel
 //! threads, the guard, sshd — known by its executable, see [`crate::host::sshd`] — ssh login
-//! shells and configured names) are never part of any tree, and trees are ranked: preferred first, avoided last, then growing before not,
-//! then by growth rate, then by what the tree holds (footprint + GPU, see
+//! shells, interactive shells, the terminal hosts they run in, and configured names) are never
+//! part of any tree, and trees are ranked: preferred first, avoided last, then growing before
+//! not, then by growth rate, then by what the tree holds (footprint + GPU, see
 //! [`ProcSample::held_bytes`]). Pure: works on a snapshot.
+//!
+//! An interactive shell is a session leader with a controlling terminal that is a shell by its
+//! name or runs a foreground job of its own (its terminal's foreground group is another);
+//! a terminal host is the parent of a session leader on a terminal the parent does not have
+//! itself — sshd's session process, a tmux or screen server, a terminal emulator, `script`.
+//! Both are found by structure, not by name: holding them would take the user's terminal (the
+//! shell prints "Stopped", the multiplexer freezes every pane). Only what they run is a member.
 use std::collections::{HashMap, HashSet};
 
 use crate::{
@@ -20,6 +28,73 @@ use crate::{
 pub struct Extra {
     /// Session id (`session == pid` for a session leader).
     pub session: u32,
+    /// Controlling terminal, as `/proc/PID/stat` gives it (0: none).
+    pub tty: i64,
+    /// The foreground process group of that terminal (-1: none).
+    pub tpgid: i64,
+}
+
+/// Command names of shells: a session leader on a terminal running one is an interactive
+/// shell even while no job of its own is in the foreground.
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "pdksh", "yash", "fish", "tcsh", "csh",
+    "busybox", "nu", "xonsh", "elvish", "pwsh", "rc", "es",
+];
+
+/// Why a process is never a member of a victim tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protected {
+    /// Init, a kernel thread or the guard itself ([`untouchable`]).
+    Untouchable(&'static str),
+    /// Runs sshd's executable.
+    Sshd,
+    /// Matches `victims.protected`.
+    Name,
+    /// A session leader started by sshd.
+    SshLoginShell,
+    /// A session leader with a controlling terminal that is a shell or runs a foreground job.
+    InteractiveShell,
+    /// The parent of a session leader on a terminal it does not have itself (tmux, screen, a
+    /// terminal emulator).
+    TerminalHost,
+}
+
+impl std::fmt::Display for Protected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Untouchable(what) => what,
+            Self::Sshd => "sshd",
+            Self::Name => "protected name",
+            Self::SshLoginShell => "ssh login shell",
+            Self::InteractiveShell => "interactive shell",
+            Self::TerminalHost => "terminal host",
+        })
+    }
+}
+
+/// Whether `p` is an interactive shell (see the module's documentation).
+fn interactive_shell(p: &ProcSample, extra: &HashMap<u32, Extra>) -> bool {
+    extra.get(&p.pid).is_some_and(|e| {
+        e.session == p.pid
+            && e.tty != 0
+            && (SHELLS.contains(&&*p.comm) || e.tpgid != i64::from(p.pid))
+    })
+}
+
+/// The terminal hosts among `procs`: parents of session leaders whose controlling terminal is
+/// not the parent's own.
+pub fn terminal_hosts<'a>(
+    procs: impl IntoIterator<Item = &'a ProcSample>,
+    extra: &HashMap<u32, Extra>,
+) -> HashSet<u32> {
+    procs
+        .into_iter()
+        .filter_map(|child| {
+            let e = extra.get(&child.pid)?;
+            let parent_tty = extra.get(&child.ppid).map_or(0, |p| p.tty);
+            (e.session == child.pid && e.tty != 0 && e.tty != parent_tty).then_some(child.ppid)
+        })
+        .collect()
 }
 
 /// A ranked candidate tree.
@@ -85,20 +160,32 @@ pub struct Protection<'a> {
 }
 
 impl Protection<'_> {
-    /// Why `p` is protected, or `None` if it may be acted on.
-    pub fn reason(&self, p: &ProcSample, extra: &HashMap<u32, Extra>) -> Option<&'static str> {
+    /// Why `p` is protected, or `None` if it may be acted on; `hosts` are the
+    /// [`terminal_hosts`] of the snapshot.
+    pub fn reason(
+        &self,
+        p: &ProcSample,
+        extra: &HashMap<u32, Extra>,
+        hosts: &HashSet<u32>,
+    ) -> Option<Protected> {
         if let Some(what) = untouchable(p.pid, p.ppid, self.guard_pid) {
-            return Some(what);
+            return Some(Protected::Untouchable(what));
         }
         if self.sshd.contains(&p.pid) {
-            return Some("sshd");
+            return Some(Protected::Sshd);
         }
         if self.victims.protected.iter().any(|r| r.is_match(&p.comm)) {
-            return Some("protected name");
+            return Some(Protected::Name);
         }
         let leader = extra.get(&p.pid).is_some_and(|e| e.session == p.pid);
         if leader && self.sshd.contains(&p.ppid) {
-            return Some("ssh login shell");
+            return Some(Protected::SshLoginShell);
+        }
+        if interactive_shell(p, extra) {
+            return Some(Protected::InteractiveShell);
+        }
+        if hosts.contains(&p.pid) {
+            return Some(Protected::TerminalHost);
         }
         None
     }
@@ -130,9 +217,10 @@ pub fn rank(
         .filter(|p| !p.exited && in_scope(p.pid))
         .collect();
     let table: HashMap<u32, &ProcSample> = live.iter().map(|p| (p.pid, *p)).collect();
+    let hosts = terminal_hosts(live.iter().copied(), extra);
     let protected: HashSet<u32> = live
         .iter()
-        .filter(|p| protection.reason(p, extra).is_some())
+        .filter(|p| protection.reason(p, extra, &hosts).is_some())
         .map(|p| p.pid)
         .collect();
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -140,7 +228,7 @@ pub fn rank(
         children.entry(p.ppid).or_default().push(p.pid);
     }
     // The root of p's tree: walk up while the parent is an ordinary process of the scope
-    // (stop below protected processes, session leaders and init).
+    // (stop below protected processes and init, at session leaders).
     let root_of = |mut pid: u32| -> u32 {
         for _ in 0..64 {
             let Some(p) = table.get(&pid) else { break };
@@ -261,7 +349,15 @@ mod tests {
             (600, 600),
         ]
         .into_iter()
-        .map(|(pid, session)| (pid, Extra { session }))
+        .map(|(pid, session)| {
+            (
+                pid,
+                Extra {
+                    session,
+                    ..Extra::default()
+                },
+            )
+        })
         .collect();
         (procs, extra)
     }
@@ -309,10 +405,11 @@ mod tests {
         };
         let (procs, extra) = snapshot();
         let table: HashMap<u32, &ProcSample> = procs.iter().map(|p| (p.pid, p)).collect();
-        let reason = |pid: u32| protection.reason(table[&pid], &extra);
-        assert_eq!(reason(100), Some("sshd"));
-        assert_eq!(reason(200), Some("sshd"));
-        assert_eq!(reason(300), Some("ssh login shell"));
+        let hosts = terminal_hosts(&procs, &extra);
+        let reason = |pid: u32| protection.reason(table[&pid], &extra, &hosts);
+        assert_eq!(reason(100), Some(Protected::Sshd));
+        assert_eq!(reason(200), Some(Protected::Sshd));
+        assert_eq!(reason(300), Some(Protected::SshLoginShell));
         assert_eq!(reason(600), None, "named sshd, but runs another executable");
         let ranked = rank(&procs, &extra, &protection, &|_| true);
         assert!(
@@ -327,6 +424,128 @@ mod tests {
                     .all(|m| ![100, 200, 300].contains(&m.pid)),
                 "{candidate:?}"
             );
+        }
+    }
+
+    /// An ssh login shell running a tmux client; a tmux server whose panes run a bash with a
+    /// hog in the foreground and a zsh at its prompt with a leak in the background; a terminal
+    /// emulator whose terminal runs a hog directly; a daemon that left its terminal (setsid).
+    fn terminals() -> (Vec<ProcSample>, HashMap<u32, Extra>) {
+        let procs = vec![
+            proc(1, 0, "systemd", 10, 0.0),
+            proc(100, 1, "sshd", 8, 0.0),
+            proc(200, 100, "sshd-session", 8, 0.0),
+            proc(300, 200, "bash", 4, 0.0),
+            proc(310, 300, "tmux: client", 4, 0.0),
+            proc(400, 1, "tmux: server", 6, 0.0),
+            proc(410, 400, "bash", 4, 0.0),
+            proc(420, 410, "python3", 300, 100.0),
+            proc(430, 400, "zsh", 4, 0.0),
+            proc(440, 430, "leak", 200, 20.0),
+            proc(500, 1, "xterm", 30, 0.0),
+            proc(510, 500, "python3", 100, 50.0),
+            proc(600, 1, "worker", 10, 0.0),
+            proc(601, 600, "worker", 200, 30.0),
+        ];
+        // (pid, session, tty, foreground group of the tty)
+        let pts = |n: i64| 136 * 256 + n;
+        let extra = [
+            (1, 1, 0, -1),
+            (100, 100, 0, -1),
+            (200, 200, 0, -1),
+            (300, 300, pts(0), 310),
+            (310, 300, pts(0), 310),
+            (400, 400, 0, -1),
+            (410, 410, pts(1), 420),
+            (420, 410, pts(1), 420),
+            (430, 430, pts(2), 430),
+            (440, 430, pts(2), 430),
+            (500, 500, 0, -1),
+            (510, 510, pts(3), 510),
+            (600, 600, 0, -1),
+            (601, 600, 0, -1),
+        ]
+        .into_iter()
+        .map(|(pid, session, tty, tpgid)| {
+            (
+                pid,
+                Extra {
+                    session,
+                    tty,
+                    tpgid,
+                },
+            )
+        })
+        .collect();
+        (procs, extra)
+    }
+
+    #[test]
+    fn shells_and_terminal_hosts_are_never_members_only_what_they_run() {
+        let config = GuardConfig::default_config().expect("default");
+        let sshd = sshd();
+        let protection = Protection {
+            guard_pid: 999,
+            victims: &config.victims,
+            sshd: &sshd,
+        };
+        let (procs, extra) = terminals();
+        let table: HashMap<u32, &ProcSample> = procs.iter().map(|p| (p.pid, p)).collect();
+        let hosts = terminal_hosts(&procs, &extra);
+        let reason = |pid: u32| protection.reason(table[&pid], &extra, &hosts);
+        assert_eq!(reason(300), Some(Protected::SshLoginShell));
+        assert_eq!(
+            reason(410),
+            Some(Protected::InteractiveShell),
+            "runs a foreground job"
+        );
+        assert_eq!(
+            reason(430),
+            Some(Protected::InteractiveShell),
+            "a shell at its prompt"
+        );
+        assert_eq!(reason(400), Some(Protected::TerminalHost), "tmux server");
+        assert_eq!(
+            reason(500),
+            Some(Protected::TerminalHost),
+            "terminal emulator"
+        );
+        assert_eq!(
+            reason(510),
+            None,
+            "a program run directly on a terminal is no shell"
+        );
+        assert_eq!(reason(600), None, "a leader without a terminal");
+        assert_eq!(reason(420), None);
+
+        let ranked = rank(&procs, &extra, &protection, &|_| true);
+        let tree = |root: u32| -> Vec<u32> {
+            ranked
+                .iter()
+                .find(|c| c.root.pid == root)
+                .unwrap_or_else(|| panic!("{root} roots a tree: {ranked:?}"))
+                .members
+                .iter()
+                .map(|m| m.pid)
+                .collect()
+        };
+        assert_eq!(ranked[0].root.pid, 420, "the foreground hog ranks first");
+        assert_eq!(tree(420), vec![420], "the hog alone, not its shell");
+        assert_eq!(tree(440), vec![440], "the background job alone");
+        assert_eq!(tree(510), vec![510]);
+        assert_eq!(
+            tree(600),
+            vec![600, 601],
+            "a daemon's tree keeps its leader"
+        );
+        for candidate in &ranked {
+            for member in &candidate.members {
+                assert!(
+                    ![1, 100, 200, 300, 400, 410, 430, 500].contains(&member.pid),
+                    "{} must never be a member: {candidate:?}",
+                    member.pid
+                );
+            }
         }
     }
 

@@ -1,8 +1,13 @@
-//! The rungs of the ladder as the engine takes them: reclaim, resume (with hysteresis),
-//! suspend the best candidate, kill as the last resort — each returning its decisions.
-use std::time::Instant;
+//! The rungs of the ladder as the engine takes them: reclaim, resume (with hysteresis, and
+//! only what will hold: [`super::resume`]), suspend the best candidate, kill as the last
+//! resort — each returning its decisions.
+use std::{collections::HashSet, time::Instant};
 
-use super::{Decision, Engine, inputs::own_cgroup};
+use super::{
+    Decision, Engine,
+    inputs::own_cgroup,
+    resume::{self, HeldTree, ResumeRules, ResumeVerdict},
+};
 use crate::{
     collect::scope::Usage,
     guard::{
@@ -10,11 +15,20 @@ use crate::{
         suspend::kill_fds,
         victim::Candidate,
     },
-    host::units::mib,
+    host::{pidfd::ProcRef, units::mib},
 };
 
+/// A held tree as the resume rung and the control socket see it, really held or held in a
+/// dry run.
+pub(super) struct Held {
+    pub(super) root: ProcRef,
+    pub(super) pids: Vec<u32>,
+    pub(super) summary: String,
+    pub(super) growth_bytes_per_s: f64,
+}
+
 impl Engine {
-    /// The members of the tree that was suspended first (the next to resume or kill).
+    /// The members of the tree that was suspended first (the next to kill).
     fn oldest_held_pids(&self) -> Vec<u32> {
         self.suspended
             .trees
@@ -73,8 +87,41 @@ impl Engine {
         out.push(self.decision(a, "reclaim", a.reasons.join("; "), Vec::new(), detail));
     }
 
+    /// The held trees, oldest first (really held, then held in a dry run).
+    pub(super) fn held_list(&self) -> Vec<Held> {
+        let real = self.suspended.trees.iter().map(|t| Held {
+            root: t.root.clone(),
+            pids: t.record.members.iter().map(|m| m.pid).collect(),
+            summary: t.summary.clone(),
+            growth_bytes_per_s: t.growth_bytes_per_s,
+        });
+        let dry = self.dry_held.iter().map(|c| Held {
+            root: c.root.clone(),
+            pids: c.members.iter().map(|m| m.pid).collect(),
+            summary: c.summary(),
+            growth_bytes_per_s: c.growth_bytes_per_s,
+        });
+        real.chain(dry).collect()
+    }
+
+    /// The roots of the held trees.
+    pub(super) fn held_roots(&self) -> HashSet<ProcRef> {
+        self.held_list().into_iter().map(|h| h.root).collect()
+    }
+
+    /// Bytes left below the suspend line.
+    fn headroom_bytes(&self) -> u64 {
+        let line = self.state.limit_bytes as f64 * self.config.thresholds.suspend / 100.0;
+        (line as u64).saturating_sub(self.state.used_bytes)
+    }
+
     pub(super) fn maybe_resume(&mut self, now: Instant, a: &Assessment, out: &mut Vec<Decision>) {
-        if self.held() == 0 {
+        let held = self.held_list();
+        self.told
+            .retain(|root| held.iter().any(|h| &h.root == root));
+        self.kept
+            .retain(|root| held.iter().any(|h| &h.root == root));
+        if held.is_empty() {
             self.below_resume_since = None;
             return;
         }
@@ -88,22 +135,65 @@ impl Engine {
         if now.duration_since(since) < self.config.thresholds.resume_after {
             return;
         }
-        self.below_resume_since = None;
-        let reason = format!(
-            "used {:.1} % < resume {} % for {:?}",
-            self.state.used_percent,
-            self.config.thresholds.resume,
-            self.config.thresholds.resume_after
-        );
-        if let Some(tree) = self.dry_held.pop() {
-            let pids = tree.members.iter().map(|t| t.pid).collect();
-            out.push(self.decision(a, "resume", reason, pids, vec![tree.summary()]));
-        } else {
-            let pids = self.oldest_held_pids();
-            if let Some(line) = self.suspended.resume_oldest() {
-                self.state.counts.resume += 1;
-                out.push(self.decision(a, "resume", reason, pids, vec![line]));
+        let rules = ResumeRules {
+            hold: self.config.thresholds.resume_hold,
+            max_cycles: self.config.thresholds.max_cycles,
+            min_growth_bytes_per_s: self.config.victims.min_growth_bytes_per_s.max(1.0),
+        };
+        let headroom = self.headroom_bytes();
+        // Oldest first: the first tree that will hold is resumed, one per round.
+        for (index, tree) in held.into_iter().enumerate() {
+            let resumes = self.resumes.get(&tree.root).copied().unwrap_or(0);
+            let verdict = resume::verdict(
+                HeldTree {
+                    growth_bytes_per_s: tree.growth_bytes_per_s,
+                    resumes,
+                    kept: self.kept.contains(&tree.root),
+                },
+                headroom,
+                rules,
+            );
+            if !verdict.resumes() {
+                if self.told.insert(tree.root.clone()) {
+                    let action = if matches!(
+                        verdict,
+                        ResumeVerdict::KeepHeld { .. } | ResumeVerdict::KeptByHand
+                    ) {
+                        "keep"
+                    } else {
+                        "wait"
+                    };
+                    let reason = format!(
+                        "used {:.1} % < resume {} %, {} MiB below the suspend line, but not \
+                         resumed: {verdict}",
+                        self.state.used_percent,
+                        self.config.thresholds.resume,
+                        mib(headroom),
+                    );
+                    out.push(self.decision(a, action, reason, tree.pids, vec![tree.summary]));
+                }
+                continue;
             }
+            self.below_resume_since = None;
+            self.told.remove(&tree.root);
+            self.resumes
+                .insert(tree.root.clone(), resumes.saturating_add(1));
+            let reason = format!(
+                "used {:.1} % < resume {} % for {:?}, {} MiB below the suspend line: {verdict}",
+                self.state.used_percent,
+                self.config.thresholds.resume,
+                self.config.thresholds.resume_after,
+                mib(headroom),
+            );
+            let real = self.suspended.trees.len();
+            if index >= real {
+                self.dry_held.remove(index - real);
+                out.push(self.decision(a, "resume", reason, tree.pids, vec![tree.summary]));
+            } else if let Some(line) = self.suspended.resume(index) {
+                self.state.counts.resume += 1;
+                out.push(self.decision(a, "resume", reason, tree.pids, vec![line]));
+            }
+            return;
         }
     }
 
@@ -146,6 +236,9 @@ impl Engine {
         let mut detail = match self.suspended.suspend(victim, freeze) {
             Ok(line) => {
                 self.state.counts.suspend += 1;
+                if let Some(tree) = self.suspended.trees.last_mut() {
+                    tree.why.clone_from(&reason);
+                }
                 vec![line]
             }
             Err(err) => vec![format!("suspend failed: {err}")],
@@ -210,7 +303,7 @@ impl Engine {
             return;
         }
         let pids = self.oldest_held_pids();
-        if let Some(line) = self.suspended.kill_oldest(self.config.actions.kill_grace) {
+        if let Some(line) = self.suspended.kill(0, self.config.actions.kill_grace) {
             self.state.counts.kill += 1;
             out.push(self.decision(a, "kill", reason, pids, vec![line]));
         }

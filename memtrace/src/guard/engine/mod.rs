@@ -3,10 +3,13 @@
 //! [`Decision`] per thing it did or would do, with its reasons, candidates and scores. It is
 //! driven by `memtrace guard` and embeddable (e.g. `memtrace run` guards its own tree).
 //! The rungs themselves live in [`actions`]; the inputs derived from GPU and cgroup state in
-//! [`inputs`].
+//! [`inputs`]; whether a held tree will hold once resumed in [`resume`]; what the user asks
+//! over the control socket in `by_hand`.
 use crate::host::units::{mib, signed_mib};
 mod actions;
+mod by_hand;
 mod inputs;
+pub mod resume;
 #[cfg(test)]
 mod tests;
 
@@ -33,7 +36,7 @@ use crate::{
         suspend::SuspendedSet,
         victim::{Candidate, Extra, Protection, rank},
     },
-    host::{procfs, sshd::SshdCache},
+    host::{pidfd::ProcRef, procfs, sshd::SshdCache},
 };
 
 /// Something the guard did (or, in a dry run, would do).
@@ -41,7 +44,8 @@ use crate::{
 pub struct Decision {
     /// Level at the time.
     pub level: Level,
-    /// `level`, `warn`, `reclaim`, `suspend`, `resume`, `kill`.
+    /// `level`, `warn`, `reclaim`, `suspend`, `resume`, `wait` (calm, but a held tree would
+    /// not hold if resumed), `keep` (a tree kept held after `max_cycles` resumes), `kill`.
     pub action: &'static str,
     /// Why, one line.
     pub reason: String,
@@ -101,6 +105,12 @@ pub struct Engine {
     /// The reclaim rung, remembering the steps that cannot work here.
     reclaimer: Reclaimer,
     below_resume_since: Option<Instant>,
+    /// How many times the guard resumed each tree (by root).
+    resumes: HashMap<ProcRef, u32>,
+    /// Held trees (by root) whose `wait` or `keep` was already logged.
+    told: HashSet<ProcRef>,
+    /// Held trees (by root) the user asked to keep held (`memtrace guard keep`).
+    kept: HashSet<ProcRef>,
     kill_level_since: Option<Instant>,
     history: VecDeque<(Instant, u64)>,
     sshd_stalls: HashMap<u32, u64>,
@@ -133,6 +143,9 @@ impl Engine {
             last_reclaim: None,
             reclaimer: Reclaimer::default(),
             below_resume_since: None,
+            resumes: HashMap::new(),
+            told: HashSet::new(),
+            kept: HashSet::new(),
             kill_level_since: None,
             history: VecDeque::with_capacity(64),
             sshd_stalls: HashMap::new(),
@@ -265,6 +278,8 @@ impl Engine {
                 p.pid,
                 Extra {
                     session: stat.session,
+                    tty: stat.tty_nr,
+                    tpgid: stat.tpgid,
                 },
             );
             fresh.push(p);
@@ -395,6 +410,11 @@ impl Engine {
                 sshd: &sshd,
             };
             let ranked = rank(&fresh, &extra, &protection, &|_| true);
+            // Resume counts are kept for the trees that exist (held or candidates).
+            let held_roots = self.held_roots();
+            self.resumes.retain(|root, _| {
+                held_roots.contains(root) || ranked.iter().any(|c| &c.root == root)
+            });
             self.maybe_suspend(&assessment, growth, &ranked, &usage, &mut out);
             self.maybe_kill(now, &assessment, &ranked, &mut out);
         } else {

@@ -1,5 +1,6 @@
-//! The ladder in a dry run: suspend at pressure, resume after calm, GPU warn names holders;
-//! the sshd stall signal follows sshd's executable, not a process's name.
+//! The ladder in a dry run: suspend at pressure, resume after calm only what will hold (and not
+//! a tree cycled `max_cycles` times), GPU warn names holders; the sshd stall signal follows
+//! sshd's executable, not a process's name.
 use std::time::Duration;
 
 use super::*;
@@ -9,8 +10,13 @@ use crate::{
 };
 
 fn engine() -> Engine {
-    let text = "[thresholds]\nresume_after = \"1ms\"\n";
-    let config = GuardConfig::from_layers(Some((text, "test"))).expect("config");
+    engine_with("")
+}
+
+/// A dry-run engine resuming after 1 ms of calm, with more `[thresholds]` keys.
+fn engine_with(thresholds: &str) -> Engine {
+    let text = format!("[thresholds]\nresume_after = \"1ms\"\n{thresholds}");
+    let config = GuardConfig::from_layers(Some((&text, "test"))).expect("config");
     Engine::new(
         config,
         Scope::Machine,
@@ -44,11 +50,10 @@ fn usage(percent: u64) -> Usage {
     }
 }
 
-#[test]
-fn dry_run_suspends_then_resumes_without_sending() {
-    let mut engine = engine();
-    // The victim must exist in /proc (identities are re-read before choosing): use this
-    // test process, and let the engine believe the guard is someone else.
+/// The victim must exist in /proc (identities are re-read before choosing): a snapshot of this
+/// test process growing 50 MiB/s and holding 900 MiB, with an engine that believes the guard
+/// is someone else. Returns the snapshot and this process's pid.
+fn me_growing(engine: &mut Engine) -> (Snapshot, u32) {
     engine.proc_root = std::path::PathBuf::from("/proc");
     engine.guard_pid = 1;
     let me = procfs::parse_pid_stat(&procfs::read(Path::new("/proc/self/stat")).expect("stat"))
@@ -56,6 +61,18 @@ fn dry_run_suspends_then_resumes_without_sending() {
     let mut snap = snapshot();
     snap.procs[0].pid = me.pid;
     snap.procs[0].start_ticks = me.start_ticks;
+    (snap, me.pid)
+}
+
+fn actions(decisions: &[Decision]) -> Vec<&'static str> {
+    decisions.iter().map(|d| d.action).collect()
+}
+
+#[test]
+fn dry_run_suspends_then_resumes_without_sending() {
+    // 50 MiB below the suspend line (90 % of 100 MiB) last the 50 MiB/s tree 1 s.
+    let mut engine = engine_with("resume_hold = \"1s\"\n");
+    let (snap, me) = me_growing(&mut engine);
     let decisions = engine.tick(usage(92), None, false, &snap, None, None);
     let suspend = decisions
         .iter()
@@ -66,7 +83,7 @@ fn dry_run_suspends_then_resumes_without_sending() {
         "{}",
         suspend.reason
     );
-    assert_eq!(suspend.pids, vec![me.pid]);
+    assert_eq!(suspend.pids, vec![me]);
     assert_eq!(engine.state.suspended, 1);
     assert!(
         engine.suspended.trees.is_empty(),
@@ -153,5 +170,126 @@ fn sshd_stall_signal_follows_the_executable_not_the_name() {
         stalls("python3"),
         Level::Ok,
         "a process that only calls itself sshd does not"
+    );
+}
+
+#[test]
+fn a_held_tree_is_resumed_only_when_it_will_hold() {
+    // Default resume_hold (30 s): 50 MiB of headroom last the 50 MiB/s tree 1 s: it waits,
+    // said once, however long the calm.
+    let mut engine = engine();
+    let (snap, me) = me_growing(&mut engine);
+    let held = engine.tick(usage(92), None, false, &snap, None, None);
+    assert!(actions(&held).contains(&"suspend"), "{held:?}");
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(2));
+        waits.extend(engine.tick(usage(40), None, false, &snap, None, None));
+    }
+    assert_eq!(actions(&waits), vec!["level", "wait"], "{waits:?}");
+    let wait = &waits[1];
+    assert_eq!(wait.pids, vec![me]);
+    assert!(
+        wait.reason.contains("back at the suspend line in 1.0 s"),
+        "{}",
+        wait.reason
+    );
+    assert_eq!(engine.state.suspended, 1, "still held");
+    // The scope's limit was raised to 2000 MiB: 1760 MiB below the suspend line last the tree
+    // 35.2 s.
+    std::thread::sleep(Duration::from_millis(2));
+    let roomy = Usage {
+        used_bytes: 40 << 20,
+        limit_bytes: 2000 << 20,
+    };
+    let holds = engine.tick(roomy, None, false, &snap, None, None);
+    let resume = holds
+        .iter()
+        .find(|d| d.action == "resume")
+        .expect("resumed: it will hold");
+    assert!(
+        resume.reason.contains("lasts it 35.2 s"),
+        "{}",
+        resume.reason
+    );
+    assert_eq!(engine.state.suspended, 0);
+}
+
+#[test]
+fn a_tree_cycled_max_cycles_times_stays_held() {
+    let mut engine = engine_with("resume_hold = \"1s\"\nmax_cycles = 1\n");
+    let (snap, me) = me_growing(&mut engine);
+    let mut all = Vec::new();
+    for _ in 0..2 {
+        all.extend(engine.tick(usage(92), None, false, &snap, None, None));
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(2));
+            all.extend(engine.tick(usage(40), None, false, &snap, None, None));
+        }
+    }
+    let acted: Vec<&str> = actions(&all)
+        .into_iter()
+        .filter(|a| !matches!(*a, "level" | "warn" | "reclaim"))
+        .collect();
+    assert_eq!(
+        acted,
+        vec!["suspend", "resume", "suspend", "keep"],
+        "{all:?}"
+    );
+    let keep = all.iter().find(|d| d.action == "keep").expect("keep");
+    assert_eq!(keep.pids, vec![me]);
+    assert!(keep.reason.contains("resumed 1 time(s)"), "{}", keep.reason);
+    assert_eq!(engine.state.suspended, 1, "kept held");
+}
+
+#[test]
+fn by_hand_status_keep_resume_and_unknown_ids() {
+    use crate::guard::control::Request;
+    let mut engine = engine_with("resume_hold = \"1s\"\n");
+    let (snap, me) = me_growing(&mut engine);
+    engine.tick(usage(92), None, false, &snap, None, None);
+    let mut by_hand = Vec::new();
+    let status = engine.by_hand(Request::Status, "machine", &mut by_hand);
+    let held = status.status.expect("a status").held;
+    assert_eq!(held.len(), 1);
+    assert_eq!((held[0].id, held[0].pids.clone()), (me, vec![me]));
+    assert_eq!(held[0].how, "dry run");
+    assert!(by_hand.is_empty(), "status changes nothing");
+    let unknown = engine.by_hand(Request::Resume { id: 1 }, "machine", &mut by_hand);
+    assert!(!unknown.ok, "{unknown:?}");
+    assert_eq!(
+        unknown.message,
+        format!("no held tree has the id 1 (held: {me})")
+    );
+    let keep = engine.by_hand(Request::Keep { id: me }, "machine", &mut by_hand);
+    assert!(keep.ok, "{keep:?}");
+    assert_eq!(actions(&by_hand), vec!["keep"]);
+    // Calm, and it would hold: kept by hand, the guard does not resume it.
+    let mut calm = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(2));
+        calm.extend(engine.tick(usage(40), None, false, &snap, None, None));
+    }
+    assert_eq!(actions(&calm), vec!["level", "keep"], "{calm:?}");
+    assert!(
+        calm[1].reason.contains("kept held by hand"),
+        "{}",
+        calm[1].reason
+    );
+    let resume = engine.by_hand(Request::Resume { id: me }, "machine", &mut by_hand);
+    assert!(resume.ok, "{resume:?}");
+    assert_eq!(actions(&by_hand), vec!["keep", "resume"]);
+    assert!(
+        by_hand[1]
+            .reason
+            .starts_with("dry run, nothing sent: by hand"),
+        "{}",
+        by_hand[1].reason
+    );
+    assert_eq!(engine.state.suspended, 0);
+    let gone = engine.by_hand(Request::Kill { id: me }, "machine", &mut by_hand);
+    assert_eq!(
+        gone.message,
+        format!("no held tree has the id {me} (held: none)")
     );
 }
