@@ -295,11 +295,20 @@ fn table(frame: &mut Frame<'_>, app: &App, area: Rect) {
         })
         .collect();
     titles.push(Cell::from("TREND"));
-    let rows: Vec<TableRow<'_>> = app.rows.iter().map(|r| table_row(r, gpu)).collect();
+    // Only the rows that fit are formatted: the window that keeps the selection in view.
+    let visible = usize::from(area.height.saturating_sub(1)).max(1);
+    let offset = app.selected.saturating_sub(visible - 1);
+    let rows: Vec<TableRow<'_>> = app
+        .rows
+        .iter()
+        .skip(offset)
+        .take(visible)
+        .map(|r| table_row(r, gpu))
+        .collect();
     let table = Table::new(rows, widths(gpu))
         .header(TableRow::new(titles).style(Style::new().add_modifier(Modifier::BOLD)))
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected(Some(app.selected));
+    let mut state = TableState::default().with_selected(Some(app.selected.saturating_sub(offset)));
     frame.render_stateful_widget(table, area, &mut state);
 }
 
@@ -552,6 +561,38 @@ mod tests {
         app.apply(Action::StartFilter);
         app.apply(Action::FilterChar('x'));
         assert!(screen(&app, 160, 20).contains("/x▏  Enter apply  Esc cancel"));
+    }
+
+    #[test]
+    fn only_the_rows_in_view_are_drawn_and_the_selection_stays_in_view() {
+        let procs = (1..=100)
+            .map(|pid| ProcSample {
+                pid,
+                comm: format!("proc-{pid:03}").into(),
+                ..ProcSample::default()
+            })
+            .collect();
+        let mut app = app_with(
+            Snapshot {
+                procs,
+                ..Snapshot::default()
+            },
+            GuardView::default(),
+        );
+        app.apply(Action::SortBy(Column::Pid));
+        let text = screen(&app, 160, 20);
+        assert!(
+            text.contains("proc-001") && !text.contains("proc-100"),
+            "{text}"
+        );
+        app.apply(Action::End);
+        let text = screen(&app, 160, 20);
+        assert!(
+            text.contains("proc-100") && !text.contains("proc-001"),
+            "{text}"
+        );
+        let rows = text.lines().filter(|l| l.contains("proc-")).count();
+        assert_eq!(rows, 20 - 6, "header 4, table header 1, footer 1: {text}");
     }
 
     #[test]
