@@ -80,6 +80,7 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l window -d 'Win
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s n -l rows -d 'Rows in the table (the JSON output always has every process)' -r
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l once -d 'Print one snapshot after one interval and exit'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l json -d 'Print snapshots as JSON arrays of processes, one line each'
+complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l plain -d 'Print the plain table even when stdout is a terminal (no interactive view)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l fault-hook -d 'Also count faults with a per-fault eBPF hook (by default they come from the kernel\'s own per-task counters at no per-fault cost)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'

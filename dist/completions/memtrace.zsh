@@ -142,6 +142,7 @@ _arguments "${_arguments_options[@]}" : \
 '--rows=[Rows in the table (the JSON output always has every process)]:ROWS:_default' \
 '--once[Print one snapshot after one interval and exit]' \
 '--json[Print snapshots as JSON arrays of processes, one line each]' \
+'--plain[Print the plain table even when stdout is a terminal (no interactive view)]' \
 '--fault-hook[Also count faults with a per-fault eBPF hook (by default they come from the kernel'\''s own per-task counters at no per-fault cost)]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '-h[Print help (see more with '\''--help'\'')]' \

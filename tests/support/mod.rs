@@ -1,12 +1,13 @@
 //! Shared helpers of the privileged integration tests: the memtrace binary (and, for tests that
 //! drop privileges, a copy of it every user can reach), a running `memtrace top --json` whose
-//! snapshots arrive on a channel, and thin panicking adapters over the test kit's children
-//! killed on drop and limited memory cgroups.
+//! snapshots arrive on a channel, a tmux pane for the interactive `top` ([`tmux`]), and thin
+//! panicking adapters over the test kit's children killed on drop and limited memory cgroups.
 #![allow(dead_code)]
 
 pub mod guard_env;
 pub mod http;
 pub mod synthetic_trace;
+pub mod tmux;
 
 use std::{
     io::{BufRead as _, BufReader},

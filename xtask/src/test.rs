@@ -48,8 +48,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     )?;
     let binary = build::run(&build::Options { release: false })?;
     // The fleet tests scrape the guard with a real Prometheus and open the HTML report in a
-    // real browser.
-    tools::ensure_apt(&["prometheus", "chromium", "fonts-liberation"])?;
+    // real browser; the interactive `top` is driven in tmux.
+    tools::ensure_apt(&["prometheus", "chromium", "fonts-liberation", "tmux"])?;
     tools::run_checked(
         tools::cargo()
             .args(["test", "--package", "memtrace-tests"])

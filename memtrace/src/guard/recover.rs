@@ -412,6 +412,8 @@ mod tests {
             how: How::Freeze,
             members: vec![member(300, 77)],
             cgroup: Some(cgroup),
+            since_unix_ms: None,
+            why: None,
         }
     }
 
@@ -456,6 +458,8 @@ mod tests {
             how: How::Stop,
             members: vec![member(300, 77), member(301, 1), member(1, 1)],
             cgroup: None,
+            since_unix_ms: None,
+            why: None,
         };
         let log = recover_record(&record, &proc_root, Within::Machine, GUARD, true);
         assert_eq!(
@@ -485,6 +489,8 @@ mod tests {
                     how: How::Stop,
                     members: vec![member(300, 77)],
                     cgroup: None,
+                    since_unix_ms: None,
+                    why: None,
                 }],
             })
             .expect("json")
@@ -517,6 +523,8 @@ mod tests {
                 how: How::Stop,
                 members: vec![member(300, 77)],
                 cgroup: None,
+                since_unix_ms: None,
+                why: None,
             }],
         })
         .expect("json");

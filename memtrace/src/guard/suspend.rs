@@ -40,6 +40,12 @@ pub struct Record {
     pub members: Vec<ProcRef>,
     /// The frozen cgroup, for `How::Freeze`.
     pub cgroup: Option<PathBuf>,
+    /// When it was suspended, ms since the Unix epoch (absent in files of older guards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix_ms: Option<u64>,
+    /// Why: the guard's reasons and the victim (absent in files of older guards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// The state file's content.
@@ -163,11 +169,13 @@ impl SuspendedSet {
             .any(|t| t.record.members.first() == Some(root))
     }
 
-    /// Suspends `candidate`: records it, then stops it (freezing `freeze` if given).
+    /// Suspends `candidate` for the reason `why`: records it, then stops it (freezing `freeze`
+    /// if given).
     pub fn suspend(
         &mut self,
         candidate: &Candidate,
         freeze: Option<PathBuf>,
+        why: &str,
     ) -> Result<String, SuspendError> {
         let how = if freeze.is_some() {
             How::Freeze
@@ -178,6 +186,8 @@ impl SuspendedSet {
             how: how.clone(),
             members: candidate.members.clone(),
             cgroup: freeze.clone(),
+            since_unix_ms: Some(crate::host::clock::unix_ms()),
+            why: Some(why.to_owned()),
         };
         self.trees.push(Suspended {
             record,
@@ -378,7 +388,7 @@ mod tests {
         };
         // Not a cgroup at all (as a cgroup on a read-only cgroupfs cannot be frozen either).
         let line = set
-            .suspend(&candidate, Some(tmp.path().join("not-a-cgroup")))
+            .suspend(&candidate, Some(tmp.path().join("not-a-cgroup")), "test")
             .expect("suspended anyway");
         assert!(
             line.starts_with("sent SIGSTOP to 1 process(es)") && line.contains("freezing"),
@@ -396,6 +406,10 @@ mod tests {
         assert!(
             saved.contains("\"stop\"") && !saved.contains("freeze"),
             "{saved}"
+        );
+        assert!(
+            saved.contains("\"since_unix_ms\": ") && saved.contains("\"why\": \"test\""),
+            "when and why are recorded for `top`: {saved}"
         );
         set.resume_all();
         let resumed = (0..100).any(|_| {

@@ -233,7 +233,7 @@ impl Engine {
             return;
         }
         let freeze = own_cgroup(&self.proc_root, victim);
-        let mut detail = match self.suspended.suspend(victim, freeze) {
+        let mut detail = match self.suspended.suspend(victim, freeze, &reason) {
             Ok(line) => {
                 self.state.counts.suspend += 1;
                 if let Some(tree) = self.suspended.trees.last_mut() {

@@ -1,124 +1,24 @@
-//! `memtrace top`: a live per-process table sorted by memory growth, with the system line on
-//! top; `--json` prints each snapshot as one JSON array line, `--once` stops after one interval.
-//! Where NVML works, each interval also samples the GPUs: one line per GPU under the RAM line and
-//! a `GPU MiB` column (`gpu_bytes` in the JSON); without GPUs neither appears. Without eBPF it
-//! reads every process from /proc (see [`Source::start`]) and says so on the table's source line.
-use std::{path::Path, process::ExitCode, time::Duration};
-
+//! The plain table of `memtrace top`, for pipes, `--once`, `--json` and `--plain`: the system
+//! lines on top, then one row per process sorted by growth; `--json` prints each snapshot as one
+//! JSON array line instead. Where NVML works, one line per GPU under the RAM line and a `GPU MiB`
+//! column (`gpu_bytes` in the JSON); without GPUs neither appears. Without eBPF the source line
+//! says the values come from /proc.
 use anyhow::Context as _;
 
+use super::TopConfig;
 use crate::{
     cmd::status::{gpu_line, psi_line, swap_line},
     collect::{
         gpu::{self, GpuSource},
         model::{ProcSample, Snapshot},
-        proc_source::{Members, OomSource},
         sampler::Sampler,
-        source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source, SourceKind},
-        tracer::TracerOptions,
+        source::SourceKind,
     },
-    host::units::{human_bytes, mib, parse_duration, signed_mib},
+    host::units::{human_bytes, mib, signed_mib},
 };
 
-/// Raw arguments of `memtrace top`.
-#[derive(Debug, clap::Args)]
-pub struct TopArgs {
-    /// Sampling interval: seconds (`2`, `0.5`) or with a unit (`500ms`, `2s`).
-    #[arg(long, short = 'i', default_value = "1")]
-    pub interval: String,
-    /// Window growth rates are computed over (default: one interval).
-    #[arg(long)]
-    pub window: Option<String>,
-    /// Print one snapshot after one interval and exit.
-    #[arg(long)]
-    pub once: bool,
-    /// Print snapshots as JSON arrays of processes, one line each.
-    #[arg(long)]
-    pub json: bool,
-    /// Rows in the table (the JSON output always has every process).
-    #[arg(long, short = 'n', default_value_t = 25)]
-    pub rows: usize,
-    /// Also count faults with a per-fault eBPF hook (by default they come from the kernel's
-    /// own per-task counters at no per-fault cost).
-    #[arg(long)]
-    pub fault_hook: bool,
-    #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
-    pub require_ebpf: bool,
-}
-
-/// Validated `top` settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopConfig {
-    /// Time between snapshots.
-    pub interval: Duration,
-    /// Span rates are computed over.
-    pub window: Duration,
-    /// Stop after the first snapshot.
-    pub once: bool,
-    /// JSON instead of the table.
-    pub json: bool,
-    /// Table rows.
-    pub rows: usize,
-    /// What the tracer attaches.
-    pub tracer: TracerOptions,
-    /// Refuse to run without eBPF.
-    pub require_ebpf: bool,
-}
-
-impl TryFrom<TopArgs> for TopConfig {
-    type Error = anyhow::Error;
-
-    fn try_from(args: TopArgs) -> anyhow::Result<Self> {
-        let interval = parse_duration(&args.interval).context("--interval")?;
-        let window = match &args.window {
-            Some(text) => parse_duration(text).context("--window")?,
-            None => interval,
-        };
-        if interval < Duration::from_millis(50) {
-            anyhow::bail!("--interval {} is too short (minimum 50ms)", args.interval);
-        }
-        Ok(Self {
-            interval,
-            window,
-            once: args.once,
-            json: args.json,
-            rows: args.rows,
-            tracer: TracerOptions {
-                fault_hook: args.fault_hook,
-            },
-            require_ebpf: args.require_ebpf,
-        })
-    }
-}
-
-/// Runs `memtrace top`.
-pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
-    let config = TopConfig::try_from(args)?;
-    let proc_root = Path::new("/proc");
-    let source = Source::start(
-        config.tracer,
-        config.require_ebpf,
-        proc_root,
-        Members::All,
-        OomSource::Machine,
-    )?;
-    let mut sampler = Sampler::new(source, proc_root, config.window.as_secs_f64())
-        .context("seeding the tracer from /proc")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let mut gpus = gpu::open_default();
-    let result = runtime.block_on(live(&mut sampler, gpus.as_mut(), &config));
-    if let Some(mean) = gpus.mean_sample_cost() {
-        log::debug!("GPU: one {} sample cost {mean:?} on average", gpus.name());
-    }
-    result?;
-    // Dropping the sampler drops the source: the tracer detaches every program.
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn live(
+/// Prints snapshots until `--once` is done, Ctrl-C or SIGTERM.
+pub async fn live(
     sampler: &mut Sampler,
     gpus: &mut dyn GpuSource,
     config: &TopConfig,
@@ -238,30 +138,9 @@ fn row(p: &ProcSample, gpu: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! Argument validation and the table's shape.
+    //! The table's shape.
     use super::*;
     use crate::host::units::MIB;
-
-    fn args(interval: &str) -> TopArgs {
-        TopArgs {
-            interval: interval.to_owned(),
-            window: None,
-            once: true,
-            json: false,
-            rows: 5,
-            fault_hook: false,
-            require_ebpf: false,
-        }
-    }
-
-    #[test]
-    fn validates_interval() {
-        let config = TopConfig::try_from(args("500ms")).expect("valid");
-        assert_eq!(config.interval, Duration::from_millis(500));
-        assert_eq!(config.window, config.interval);
-        assert!(TopConfig::try_from(args("10ms")).is_err());
-        assert!(TopConfig::try_from(args("soon")).is_err());
-    }
 
     #[test]
     fn renders_rows_and_exits() {
