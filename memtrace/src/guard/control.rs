@@ -267,14 +267,20 @@ fn answer(stream: &mut UnixStream, reply: &Reply) {
 /// Sends `request` to the guard listening at `path` and returns its reply (a client: blocks up
 /// to 30 s, as a kill waits for the tree's grace period).
 pub fn request(path: &Path, request: &Request) -> anyhow::Result<Reply> {
+    request_within(path, request, Duration::from_secs(30))
+}
+
+/// [`request`] waiting at most `limit` for each write and for the reply (`top` asks the status
+/// on every refresh and cannot wait for a kill's grace period).
+pub fn request_within(path: &Path, request: &Request, limit: Duration) -> anyhow::Result<Reply> {
     let mut stream = UnixStream::connect(path).with_context(|| {
         format!(
             "no running guard answers at {} (is one running for this scope? root only)",
             path.display()
         )
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit.min(Duration::from_secs(5))))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream

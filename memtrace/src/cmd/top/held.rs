@@ -1,15 +1,37 @@
 //! What the guard holds, for `top`'s held-trees pane: a [`GuardSource`] says which guards run and
-//! which trees they (or a `memtrace run`) keep suspended, with why and since when. Until the guard
-//! has a control interface, [`StateFiles`] reads the state directory read-only: the
-//! `*-suspended.json` files (checked as the guard checks them: root-owned, no symlink, see
-//! [`crate::guard::state`]) and the pids the guards write into their scope locks. It never takes
-//! a lock, writes or removes anything, so a guard starting meanwhile is never refused because of it.
-use std::path::{Path, PathBuf};
+//! which trees they (or a `memtrace run`) keep suspended, with why and since when. [`StateFiles`]
+//! reads the state directory read-only: the `*-suspended.json` files (checked as the guard checks
+//! them: root-owned, no symlink, see [`crate::guard::state`]) and the pids the guards write into
+//! their scope locks; and it asks each guard's control socket there (`*.sock`,
+//! [`crate::guard::control`]) for its level, waiting at most [`ASK_LIMIT`]. It never takes a
+//! lock, writes or removes anything, so a guard starting meanwhile is never refused because of it.
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use crate::guard::{
+    control::{self, Request},
     state::{StateDir, StateFile},
     suspend::{How, Saved},
 };
+
+/// The longest `top` waits for a guard's answer on its control socket (a guard answers between
+/// its rounds, every 100 ms when idle).
+pub const ASK_LIMIT: Duration = Duration::from_millis(300);
+
+/// A running guard's own account, from its control socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardLevel {
+    /// The guard's pid.
+    pub pid: u32,
+    /// What it guards.
+    pub scope: String,
+    /// Its level (`ok`, `warn`, `reclaim`, `suspend`, `kill`).
+    pub level: String,
+    /// The scope's use, percent.
+    pub used_percent: f64,
+}
 
 /// One suspended tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +53,12 @@ pub struct HeldTree {
 }
 
 /// One look at the guards.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GuardView {
     /// Pids of the running guards (from their scope locks).
     pub guards: Vec<u32>,
+    /// The levels of the guards that answered on their control socket.
+    pub levels: Vec<GuardLevel>,
     /// The trees held, in file order.
     pub held: Vec<HeldTree>,
     /// What could not be read (one line), e.g. the state directory without root.
@@ -74,6 +98,19 @@ impl StateFiles {
         let comm = std::fs::read_to_string(self.proc_root.join(format!("{pid}/comm"))).ok()?;
         comm.trim().starts_with("memtrace").then_some(pid)
     }
+}
+
+/// The level of the guard answering at `socket`; `None` when none answers within [`ASK_LIMIT`]
+/// (a socket left by a guard that was killed, or not root).
+fn ask_level(socket: &Path) -> Option<GuardLevel> {
+    let reply = control::request_within(socket, &Request::Status, ASK_LIMIT).ok()?;
+    let status = reply.status?;
+    Some(GuardLevel {
+        pid: status.pid,
+        scope: status.scope,
+        level: status.level,
+        used_percent: status.used_percent,
+    })
 }
 
 /// Whether `name` is a guard's scope lock (`guard-machine.lock`, `guard-cgroup….lock`), not the
@@ -132,6 +169,8 @@ impl GuardSource for StateFiles {
             let file = StateFile::new(&dir, name);
             if is_scope_lock(name) {
                 view.guards.extend(self.guard_pid(&file));
+            } else if name.ends_with(".sock") {
+                view.levels.extend(ask_level(&self.dir.join(name)));
             } else if is_state_file(name) {
                 match file.read() {
                     Ok(Some(text)) => match trees_of(name, &text) {
@@ -272,5 +311,40 @@ mod tests {
                 .is_some_and(|p| p.contains("writable by group or others")),
             "a file others could have planted is refused: {view:?}"
         );
+    }
+
+    #[test]
+    fn a_guard_answering_on_its_socket_gives_its_level_and_a_silent_one_none() {
+        use crate::guard::control::{Reply, Server, Status};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("guard-machine.sock");
+        let mut server = Server::bind(&path, rustix::process::getuid()).expect("bind");
+        let asker = std::thread::spawn({
+            let path = path.clone();
+            move || ask_level(&path)
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !asker.is_finished() && std::time::Instant::now() < deadline {
+            server.serve(&mut |_| Reply {
+                ok: true,
+                message: String::new(),
+                status: Some(Status {
+                    pid: 4301,
+                    scope: "machine".to_owned(),
+                    level: "warn".to_owned(),
+                    used_percent: 81.5,
+                    ..Status::default()
+                }),
+            });
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let level = asker.join().expect("joined").expect("an answer");
+        assert_eq!((level.pid, level.level.as_str()), (4301, "warn"));
+        // Nobody serves it now: the look gives up within the limit.
+        let started = std::time::Instant::now();
+        assert_eq!(ask_level(&path), None);
+        assert!(started.elapsed() < ASK_LIMIT + Duration::from_millis(200));
+        drop(server);
+        assert_eq!(ask_level(&path), None, "no socket at all");
     }
 }

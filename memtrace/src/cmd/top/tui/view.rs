@@ -130,8 +130,8 @@ fn header(app: &App, snapshot: &Snapshot) -> Vec<Line<'static>> {
     lines
 }
 
-/// The guard's line: which guards run and what they hold. Their level needs the guard's control
-/// interface; the state files alone only tell that a held tree means "suspend" or above.
+/// The guard's line: which guards run, their level (from those that answered on their control
+/// socket) and what they hold.
 fn guard_line(guard: &GuardView) -> String {
     let pids: Vec<String> = guard.guards.iter().map(u32::to_string).collect();
     let running = if pids.is_empty() {
@@ -139,10 +139,22 @@ fn guard_line(guard: &GuardView) -> String {
     } else {
         format!("running (pid {})", pids.join(", "))
     };
-    let level = if guard.held.is_empty() {
-        "level not readable from its state files"
+    let level = if !guard.levels.is_empty() {
+        let levels: Vec<String> = guard
+            .levels
+            .iter()
+            .map(|g| {
+                format!(
+                    "level {} at {:.1} % of {}",
+                    g.level, g.used_percent, g.scope
+                )
+            })
+            .collect();
+        levels.join("; ")
+    } else if guard.held.is_empty() {
+        "level unknown (no control socket answered)".to_owned()
     } else {
-        "level suspend or above (it holds trees)"
+        "level suspend or above (it holds trees)".to_owned()
     };
     let mut line = format!(
         "Guard: {running}, {} tree(s) held, {level}",
@@ -370,7 +382,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        cmd::top::tui::input::Action,
+        cmd::top::{held::GuardLevel, tui::input::Action},
         collect::{
             gpu::{GpuProcess, GpuSample, join},
             model::ProcSample,
@@ -511,8 +523,9 @@ mod tests {
                 },
             ],
             problem: None,
+            levels: Vec::new(),
         };
-        let text = screen(&app_with(snapshot, guard), 160, 20);
+        let text = screen(&app_with(snapshot.clone(), guard.clone()), 160, 20);
         assert!(text.contains(" Held by the guard "), "{text}");
         assert!(
             text.contains(
@@ -528,6 +541,21 @@ mod tests {
         );
         assert!(
             text.contains("Guard: running (pid 777), 2 tree(s) held, level suspend or above"),
+            "{text}"
+        );
+        // A guard that answered on its control socket gives its own level.
+        let answered = GuardView {
+            levels: vec![GuardLevel {
+                pid: 777,
+                scope: "machine".to_owned(),
+                level: "suspend".to_owned(),
+                used_percent: 91.25,
+            }],
+            ..guard
+        };
+        let text = screen(&app_with(snapshot, answered), 200, 20);
+        assert!(
+            text.contains("2 tree(s) held, level suspend at 91.2 % of machine"),
             "{text}"
         );
     }
