@@ -13,7 +13,7 @@ use rustix::process::Signal;
 use super::{
     lock::{self, Lock, Probe},
     state::{StateDir, StateFile},
-    suspend::{How, Record, Saved, boot_id},
+    suspend::{HeldRecord, How, Saved, boot_id},
     victim::untouchable,
 };
 use crate::host::{
@@ -105,7 +105,7 @@ pub fn judge(
 
 /// The frozen cgroup of a record, if it may be thawed.
 pub fn judge_freeze(
-    record: &Record,
+    record: &HeldRecord,
     proc_root: &Path,
     within: Within<'_>,
     guard_pid: u32,
@@ -151,7 +151,7 @@ pub fn judge_freeze(
 
 /// Acts on one record (or, in a dry run, says what it would do); returns log lines.
 pub fn recover_record(
-    record: &Record,
+    record: &HeldRecord,
     proc_root: &Path,
     within: Within<'_>,
     guard_pid: u32,
@@ -407,8 +407,8 @@ mod tests {
         (tmp, proc_root, cg)
     }
 
-    fn freeze(cgroup: PathBuf) -> Record {
-        Record {
+    fn freeze(cgroup: PathBuf) -> HeldRecord {
+        HeldRecord {
             how: How::Freeze,
             members: vec![member(300, 77)],
             cgroup: Some(cgroup),
@@ -454,7 +454,7 @@ mod tests {
     #[test]
     fn stop_records_are_judged_on_the_fake_proc_and_dry_run_only_says() {
         let (_tmp, proc_root, _cg) = fake_tree();
-        let record = Record {
+        let record = HeldRecord {
             how: How::Stop,
             members: vec![member(300, 77), member(301, 1), member(1, 1)],
             cgroup: None,
@@ -485,7 +485,7 @@ mod tests {
             serde_json::to_string(&Saved {
                 version: 2,
                 boot_id: Some(boot.to_owned()),
-                suspended: vec![Record {
+                suspended: vec![HeldRecord {
                     how: How::Stop,
                     members: vec![member(300, 77)],
                     cgroup: None,
@@ -519,7 +519,7 @@ mod tests {
         let record = serde_json::to_string(&Saved {
             version: 2,
             boot_id: None,
-            suspended: vec![Record {
+            suspended: vec![HeldRecord {
                 how: How::Stop,
                 members: vec![member(300, 77)],
                 cgroup: None,

@@ -33,7 +33,7 @@ pub enum How {
 
 /// One suspended tree as the state file records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub struct HeldRecord {
     /// How it was stopped.
     pub how: How,
     /// The members (root first).
@@ -58,7 +58,7 @@ pub struct Saved {
     #[serde(default)]
     pub boot_id: Option<String>,
     /// The suspended trees.
-    pub suspended: Vec<Record>,
+    pub suspended: Vec<HeldRecord>,
 }
 
 /// This boot's id, from `ROOT/sys/kernel/random/boot_id`.
@@ -72,7 +72,7 @@ pub fn boot_id(proc_root: &Path) -> Option<String> {
 #[derive(Debug)]
 pub struct Suspended {
     /// What the state file says.
-    pub record: Record,
+    pub record: HeldRecord,
     /// Open pidfds of the members that were stopped.
     pub fds: Vec<PidFd>,
     /// When it was suspended.
@@ -182,7 +182,7 @@ impl SuspendedSet {
         } else {
             How::Stop
         };
-        let record = Record {
+        let record = HeldRecord {
             how: how.clone(),
             members: candidate.members.clone(),
             cgroup: freeze.clone(),
