@@ -1,5 +1,5 @@
-# A 600 MiB process whose stages churn temporaries of random size (allocator noise); infer
-# keeps 3 MiB per clip.
+# A 600 MiB process whose stages churn temporaries of random size (33-64 MiB arrays and
+# thousands of small objects); infer keeps 3 MiB per clip.
 # expect decode no_leak
 # expect infer leak 3
 # expect encode no_leak
@@ -16,8 +16,8 @@ for clip in range(1, CLIPS + 1):
     for stage in ("decode", "infer", "encode"):
         mark(stage, clip, CLIPS)
         pause(0.04)
-        scratch = take(rng.randint(5, 40))
-        small = [bytes(rng.randint(16, 4096)) for _ in range(rng.randint(100, 3000))]
+        scratch = take(rng.randint(33, 64))
+        small = [bytes(rng.randint(16, 512)) for _ in range(rng.randint(100, 2000))]
         pause(0.04)
         if stage == "infer":
             kept.append(take(3))

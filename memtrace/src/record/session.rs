@@ -78,18 +78,23 @@ pub fn totals(snapshot: &Snapshot) -> (u64, Option<u64>) {
 
 /// Σ proportional anon + shmem + swap of the live processes of a tree's snapshot (copy-on-write
 /// pages shared by forked processes count once); a process whose rollup cannot be read counts
-/// with its anon + shmem + swap. `None` when no rollup could be read at all.
+/// with its anon + shmem + swap. Read parents before children (by pid) and given up when a
+/// process is gone by the time it is read: the rollups are not one atomic view, and a parent
+/// read as sole owner after its workers were read as sharers (workers exiting) would count the
+/// shared pages again. `None` then, or when no rollup could be read at all.
 pub fn tree_pss(snapshot: &Snapshot) -> Option<u64> {
     use crate::host::smaps::{Pss, read_pss_footprint};
     let proc_root = std::path::Path::new("/proc");
+    let mut live: Vec<_> = snapshot.procs.iter().filter(|p| !p.exited).collect();
+    live.sort_by_key(|p| p.pid);
     let (mut sum, mut read) = (0u64, false);
-    for p in snapshot.procs.iter().filter(|p| !p.exited) {
+    for p in live {
         match read_pss_footprint(proc_root, p.pid) {
             Pss::Bytes(bytes) => {
                 sum = sum.saturating_add(bytes);
                 read = true;
             }
-            Pss::Gone => {}
+            Pss::Gone => return None,
             Pss::Unknown => sum = sum.saturating_add(p.footprint_bytes()),
         }
     }
