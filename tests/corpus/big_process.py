@@ -8,7 +8,7 @@ import random
 
 from common import finish, mark, pause, take
 
-CLIPS = 8
+CLIPS = 12
 model = take(600)
 kept = []
 rng = random.Random()
