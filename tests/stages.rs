@@ -107,10 +107,10 @@ fn leak_found(way: &str, extra: &[&str]) {
             .unwrap_or_else(|| panic!("no verdict for {stage}: {report}"))
     };
     let x = verdict("X");
-    let slope = x["host"]["slope"].as_f64().expect("slope") / MIB as f64;
+    let kept = x["host"]["per_clip"].as_f64().expect("per_clip") / MIB as f64;
     assert!(
-        (slope - 20.0).abs() <= 2.0,
-        "X slope {slope:.2} MiB/clip ({way}): {}",
+        (kept - 20.0).abs() <= 2.0,
+        "X keeps {kept:.2} MiB/clip ({way}): {}",
         x["text"]
     );
     assert_eq!(x["verdict"], "likely_leak", "{}", x["text"]);

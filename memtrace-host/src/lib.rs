@@ -3,7 +3,7 @@
 //! ([`btf`]) and tracefs ([`tracefs`]), the cgroup memtrace itself runs in and the limit that
 //! binds it ([`own_cgroup`]), privileges and clocks ([`privilege`], [`clock`]),
 //! signals that cannot hit a recycled pid ([`pidfd`]), directories no other user can steer
-//! ([`safe_path`]), sshd ([`sshd`]), sysctls ([`sysctl`]), swap ([`swap`]), cache and temp
+//! ([`safe_path`]), proportional memory of a process tree ([`smaps`]), sshd ([`sshd`]), sysctls ([`sysctl`]), swap ([`swap`]), cache and temp
 //! cleanup ([`reclaim`]), the files users name as input ([`input`]: regular files only,
 //! size-capped), and the units users type and read ([`units`]).
 //!
@@ -21,6 +21,7 @@ pub mod procfs;
 pub mod procscan;
 pub mod reclaim;
 pub mod safe_path;
+pub mod smaps;
 pub mod sshd;
 pub mod swap;
 pub mod sysctl;

@@ -196,7 +196,11 @@ fn summarize(out: &std::path::Path, outcome: &recorder::Outcome) {
         out.display()
     );
     if let Ok(trace) = trace::read_file(out) {
-        for verdict in report::analyze(&trace).verdicts {
+        let report = report::analyze(&trace);
+        for line in report.tree.iter().map(|t| &t.text) {
+            eprintln!("[memtrace] {line}");
+        }
+        for verdict in &report.verdicts {
             eprintln!("[memtrace] {}", verdict.text);
         }
     }

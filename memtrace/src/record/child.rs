@@ -1,7 +1,8 @@
 //! The traced command: spawned with its environment and the mark socket, its output passed
-//! through unchanged as it arrives (each line matched against `--stage-regex`, when a regex is
-//! given, on its first [`LINE_CAP`] bytes: an endless line costs no more memory than that), its
-//! exit reported on a channel, and signals forwarded to it.
+//! through unchanged as it arrives (each line — ended by `\n` or `\r` — matched against
+//! `--stage-regex`, when a regex is given, on its first [`LINE_CAP`] bytes: an endless line
+//! costs no more memory than that), its exit reported on a channel, and signals forwarded to
+//! it.
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, IsTerminal as _, Read, Write},
@@ -83,26 +84,36 @@ pub const LINE_CAP: usize = 64 * 1024;
 /// How much of the pipe is read at once.
 const CHUNK: usize = 64 * 1024;
 
-/// The head of the output line being printed: its first [`LINE_CAP`] bytes, never more.
+/// The head of the output line being printed: its first [`LINE_CAP`] bytes, never more. A
+/// carriage return ends a line as a newline does (a terminal shows a new line from there: a
+/// progress bar redrawn with `\r` is many lines, and a mark printed before such chatter is
+/// matched when it is printed, not at the next newline); `\r\n` is one line end.
 #[derive(Debug)]
 pub struct LineHead {
     kept: Vec<u8>,
+    /// The last byte fed ended a line with `\r`.
+    after_cr: bool,
 }
 
 impl Default for LineHead {
     fn default() -> Self {
         Self {
             kept: Vec::with_capacity(LINE_CAP),
+            after_cr: false,
         }
     }
 }
 
 impl LineHead {
     /// Takes the next bytes of output; calls `line` with the head of each line they end
-    /// (without its newline).
+    /// (without its `\n`, `\r` or `\r\n`).
     pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&[u8])) {
-        while !bytes.is_empty() {
-            let end = bytes.iter().position(|&b| b == b'\n');
+        while let Some(&first) = bytes.first() {
+            if std::mem::take(&mut self.after_cr) && first == b'\n' {
+                bytes = &bytes[1..];
+                continue;
+            }
+            let end = bytes.iter().position(|&b| b == b'\n' || b == b'\r');
             let piece = &bytes[..end.unwrap_or(bytes.len())];
             let room = LINE_CAP - self.kept.len();
             self.kept.extend_from_slice(&piece[..piece.len().min(room)]);
@@ -110,6 +121,7 @@ impl LineHead {
                 Some(at) => {
                     line(&self.kept);
                     self.kept.clear();
+                    self.after_cr = bytes[at] == b'\r';
                     bytes = &bytes[at + 1..];
                 }
                 None => break,
@@ -237,11 +249,49 @@ mod tests {
             assert!(out == input, "output unchanged (step {step})");
             assert_eq!(lines.len(), 5, "step {step}");
             assert_eq!(lines[0], vec![b'x'; LINE_CAP], "the head of the long line");
-            assert_eq!(lines[1], b"Processing clip 2/3: decode\r");
+            assert_eq!(
+                lines[1], b"Processing clip 2/3: decode",
+                "\\r\\n ends one line"
+            );
             assert_eq!(lines[2], b"");
             assert_eq!(lines[3], vec![b'y'; LINE_CAP], "exactly the cap");
             assert_eq!(lines[4], b"last", "a last line without newline");
         }
+    }
+
+    /// Progress-bar chatter redrawn with `\r`: each redraw is a line, so a mark printed before
+    /// it is matched when it is printed (it used to wait for the next newline, and a second
+    /// mark on the same newline-free run of output was never matched).
+    #[test]
+    fn carriage_returns_end_lines_so_marks_amid_progress_bars_match_at_once() {
+        let re =
+            StageRegex::new(r"Processing clip (?P<clip>\d+)/\d+: (?P<stage>\w+)").expect("valid");
+        let mut head = LineHead::default();
+        let mut marks = Vec::new();
+        let mut feed = |bytes: &[u8], marks: &mut Vec<Mark>| {
+            head.feed(bytes, |line| {
+                marks.extend(re.mark(String::from_utf8_lossy(line).trim_end()));
+            });
+        };
+        feed(b"Processing clip 1/2: decode\r", &mut marks);
+        assert_eq!(marks.len(), 1, "matched at its \\r, before any newline");
+        feed(
+            b" 10%|#  \r 50%|###\r100%|#####\rProcessing clip 1/2: infer\r",
+            &mut marks,
+        );
+        feed(b" 10%\r\nProcessing clip 2/2: decode\r\n", &mut marks);
+        let stages: Vec<(String, Option<String>)> = marks
+            .iter()
+            .map(|m| match m {
+                Mark::Begin { stage, clip, .. } => (stage.clone(), clip.clone()),
+                Mark::End => ("end".to_owned(), None),
+            })
+            .collect();
+        let want = [("decode", "1"), ("infer", "1"), ("decode", "2")];
+        assert_eq!(
+            stages,
+            want.map(|(s, c)| (s.to_owned(), Some(c.to_owned())))
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The event loop shared by `run` and `record`: starts the source (the eBPF tracer, or /proc where
-//! it cannot load), opens the trace and the mark socket, starts (or attaches to) the traced
+//! it cannot load) and the GPU source (paced at the interval, fresh at marks; its devices go
+//! into the trace header), opens the trace and the mark socket, starts (or attaches to) the traced
 //! command, then samples every interval and at every mark until the command ends (or, when
 //! attached, its tree is gone, or SIGINT/SIGTERM).
 //!
@@ -32,6 +33,7 @@ use super::{
 };
 use crate::{
     collect::{
+        gpu::{self, Paced},
         proc_source::{Members, OomSource},
         sampler::Sampler,
         source::{Source, SourceKind},
@@ -206,6 +208,9 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
     if let TraceTarget::Spawn(cmd) = &plan.target {
         header.command = cmd.clone();
     }
+    let mut gpu = Paced::new(gpu::open_default());
+    gpu.set_every(plan.interval);
+    header.gpus = gpu.sample().devices.clone();
     header.config = plan.config.clone();
     let writer = TraceWriter::create(&plan.out, &header)
         .with_context(|| format!("cannot write the trace to {}", plan.out.display()))?;
@@ -213,12 +218,13 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(event_loop(plan, sampler, writer, hooks))
+    runtime.block_on(event_loop(plan, sampler, gpu, writer, hooks))
 }
 
 async fn event_loop(
     plan: Plan,
     sampler: Sampler,
+    gpu: Paced,
     writer: TraceWriter,
     hooks: Vec<Box<dyn RunHook>>,
 ) -> anyhow::Result<Outcome> {
@@ -278,7 +284,7 @@ async fn event_loop(
         TraceTarget::System => (TraceScope::All, None),
     };
     drop(pump_tx);
-    let mut session = Session::new(sampler, writer, scope, hooks, plan.memory_lines);
+    let mut session = Session::new(sampler, gpu, writer, scope, hooks, plan.memory_lines);
     session.tick()?;
     let mut ticker = tokio::time::interval(plan.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,13 +1,16 @@
-//! One recording session: takes samples, keeps the traced process tree (the root and every
+//! One recording session: takes samples (the GPU source joined into each: per-process GPU
+//! memory and the devices), keeps the traced process tree (the root and every
 //! descendant, found through ppid, exited ones included), writes samples and events to the
-//! trace, runs the hooks (the guard), and keeps the open stage for the `[Memory]` lines.
+//! trace, runs the hooks (the guard), and keeps the open stage for the `[Memory]` lines. For a
+//! process tree each sample also records the tree's proportional memory ([`tree_pss`]), which
+//! counts the copy-on-write pages of forked workers once; the `[Memory]` lines use it.
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 
 use super::{Mark, RunHook};
 use crate::{
-    collect::{model::Snapshot, sampler::Sampler},
+    collect::{gpu::Paced, model::Snapshot, sampler::Sampler},
     host::units::human_bytes,
     record::trace::{Event, TraceWriter},
 };
@@ -34,6 +37,8 @@ struct OpenStage {
 /// Sampling, filtering and writing for `run` and `record`.
 pub struct Session {
     sampler: Sampler,
+    /// The GPU source, paced at the sampling interval; joined into every sample.
+    gpu: Paced,
     writer: TraceWriter,
     scope: TraceScope,
     tree: HashSet<u32>,
@@ -71,10 +76,36 @@ pub fn totals(snapshot: &Snapshot) -> (u64, Option<u64>) {
     (host, gpu)
 }
 
+/// Σ proportional anon + shmem + swap of the live processes of a tree's snapshot (copy-on-write
+/// pages shared by forked processes count once); a process whose rollup cannot be read counts
+/// with its anon + shmem + swap. Read parents before children (by pid) and given up when a
+/// process is gone by the time it is read: the rollups are not one atomic view, and a parent
+/// read as sole owner after its workers were read as sharers (workers exiting) would count the
+/// shared pages again. `None` then, or when no rollup could be read at all.
+pub fn tree_pss(snapshot: &Snapshot) -> Option<u64> {
+    use crate::host::smaps::{Pss, read_pss_footprint};
+    let proc_root = std::path::Path::new("/proc");
+    let mut live: Vec<_> = snapshot.procs.iter().filter(|p| !p.exited).collect();
+    live.sort_by_key(|p| p.pid);
+    let (mut sum, mut read) = (0u64, false);
+    for p in live {
+        match read_pss_footprint(proc_root, p.pid) {
+            Pss::Bytes(bytes) => {
+                sum = sum.saturating_add(bytes);
+                read = true;
+            }
+            Pss::Gone => return None,
+            Pss::Unknown => sum = sum.saturating_add(p.footprint_bytes()),
+        }
+    }
+    read.then_some(sum)
+}
+
 impl Session {
     /// A session writing to `writer`; `memory_lines` prints a `[Memory]` line per stage.
     pub fn new(
         sampler: Sampler,
+        gpu: Paced,
         writer: TraceWriter,
         scope: TraceScope,
         hooks: Vec<Box<dyn RunHook>>,
@@ -86,6 +117,7 @@ impl Session {
         };
         Self {
             sampler,
+            gpu,
             writer,
             scope,
             tree,
@@ -107,13 +139,30 @@ impl Session {
 
     /// Takes a sample now, writes it and what it implies; returns its time.
     pub fn tick(&mut self) -> anyhow::Result<u64> {
-        let full = self.sampler.sample().context("sampling")?;
+        self.take(false)
+    }
+
+    /// [`Self::tick`], with a fresh GPU sample when `fresh` (at a mark) instead of the paced one.
+    fn take(&mut self, fresh: bool) -> anyhow::Result<u64> {
+        let mut full = self.sampler.sample().context("sampling")?;
+        let gpu = if fresh {
+            self.gpu.fresh()
+        } else {
+            self.gpu.sample()
+        };
+        crate::collect::gpu::join(&mut full, gpu);
         let time = full.time_unix_ms;
         self.last_time = time;
         let mut events = Vec::new();
         let mine = self.filter(&full, &mut events);
         self.writer.sample(&mine).context("writing the trace")?;
-        let (host, gpu) = totals(&mine);
+        let (mut host, gpu) = totals(&mine);
+        if let TraceScope::Tree(_) = self.scope
+            && let Some(pss_bytes) = tree_pss(&mine)
+        {
+            host = pss_bytes;
+            events.push(Event::TreeMemory { pss_bytes });
+        }
         self.last_totals = (host, gpu);
         if let Some(open) = &mut self.open {
             open.host_peak = open.host_peak.max(host);
@@ -208,9 +257,10 @@ impl Session {
         mine
     }
 
-    /// Applies a stage mark: a fresh sample first, so the boundary is measured at the mark.
+    /// Applies a stage mark: a fresh sample first (GPU included), so the boundary is measured
+    /// at the mark.
     pub fn mark(&mut self, mark: Mark) -> anyhow::Result<()> {
-        let time = self.tick()?;
+        let time = self.take(true)?;
         let (host, gpu) = self.current_totals();
         let mut events = Vec::new();
         if let Some(open) = self.open.take() {

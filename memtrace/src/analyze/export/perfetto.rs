@@ -50,10 +50,10 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
     w.push(&json!({"ph":"M","name":"thread_name","pid":PIPELINE_PID,"tid":EVENTS_TID,"args":{"name":"events"}}))?;
     let mut named = std::collections::HashSet::new();
     let mut last: HashMap<u32, ProcValues> = HashMap::new();
-    let points = stages::series(trace);
+    let (points, _) = stages::series(trace);
     for (sample, point) in trace.samples.iter().zip(&points) {
         let ts = us(sample.time_unix_ms);
-        let mut total = json!({"host": mib(point.footprint), "rss": mib(point.rss)});
+        let mut total = json!({"host": mib(point.host), "rss": mib(point.rss)});
         if let Some(gpu) = point.gpu {
             total["gpu"] = json!(mib(gpu));
         }
@@ -100,7 +100,9 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
             Event::Exec { pid, comm, .. } => (format!("exec {comm} ({pid})"), "process"),
             Event::Exit { pid, comm, .. } => (format!("exit {comm} ({pid})"), "process"),
             Event::RunEnd { .. } => ("run end".to_owned(), "process"),
-            Event::StageBegin { .. } | Event::StageEnd { .. } => continue,
+            Event::StageBegin { .. } | Event::StageEnd { .. } | Event::TreeMemory { .. } => {
+                continue;
+            }
         };
         w.push(&json!({"ph":"i","s":"g","cat":cat,"name":name,"pid":PIPELINE_PID,"tid":EVENTS_TID,"ts":ts,
             "args":serde_json::to_value(&e.event).unwrap_or(Value::Null)}))?;

@@ -35,7 +35,7 @@ fn chart(report: &Report) -> String {
         .max(1.0);
     let y_max = points
         .iter()
-        .map(|p| p.rss.max(p.footprint).max(p.gpu.unwrap_or(0)))
+        .map(|p| p.rss.max(p.host).max(p.gpu.unwrap_or(0)))
         .max()
         .unwrap_or(1)
         .max(1) as f64
@@ -88,7 +88,7 @@ fn chart(report: &Report) -> String {
         )
     };
     svg.push_str(&line(&|p| Some(p.rss), "#999", 1.0));
-    svg.push_str(&line(&|p| Some(p.footprint), "#1f5fbf", 2.0));
+    svg.push_str(&line(&|p| Some(p.host), "#1f5fbf", 2.0));
     svg.push_str(&line(&|p| p.gpu, "#2a9d3a", 2.0));
     for (moments, colour) in [(&report.guard, "#d62828"), (&report.oom_kills, "#000")] {
         for m in moments {
@@ -144,11 +144,16 @@ pub fn render(report: &Report) -> String {
             r.gpu.map_or("-".to_owned(), |g| format!("{} / {}", text::mib(g[2]), text::mib(g[3])))
         ));
     }
+    let tree = report
+        .tree
+        .as_ref()
+        .map(|t| format!("<li>{}</li>", escape(&t.text)))
+        .unwrap_or_default();
     let verdicts: String = report
         .verdicts
         .iter()
         .map(|v| {
-            let class = if v.verdict == super::fit::LeakVerdict::LikelyLeak {
+            let class = if v.verdict == super::judge::LeakVerdict::LikelyLeak {
                 "leak"
             } else {
                 ""
@@ -164,7 +169,7 @@ pub fn render(report: &Report) -> String {
          td:first-child,th:first-child{{text-align:left}}.leak{{color:#d62828;font-weight:bold}}\
          pre{{background:#f5f5f5;padding:1em;overflow:auto}}</style></head><body>\
          <h1>memtrace report</h1><p>{} · Linux {} · started {} · {:.1} s · {}</p>\
-         {}<h2>Verdicts</h2><ul>{verdicts}</ul>\
+         {}<h2>Verdicts</h2><ul>{tree}{verdicts}</ul>\
          <h2>Stages × clips (MiB)</h2><table><tr><th>stage</th><th>clip</th><th>seconds</th><th>start</th>\
          <th>end</th><th>peak</th><th>retained</th><th>GPU peak / retained</th></tr>{rows}</table>\
          <h2>Full text report</h2><pre>{}</pre></body></html>\n",

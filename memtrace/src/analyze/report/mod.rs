@@ -2,30 +2,41 @@
 //! GPU.
 //!
 //! Definitions (also in the README):
-//! * **host memory** of the traced tree = Σ anon + shmem + swap of its live processes (what the
-//!   processes own and the kernel cannot drop as cache; RSS is shown alongside). **GPU memory**
+//! * **host memory** of the traced tree = anon + shmem + swap of its live processes (what the
+//!   processes own and the kernel cannot drop as cache; RSS is shown alongside), counted
+//!   proportionally (PSS, recorded with each sample of a process tree) so that copy-on-write
+//!   pages shared by forked workers count once, or summed per process in traces without PSS
+//!   ([`HostMeasure`]; the report says which). **GPU memory**
 //!   = Σ per-process GPU memory where the GPU source knows it, else the devices' use.
 //! * A **stage run** is one stage on one clip, from its begin mark to the next mark (or its end
 //!   mark). Every mark takes a fresh sample, so start and end are measured at the marks, not at
 //!   the nearest tick. **Peak** is the highest sample in between; **retained** = end − start:
 //!   what the stage left behind after it ended.
-//! * Per stage, the cumulative retained memory is fitted against the clip number by least
-//!   squares ([`fit`]): the slope is the memory kept per clip, r² how steady it is. Slope ≥
-//!   1 MiB/clip with r² ≥ 0.8 over ≥ 3 clips is a *likely leak*; memory taken and given back
-//!   within the stage (a transient peak) retains ≈ 0 and is not one.
-pub mod fit;
+//! * Runs are grouped by clip ([`clips`]); memory a stage keeps that a later stage frees is a
+//!   hand-off and is netted out ([`handoff`]); each stage is then judged on what it retained on
+//!   each clip ([`judge`]): mean per clip with a 95 % confidence interval, noise and effect
+//!   size, clip 1 left out as warm-up, and only the clips after a clear change of level
+//!   judged. Mean ≥ 1 MiB/clip with the interval above 0 is a leak: *likely* when the mean is
+//!   ≥ 2 noise deviations, else *possible*. Memory taken and given back within the stage (a
+//!   transient peak) retains ≈ 0 and is not one. The tree's own growth per clip is judged the
+//!   same way beside the stages ([`verdicts`]).
+pub mod clips;
 #[cfg(test)]
 mod fuzz;
+pub mod handoff;
 pub mod html;
+pub mod judge;
 pub mod stages;
 pub mod substages;
 pub mod text;
+pub mod verdicts;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use serde::Serialize;
-pub use stages::{Point, StageRun, StageVerdict};
+pub use stages::{HostMeasure, Point, StageRun};
+pub use verdicts::{StageVerdict, TreeGrowth};
 
 use crate::record::trace::{self, Event, TraceData, codec::ProcValues};
 
@@ -87,12 +98,16 @@ pub struct Report {
     pub damage: Option<String>,
     /// How the traced command ended.
     pub exit: Option<String>,
-    /// Peak host memory of the tree.
+    /// How host memory is counted.
+    pub host_measure: HostMeasure,
+    /// Peak host memory of the tree, by that measure.
     pub peak_footprint: u64,
     /// Peak GPU memory.
     pub peak_gpu: Option<u64>,
     /// One verdict per stage.
     pub verdicts: Vec<StageVerdict>,
+    /// The whole tree's growth per clip, when there are stage runs.
+    pub tree: Option<TreeGrowth>,
     /// Stage × clip runs.
     pub stages: Vec<StageRun>,
     /// Guard decisions.
@@ -109,8 +124,9 @@ pub struct Report {
 
 /// Builds the report of a decoded trace.
 pub fn analyze(trace: &TraceData) -> Report {
-    let points = stages::series(trace);
+    let (points, host_measure) = stages::series(trace);
     let runs = stages::stage_runs(trace, &points);
+    let (verdicts, tree) = verdicts::verdicts(&runs);
     let start = trace.header.start_unix_ms;
     let t = |ms: u64| ms.saturating_sub(start) as f64 / 1000.0;
     let (mut guard, mut oom_kills, mut exit) = (Vec::new(), Vec::new(), None);
@@ -170,9 +186,11 @@ pub fn analyze(trace: &TraceData) -> Report {
         complete: trace.end.is_some(),
         damage: trace.damage.as_ref().map(ToString::to_string),
         exit,
-        peak_footprint: points.iter().map(|p| p.footprint).max().unwrap_or(0),
+        host_measure,
+        peak_footprint: points.iter().map(|p| p.host).max().unwrap_or(0),
         peak_gpu: points.iter().filter_map(|p| p.gpu).max(),
-        verdicts: stages::verdicts(&runs),
+        verdicts,
+        tree,
         stages: runs,
         guard,
         oom_kills,

@@ -1,5 +1,7 @@
-//! From a decoded trace to numbers: the tree's memory at every sample, the stage runs (one per
-//! stage × clip) with their start/end/peak/retained memory, and one leak verdict per stage.
+//! From a decoded trace to numbers: the tree's memory at every sample and the stage runs (one
+//! per stage × clip) with their start/end/peak/retained memory ([`verdicts`] judges them).
+//!
+//! [`verdicts`]: super::verdicts
 //!
 //! Every step is one pass (or a sort) over the samples' changes, the events and the runs, so
 //! the report is linear (n log n) in clips, stage runs and processes, and sums and differences
@@ -9,13 +11,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{
-    fit::{self, Fit, LeakVerdict},
-    substages::SubStages,
-};
-use crate::{
-    host::units,
-    record::trace::{Event, TraceData, codec::ProcValues},
+use super::substages::SubStages;
+use crate::record::trace::{
+    Event, TraceData,
+    codec::{MAX_TOTAL_BYTES, ProcValues},
 };
 
 /// The traced processes' totals at one sample.
@@ -23,7 +22,9 @@ use crate::{
 pub struct Point {
     /// ms since the start of the trace.
     pub t_ms: u64,
-    /// Σ anon + shmem + swap of live processes.
+    /// The tree's host memory by the trace's [`HostMeasure`]: what stages and peaks use.
+    pub host: u64,
+    /// Σ anon + shmem + swap of live processes (shared pages once per process).
     pub footprint: u64,
     /// Σ resident set of live processes.
     pub rss: u64,
@@ -47,8 +48,63 @@ fn signed(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
+/// How the tree's host memory is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMeasure {
+    /// Σ proportional anon + shmem + swap (`smaps_rollup`), recorded with each sample of a
+    /// process tree: a page shared by n processes counts 1/n in each, so copy-on-write pages of
+    /// forked workers count once.
+    Pss,
+    /// Σ anon + shmem + swap per process (traces of all processes, and older traces): pages
+    /// shared copy-on-write count once in every process that maps them.
+    #[default]
+    Summed,
+}
+
+impl HostMeasure {
+    /// What it counts, for the report.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Pss => {
+                "proportional anon+shmem+swap of the tree (PSS: pages shared by forked processes \
+                 count once)"
+            }
+            Self::Summed => {
+                "anon+shmem+swap summed over the tree's processes (pages shared copy-on-write \
+                 count once per process)"
+            }
+        }
+    }
+}
+
+/// Totals per sample and the measure their `host` uses: PSS where the trace recorded it
+/// (carried forward to a sample without it), else the summed footprint.
+pub fn series(trace: &TraceData) -> (Vec<Point>, HostMeasure) {
+    let mut points = summed(trace);
+    let mut pss: Vec<Option<u64>> = vec![None; points.len()];
+    for e in &trace.events {
+        // A crafted value beyond any real total is ignored: totals stay below 2^62.
+        if let Event::TreeMemory { pss_bytes } = e.event
+            && pss_bytes <= MAX_TOTAL_BYTES
+            && let Some(slot) = e.after_samples.checked_sub(1).and_then(|i| pss.get_mut(i))
+        {
+            *slot = Some(pss_bytes);
+        }
+    }
+    if pss.iter().all(Option::is_none) {
+        return (points, HostMeasure::Summed);
+    }
+    let mut last = None;
+    for (point, pss) in points.iter_mut().zip(pss) {
+        last = pss.or(last);
+        point.host = last.unwrap_or(point.footprint);
+    }
+    (points, HostMeasure::Pss)
+}
+
 /// Totals per sample, kept as each sample's changes update them (not re-summed per sample).
-pub fn series(trace: &TraceData) -> Vec<Point> {
+fn summed(trace: &TraceData) -> Vec<Point> {
     let start = trace.header.start_unix_ms;
     let mut live: HashMap<u32, ProcValues> = HashMap::new();
     let (mut footprint, mut rss, mut gpu, mut with_gpu) = (0u128, 0u128, 0u128, 0usize);
@@ -86,6 +142,7 @@ pub fn series(trace: &TraceData) -> Vec<Point> {
             };
             Point {
                 t_ms: s.time_unix_ms.saturating_sub(start),
+                host: narrow(footprint),
                 footprint: narrow(footprint),
                 rss: narrow(rss),
                 gpu,
@@ -105,7 +162,7 @@ pub struct StageRun {
     pub begin_s: f64,
     /// End, seconds since the trace start.
     pub end_s: f64,
-    /// Host memory (footprint) when it began.
+    /// Host memory (by the trace's [`HostMeasure`]) when it began.
     pub host_start: u64,
     /// Host memory when it ended.
     pub host_end: u64,
@@ -191,7 +248,7 @@ fn measure(
 ) -> StageRun {
     let span = points.get(first..=last).unwrap_or_default();
     let (a, b) = (points[first], points[last]);
-    let host_peak = span.iter().map(|p| p.footprint).max().unwrap_or(0);
+    let host_peak = span.iter().map(|p| p.host).max().unwrap_or(0);
     let gpu = match (a.gpu, b.gpu) {
         (Some(ga), Some(gb)) => {
             let peak = span.iter().filter_map(|p| p.gpu).max().unwrap_or(0);
@@ -204,129 +261,14 @@ fn measure(
         clip: run.clip,
         begin_s: run.t0 as f64 / 1000.0,
         end_s: t1 as f64 / 1000.0,
-        host_start: a.footprint,
-        host_end: b.footprint,
+        host_start: a.host,
+        host_end: b.host,
         host_peak,
-        host_retained: change(a.footprint, b.footprint),
+        host_retained: change(a.host, b.host),
         gpu,
         children,
         samples: (first, last),
     }
-}
-
-/// One stage's verdict over all its clips.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct StageVerdict {
-    /// Stage name.
-    pub stage: String,
-    /// How many runs (clips) it had.
-    pub clips: usize,
-    /// Host fit of the cumulative retained memory over clips.
-    pub host: Option<Fit>,
-    /// GPU fit, with a GPU source.
-    pub gpu: Option<Fit>,
-    /// Largest peak above the start memory in any clip (transient use).
-    pub transient_peak: u64,
-    /// Host verdict.
-    pub verdict: LeakVerdict,
-    /// GPU verdict, with a GPU source.
-    pub gpu_verdict: Option<LeakVerdict>,
-    /// One line, e.g. `composite retains +31.8 MiB/clip (r² 0.99): likely leak`.
-    pub text: String,
-}
-
-/// One verdict per stage, in order of first appearance.
-pub fn verdicts(runs: &[StageRun]) -> Vec<StageVerdict> {
-    // Group the runs by stage in one pass (not one pass over all runs per stage).
-    let mut order: Vec<(&str, Vec<&StageRun>)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for run in runs {
-        let at = *index.entry(&run.stage).or_insert_with(|| {
-            order.push((&run.stage, Vec::new()));
-            order.len() - 1
-        });
-        if let Some((_, mine)) = order.get_mut(at) {
-            mine.push(run);
-        }
-    }
-    order
-        .into_iter()
-        .map(|(stage, mine)| {
-            let host_retained: Vec<f64> = mine.iter().map(|r| r.host_retained as f64).collect();
-            let host = fit::retained_fit(&host_retained);
-            let gpu_retained: Option<Vec<f64>> =
-                mine.iter().map(|r| r.gpu.map(|g| g[3] as f64)).collect();
-            let gpu = gpu_retained.as_deref().and_then(fit::retained_fit);
-            let verdict = LeakVerdict::of(host, mine.len());
-            let gpu_verdict = gpu_retained.map(|_| LeakVerdict::of(gpu, mine.len()));
-            let transient_peak = mine
-                .iter()
-                .map(|r| r.host_peak.saturating_sub(r.host_start.max(r.host_end)))
-                .max()
-                .unwrap_or(0);
-            let text = verdict_line(
-                stage,
-                mine.len(),
-                host,
-                gpu,
-                verdict,
-                gpu_verdict,
-                transient_peak,
-            );
-            StageVerdict {
-                stage: stage.to_owned(),
-                clips: mine.len(),
-                host,
-                gpu,
-                transient_peak,
-                verdict,
-                gpu_verdict,
-                text,
-            }
-        })
-        .collect()
-}
-
-fn signed_mib(bytes: f64) -> String {
-    format!("{} MiB", units::signed_mib(bytes))
-}
-
-fn verdict_line(
-    stage: &str,
-    clips: usize,
-    host: Option<Fit>,
-    gpu: Option<Fit>,
-    verdict: LeakVerdict,
-    gpu_verdict: Option<LeakVerdict>,
-    transient_peak: u64,
-) -> String {
-    let Some(host) = host.filter(|_| verdict != LeakVerdict::TooFewClips) else {
-        return format!(
-            "{stage}: {clips} clip(s), {}",
-            LeakVerdict::TooFewClips.words()
-        );
-    };
-    let mut line = format!(
-        "{stage} retains {}/clip (r² {:.2}) over {clips} clips: {}",
-        signed_mib(host.slope),
-        host.r2,
-        verdict.words()
-    );
-    if let (Some(g), Some(v)) = (gpu, gpu_verdict) {
-        line.push_str(&format!(
-            "; GPU {}/clip (r² {:.2}): {}",
-            signed_mib(g.slope),
-            g.r2,
-            v.words()
-        ));
-    }
-    if verdict != LeakVerdict::LikelyLeak && transient_peak >= 16 << 20 {
-        line.push_str(&format!(
-            " (transient peak {} above its start, freed by its end)",
-            signed_mib(transient_peak as f64)
-        ));
-    }
-    line
 }
 
 #[cfg(test)]

@@ -81,7 +81,8 @@ pub fn render(report: &Report, name: &str) -> String {
     }
     out.push('\n');
     out.push_str(&format!(
-        "Peak host memory (anon+shmem+swap of the tree): {}",
+        "Host memory = {}.\nPeak host memory: {}",
+        report.host_measure.words(),
         human_bytes(report.peak_footprint)
     ));
     if let Some(gpu) = report.peak_gpu {
@@ -95,8 +96,12 @@ pub fn render(report: &Report, name: &str) -> String {
         );
     } else {
         out.push_str(
-            "Verdicts (memory each stage keeps per clip: least-squares fit over clips):\n",
+            "Verdicts (memory each stage keeps per clip: mean ± 95 % interval over the judged \
+             clips):\n",
         );
+        if let Some(tree) = &report.tree {
+            out.push_str(&format!("  {}\n", tree.text));
+        }
         for v in &report.verdicts {
             out.push_str(&format!("  {}\n", v.text));
         }
@@ -109,7 +114,7 @@ pub fn render(report: &Report, name: &str) -> String {
 fn stage_table(report: &Report) -> String {
     let gpu = report.stages.iter().any(|r| r.gpu.is_some());
     let mut out = format!(
-        "\nStages × clips (host = anon+shmem+swap of the tree, MiB; retained = end − start):\n\
+        "\nStages × clips (host memory, MiB; retained = end − start):\n\
          {:<14} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "STAGE", "CLIP", "SECONDS", "START", "END", "PEAK", "RETAINED"
     );

@@ -5,7 +5,9 @@
 //! The real source is NVML ([`NvmlSource`], opened once for the process lifetime); without a GPU,
 //! a driver or `libnvidia-ml.so.1`, [`open_default`] says so in one info line and returns a
 //! source that reports nothing, so the GPU columns stay hidden. [`FakeGpuSource`] replays
-//! scripted samples for tests.
+//! scripted samples for unit tests, and [`ReplaySource`] (chosen by `MEMTRACE_GPU_REPLAY=FILE`)
+//! a file of per-process GPU memory over time, so the real binary runs the GPU path without a
+//! GPU.
 //!
 //! NVML reports the pids of the host's pid namespace (the driver knows no other). In a child pid
 //! namespace (a container) they are mapped to ours where the /proc memtrace reads shows host
@@ -15,6 +17,7 @@ mod fake;
 mod nvml;
 mod paced;
 pub mod pids;
+pub mod replay;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -22,6 +25,7 @@ pub use fake::FakeGpuSource;
 pub use nvml::{GpuError, NVML_LIBRARY, NvmlSource, loadable as nvml_loadable};
 pub use paced::Paced;
 use pids::PidView;
+pub use replay::{REPLAY_ENV, ReplaySource};
 
 use crate::collect::model::{GpuDevice, Snapshot};
 
@@ -95,9 +99,17 @@ impl GpuSource for NoGpu {
     }
 }
 
-/// NVML when it loads (one info line saying which GPUs), else a no-op source (one info line:
-/// "no NVML: …, GPU columns hidden"). Never errors, never retries in a loop.
+/// The replay file named by `MEMTRACE_GPU_REPLAY` when set ([`replay`]); else NVML when it
+/// loads (one info line saying which GPUs), else a no-op source (one info line: "no NVML: …, GPU
+/// columns hidden"). Never errors, never retries in a loop.
 pub fn open_default() -> Box<dyn GpuSource> {
+    if let Some(path) = std::env::var_os(REPLAY_ENV).filter(|p| !p.is_empty()) {
+        log::info!(
+            "GPU: replaying {} ({REPLAY_ENV})",
+            std::path::Path::new(&path).display()
+        );
+        return Box::new(ReplaySource::open(std::path::Path::new(&path)));
+    }
     match NvmlSource::open() {
         Ok(source) => {
             if source.pid_view() == PidView::Unavailable {

@@ -66,6 +66,12 @@ impl Paced {
     pub fn sample(&mut self) -> &GpuSample {
         self.sample_at(Instant::now())
     }
+
+    /// A fresh sample now, whatever the pace (a stage mark must see the GPU at the mark).
+    pub fn fresh(&mut self) -> &GpuSample {
+        self.at = None;
+        self.sample()
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +98,9 @@ mod tests {
             &with_pid(3)
         );
         assert_eq!(paced.source().name(), "fake");
+        let fake = FakeGpuSource::new(vec![with_pid(1), with_pid(2)]);
+        let mut paced = Paced::new(Box::new(fake));
+        assert_eq!(paced.sample(), &with_pid(1));
+        assert_eq!(paced.fresh(), &with_pid(2), "fresh within the interval");
     }
 }

@@ -90,6 +90,13 @@ pub enum Event {
         #[serde(default)]
         pids: Vec<u32>,
     },
+    /// The traced tree's host memory with shared pages counted once, after a sample of a
+    /// process tree: Σ Pss_Anon + Pss_Shmem + SwapPss of its live processes (`smaps_rollup`;
+    /// a process whose rollup cannot be read counts with its anon + shmem + swap).
+    TreeMemory {
+        /// The sum, bytes.
+        pss_bytes: u64,
+    },
     /// The traced command ended.
     RunEnd {
         /// Its exit code, when it exited.

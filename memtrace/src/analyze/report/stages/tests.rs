@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::{
-    analyze::report::{analyze, text},
+    analyze::report::{analyze, judge::LeakVerdict, text},
     record::trace::{
         Header,
         codec::{ProcIdent, Sample},
@@ -141,8 +141,10 @@ fn twenty_thousand_clips_are_reported_in_linear_time() {
     assert_eq!(verdict("decode").clips, CLIPS);
     assert_eq!(verdict("decode").verdict, LeakVerdict::NoLeak);
     assert_eq!(verdict("composite").verdict, LeakVerdict::LikelyLeak);
-    let slope = verdict("composite").host.expect("fit").slope;
-    assert!((slope - (2 * MIB) as f64).abs() < 1.0, "{slope}");
+    let kept = verdict("composite").host.expect("judged").per_clip;
+    assert!((kept - (2 * MIB) as f64).abs() < 1.0, "{kept}");
+    let tree = report.tree.as_ref().expect("tree");
+    assert_eq!(tree.kept_by, ["composite"], "{}", tree.text);
     for run in &report.stages {
         let want = if run.stage == "matte" {
             vec![("worker".to_owned(), 30 * MIB)]
@@ -200,7 +202,7 @@ fn byte_sums_and_differences_saturate_never_wrap() {
     b.begin("grow", 1);
     b.sample(&[(p, 0, false), (q, 0, false)]);
     b.sample(&[(p, 1 << 63, false), (q, 1 << 63, false)]);
-    let points = series(&b.0);
+    let (points, _) = series(&b.0);
     assert_eq!(points[1].footprint, u64::MAX, "saturated, not 0");
     let report = analyze(&b.0);
     assert_eq!(report.peak_footprint, u64::MAX);
