@@ -75,7 +75,7 @@ fn chart(report: &Report) -> String {
             ));
         }
     }
-    let line = |pick: &dyn Fn(&super::Point) -> Option<u64>, colour: &str, width: f64| {
+    let line = |pick: &dyn Fn(&super::TreePoint) -> Option<u64>, colour: &str, width: f64| {
         let coords: Vec<String> = points
             .iter()
             .filter_map(|p| {

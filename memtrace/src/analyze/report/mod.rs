@@ -35,7 +35,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use serde::Serialize;
-pub use stages::{HostMeasure, Point, StageRun};
+pub use stages::{HostMeasure, StageRun, TreePoint};
 pub use verdicts::{StageVerdict, TreeGrowth};
 
 use crate::record::trace::{self, Event, TraceData, codec::ProcValues};
@@ -119,7 +119,7 @@ pub struct Report {
     /// Largest processes by peak host memory.
     pub top: Vec<ProcTotal>,
     /// Tree totals per sample (for the chart).
-    pub series: Vec<Point>,
+    pub series: Vec<TreePoint>,
 }
 
 /// Builds the report of a decoded trace.

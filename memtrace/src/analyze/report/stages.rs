@@ -19,7 +19,7 @@ use crate::record::trace::{
 
 /// The traced processes' totals at one sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Point {
+pub struct TreePoint {
     /// ms since the start of the trace.
     pub t_ms: u64,
     /// The tree's host memory by the trace's [`HostMeasure`]: what stages and peaks use.
@@ -80,7 +80,7 @@ impl HostMeasure {
 
 /// Totals per sample and the measure their `host` uses: PSS where the trace recorded it
 /// (carried forward to a sample without it), else the summed footprint.
-pub fn series(trace: &TraceData) -> (Vec<Point>, HostMeasure) {
+pub fn series(trace: &TraceData) -> (Vec<TreePoint>, HostMeasure) {
     let mut points = summed(trace);
     let mut pss: Vec<Option<u64>> = vec![None; points.len()];
     for e in &trace.events {
@@ -104,7 +104,7 @@ pub fn series(trace: &TraceData) -> (Vec<Point>, HostMeasure) {
 }
 
 /// Totals per sample, kept as each sample's changes update them (not re-summed per sample).
-fn summed(trace: &TraceData) -> Vec<Point> {
+fn summed(trace: &TraceData) -> Vec<TreePoint> {
     let start = trace.header.start_unix_ms;
     let mut live: HashMap<u32, ProcValues> = HashMap::new();
     let (mut footprint, mut rss, mut gpu, mut with_gpu) = (0u128, 0u128, 0u128, 0usize);
@@ -140,7 +140,7 @@ fn summed(trace: &TraceData) -> Vec<Point> {
             } else {
                 None
             };
-            Point {
+            TreePoint {
                 t_ms: s.time_unix_ms.saturating_sub(start),
                 host: narrow(footprint),
                 footprint: narrow(footprint),
@@ -191,7 +191,7 @@ struct Open {
 
 /// Cuts the trace into stage runs at the stage events. A process started (exec) while a run
 /// is open is one of its sub-stages, with the highest RSS it reached during the run.
-pub fn stage_runs(trace: &TraceData, points: &[Point]) -> Vec<StageRun> {
+pub fn stage_runs(trace: &TraceData, points: &[TreePoint]) -> Vec<StageRun> {
     if points.is_empty() {
         return Vec::new();
     }
@@ -240,7 +240,7 @@ pub fn stage_runs(trace: &TraceData, points: &[Point]) -> Vec<StageRun> {
 }
 
 fn measure(
-    points: &[Point],
+    points: &[TreePoint],
     run: Open,
     (first, last): (usize, usize),
     t1: u64,
