@@ -101,35 +101,15 @@ impl Engine {
     }
 
     fn resume_by_hand(&mut self, id: u32, out: &mut Vec<Decision>) -> Reply {
-        let Some(index) = self.find_held(id) else {
-            return self.not_held(id);
-        };
-        let held = self.held_list();
-        let Some(tree) = held.get(index) else {
-            return self.not_held(id);
-        };
-        self.kept.remove(&tree.root);
-        self.told.remove(&tree.root);
-        let real = self.suspended.trees.len();
-        let line = if index >= real {
-            self.dry_held.remove(index - real);
-            format!("would resume {}", tree.summary)
-        } else {
-            self.state.counts.resume += 1;
-            self.suspended
-                .resume(index)
-                .unwrap_or_else(|| format!("resumed {}", tree.summary))
-        };
-        self.state.suspended = self.held();
-        out.push(self.by_hand_decision("resume", line.clone(), tree.pids.clone()));
-        Reply {
-            ok: true,
-            message: line,
-            status: None,
-        }
+        self.release_by_hand(id, Release::Resume, out)
     }
 
     fn kill_by_hand(&mut self, id: u32, out: &mut Vec<Decision>) -> Reply {
+        self.release_by_hand(id, Release::Kill, out)
+    }
+
+    /// Resumes or kills the held tree rooted at `id` (a dry run's held trees are only dropped).
+    fn release_by_hand(&mut self, id: u32, release: Release, out: &mut Vec<Decision>) -> Reply {
         let Some(index) = self.find_held(id) else {
             return self.not_held(id);
         };
@@ -142,15 +122,22 @@ impl Engine {
         let real = self.suspended.trees.len();
         let line = if index >= real {
             self.dry_held.remove(index - real);
-            format!("would kill {}", tree.summary)
+            format!("would {} {}", release.verb(), tree.summary)
         } else {
-            self.state.counts.kill += 1;
-            self.suspended
-                .kill(index, self.config.actions.kill_grace)
-                .unwrap_or_else(|| format!("killed {}", tree.summary))
+            let done = match release {
+                Release::Resume => {
+                    self.state.counts.resume += 1;
+                    self.suspended.resume(index)
+                }
+                Release::Kill => {
+                    self.state.counts.kill += 1;
+                    self.suspended.kill(index, self.config.actions.kill_grace)
+                }
+            };
+            done.unwrap_or_else(|| format!("{} {}", release.done(), tree.summary))
         };
         self.state.suspended = self.held();
-        out.push(self.by_hand_decision("kill", line.clone(), tree.pids.clone()));
+        out.push(self.by_hand_decision(release.verb(), line.clone(), tree.pids.clone()));
         Reply {
             ok: true,
             message: line,
@@ -172,6 +159,31 @@ impl Engine {
             ok: true,
             message: line,
             status: None,
+        }
+    }
+}
+
+/// How a held tree is let go by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Release {
+    Resume,
+    Kill,
+}
+
+impl Release {
+    /// The decision's name, as the log and the metrics say it.
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Resume => "resume",
+            Self::Kill => "kill",
+        }
+    }
+
+    /// What was done, for the reply when the action says nothing itself.
+    fn done(self) -> &'static str {
+        match self {
+            Self::Resume => "resumed",
+            Self::Kill => "killed",
         }
     }
 }
