@@ -18,6 +18,7 @@ use crate::{
         gpu,
         proc_source::{Members, OomSource},
         sampler::Sampler,
+        scope::{ScopeArgs, Selected},
         source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source},
         tracer::TracerOptions,
     },
@@ -143,7 +144,18 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     let result = match config.view {
         View::Interactive => {
             let mut guard = held::StateFiles::new(Path::new(crate::guard::state::STATE_DIR));
-            runtime.block_on(tui::live(&mut sampler, gpus.as_mut(), &mut guard, &config))
+            // The header leads with the container's limit where one binds memtrace.
+            let limited = ScopeArgs::default()
+                .select(proc_root)
+                .ok()
+                .filter(Selected::in_container);
+            runtime.block_on(tui::live(
+                &mut sampler,
+                gpus.as_mut(),
+                &mut guard,
+                limited.as_ref(),
+                &config,
+            ))
         }
         View::Plain => runtime.block_on(table::live(&mut sampler, gpus.as_mut(), &config)),
     };

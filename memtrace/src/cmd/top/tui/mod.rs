@@ -20,16 +20,22 @@ use ratatui::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{TopConfig, held::GuardSource};
-use crate::collect::{
-    gpu::{self, GpuSource},
-    sampler::Sampler,
+use crate::{
+    cmd::status::limit_line,
+    collect::{
+        gpu::{self, GpuSource},
+        sampler::Sampler,
+        scope::Selected,
+    },
 };
 
-/// Runs the view until a key, a signal or an error ends it.
+/// Runs the view until a key, a signal or an error ends it. `limited`: the cgroup whose limit
+/// binds memtrace (a container), shown first in the header.
 pub async fn live(
     sampler: &mut Sampler,
     gpus: &mut dyn GpuSource,
     guard: &mut dyn GuardSource,
+    limited: Option<&Selected>,
     config: &TopConfig,
 ) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
@@ -66,6 +72,7 @@ pub async fn live(
             _ = ticker.tick() => {
                 let mut snapshot = sampler.sample()?;
                 gpu::join(&mut snapshot, &gpus.sample());
+                app.limit = limited.and_then(limit_of);
                 app.update(snapshot, guard.look());
             }
             event = keys.recv() => match event {
@@ -92,4 +99,10 @@ pub async fn live(
     drop(session);
     log::set_max_level(log_level);
     Ok(())
+}
+
+/// The `Limit: …` line of `selected` now; `None` when its usage cannot be read.
+fn limit_of(selected: &Selected) -> Option<String> {
+    let usage = selected.scope.usage(std::path::Path::new("/proc")).ok()?;
+    limit_line(&selected.report(Some(&usage))).map(|line| line.trim_end().to_owned())
 }

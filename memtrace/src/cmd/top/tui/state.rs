@@ -253,6 +253,8 @@ pub struct App {
     pub snapshot: Option<Snapshot>,
     /// What the guards hold.
     pub guard: GuardView,
+    /// The container's (or cgroup's) limit line, where memtrace runs below a memory limit.
+    pub limit: Option<String>,
     /// The sort column.
     pub sort: Column,
     /// Largest (or last) first.
@@ -283,6 +285,7 @@ impl App {
             source,
             snapshot: None,
             guard: GuardView::default(),
+            limit: None,
             sort: Column::Growth,
             descending: true,
             tree: false,

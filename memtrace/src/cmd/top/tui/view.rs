@@ -88,14 +88,15 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
 fn header(app: &App, snapshot: &Snapshot) -> Vec<Line<'static>> {
     let s = &snapshot.system;
     let h = &snapshot.health;
-    let mut lines = vec![Line::from(format!(
+    let mut lines: Vec<Line<'static>> = app.limit.iter().map(|l| Line::from(l.clone())).collect();
+    lines.push(Line::from(format!(
         "RAM   {} used of {} ({:.1} %), {} available   {}",
         human_bytes(s.mem_used_bytes),
         human_bytes(s.mem_total_bytes),
         s.mem_used_percent,
         human_bytes(s.mem_available_bytes),
         swap_line(s).trim_end()
-    ))];
+    )));
     let psi: Vec<f64> = app.psi.iter().copied().collect();
     lines.push(Line::from(match (s.psi_some_avg10, s.psi_full_avg10) {
         (Some(some), Some(full)) => format!(

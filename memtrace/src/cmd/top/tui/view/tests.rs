@@ -252,3 +252,22 @@ fn ages_and_clock_times() {
     assert_eq!(age(7_500_000), "2h05m");
     assert_eq!(clock_time(1_700_000_000_000), "22:13:20");
 }
+
+#[test]
+fn the_container_limit_leads_the_header() {
+    let snapshot = Snapshot {
+        procs: procs(),
+        ..Snapshot::default()
+    };
+    let mut app = app_with(snapshot, GuardView::default());
+    let text = screen(&app, 160, 20);
+    assert!(!text.contains("Limit:"), "no limit line on the machine: {text}");
+    app.limit = Some(
+        "Limit: 300.0 MiB used of 640.0 MiB container limit (46.9 %), cgroup /sys/fs/cgroup/ctr (v2)"
+            .to_owned(),
+    );
+    let text = screen(&app, 160, 20);
+    let first = text.lines().position(|l| l.contains("Limit: 300.0 MiB used of 640.0 MiB container limit"));
+    let ram = text.lines().position(|l| l.contains("RAM "));
+    assert!(first.is_some() && first < ram, "the limit comes before the host's RAM: {text}");
+}
