@@ -116,8 +116,7 @@ fn responses_carry_status_headers_and_body() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains(&format!("Content-Length: {}\r\n", text.len())));
     assert!(head.ends_with("\r\n\r\n"), "no body: {head}");
-    let not_allowed =
-        String::from_utf8(response(Answer::MethodNotAllowed, text)).expect("UTF-8");
+    let not_allowed = String::from_utf8(response(Answer::MethodNotAllowed, text)).expect("UTF-8");
     assert!(not_allowed.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
     assert!(not_allowed.contains("\r\nAllow: GET, HEAD\r\n"));
     assert!(!not_allowed.contains(text), "no metrics with a 405");

@@ -156,9 +156,7 @@ fn held_trees_say_why_and_since_when() {
         "{text}"
     );
     assert!(
-        text.contains(
-            "50 etl (1 proc) frozen since ? (an older guard's file): why not recorded"
-        ),
+        text.contains("50 etl (1 proc) frozen since ? (an older guard's file): why not recorded"),
         "{text}"
     );
     assert!(
@@ -261,13 +259,21 @@ fn the_container_limit_leads_the_header() {
     };
     let mut app = app_with(snapshot, GuardView::default());
     let text = screen(&app, 160, 20);
-    assert!(!text.contains("Limit:"), "no limit line on the machine: {text}");
+    assert!(
+        !text.contains("Limit:"),
+        "no limit line on the machine: {text}"
+    );
     app.limit = Some(
         "Limit: 300.0 MiB used of 640.0 MiB container limit (46.9 %), cgroup /sys/fs/cgroup/ctr (v2)"
             .to_owned(),
     );
     let text = screen(&app, 160, 20);
-    let first = text.lines().position(|l| l.contains("Limit: 300.0 MiB used of 640.0 MiB container limit"));
+    let first = text
+        .lines()
+        .position(|l| l.contains("Limit: 300.0 MiB used of 640.0 MiB container limit"));
     let ram = text.lines().position(|l| l.contains("RAM "));
-    assert!(first.is_some() && first < ram, "the limit comes before the host's RAM: {text}");
+    assert!(
+        first.is_some() && first < ram,
+        "the limit comes before the host's RAM: {text}"
+    );
 }
