@@ -64,7 +64,7 @@ fn fmt(v: Option<f64>) -> String {
 /// `actor:what:comm ×n` over all runs.
 fn acted_on(actions: &[Action]) -> String {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for a in actions.iter().filter(|a| a.what != "resume") {
+    for a in actions.iter().filter(|a| a.acts()) {
         let actor = match a.actor {
             Actor::Kernel => "oom",
             Actor::Earlyoom => "eo",
@@ -119,14 +119,14 @@ pub(super) fn line(row: &Row) -> (String, bool) {
         restarts += usize::from(run.sshd_restarted);
         drops += usize::from(run.shell_dropped);
         bystanders += usize::from(run.bystander == "active");
-        let hits: Vec<&Action> = actions.iter().filter(|a| a.what != "resume").collect();
+        let hits: Vec<&Action> = actions.iter().filter(|a| a.acts()).collect();
         if let Some(a) = hits.first() {
             first.push(a.at - run.hog_start);
         }
         if hits.iter().any(|a| a.comm == "hog") {
             hog_hit += 1;
         }
-        if run.resumed_after_free(&actions) {
+        if run.released_after_free(&actions) {
             resumed += 1;
         }
         all_actions.extend(actions);
@@ -141,7 +141,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
     let acted = acted_on(&all_actions);
     let others_hit = all_actions
         .iter()
-        .any(|a| a.what != "resume" && a.comm != "hog" && a.comm != "load");
+        .any(|a| a.acts() && a.comm != "hog" && a.comm != "load");
     let met = row.failed == 0
         && restarts == 0
         && drops == 0
@@ -307,7 +307,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         println!("{text}");
     }
     println!(
-        "TO/F: probes timed out / failed; OOM: kernel OOM kills (kernel log; in the container also its memory.events oom_kill, whichever is higher); sshd/: sshd restarted / login sessions dropped (runs); bys: runs that ended with the bystander running; resumed: runs where memtrace resumed the hog after the test freed its ballast; 1st action: s from the hog's start, median (min–max); targets (memtrace): in every run no timeout or failure, that run's p99 ≤ 2× its idle p50, no OOM kill, only the hog acted on, sshd, the login shell and the bystander intact; negative control: nothing acted on, the same intact"
+        "TO/F: probes timed out / failed; OOM: kernel OOM kills (kernel log; in the container also its memory.events oom_kill, whichever is higher); sshd/: sshd restarted / login sessions dropped (runs); bys: runs that ended with the bystander running; resumed: runs where memtrace, after the test freed its ballast, resumed the hog or logged why it keeps it held (wait/keep: it would not hold); 1st action: s from the hog's start, median (min–max); targets (memtrace): in every run no timeout or failure, that run's p99 ≤ 2× its idle p50, no OOM kill, only the hog acted on, sshd, the login shell and the bystander intact; negative control: nothing acted on, the same intact"
     );
     std::io::stdout().flush().ok();
     if !all_met {

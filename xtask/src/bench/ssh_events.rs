@@ -28,6 +28,14 @@ pub struct Action {
     pub comm: String,
 }
 
+impl Action {
+    /// Whether this acted on a process (suspend, kill, a signal, an OOM kill) rather than resumed
+    /// it or said why it keeps it held (`resume`, `wait`, `keep`).
+    pub fn acts(&self) -> bool {
+        !matches!(self.what.as_str(), "resume" | "wait" | "keep")
+    }
+}
+
 fn time_of(line: &str) -> Option<f64> {
     line.split_whitespace().next()?.parse().ok()
 }
@@ -50,7 +58,8 @@ fn killed_comm(line: &str) -> Option<&str> {
     rest.get(start..end)
 }
 
-/// The actions in `journal` (in order). Resumptions are returned as `what == "resume"`.
+/// The actions in `journal` (in order). Resumptions are returned as `what == "resume"`, and
+/// memtrace's reasons for keeping a tree held after memory was freed as `wait` or `keep`.
 pub fn actions(journal: &[String]) -> Vec<Action> {
     let mut out = Vec::new();
     for line in journal {
@@ -76,9 +85,15 @@ pub fn actions(journal: &[String]) -> Vec<Action> {
             };
             push(Actor::Earlyoom, what, between(line, "uid", '"', '"'));
         } else if line.contains(" memtrace[") {
-            for what in ["suspend", "kill", "resume"] {
+            for what in ["suspend", "kill", "resume", "wait", "keep"] {
                 if line.contains(&format!(" {what} [")) && !line.contains("dry run") {
-                    let comm = between(line, "victim ", '(', ')')
+                    // A wait/keep line's reason may speak of resumes: its tree follows the pids.
+                    let comm = if matches!(what, "wait" | "keep") {
+                        between(line, "] | ", '(', ')')
+                    } else {
+                        between(line, "victim ", '(', ')')
+                    };
+                    let comm = comm
                         .or_else(|| between(line, "resumed ", '(', ')'))
                         .or_else(|| between(line, "| ", '(', ')'));
                     push(Actor::Memtrace, what, comm);

@@ -180,8 +180,9 @@ impl Scenario {
     }
 }
 
-/// Prints the journal lines `bench ssh` reads: earlyoom's and memtrace's actions and errors,
+/// Prints the journal lines `bench ssh` reads: earlyoom's and memtrace's actions (and why it
+/// keeps a tree held: wait/keep) and errors,
 /// and systemd's view of the units that matter (the kernel's OOM kills come from the console).
 pub const JOURNAL: &str = "journalctl -b -o short-unix --no-pager | grep -E \
-'earlyoom\\[[0-9]+\\]: (sending|kill|escalating|process)|memtrace\\[[0-9]+\\]: .*( suspend \\[| resume \\[| kill \\[|guarding |error|Error)|(ssh|bystander|hog|container)\\.service: |sshd\\[[0-9]+\\]: (Received signal|Server listening)' \
+'earlyoom\\[[0-9]+\\]: (sending|kill|escalating|process)|memtrace\\[[0-9]+\\]: .*( suspend \\[| resume \\[| kill \\[| wait \\[| keep \\[|guarding |error|Error)|(ssh|bystander|hog|container)\\.service: |sshd\\[[0-9]+\\]: (Received signal|Server listening)' \
 | cut -c1-600";

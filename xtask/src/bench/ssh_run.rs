@@ -132,13 +132,14 @@ impl RunRecord {
         ssh_events::oom_kills(actions).max(cgroup)
     }
 
-    /// Whether memtrace resumed the hog after the ballast was freed and before the window
-    /// ended (not counting the clean-up resume after the test killed the hog).
-    pub fn resumed_after_free(&self, actions: &[Action]) -> bool {
+    /// Whether, after the ballast was freed and before the window ended, memtrace resumed the
+    /// hog or said why it keeps it held (`wait`/`keep`: the headroom would not last it), not
+    /// counting the clean-up resume after the test killed the hog.
+    pub fn released_after_free(&self, actions: &[Action]) -> bool {
         self.freed_at.is_some_and(|t| {
             actions
                 .iter()
-                .any(|a| a.what == "resume" && a.at >= t - 1.0 && a.at < self.window_end)
+                .any(|a| !a.acts() && a.comm == "hog" && a.at >= t - 1.0 && a.at < self.window_end)
         })
     }
 }
