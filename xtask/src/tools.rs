@@ -46,20 +46,31 @@ pub fn cargo() -> Command {
 /// Runs `cmd`, failing with its description when it fails.
 /// Runs the `tests/` crate's bench `name` (release build) with `args`; it prints its own tables.
 pub fn run_test_bench(name: &str, args: &[String], what: &str) -> anyhow::Result<()> {
+    run_test_bench_with(name, args, what, &[])
+}
+
+/// [`run_test_bench`] with environment variables set for the bench.
+pub fn run_test_bench_with(
+    name: &str,
+    args: &[String],
+    what: &str,
+    envs: &[(&str, &std::path::Path)],
+) -> anyhow::Result<()> {
     ensure_ebpf_toolchain()?;
-    run_checked(
-        cargo()
-            .args([
-                "bench",
-                "--package",
-                "memtrace-tests",
-                "--bench",
-                name,
-                "--",
-            ])
-            .args(args),
-        what,
-    )
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "--package",
+        "memtrace-tests",
+        "--bench",
+        name,
+        "--",
+    ])
+    .args(args);
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    run_checked(&mut cmd, what)
 }
 
 pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {

@@ -19,18 +19,10 @@ pub struct Options {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let binary = build::run(&build::Options { release: true })?;
     tools::ensure_apt(&["tmux"])?;
-    tools::run_checked(
-        tools::cargo()
-            .args([
-                "bench",
-                "--package",
-                "memtrace-tests",
-                "--bench",
-                "top",
-                "--",
-            ])
-            .args([options.processes.to_string(), options.seconds.to_string()])
-            .env("MEMTRACE_BIN", &binary),
+    tools::run_test_bench_with(
+        "top",
+        &[options.processes.to_string(), options.seconds.to_string()],
         "the top bench",
+        &[("MEMTRACE_BIN", &binary)],
     )
 }
