@@ -126,6 +126,110 @@ pub struct ProcEvent {
 }
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 104);
 
+/// Size of the ring buffer of writes to a traced command's output pipes (`run`/`record` with
+/// `--stage-regex`): 16 384 records, drained at every sample and every mark. Programs that do
+/// not watch pipes get the smallest ring ([`PIPE_WRITES_RINGBUF_MIN`]).
+pub const PIPE_WRITES_RINGBUF_BYTES: u32 = 1024 * 1024;
+/// The ring of pipe writes when no pipe is watched: one page.
+pub const PIPE_WRITES_RINGBUF_MIN: u32 = 4096;
+/// How many output pipes can be watched: the traced command's stdout and stderr.
+pub const MAX_WATCHED_PIPES: u32 = 2;
+
+/// An output pipe whose writes are reported ([`PipeWrite`]), identified as `fstat` sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchedPipe {
+    /// The pipe's inode number (0: this slot watches nothing).
+    pub ino: u64,
+    /// Its device, in the kernel's `dev_t` encoding (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    /// Set by the kernel side when a write to this pipe could not be reported (ring full):
+    /// byte offsets past that point cannot be matched to writes any more.
+    pub lost: u32,
+}
+const _: () = assert!(core::mem::size_of::<WatchedPipe>() == 16);
+
+/// One write to a watched pipe, reported when the write(2) or writev(2) returns (the bytes are
+/// in the pipe), with the writer's memory counters at that moment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipeWrite {
+    /// The writing process (tgid).
+    pub tgid: u32,
+    /// Index of the watched pipe (its slot in the watch list).
+    pub pipe: u32,
+    /// Bytes the write put into the pipe (always > 0).
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` when it returned (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// The writer's mm counters, in bytes, indexed like [`ProcStats::rss_bytes`].
+    pub rss_bytes: [u64; NR_RSS],
+}
+const _: () = assert!(core::mem::size_of::<PipeWrite>() == 56);
+
+/// Capacity of the map of the traced tree's processes whose writes are looked at (an LRU:
+/// entries of exited processes are never removed, they age out).
+pub const MAX_WRITERS: u32 = 16_384;
+
+/// What the pipe-write programs need to know about this kernel, read from BTF (and the
+/// architecture's syscall numbers) by userspace and handed over as a read-only global before
+/// load (like [`KernelLayout`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipeLayout {
+    /// Offset of the syscall number in `pt_regs` (`orig_ax` on x86-64, `syscallno` on arm64).
+    pub regs_nr: u32,
+    /// Offset of the first syscall argument in `pt_regs` as it stands at syscall exit (`di`
+    /// on x86-64, `orig_x0` on arm64).
+    pub regs_fd: u32,
+    /// The number of write(2).
+    pub nr_write: u32,
+    /// The number of writev(2).
+    pub nr_writev: u32,
+    /// Offset of `task_struct.files`.
+    pub task_files: u32,
+    /// Offset of `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// Offset of `fdtable.fd` (a `struct file **`).
+    pub fdtable_fd: u32,
+    /// Offset of `fdtable.max_fds`.
+    pub fdtable_max_fds: u32,
+    /// Offset of `file.f_inode`.
+    pub file_inode: u32,
+    /// Offset of `inode.i_ino` (an `unsigned long`).
+    pub inode_ino: u32,
+    /// Offset of `inode.i_sb` (a `struct super_block *`).
+    pub inode_sb: u32,
+    /// Offset of `super_block.s_dev` (a `dev_t`).
+    pub sb_dev: u32,
+    /// Offset of `task_struct.mm`.
+    pub task_mm: u32,
+    /// Explicit padding, always 0.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<PipeLayout>() == 56);
+
+impl PipeLayout {
+    /// Placeholder the object is compiled with; userspace overwrites it before it loads the
+    /// programs that read it.
+    pub const UNSET: Self = Self {
+        regs_nr: 0,
+        regs_fd: 0,
+        nr_write: 0,
+        nr_writev: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_fd: 0,
+        fdtable_max_fds: 0,
+        file_inode: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        task_mm: 0,
+        _pad: 0,
+    };
+}
+
 /// Indices of the per-CPU `STATS` array: health counters of the tracer itself.
 pub mod stat {
     /// `mm_vmscan_wakeup_kswapd` events, system wide.
@@ -138,6 +242,8 @@ pub mod stat {
     pub const NO_OWNER: u32 = 3;
     /// Direct-reclaim ends without a matching begin (tracer attached mid-stall, or map full).
     pub const RECLAIM_UNMATCHED: u32 = 4;
+    /// Writes to a watched output pipe that could not be reported (ring full).
+    pub const PIPE_WRITES_LOST: u32 = 5;
     /// Number of slots in the array.
     pub const COUNT: u32 = 8;
 }
@@ -212,7 +318,9 @@ impl KernelLayout {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{FaultSlot, KernelLayout, ProcEvent, ProcStats, RssSlot};
+    use super::{
+        FaultSlot, KernelLayout, PipeLayout, PipeWrite, ProcEvent, ProcStats, RssSlot, WatchedPipe,
+    };
 
     // SAFETY: each type is #[repr(C)], made only of integers and integer arrays, has no padding
     // (sizes checked above), so every bit pattern is a valid value.
@@ -225,6 +333,12 @@ mod pod {
     unsafe impl aya::Pod for KernelLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for RssSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for WatchedPipe {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PipeWrite {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PipeLayout {}
 }
 
 #[cfg(test)]

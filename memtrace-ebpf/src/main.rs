@@ -1,7 +1,8 @@
 //! memtrace's kernel programs: per-process memory accounting aggregated in maps, rare events
 //! (exits, OOM kills) through a ring buffer. One probe family per module; each entry point is a
-//! thin wrapper around a `try_*` function. Every program is a BTF tracepoint: they attach without
-//! tracefs and cost far less per event than classic (perf) tracepoints.
+//! thin wrapper around a `try_*` function. Every program is a BTF tracepoint or, for the writes
+//! to a traced command's output pipes (`pipes`), an fexit program: they attach without tracefs
+//! and cost far less per event than classic (perf) tracepoints or kprobes.
 #![no_std]
 #![no_main]
 // Atomic add on map values: core's atomics don't expose fetch_add for the BPF target.
@@ -11,6 +12,7 @@
 mod faults;
 mod lifecycle;
 mod maps;
+mod pipes;
 mod reclaim;
 mod rss;
 

@@ -1,11 +1,14 @@
 //! The maps every program shares, the layout global, and small helpers over them.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
+    helpers::bpf_probe_read_kernel,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use memtrace_common::{
-    FaultSlot, KernelLayout, MAX_PROCS, MAX_RECLAIMING_THREADS, ProcStats, RINGBUF_BYTES, RssSlot,
+    FaultSlot, KernelLayout, MAX_PROCS, MAX_RECLAIMING_THREADS, MAX_WATCHED_PIPES, MAX_WRITERS,
+    NR_RSS, PIPE_WRITES_RINGBUF_BYTES, PipeLayout, ProcStats, RINGBUF_BYTES, RssSlot, WatchedPipe,
+    layout_flags,
 };
 
 /// Per-process counters, keyed by tgid.
@@ -31,6 +34,30 @@ pub static RECLAIM_START: HashMap<u32, u64> = HashMap::with_max_entries(MAX_RECL
 /// Rare events to userspace.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
+
+/// The output pipes whose writes are reported, set by userspace (`run`/`record`).
+#[map]
+pub static PIPES: Array<WatchedPipe> = Array::with_max_entries(MAX_WATCHED_PIPES, 0);
+
+/// The processes whose writes are looked at (the traced tree: userspace puts memtrace itself
+/// here before it starts the command, and forks inherit it), keyed by tgid.
+#[map]
+pub static WRITERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(MAX_WRITERS, 0);
+
+/// Writes to those pipes, to userspace (sized by userspace at load).
+#[map]
+pub static PIPE_WRITES: RingBuf = RingBuf::with_byte_size(PIPE_WRITES_RINGBUF_BYTES, 0);
+
+/// Structure offsets of the pipe-write program, written by userspace before load.
+#[unsafe(no_mangle)]
+static PIPE_LAYOUT: PipeLayout = PipeLayout::UNSET;
+
+/// The pipe layout userspace set for this kernel.
+#[inline(always)]
+pub fn pipe_layout() -> PipeLayout {
+    // SAFETY: as for `layout()`.
+    unsafe { core::ptr::read_volatile(&raw const PIPE_LAYOUT) }
+}
 
 /// Kernel structure offsets, written by userspace before load (read-only afterwards).
 #[unsafe(no_mangle)]
@@ -155,4 +182,29 @@ pub fn merged_stats(tgid: u32, take: bool) -> Option<ProcStats> {
         }
     }
     Some(stats)
+}
+
+/// The mm's counters (file, anon, swap entries, shmem in the kernel's numbering), in bytes.
+///
+/// # Safety
+/// `mm` must be a BTF-typed `mm_struct` pointer (a program argument, or loaded through one).
+#[inline(always)]
+pub unsafe fn mm_counters(mm: *const u8) -> [u64; NR_RSS] {
+    let layout = layout();
+    let counter = |index: u32| -> u64 {
+        let offset = layout.mm_rss_stat + index * layout.rss_counter_size + layout.counter_count;
+        // The flag is a constant from .rodata: the verifier only checks the branch this kernel
+        // takes (before 6.2 the counters are atomic_long_t, which it won't load through BTF).
+        let pages = if layout.flags & layout_flags::RSS_ATOMIC != 0 {
+            let field = mm.wrapping_add(offset as usize).cast::<i64>();
+            // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one returns an error.
+            unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0)
+        } else {
+            // SAFETY: guaranteed by the caller; a constant offset inside mm_struct.rss_stat.
+            unsafe { load::<i64>(mm, offset) }
+        };
+        // percpu_counter_read_positive(): the batched value can dip below zero transiently.
+        (pages.max(0) as u64) * u64::from(layout.page_size)
+    };
+    [counter(0), counter(1), counter(2), counter(3)]
 }

@@ -5,13 +5,11 @@
 //! `current`. The counter's value is read from the mm itself, as the classic tracepoint does.
 //! All reads are direct loads through the BTF-typed `mm` argument: no helper calls.
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_jiffies64},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::generated::bpf_jiffies64, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use memtrace_common::{NR_RSS, layout_flags, stat};
+use memtrace_common::{NR_RSS, stat};
 
-use crate::maps::{RSS_SLOTS, bump, flush_rss_slot, layout, load, proc_entry};
+use crate::maps::{RSS_SLOTS, bump, flush_rss_slot, layout, load, mm_counters, proc_entry};
 
 // tp_btf/rss_stat:
 //   TP_PROTO(struct mm_struct *mm, int member)
@@ -38,21 +36,6 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     // SAFETY: as above; `owner` is a BTF-typed task_struct pointer read from the mm.
     let tgid = unsafe { load::<i32>(owner, layout.task_tgid) } as u32;
-    let counter = |index: u32| -> u64 {
-        let offset = layout.mm_rss_stat + index * layout.rss_counter_size + layout.counter_count;
-        // The flag is a constant from .rodata: the verifier only checks the branch this kernel
-        // takes (before 6.2 the counters are atomic_long_t, which it won't load through BTF).
-        let pages = if layout.flags & layout_flags::RSS_ATOMIC != 0 {
-            let field = mm.wrapping_add(offset as usize).cast::<i64>();
-            // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one returns an error.
-            unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0)
-        } else {
-            // SAFETY: as above, at a constant offset inside mm_struct.rss_stat.
-            unsafe { load::<i64>(mm, offset) }
-        };
-        // percpu_counter_read_positive(): the batched value can dip below zero transiently.
-        (pages.max(0) as u64) * u64::from(layout.page_size)
-    };
     if member as u32 >= NR_RSS as u32 {
         return Ok(());
     }
@@ -72,7 +55,7 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
             (*slot).tgid = tgid;
         }
         // All four counters, read from the mm: the slot is a consistent snapshot of it.
-        let rss = [counter(0), counter(1), counter(2), counter(3)];
+        let rss = mm_counters(mm);
         let stats = &mut (*slot).stats;
         stats.rss_bytes = rss;
         stats.stamp = bpf_jiffies64();

@@ -22,6 +22,7 @@ mod kind {
     pub const VOLATILE: u32 = 9;
     pub const CONST: u32 = 10;
     pub const RESTRICT: u32 = 11;
+    pub const FUNC: u32 = 12;
     pub const FUNC_PROTO: u32 = 13;
     pub const VAR: u32 = 14;
     pub const DATASEC: u32 = 15;
@@ -222,6 +223,13 @@ impl Btf {
     /// Whether a type called `name` exists (any kind).
     pub fn has_type(&self, name: &str) -> bool {
         self.ids_named(name).next().is_some()
+    }
+
+    /// Whether the kernel has a function called `name` (a BTF `FUNC`: one fentry/fexit programs
+    /// can attach to).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.ids_named(name)
+            .any(|(_, head)| head.kind == kind::FUNC)
     }
 
     /// Size in bytes of struct `name`.

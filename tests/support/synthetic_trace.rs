@@ -79,6 +79,7 @@ pub fn synthetic(path: &Path, seconds: u64, procs: u32, busy: u32) -> Duration {
                         stage: stage.into(),
                         clip,
                         source: "cli".into(),
+                        timing: memtrace::record::trace::MarkTiming::Acknowledged,
                     },
                 )
                 .expect("event");

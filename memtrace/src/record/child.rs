@@ -1,8 +1,10 @@
 //! The traced command: spawned with its environment and the mark socket, its output passed
 //! through unchanged as it arrives (each line — ended by `\n` or `\r` — matched against
 //! `--stage-regex`, when a regex is given, on its first [`LINE_CAP`] bytes: an endless line
-//! costs no more memory than that), its exit reported on a channel, and signals forwarded to
-//! it.
+//! costs no more memory than that; each mark carries the byte offset in its stream where its
+//! line ended, which `exact_marks` matches to the pipe write that carried it), its exit
+//! reported on a channel, and signals forwarded to it. The output pipes are made before the
+//! command starts ([`OutputPipes`]), so they can be watched from its first byte.
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, IsTerminal as _, Read, Write},
@@ -15,15 +17,44 @@ use anyhow::Context as _;
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
-use super::marks::{Mark, SOCKET_ENV, StageRegex};
+use super::{
+    exact_marks::{LineAt, Stream},
+    marks::{Mark, SOCKET_ENV, StageRegex},
+};
 
 /// What the output pumps report.
 #[derive(Debug)]
 pub enum Pumped {
-    /// A line matched the stage regex.
-    Mark(Mark),
+    /// A line matched the stage regex; where it ended in its stream.
+    Mark(Mark, LineAt),
     /// One of the pipes reached its end.
     Eof,
+}
+
+/// The command's stdout and stderr pipes, made before it starts.
+#[derive(Debug)]
+pub struct OutputPipes {
+    stdout: (std::io::PipeReader, std::io::PipeWriter),
+    stderr: (std::io::PipeReader, std::io::PipeWriter),
+}
+
+impl OutputPipes {
+    /// Two new pipes (close-on-exec: only the command's stdout and stderr hold them).
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            stdout: std::io::pipe().context("creating the stdout pipe")?,
+            stderr: std::io::pipe().context("creating the stderr pipe")?,
+        })
+    }
+
+    /// The end memtrace reads `stream` from.
+    pub fn read_end(&self, stream: Stream) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        match stream {
+            Stream::Stdout => self.stdout.0.as_fd(),
+            Stream::Stderr => self.stderr.0.as_fd(),
+        }
+    }
 }
 
 /// A started command.
@@ -37,12 +68,13 @@ pub struct Started {
     pub pumps: usize,
 }
 
-/// Spawns `command` with `env` added and the mark socket announced.
+/// Spawns `command` with `env` added and the mark socket announced; with a regex, its stdout
+/// and stderr go to `pipes` and are pumped.
 pub fn spawn(
     command: &[String],
     env: &BTreeMap<String, String>,
     socket: Option<&Path>,
-    regex: Option<&StageRegex>,
+    regex: Option<(&StageRegex, OutputPipes)>,
     marks: &UnboundedSender<Pumped>,
 ) -> anyhow::Result<Started> {
     let (program, args) = command.split_first().context("no command to run")?;
@@ -51,23 +83,22 @@ pub fn spawn(
     if let Some(socket) = socket {
         cmd.env(SOCKET_ENV, socket);
     }
-    if regex.is_some() {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut readers = None;
+    if let Some((regex, pipes)) = regex {
+        cmd.stdout(Stdio::from(pipes.stdout.1))
+            .stderr(Stdio::from(pipes.stderr.1));
+        readers = Some((regex, pipes.stdout.0, pipes.stderr.0));
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {program:?}"))?;
+    let spawned = cmd.spawn();
+    // Our copies of the write ends go with the Command: the pipes end when the command's do.
+    drop(cmd);
+    let mut child = spawned.with_context(|| format!("cannot start {program:?}"))?;
     let pid = child.id();
     let mut pumps = 0;
-    if let Some(regex) = regex {
-        if let Some(out) = child.stdout.take() {
-            pump(out, false, regex.clone(), marks.clone());
-            pumps += 1;
-        }
-        if let Some(err) = child.stderr.take() {
-            pump(err, true, regex.clone(), marks.clone());
-            pumps += 1;
-        }
+    if let Some((regex, out, err)) = readers {
+        pump(out, Stream::Stdout, regex.clone(), marks.clone());
+        pump(err, Stream::Stderr, regex.clone(), marks.clone());
+        pumps += 2;
     }
     let (tx, exited) = oneshot::channel();
     std::thread::spawn(move || {
@@ -93,6 +124,8 @@ pub struct LineHead {
     kept: Vec<u8>,
     /// The last byte fed ended a line with `\r`.
     after_cr: bool,
+    /// Bytes fed so far: the stream offset of the next byte.
+    fed: u64,
 }
 
 impl Default for LineHead {
@@ -100,17 +133,19 @@ impl Default for LineHead {
         Self {
             kept: Vec::with_capacity(LINE_CAP),
             after_cr: false,
+            fed: 0,
         }
     }
 }
 
 impl LineHead {
     /// Takes the next bytes of output; calls `line` with the head of each line they end
-    /// (without its `\n`, `\r` or `\r\n`).
-    pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&[u8])) {
+    /// (without its `\n`, `\r` or `\r\n`) and the stream offset of the byte that ended it.
+    pub fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&[u8], u64)) {
         while let Some(&first) = bytes.first() {
             if std::mem::take(&mut self.after_cr) && first == b'\n' {
                 bytes = &bytes[1..];
+                self.fed += 1;
                 continue;
             }
             let end = bytes.iter().position(|&b| b == b'\n' || b == b'\r');
@@ -119,20 +154,25 @@ impl LineHead {
             self.kept.extend_from_slice(&piece[..piece.len().min(room)]);
             match end {
                 Some(at) => {
-                    line(&self.kept);
+                    line(&self.kept, self.fed + at as u64);
                     self.kept.clear();
                     self.after_cr = bytes[at] == b'\r';
                     bytes = &bytes[at + 1..];
+                    self.fed += at as u64 + 1;
                 }
-                None => break,
+                None => {
+                    self.fed += bytes.len() as u64;
+                    break;
+                }
             }
         }
     }
 
-    /// The output ended: calls `line` with the head of a last line that had no newline.
-    pub fn finish(&mut self, mut line: impl FnMut(&[u8])) {
+    /// The output ended: calls `line` with the head of a last line that had no newline, and
+    /// the offset of its last byte.
+    pub fn finish(&mut self, mut line: impl FnMut(&[u8], u64)) {
         if !self.kept.is_empty() {
-            line(&self.kept);
+            line(&self.kept, self.fed.saturating_sub(1));
             self.kept.clear();
         }
     }
@@ -143,10 +183,11 @@ impl LineHead {
     }
 }
 
-/// Copies `input` to `output` as it arrives and calls `on_line` with the head of every line
-/// (see [`LineHead`]); returns at the end of `input` or a read error. Write errors (our own
-/// output closed) are ignored: the pipe is still drained so the command never blocks on it.
-pub fn pass_through(input: impl Read, mut output: impl Write, mut on_line: impl FnMut(&[u8])) {
+/// Copies `input` to `output` as it arrives and calls `on_line` with the head of every line and
+/// where it ended (see [`LineHead`]); returns at the end of `input` or a read error. Write
+/// errors (our own output closed) are ignored: the pipe is still drained so the command never
+/// blocks on it.
+pub fn pass_through(input: impl Read, mut output: impl Write, mut on_line: impl FnMut(&[u8], u64)) {
     let mut reader = BufReader::with_capacity(CHUNK, input);
     let mut head = LineHead::default();
     loop {
@@ -164,23 +205,23 @@ pub fn pass_through(input: impl Read, mut output: impl Write, mut on_line: impl 
     head.finish(on_line);
 }
 
-/// Copies `pipe` to our stdout or stderr as it arrives, sending a mark for each matching line.
+/// Copies `pipe` (the command's `stream`) to ours as it arrives, sending a mark for each
+/// matching line.
 fn pump(
     pipe: impl Read + Send + 'static,
-    to_stderr: bool,
+    stream: Stream,
     regex: StageRegex,
     marks: UnboundedSender<Pumped>,
 ) {
     std::thread::spawn(move || {
-        let on_line = |line: &[u8]| {
+        let on_line = |line: &[u8], at: u64| {
             if let Some(mark) = regex.mark(String::from_utf8_lossy(line).trim_end()) {
-                let _ = marks.send(Pumped::Mark(mark));
+                let _ = marks.send(Pumped::Mark(mark, LineAt { stream, at }));
             }
         };
-        if to_stderr {
-            pass_through(pipe, std::io::stderr(), on_line);
-        } else {
-            pass_through(pipe, std::io::stdout(), on_line);
+        match stream {
+            Stream::Stdout => pass_through(pipe, std::io::stdout(), on_line),
+            Stream::Stderr => pass_through(pipe, std::io::stderr(), on_line),
         }
         let _ = marks.send(Pumped::Eof);
     });
@@ -244,7 +285,7 @@ mod tests {
                     step: step.min(input.len()),
                 },
                 &mut out,
-                |line| lines.push(line.to_vec()),
+                |line, _| lines.push(line.to_vec()),
             );
             assert!(out == input, "output unchanged (step {step})");
             assert_eq!(lines.len(), 5, "step {step}");
@@ -269,7 +310,7 @@ mod tests {
         let mut head = LineHead::default();
         let mut marks = Vec::new();
         let mut feed = |bytes: &[u8], marks: &mut Vec<Mark>| {
-            head.feed(bytes, |line| {
+            head.feed(bytes, |line, _| {
                 marks.extend(re.mark(String::from_utf8_lossy(line).trim_end()));
             });
         };
@@ -301,18 +342,20 @@ mod tests {
         let mut seen = 0;
         // 64 MiB without a newline.
         for _ in 0..1024 {
-            head.feed(&chunk, |_| seen += 1);
+            head.feed(&chunk, |_, _| seen += 1);
             assert!(head.held() <= LINE_CAP, "holds {}", head.held());
         }
         assert_eq!(seen, 0);
-        head.feed(b"tail\nnext", |line| {
+        head.feed(b"tail\nnext", |line, at| {
             seen += 1;
             assert_eq!(line.len(), LINE_CAP);
+            assert_eq!(at, 1024 * CHUNK as u64 + 4, "the offset of its newline");
         });
         assert_eq!(seen, 1);
-        head.finish(|line| {
+        head.finish(|line, at| {
             seen += 1;
             assert_eq!(line, b"next");
+            assert_eq!(at, 1024 * CHUNK as u64 + 8, "its last byte");
         });
         assert_eq!(seen, 2);
         assert!(head.held() <= LINE_CAP);
@@ -326,7 +369,7 @@ mod tests {
         input.extend_from_slice(&vec![b'.'; 5 * LINE_CAP]);
         input.push(b'\n');
         let mut marks = Vec::new();
-        pass_through(&input[..], std::io::sink(), |line| {
+        pass_through(&input[..], std::io::sink(), |line, _| {
             marks.extend(re.mark(String::from_utf8_lossy(line).trim_end()));
         });
         assert_eq!(

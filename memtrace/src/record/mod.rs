@@ -1,12 +1,14 @@
 //! The recorder: traces a pipeline's whole process tree (or every process) into a trace file,
 //! with stage marks. [`recorder`] runs the event loop — it starts the command ([`child`]) or
-//! attaches to a running one, samples the tree every interval and at every mark ([`marks`]),
+//! attaches to a running one, samples the tree every interval and at every mark ([`marks`];
+//! [`exact_marks`] dates a stdout mark to the pipeline's write of it),
 //! and hands each sample to the [`session`], which keeps the tree, writes the [`trace`] and runs
 //! the hooks (the guard plugs in through [`RunHook`]). [`env`] is what `memtrace run` adds before
 //! the child starts: the swap check and a memory-friendly environment. The `run` and `record`
 //! subcommands around it live in `cmd::run`.
 pub mod child;
 pub mod env;
+pub mod exact_marks;
 pub mod marks;
 pub mod recorder;
 pub mod session;

@@ -2,7 +2,9 @@
 //! it cannot load) and the GPU source (paced at the interval, fresh at marks; its devices go
 //! into the trace header), opens the trace and the mark socket, starts (or attaches to) the traced
 //! command, then samples every interval and at every mark until the command ends (or, when
-//! attached, its tree is gone, or SIGINT/SIGTERM).
+//! attached, its tree is gone, or SIGINT/SIGTERM). With `--stage-regex` and eBPF, the kernel
+//! reports the writes to the command's output pipes ([`ExactMarks`]), so a stdout mark's sample
+//! describes the moment the pipeline wrote it.
 //!
 //! Nothing the pipeline does can stall the loop: signals are forwarded and interval samples taken
 //! before marks are looked at, replies to mark senders are sent without waiting (a sender that
@@ -27,7 +29,8 @@ use tokio::{
 
 use super::{
     RunHook,
-    child::{self, Pumped},
+    child::{self, OutputPipes, Pumped},
+    exact_marks::{Boundary, ExactMarks},
     marks::{self, ACK, StageRegex},
     session::{Finished, Session, TraceScope},
 };
@@ -37,7 +40,7 @@ use crate::{
         proc_source::{Members, OomSource},
         sampler::Sampler,
         source::{Source, SourceKind},
-        tracer::TracerOptions,
+        tracer::{PipeWrites, TracerOptions},
     },
     record::trace::{Event, Header, TraceWriter},
 };
@@ -178,14 +181,22 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
         TraceTarget::Attach(pid) => Members::Tree(*pid),
         TraceTarget::System => Members::All,
     };
-    let source = Source::start(
-        TracerOptions::default(),
+    let options = TracerOptions {
+        pipe_writes: plan.regex.is_some() && matches!(plan.target, TraceTarget::Spawn(_)),
+        ..TracerOptions::default()
+    };
+    let mut source = Source::start(
+        options,
         plan.require_ebpf,
         proc_root,
         members,
         OomSource::Machine,
     )?;
     let without_ebpf = source.kind() == SourceKind::Proc;
+    let pipe_writes = match &mut source {
+        Source::Ebpf(tracer) => tracer.take_pipe_writes(),
+        _ => None,
+    };
     let sampler = Sampler::new(source, proc_root, plan.interval.as_secs_f64().max(0.2))
         .context("seeding the tracer from /proc")?;
     let mut scope_words = match &plan.target {
@@ -218,7 +229,34 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(event_loop(plan, sampler, gpu, writer, hooks))
+    runtime.block_on(event_loop(plan, sampler, gpu, writer, hooks, pipe_writes))
+}
+
+/// The output pipes for `--stage-regex`, watched by the kernel where it reports pipe writes.
+fn output_pipes(writes: Option<PipeWrites>) -> anyhow::Result<(OutputPipes, Option<ExactMarks>)> {
+    let pipes = OutputPipes::new()?;
+    let exact = writes.and_then(|writes| match ExactMarks::watch(writes, &pipes) {
+        Ok(exact) => Some(exact),
+        Err(err) => {
+            log::warn!("{err}: stdout marks are taken when memtrace reads them");
+            None
+        }
+    });
+    Ok((pipes, exact))
+}
+
+/// The boundary of a stdout mark: its write where the kernel reported it, else read time.
+fn stdout_boundary(exact: &mut Option<ExactMarks>, at: super::exact_marks::LineAt) -> Boundary {
+    exact.as_mut().map_or(Boundary::Read, |e| e.boundary(at))
+}
+
+/// The boundary of a socket mark: a sender with an address can wait for the acknowledgement.
+fn socket_boundary(has_address: bool) -> Boundary {
+    if has_address {
+        Boundary::Acknowledged
+    } else {
+        Boundary::Read
+    }
 }
 
 async fn event_loop(
@@ -227,6 +265,7 @@ async fn event_loop(
     gpu: Paced,
     writer: TraceWriter,
     hooks: Vec<Box<dyn RunHook>>,
+    pipe_writes: Option<PipeWrites>,
 ) -> anyhow::Result<Outcome> {
     let (pump_tx, mut pump_rx) = mpsc::unbounded_channel::<Pumped>();
     let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
@@ -264,15 +303,27 @@ async fn event_loop(
         Some((s, _)) => Replies::through(s)?,
         None => Replies::default(),
     };
+    let mut exact = None;
     let (scope, mut started) = match &plan.target {
         TraceTarget::Spawn(cmd) => {
+            let output = match &plan.regex {
+                Some(regex) => {
+                    let (pipes, watched) = output_pipes(pipe_writes)?;
+                    exact = watched;
+                    Some((regex, pipes))
+                }
+                None => None,
+            };
             let started = child::spawn(
                 cmd,
                 &plan.env,
                 socket.as_ref().map(|s| s.1.as_path()),
-                plan.regex.as_ref(),
+                output,
                 &pump_tx,
             )?;
+            if let Some(exact) = &mut exact {
+                exact.started();
+            }
             (TraceScope::Tree(started.pid), Some(started))
         }
         TraceTarget::Attach(pid) => {
@@ -322,20 +373,24 @@ async fn event_loop(
             },
             status = exited => break status,
             _ = ticker.tick() => {
+                if let Some(exact) = &mut exact {
+                    exact.drain();
+                }
                 session.tick()?;
                 if matches!(plan.target, TraceTarget::Attach(_)) && !session.tree_alive() {
                     break None;
                 }
             }
             Some(pumped) = pump_rx.recv() => {
-                if let Pumped::Mark(mark) = pumped {
-                    session.mark(mark)?;
+                if let Pumped::Mark(mark, at) = pumped {
+                    session.mark(mark, stdout_boundary(&mut exact, at))?;
                 }
             }
             Some((n, from)) = datagram => {
                 let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let source = if from.as_pathname().is_some() { "cli" } else { "socket" };
-                let reply = apply_line(&mut session, &line, source)?;
+                let has_address = from.as_pathname().is_some();
+                let source = if has_address { "cli" } else { "socket" };
+                let reply = apply_line(&mut session, &line, source, socket_boundary(has_address))?;
                 if let Some(path) = from.as_pathname() {
                     replies.send(reply.as_bytes(), path);
                 }
@@ -345,11 +400,12 @@ async fn event_loop(
     // Marks still in flight: the socket's queue and the last lines of output, both bounded.
     if let Some((s, _)) = &socket {
         for _ in 0..DRAIN_DATAGRAMS {
-            let Ok((n, _)) = s.try_recv_from(&mut buf) else {
+            let Ok((n, from)) = s.try_recv_from(&mut buf) else {
                 break;
             };
             let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-            apply_line(&mut session, &line, "socket")?;
+            let boundary = socket_boundary(from.as_pathname().is_some());
+            apply_line(&mut session, &line, "socket", boundary)?;
         }
     }
     let mut open_pumps = started.as_ref().map_or(0, |s| s.pumps);
@@ -358,7 +414,9 @@ async fn event_loop(
         // A quiet pipe gets half a second, a chatty one (a descendant still printing) 2 s.
         let until = drained_by.min(tokio::time::Instant::now() + Duration::from_millis(500));
         match tokio::time::timeout_at(until, pump_rx.recv()).await {
-            Ok(Some(Pumped::Mark(mark))) => session.mark(mark)?,
+            Ok(Some(Pumped::Mark(mark, at))) => {
+                session.mark(mark, stdout_boundary(&mut exact, at))?;
+            }
             Ok(Some(Pumped::Eof)) => open_pumps -= 1,
             Ok(None) | Err(_) => break,
         }
@@ -375,11 +433,16 @@ async fn event_loop(
     Ok(Outcome { status, finished })
 }
 
-/// Applies one protocol line; the reply for the sender.
-fn apply_line(session: &mut Session, line: &str, source: &'static str) -> anyhow::Result<String> {
+/// Applies one protocol line; the reply for the sender (sent after the sample).
+fn apply_line(
+    session: &mut Session,
+    line: &str,
+    source: &'static str,
+    boundary: Boundary,
+) -> anyhow::Result<String> {
     match marks::parse_line(line, source) {
         Ok(mark) => {
-            session.mark(mark)?;
+            session.mark(mark, boundary)?;
             Ok(String::from_utf8_lossy(ACK).into_owned())
         }
         Err(err) => {

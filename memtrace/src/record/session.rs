@@ -3,14 +3,22 @@
 //! descendant, found through ppid, exited ones included), writes samples and events to the
 //! trace, runs the hooks (the guard), and keeps the open stage for the `[Memory]` lines. For a
 //! process tree each sample also records the tree's proportional memory ([`tree_pss`]), which
-//! counts the copy-on-write pages of forked workers once; the `[Memory]` lines use it.
+//! counts the copy-on-write pages of forked workers once; the `[Memory]` lines use it. A mark
+//! matched to the write that carried it ([`Boundary::Written`]) puts the writer's counters at
+//! that write into its boundary sample ([`at_write`]).
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
+use memtrace_common::{PipeWrite, ProcStats};
 
-use super::{Mark, RunHook};
+use super::{Mark, RunHook, exact_marks::Boundary};
 use crate::{
-    collect::{gpu::Paced, model::Snapshot, sampler::Sampler},
+    collect::{
+        gpu::Paced,
+        model::Snapshot,
+        sampler::{Sampler, sample_from_stats},
+        tracer::RssMembers,
+    },
     host::units::human_bytes,
     record::trace::{Event, TraceWriter},
 };
@@ -82,23 +90,51 @@ pub fn totals(snapshot: &Snapshot) -> (u64, Option<u64>) {
 /// process is gone by the time it is read: the rollups are not one atomic view, and a parent
 /// read as sole owner after its workers were read as sharers (workers exiting) would count the
 /// shared pages again. `None` then, or when no rollup could be read at all.
-pub fn tree_pss(snapshot: &Snapshot) -> Option<u64> {
-    use crate::host::smaps::{Pss, read_pss_footprint};
+///
+/// `writer` is the process whose entry holds its counters at the write of a mark line
+/// ([`at_write`]): its share is taken with that anonymous memory, not the rollup's (later) one.
+pub fn tree_pss(snapshot: &Snapshot, writer: Option<u32>) -> Option<u64> {
+    use crate::host::smaps::{Pss, read_rollup};
     let proc_root = std::path::Path::new("/proc");
     let mut live: Vec<_> = snapshot.procs.iter().filter(|p| !p.exited).collect();
     live.sort_by_key(|p| p.pid);
     let (mut sum, mut read) = (0u64, false);
     for p in live {
-        match read_pss_footprint(proc_root, p.pid) {
-            Pss::Bytes(bytes) => {
+        match read_rollup(proc_root, p.pid) {
+            Ok(rollup) => {
+                let bytes = if writer == Some(p.pid) {
+                    rollup.footprint_with_anon(p.anon_bytes)
+                } else {
+                    rollup.footprint()
+                };
                 sum = sum.saturating_add(bytes);
                 read = true;
             }
-            Pss::Gone => return None,
-            Pss::Unknown => sum = sum.saturating_add(p.footprint_bytes()),
+            Err(Pss::Gone) => return None,
+            Err(_) => sum = sum.saturating_add(p.footprint_bytes()),
         }
     }
     read.then_some(sum)
+}
+
+/// Puts `write`'s counters (the writer's at its write of a mark line) into the writer's entry
+/// of `snapshot`; the writer, or `None` (nothing changed) when it is not in the snapshot.
+pub fn at_write(snapshot: &mut Snapshot, write: &PipeWrite, members: RssMembers) -> Option<u32> {
+    let p = snapshot
+        .procs
+        .iter_mut()
+        .find(|p| p.pid == write.tgid && !p.exited)?;
+    let stats = ProcStats {
+        rss_bytes: write.rss_bytes,
+        ..ProcStats::ZERO
+    };
+    let then = sample_from_stats(write.tgid, &stats, members);
+    p.rss_bytes = then.rss_bytes;
+    p.anon_bytes = then.anon_bytes;
+    p.file_bytes = then.file_bytes;
+    p.shmem_bytes = then.shmem_bytes;
+    p.swap_bytes = then.swap_bytes;
+    Some(write.tgid)
 }
 
 impl Session {
@@ -139,11 +175,12 @@ impl Session {
 
     /// Takes a sample now, writes it and what it implies; returns its time.
     pub fn tick(&mut self) -> anyhow::Result<u64> {
-        self.take(false)
+        self.take(false, None)
     }
 
-    /// [`Self::tick`], with a fresh GPU sample when `fresh` (at a mark) instead of the paced one.
-    fn take(&mut self, fresh: bool) -> anyhow::Result<u64> {
+    /// [`Self::tick`], with a fresh GPU sample when `fresh` (at a mark) instead of the paced one,
+    /// and the writer's counters at `written`, the write of a mark line.
+    fn take(&mut self, fresh: bool, written: Option<&PipeWrite>) -> anyhow::Result<u64> {
         let mut full = self.sampler.sample().context("sampling")?;
         let gpu = if fresh {
             self.gpu.fresh()
@@ -154,11 +191,16 @@ impl Session {
         let time = full.time_unix_ms;
         self.last_time = time;
         let mut events = Vec::new();
-        let mine = self.filter(&full, &mut events);
+        let mut mine = self.filter(&full, &mut events);
+        let members = self.sampler.tracer().map(|t| t.members());
+        let writer = match (written, members) {
+            (Some(write), Some(members)) => at_write(&mut mine, write, members),
+            _ => None,
+        };
         self.writer.sample(&mine).context("writing the trace")?;
         let (mut host, gpu) = totals(&mine);
         if let TraceScope::Tree(_) = self.scope
-            && let Some(pss_bytes) = tree_pss(&mine)
+            && let Some(pss_bytes) = tree_pss(&mine, writer)
         {
             host = pss_bytes;
             events.push(Event::TreeMemory { pss_bytes });
@@ -258,9 +300,13 @@ impl Session {
     }
 
     /// Applies a stage mark: a fresh sample first (GPU included), so the boundary is measured
-    /// at the mark.
-    pub fn mark(&mut self, mark: Mark) -> anyhow::Result<()> {
-        let time = self.take(true)?;
+    /// at the mark; at the write of the mark line for [`Boundary::Written`].
+    pub fn mark(&mut self, mark: Mark, boundary: Boundary) -> anyhow::Result<()> {
+        let written = match &boundary {
+            Boundary::Written(write) => Some(write),
+            _ => None,
+        };
+        let time = self.take(true, written)?;
         let (host, gpu) = self.current_totals();
         let mut events = Vec::new();
         if let Some(open) = self.open.take() {
@@ -287,6 +333,7 @@ impl Session {
                 stage,
                 clip,
                 source: source.to_owned(),
+                timing: boundary.timing(),
             });
         }
         self.write_events(time, events)

@@ -1,6 +1,6 @@
 //! What the kernel programs need to know about this kernel, read from its BTF: structure
 //! offsets, the numbering of the mm counters, and which tracepoint prototypes it has.
-use memtrace_common::{KernelLayout, layout_flags};
+use memtrace_common::{KernelLayout, PipeLayout, layout_flags};
 
 use crate::host::btf::{Btf, BtfError};
 
@@ -16,6 +16,50 @@ pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exit", "sched_process_exit"),
     ("mark_victim", "mark_victim"),
 ];
+
+/// The BTF tracepoints of the pipe-write programs (`run`/`record` with `--stage-regex`), by
+/// program name.
+pub const PIPE_TRACEPOINTS: &[(&str, &str)] = &[
+    ("writer_fork", "sched_process_fork"),
+    ("writer_sys_exit", "sys_exit"),
+];
+
+/// This architecture's `pt_regs` members holding the syscall number and, at syscall exit, the
+/// first argument; and the numbers of write(2) and writev(2).
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ABI: (&str, &str, u32, u32) = ("orig_ax", "di", 1, 20);
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_ABI: (&str, &str, u32, u32) = ("syscallno", "orig_x0", 64, 66);
+
+/// The offsets the pipe-write programs read.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn pipe_layout(btf: &Btf) -> Result<PipeLayout, BtfError> {
+    let (nr, fd, nr_write, nr_writev) = SYSCALL_ABI;
+    Ok(PipeLayout {
+        regs_nr: btf.member_offset("pt_regs", nr)?,
+        regs_fd: btf.member_offset("pt_regs", fd)?,
+        nr_write,
+        nr_writev,
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        inode_sb: btf.member_offset("inode", "i_sb")?,
+        sb_dev: btf.member_offset("super_block", "s_dev")?,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        _pad: 0,
+    })
+}
+
+/// Other architectures: no exact stdout marks.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub fn pipe_layout(_btf: &Btf) -> Result<PipeLayout, BtfError> {
+    Err(BtfError::Missing(
+        "the syscall layout of this architecture".to_owned(),
+    ))
+}
 
 /// Kernel numbering of the mm counters (`MM_FILEPAGES`, …), indices into
 /// `ProcStats::rss_bytes`.
@@ -138,5 +182,11 @@ mod tests {
             missing_tracepoints(&btf).expect("tracepoints"),
             Vec::<&str>::new()
         );
+        let pipes = pipe_layout(&btf).expect("pipe layout");
+        assert!(pipes.file_inode > 0 && pipes.inode_ino > 0 && pipes.task_mm > 0);
+        assert!(pipes.regs_nr > 0 && pipes.task_files > 0 && pipes.fdtable_fd > 0);
+        for (_, tracepoint) in PIPE_TRACEPOINTS {
+            assert!(btf.tracepoint_args(tracepoint).expect("btf").is_some());
+        }
     }
 }

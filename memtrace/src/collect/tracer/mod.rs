@@ -2,14 +2,19 @@
 //! counters, pending fault batches, health counters and ring-buffer events. Dropping the
 //! [`Tracer`] detaches every program (aya closes the links), on any exit path.
 pub mod layout;
+pub mod pipes;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError},
 };
 pub use layout::RssMembers;
-use memtrace_common::{FaultSlot, ProcEvent, ProcStats, RssSlot, stat};
+use memtrace_common::{
+    FaultSlot, PIPE_WRITES_RINGBUF_BYTES, PIPE_WRITES_RINGBUF_MIN, ProcEvent, ProcStats, RssSlot,
+    stat,
+};
+pub use pipes::PipeWrites;
 
 use crate::{
     collect::model::TracerHealth,
@@ -62,6 +67,11 @@ pub struct TracerOptions {
     /// counts faults per task, so live processes' counts come from /proc and exited ones' from
     /// the exit event, at no per-fault cost. The hook exists for comparison (`bench overhead`).
     pub fault_hook: bool,
+    /// Also attach the pipe-write program (`run`/`record` with `--stage-regex`): writes to the
+    /// output pipes later named with [`PipeWrites::watch`] are reported with the writer's
+    /// counters, for exact stdout marks. Where this kernel has no attachable pipe write, the
+    /// tracer starts without it (one warning) and marks fall back to read time.
+    pub pipe_writes: bool,
 }
 
 /// One process's counters as read from the maps, pending fault batches included.
@@ -79,6 +89,8 @@ pub struct Tracer {
     events: RingBuf<MapData>,
     members: RssMembers,
     options: TracerOptions,
+    /// Boxed: taken out once by `run`/`record`, absent for everyone else.
+    pipe_writes: Option<Box<PipeWrites>>,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -102,11 +114,32 @@ impl Tracer {
         }
         let members = layout::rss_members(&own_btf)?;
         let kernel_layout = layout::kernel_layout(&own_btf, privilege::page_size())?;
+        let pipe_layout = if options.pipe_writes {
+            match pipe_layout_for(&own_btf) {
+                Ok(pipe_layout) => Some(pipe_layout),
+                Err(err) => {
+                    log::warn!("{err}: stdout marks are taken when memtrace reads them");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         drop(own_btf);
 
-        let mut ebpf = EbpfLoader::new()
-            .override_global("LAYOUT", &kernel_layout, true)
-            .load(OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global("LAYOUT", &kernel_layout, true);
+        loader.map_max_entries(
+            "PIPE_WRITES",
+            match pipe_layout {
+                Some(_) => PIPE_WRITES_RINGBUF_BYTES,
+                None => PIPE_WRITES_RINGBUF_MIN,
+            },
+        );
+        if let Some(pipe_layout) = &pipe_layout {
+            loader.override_global("PIPE_LAYOUT", pipe_layout, true);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         let aya_btf = Btf::from_sys_fs()
             .map_err(|err| btf::BtfError::Missing(format!("loadable vmlinux BTF ({err})")))?;
         for (name, tracepoint) in layout::TRACEPOINTS {
@@ -115,16 +148,17 @@ impl Tracer {
             }
             attach(&mut ebpf, name, tracepoint, &aya_btf)?;
         }
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(TracerError::Map {
-            name: "EVENTS",
-            source: aya::maps::MapError::InvalidName {
-                name: "EVENTS".to_owned(),
+        let events = take_ring(&mut ebpf, "EVENTS")?;
+        let pipe_writes = match pipe_layout {
+            Some(_) => match attach_pipe_writes(&mut ebpf, &aya_btf) {
+                Ok(writes) => Some(Box::new(writes)),
+                Err(err) => {
+                    log::warn!("{err}: stdout marks are taken when memtrace reads them");
+                    None
+                }
             },
-        })?)
-        .map_err(|source| TracerError::Map {
-            name: "EVENTS",
-            source,
-        })?;
+            None => None,
+        };
         drop(aya_btf);
         // Only once the programs run: where they cannot, the /proc source needs no tracefs.
         if let Err(err) = tracefs::ensure_mounted() {
@@ -140,7 +174,13 @@ impl Tracer {
             events,
             members,
             options,
+            pipe_writes,
         })
+    }
+
+    /// The pipe-write program's maps, once (`None` when it is not attached).
+    pub fn take_pipe_writes(&mut self) -> Option<PipeWrites> {
+        self.pipe_writes.take().map(|writes| *writes)
     }
 
     /// The kernel's numbering of the rss counters.
@@ -286,6 +326,43 @@ fn missing_map(name: &'static str) -> TracerError {
             name: name.to_owned(),
         },
     }
+}
+
+fn take_ring(ebpf: &mut Ebpf, name: &'static str) -> Result<RingBuf<MapData>, TracerError> {
+    let map = ebpf.take_map(name).ok_or(missing_map(name))?;
+    RingBuf::try_from(map).map_err(|source| TracerError::Map { name, source })
+}
+
+/// The pipe-write programs' layout, where this kernel has their tracepoints.
+fn pipe_layout_for(btf: &btf::Btf) -> Result<memtrace_common::PipeLayout, TracerError> {
+    let mut missing = Vec::new();
+    for (_, tracepoint) in layout::PIPE_TRACEPOINTS {
+        if btf.tracepoint_args(tracepoint)?.is_none() {
+            missing.push(*tracepoint);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(TracerError::MissingTracepoints(missing.join(", ")));
+    }
+    Ok(layout::pipe_layout(btf)?)
+}
+
+/// Loads and attaches the pipe-write programs and takes their maps.
+fn attach_pipe_writes(ebpf: &mut Ebpf, btf: &Btf) -> Result<PipeWrites, TracerError> {
+    for (name, tracepoint) in layout::PIPE_TRACEPOINTS {
+        attach(ebpf, name, tracepoint, btf)?;
+    }
+    let ring = take_ring(ebpf, "PIPE_WRITES")?;
+    let map = |name: &'static str, ebpf: &mut Ebpf| ebpf.take_map(name).ok_or(missing_map(name));
+    let pipes = Array::try_from(map("PIPES", ebpf)?).map_err(|source| TracerError::Map {
+        name: "PIPES",
+        source,
+    })?;
+    let writers = HashMap::try_from(map("WRITERS", ebpf)?).map_err(|source| TracerError::Map {
+        name: "WRITERS",
+        source,
+    })?;
+    Ok(PipeWrites::new(ring, pipes, writers))
 }
 
 fn attach(

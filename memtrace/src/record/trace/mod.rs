@@ -41,6 +41,9 @@ pub enum Event {
         /// Which marking way produced it: `cli`, `socket`, `regex`.
         #[serde(default)]
         source: String,
+        /// What moment its boundary sample describes (older traces: read time).
+        #[serde(default)]
+        timing: MarkTiming,
     },
     /// A stage ended.
     StageEnd {
@@ -106,6 +109,33 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<i32>,
     },
+}
+
+/// What moment a stage mark's boundary sample describes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkTiming {
+    /// The pipeline's write(2) of the mark line (`--stage-regex` with eBPF): the writer's
+    /// counters are the kernel's at that write; the rest of the tree is sampled right after.
+    Write,
+    /// A socket mark whose sender can wait for the acknowledgement, which is sent after the
+    /// sample (`memtrace mark` always waits): exact when it does.
+    Acknowledged,
+    /// When memtrace read the mark (stdout marks without eBPF or whose write was not reported,
+    /// datagrams nobody waits on, older traces): approximate, the pipeline may have moved on.
+    #[default]
+    Read,
+}
+
+impl MarkTiming {
+    /// What it guarantees, for the report.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Write => "exact: at the pipeline's write of the mark line",
+            Self::Acknowledged => "exact if the sender waited: sampled before the acknowledgement",
+            Self::Read => "approximate: when memtrace read the mark",
+        }
+    }
 }
 
 /// Why a trace could not be written or read. Damage names the byte offset.

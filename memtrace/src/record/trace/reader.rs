@@ -251,6 +251,7 @@ mod tests {
                     stage: "decode".into(),
                     clip: Some("1".into()),
                     source: "cli".into(),
+                    timing: crate::record::trace::MarkTiming::Acknowledged,
                 },
             )
             .expect("event");

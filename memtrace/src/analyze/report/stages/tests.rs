@@ -53,6 +53,7 @@ impl Builder {
             stage: stage.into(),
             clip: Some(clip.to_string()),
             source: "cli".into(),
+            timing: crate::record::trace::MarkTiming::Acknowledged,
         });
     }
 

@@ -334,6 +334,7 @@ pub(crate) fn trace_file(snapshots: &[Snapshot]) -> Vec<u8> {
                     stage: format!("stage-{i}"),
                     clip: Some(i.to_string()),
                     source: "cli".into(),
+                    timing: crate::record::trace::MarkTiming::Acknowledged,
                 },
             )
             .expect("event");
