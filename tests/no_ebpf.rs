@@ -18,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+use memtrace::record::trace::MarkTiming;
 use memtrace_testkit::child::signal_pid;
 use rustix::process::Signal;
 use serde_json::Value;
@@ -264,6 +265,31 @@ fn without_ebpf_record_writes_a_trace_that_report_reads() {
             "{name}: a peak: {printed}"
         );
     }
+}
+
+/// Without eBPF, `run --stage-regex` still marks stages, at the moment memtrace reads each line:
+/// the trace records every mark as read-time and the report says they are approximate (with
+/// eBPF the same pipeline's marks are exact: `exact_marks.rs`).
+#[test]
+fn without_ebpf_stdout_marks_are_recorded_and_reported_as_approximate() {
+    require_root();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("read-time-marks.mtrace");
+    let run = support::alloc_after_mark::run(memtrace_without_caps(), &out, "read-marks");
+    assert_eq!(
+        run.timings,
+        vec![MarkTiming::Read; 9],
+        "no mark claims to be exact"
+    );
+    assert!(
+        run.report
+            .contains("9 approximate (sampled when memtrace read the mark)")
+            && run
+                .report
+                .contains("Marks taken at read time are approximate"),
+        "{}",
+        run.report
+    );
+    let _ = std::fs::remove_file(&out);
 }
 
 /// `--require-ebpf` turns the fallback back into the refusal: one error line, non-zero exit,

@@ -4,6 +4,7 @@
 //! panicking adapters over the test kit's children killed on drop and limited memory cgroups.
 #![allow(dead_code)]
 
+pub mod alloc_after_mark;
 pub mod guard_env;
 pub mod http;
 pub mod synthetic_trace;

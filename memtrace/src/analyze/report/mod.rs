@@ -38,7 +38,7 @@ use serde::Serialize;
 pub use stages::{HostMeasure, StageRun, TreePoint};
 pub use verdicts::{StageVerdict, TreeGrowth};
 
-use crate::record::trace::{self, Event, TraceData, codec::ProcValues};
+use crate::record::trace::{self, Event, MarkTiming, TraceData, codec::ProcValues};
 
 /// Raw arguments of `memtrace report`.
 #[derive(Debug, clap::Args)]
@@ -100,6 +100,8 @@ pub struct Report {
     pub exit: Option<String>,
     /// How host memory is counted.
     pub host_measure: HostMeasure,
+    /// What moments the stage marks' samples describe.
+    pub marks: MarkTimings,
     /// Peak host memory of the tree, by that measure.
     pub peak_footprint: u64,
     /// Peak GPU memory.
@@ -120,6 +122,59 @@ pub struct Report {
     pub top: Vec<ProcTotal>,
     /// Tree totals per sample (for the chart).
     pub series: Vec<TreePoint>,
+}
+
+/// How many stage marks of each [`MarkTiming`] the trace holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MarkTimings {
+    /// At the pipeline's write of the mark line (exact).
+    pub write: usize,
+    /// Sampled before the acknowledgement a waiting sender gets (exact when it waited).
+    pub acknowledged: usize,
+    /// When memtrace read the mark (approximate).
+    pub read: usize,
+}
+
+impl MarkTimings {
+    /// Counts the stage-begin marks of `trace`.
+    pub fn of(trace: &TraceData) -> Self {
+        let mut counts = Self::default();
+        for e in &trace.events {
+            if let Event::StageBegin { timing, .. } = &e.event {
+                match timing {
+                    MarkTiming::Write => counts.write += 1,
+                    MarkTiming::Acknowledged => counts.acknowledged += 1,
+                    MarkTiming::Read => counts.read += 1,
+                }
+            }
+        }
+        counts
+    }
+
+    /// One line for the report (`None` without marks).
+    pub fn words(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.write, MarkTiming::Write),
+            (self.acknowledged, MarkTiming::Acknowledged),
+            (self.read, MarkTiming::Read),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, timing)| format!("{n} {}", timing.words()))
+        .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let mut line = format!("Stage marks: {}.", parts.join("; "));
+        if self.read > 0 {
+            line.push_str(
+                " Marks taken at read time are approximate: the pipeline may already have begun \
+                 the next stage, whose first allocations then count in the stage before (without \
+                 eBPF, stdout marks are always taken so; `memtrace mark` waits for its sample).",
+            );
+        }
+        Some(line)
+    }
 }
 
 /// Builds the report of a decoded trace.
@@ -187,6 +242,7 @@ pub fn analyze(trace: &TraceData) -> Report {
         damage: trace.damage.as_ref().map(ToString::to_string),
         exit,
         host_measure,
+        marks: MarkTimings::of(trace),
         peak_footprint: points.iter().map(|p| p.host).max().unwrap_or(0),
         peak_gpu: points.iter().filter_map(|p| p.gpu).max(),
         verdicts,

@@ -88,6 +88,10 @@ pub fn render(report: &Report, name: &str) -> String {
     if let Some(gpu) = report.peak_gpu {
         out.push_str(&format!(", peak GPU memory: {}", human_bytes(gpu)));
     }
+    if let Some(marks) = report.marks.words() {
+        out.push('\n');
+        out.push_str(&marks);
+    }
     out.push_str("\n\n");
     if report.verdicts.is_empty() {
         out.push_str(

@@ -131,9 +131,9 @@ impl MarkTiming {
     /// What it guarantees, for the report.
     pub fn words(self) -> &'static str {
         match self {
-            Self::Write => "exact: at the pipeline's write of the mark line",
-            Self::Acknowledged => "exact if the sender waited: sampled before the acknowledgement",
-            Self::Read => "approximate: when memtrace read the mark",
+            Self::Write => "exact (sampled at the pipeline's write of the mark line)",
+            Self::Acknowledged => "exact if the sender waited (sampled before the acknowledgement)",
+            Self::Read => "approximate (sampled when memtrace read the mark)",
         }
     }
 }
