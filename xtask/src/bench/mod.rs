@@ -5,6 +5,7 @@
 //! hidden `bench workload` subcommand, so that what is timed is one process doing only the
 //! workload (see [`workload`]).
 mod bpf_stats;
+mod marks;
 mod overhead;
 mod overhead_measure;
 mod overhead_tables;
@@ -42,6 +43,9 @@ pub enum Bench {
     /// The interactive `memtrace top` at a 1 s refresh with 500 idle processes added: its CPU
     /// against the plain table's, and the bytes it writes to the terminal per refresh.
     Top(top::Options),
+    /// What exact stdout marks cost: ns added per write(2) of the traced tree, per write of
+    /// any other process and per other syscall, with the pipe-write programs against without.
+    Marks(marks::Options),
     /// Size and speed of one hour of trace (write, read, report, exports) against the same
     /// data as JSON lines.
     Trace(trace::Options),
@@ -65,6 +69,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::ProcSource(options) => proc_source::run(&options),
         Bench::Top(options) => top::run(&options),
         Bench::Trace(options) => trace::run(&options),
+        Bench::Marks(options) => marks::run(&options),
         Bench::Workload(args) => workload::run(&args),
     }
 }
