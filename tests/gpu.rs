@@ -63,9 +63,13 @@ fn check_gpu_line(stderr: &str) -> bool {
     false
 }
 
-fn assert_no_gpu_keys(procs: &[Value]) {
+/// Without a GPU the keys are still there (JSON outputs keep their keys): `gpu_bytes` is null.
+fn assert_null_gpu_keys(procs: &[Value]) {
     for p in procs {
-        assert!(p.get("gpu_bytes").is_none(), "gpu_bytes without a GPU: {p}");
+        assert!(
+            p.get("gpu_bytes").is_some_and(Value::is_null),
+            "gpu_bytes is null without a GPU: {p}"
+        );
     }
 }
 
@@ -78,7 +82,7 @@ fn top_once_json_without_gpu_exits_0_with_one_info_line() {
     let procs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("one JSON array");
     assert!(!procs.is_empty());
     if !check_gpu_line(&stderr) {
-        assert_no_gpu_keys(&procs);
+        assert_null_gpu_keys(&procs);
     }
 }
 
@@ -141,12 +145,12 @@ fn top_without_gpu_does_not_retry() {
         started.elapsed()
     );
     if !check_gpu_line(&stderr) {
-        snapshots.iter().for_each(|s| assert_no_gpu_keys(s));
+        snapshots.iter().for_each(|s| assert_null_gpu_keys(s));
     }
 }
 
 #[test]
-fn status_json_without_gpu_has_no_gpu_keys_as_root_and_nobody() {
+fn status_json_without_gpu_keeps_its_gpu_keys_empty_as_root_and_nobody() {
     require_root();
     for uid in [None, Some(NOBODY)] {
         let out = run_memtrace(&["status", "--json"], uid);
@@ -159,9 +163,9 @@ fn status_json_without_gpu_has_no_gpu_keys_as_root_and_nobody() {
         if check_gpu_line(&stderr) {
             assert!(report["gpus"].as_array().is_some_and(|g| !g.is_empty()));
         } else {
-            assert!(report.get("gpus").is_none(), "{report}");
-            assert!(report.get("gpu_processes").is_none(), "{report}");
-            assert_no_gpu_keys(top);
+            assert_eq!(report["gpus"], serde_json::json!([]), "{report}");
+            assert_eq!(report["gpu_processes"], serde_json::json!([]), "{report}");
+            assert_null_gpu_keys(top);
         }
     }
 }

@@ -47,11 +47,9 @@ pub struct StatusReport {
     pub system: SystemSample,
     /// The largest processes by resident set.
     pub top: Vec<ProcSample>,
-    /// GPUs (absent without NVML).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// GPUs (an empty array without NVML: the keys are the same with or without a GPU).
     pub gpus: Vec<GpuDevice>,
-    /// Every process holding GPU memory, largest GPU footprint first (absent without NVML).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Every process holding GPU memory, largest GPU footprint first (empty without NVML).
     pub gpu_processes: Vec<ProcSample>,
 }
 
@@ -309,9 +307,11 @@ mod tests {
             json["scope"]["limit_bytes"].as_u64(),
             Some(report.system.mem_total_bytes)
         );
-        assert!(json.get("gpus").is_none());
-        assert!(json.get("gpu_processes").is_none());
-        assert!(json["top"][0].get("gpu_bytes").is_none());
+        // The same keys as with a GPU: empty arrays and nulls, never missing.
+        assert_eq!(json["gpus"], serde_json::json!([]));
+        assert_eq!(json["gpu_processes"], serde_json::json!([]));
+        assert!(json["top"][0]["gpu_bytes"].is_null());
+        assert!(json["top"][0].get("gpu_bytes").is_some());
     }
 
     #[test]

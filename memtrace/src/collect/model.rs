@@ -47,8 +47,9 @@ pub struct ProcSample {
     pub reclaim_stall_ns: u64,
     /// Stall time per second over the window, ms/s.
     pub reclaim_stall_ms_per_s: f64,
-    /// GPU memory held by the process, where a GPU source knows it.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// GPU memory held by the process, where a GPU source knows it (`null` in JSON otherwise:
+    /// the keys are the same with or without a GPU).
+    #[serde(default)]
     pub gpu_bytes: Option<u64>,
     /// The process exited during the interval; the values are its last ones.
     pub exited: bool,
@@ -142,8 +143,8 @@ pub struct Snapshot {
     pub oom_kills: Vec<OomKill>,
     /// Tracer losses and system-wide counters.
     pub health: TracerHealth,
-    /// GPUs, when a GPU source is available (empty otherwise).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// GPUs, when a GPU source is available (an empty array otherwise).
+    #[serde(default)]
     pub gpus: Vec<GpuDevice>,
 }
 
@@ -158,7 +159,7 @@ pub struct GpuDevice {
     pub used_bytes: u64,
     /// Total memory.
     pub total_bytes: u64,
-    /// GPU utilisation, percent, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// GPU utilisation, percent, when known (`null` otherwise).
+    #[serde(default)]
     pub utilization_percent: Option<u32>,
 }

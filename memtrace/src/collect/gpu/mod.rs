@@ -317,10 +317,14 @@ mod tests {
         assert_eq!(gpu_of(&snap, 10), None);
         assert!(over_threshold(&sample, 0.0).is_empty());
         assert_eq!(source.mean_sample_cost(), None);
-        // The JSON form has neither key.
+        // The JSON form keeps both keys: an empty array and a null.
         let json = serde_json::to_value(&snap).expect("serializes");
-        assert!(json.get("gpus").is_none());
-        assert!(json["procs"][0].get("gpu_bytes").is_none());
+        assert_eq!(json["gpus"], serde_json::json!([]));
+        assert!(
+            json["procs"][0]
+                .get("gpu_bytes")
+                .is_some_and(serde_json::Value::is_null)
+        );
     }
 
     #[test]
