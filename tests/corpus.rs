@@ -4,9 +4,9 @@
 //! pipeline's `# expect` lines:
 //!
 //! * `# expect STAGE no_leak` — the stage's host verdict is `no_leak`;
-//! * `# expect STAGE leak MIB` — `likely_leak` (or `possible_leak`: found, but noisy), at MIB
-//!   per clip within ±20 % or ±1 MiB, whichever is larger (`tree` names the whole tree's growth
-//!   per clip);
+//! * `# expect STAGE leak MIB` — `likely_leak`, exactly (a `possible_leak` — found, but noisy —
+//!   is a miss), at MIB per clip within ±20 % or ±1 MiB, whichever is larger (`tree` names the
+//!   whole tree's growth per clip);
 //! * `# expect STAGE gpu_no_leak` / `# expect STAGE gpu_leak MIB` — the same for GPU memory;
 //!   such a pipeline runs with the replay GPU source (`MEMTRACE_GPU_REPLAY`, a file it appends
 //!   `0 PID BYTES` lines to as it "allocates"), so no GPU is needed;
@@ -165,10 +165,9 @@ fn run_once(name: &str, run: usize, expect: &[Expect]) -> Vec<String> {
                     wrong.push(format!("{name} run {run}: no verdict for {stage}"));
                     continue;
                 };
-                // A leak is found when it is called one, likely or (noisy) possible; a stage
-                // that keeps nothing must be `no_leak`, not even possible.
-                let found = want == "likely_leak" && v[key] == "possible_leak";
-                if v[key] != want && !found {
+                // Exact: a leak must be called `likely_leak` (a noisy `possible_leak` is a
+                // miss), a stage that keeps nothing `no_leak` (not even possible).
+                if v[key] != want {
                     wrong.push(format!(
                         "{name} run {run}: {stage} {key} is {} (want {want}): {}",
                         v[key], v["text"]
@@ -282,8 +281,7 @@ corpus_tests!(
     hand_off,
     late_leak,
     gpu_leak,
-    demo;
+    demo,
+    big_process;
     ignored:
-    big_process: "not met yet: allocator noise of 2-6 MiB per stage hides the 3 MiB/clip leak \
-                  (no_leak or a rate off by more than 1 MiB) in 1 or 2 of 5 runs",
 );
