@@ -72,9 +72,16 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
     }
     let pid = text.get(..open)?.trim().parse().ok()?;
     let comm = text.get(open + 1..close)?.to_owned();
-    // Fields after the comm, numbered from 3 (state) as in proc(5).
-    let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
-    let field = |n: usize| rest.get(n - 3).copied();
+    // Fields after the comm, numbered from 3 (state) as in proc(5), up to 38 (exit signal); on
+    // the stack: this runs for every process at every sample.
+    let mut rest = [""; STAT_FIELDS];
+    for (slot, word) in rest
+        .iter_mut()
+        .zip(text.get(close + 1..)?.split_ascii_whitespace())
+    {
+        *slot = word;
+    }
+    let field = |n: usize| rest.get(n - 3).copied().filter(|f| !f.is_empty());
     let number = |n: usize| field(n).and_then(|f| f.parse::<u64>().ok());
     Some(PidStat {
         pid,
@@ -93,6 +100,9 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
         exit_signal: field(38).and_then(|f| f.parse().ok()),
     })
 }
+
+/// The fields of `stat` after the comm that [`parse_pid_stat`] looks at: 3 to 38.
+const STAT_FIELDS: usize = 36;
 
 /// Resident memory by kind from `/proc/PID/status`, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -260,8 +270,13 @@ pub fn parse_cmdline(raw: &[u8]) -> String {
 pub struct OpenFile {
     file: fs::File,
     path: std::path::PathBuf,
+    /// Read into directly; its length only grows (never zeroed again), `len` bytes are valid.
     buf: Vec<u8>,
+    len: usize,
 }
+
+/// What [`OpenFile`] reads at once: more than any per-process /proc file memtrace reads.
+const OPEN_FILE_CHUNK: usize = 4096;
 
 impl OpenFile {
     /// Opens `path` for reading.
@@ -273,31 +288,37 @@ impl OpenFile {
         Ok(Self {
             file,
             path: path.to_owned(),
-            buf: Vec::with_capacity(4096),
+            buf: vec![0; OPEN_FILE_CHUNK],
+            len: 0,
         })
     }
 
     /// The file's current content (a fresh read from offset 0). A read shorter than asked for
     /// ends it: /proc and cgroup files hand out everything they have in one read when it fits,
-    /// and regular files only return short at their end, so a small file costs one system call.
+    /// and regular files only return short at their end, so a small file costs one system call
+    /// (and no copy: the kernel writes into the buffer kept from the previous read).
     pub fn text(&mut self) -> Result<&str, ProcError> {
         use std::os::unix::fs::FileExt as _;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
+        self.len = 0;
         loop {
+            if self.buf.len() - self.len < OPEN_FILE_CHUNK {
+                self.buf.resize(self.len + OPEN_FILE_CHUNK, 0);
+            }
+            let room = &mut self.buf[self.len..];
+            let asked = room.len();
             let n = self
                 .file
-                .read_at(&mut chunk, self.buf.len() as u64)
+                .read_at(room, self.len as u64)
                 .map_err(|source| ProcError::Io {
                     path: self.path.display().to_string(),
                     source,
                 })?;
-            self.buf.extend_from_slice(&chunk[..n]);
-            if n < chunk.len() {
+            self.len += n;
+            if n < asked {
                 break;
             }
         }
-        std::str::from_utf8(&self.buf)
+        std::str::from_utf8(&self.buf[..self.len])
             .map_err(|_| ProcError::Format(self.path.display().to_string()))
     }
 }
@@ -445,6 +466,12 @@ mod tests {
         assert_eq!(file.text().expect("read"), "one");
         fs::write(&path, "two, longer").expect("write");
         assert_eq!(file.text().expect("read"), "two, longer");
+        // Longer than one read, then short again: the buffer grows and is reused.
+        let long = "x".repeat(3 * OPEN_FILE_CHUNK + 17);
+        fs::write(&path, &long).expect("write");
+        assert_eq!(file.text().expect("read"), long);
+        fs::write(&path, "three").expect("write");
+        assert_eq!(file.text().expect("read"), "three");
         let meminfo = OpenFile::open(Path::new("/proc/meminfo")).and_then(|mut f| {
             let first = f.text()?.len();
             let second = f.text()?.len();
