@@ -270,12 +270,11 @@ pub fn parse_cmdline(raw: &[u8]) -> String {
 pub struct OpenFile {
     file: fs::File,
     path: std::path::PathBuf,
-    /// Read into directly; its length only grows (never zeroed again), `len` bytes are valid.
+    /// What [`text`](Self::text) reads into (allocated at its first use).
     buf: Vec<u8>,
-    len: usize,
 }
 
-/// What [`OpenFile`] reads at once: more than any per-process /proc file memtrace reads.
+/// What [`OpenFile`] asks for at once: more than any per-process /proc file memtrace reads.
 const OPEN_FILE_CHUNK: usize = 4096;
 
 impl OpenFile {
@@ -288,39 +287,51 @@ impl OpenFile {
         Ok(Self {
             file,
             path: path.to_owned(),
-            buf: vec![0; OPEN_FILE_CHUNK],
-            len: 0,
+            buf: Vec::new(),
         })
     }
 
-    /// The file's current content (a fresh read from offset 0). A read shorter than asked for
-    /// ends it: /proc and cgroup files hand out everything they have in one read when it fits,
-    /// and regular files only return short at their end, so a small file costs one system call
-    /// (and no copy: the kernel writes into the buffer kept from the previous read).
+    /// The file's current content (a fresh read from offset 0), in a buffer of its own.
     pub fn text(&mut self) -> Result<&str, ProcError> {
-        use std::os::unix::fs::FileExt as _;
-        self.len = 0;
-        loop {
-            if self.buf.len() - self.len < OPEN_FILE_CHUNK {
-                self.buf.resize(self.len + OPEN_FILE_CHUNK, 0);
-            }
-            let room = &mut self.buf[self.len..];
-            let asked = room.len();
-            let n = self
-                .file
-                .read_at(room, self.len as u64)
-                .map_err(|source| ProcError::Io {
-                    path: self.path.display().to_string(),
-                    source,
-                })?;
-            self.len += n;
-            if n < asked {
-                break;
-            }
-        }
-        std::str::from_utf8(&self.buf[..self.len])
-            .map_err(|_| ProcError::Format(self.path.display().to_string()))
+        read_from_start(&self.file, &self.path, &mut self.buf)
     }
+
+    /// The same, read into `buf` (e.g. one buffer shared by many files kept open, so that each
+    /// file holds no buffer of its own).
+    pub fn text_in<'b>(&self, buf: &'b mut Vec<u8>) -> Result<&'b str, ProcError> {
+        read_from_start(&self.file, &self.path, buf)
+    }
+}
+
+/// Reads `file` from offset 0 into `buf`, whose length is the room it offers (grown, never shrunk
+/// or zeroed again: the kernel writes straight into it). A read shorter than asked for ends it:
+/// /proc and cgroup files hand out everything they have in one read when it fits, and regular
+/// files only return short at their end, so a small file costs one system call.
+fn read_from_start<'b>(
+    file: &fs::File,
+    path: &Path,
+    buf: &'b mut Vec<u8>,
+) -> Result<&'b str, ProcError> {
+    use std::os::unix::fs::FileExt as _;
+    let mut len = 0;
+    loop {
+        if buf.len() - len < OPEN_FILE_CHUNK {
+            buf.resize(len + OPEN_FILE_CHUNK, 0);
+        }
+        let room = &mut buf[len..];
+        let asked = room.len();
+        let n = file
+            .read_at(room, len as u64)
+            .map_err(|source| ProcError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        len += n;
+        if n < asked {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[..len]).map_err(|_| ProcError::Format(path.display().to_string()))
 }
 
 /// Reads a file under /proc into a string.

@@ -14,9 +14,10 @@
 //! (`Arc<str>`) with the snapshots, not copied per sample.
 //!
 //! At most [`Idents::new`]'s budget of files is kept open (half the descriptor limit, so the rest
-//! of memtrace keeps room); processes beyond it are read by path, as before. Entries of processes
-//! that were neither sampled in the current round nor in the one before are dropped, their file
-//! closed (an exit event drops one at once).
+//! of memtrace keeps room); processes beyond it are read by path, as before. All kept files are
+//! read into one shared buffer, so an entry costs its descriptor and a few hundred bytes. Entries
+//! of processes that were neither sampled in the current round nor in the one before are dropped,
+//! their file closed (an exit event drops one at once).
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -76,6 +77,8 @@ pub(super) struct Idents {
     known: HashMap<u32, Known>,
     /// Most `stat` files kept open at once.
     budget: usize,
+    /// Every kept file is read into this one buffer (none holds a buffer of its own).
+    scratch: Vec<u8>,
     open: usize,
     round: u64,
     /// Reuse an identity this long without reading (None: read every sample).
@@ -90,6 +93,7 @@ impl Idents {
             proc_root: proc_root.to_owned(),
             known: HashMap::new(),
             budget,
+            scratch: Vec::new(),
             open: 0,
             round: 0,
             max_age: None,
@@ -155,10 +159,11 @@ impl Idents {
     /// file's process is gone.
     fn read_stat(&mut self, pid: u32) -> Option<(PidStat, Through)> {
         if let Some(known) = self.known.get_mut(&pid)
-            && let Some(file) = known.stat.as_mut()
+            && let Some(file) = known.stat.as_ref()
         {
             self.counts.rereads += 1;
-            if let Some(stat) = file.text().ok().and_then(procfs::parse_pid_stat) {
+            let text = file.text_in(&mut self.scratch);
+            if let Some(stat) = text.ok().and_then(procfs::parse_pid_stat) {
                 return Some((stat, Through::Kept));
             }
             // Gone (ESRCH): the pid may name another process by now.
@@ -168,8 +173,8 @@ impl Idents {
         self.counts.opens += 1;
         let path = self.proc_root.join(pid.to_string()).join("stat");
         if self.open < self.budget {
-            let mut file = OpenFile::open(&path).ok()?;
-            let stat = procfs::parse_pid_stat(file.text().ok()?)?;
+            let file = OpenFile::open(&path).ok()?;
+            let stat = procfs::parse_pid_stat(file.text_in(&mut self.scratch).ok()?)?;
             Some((stat, Through::Opened(file)))
         } else {
             let stat = procfs::parse_pid_stat(&procfs::read(&path).ok()?)?;
