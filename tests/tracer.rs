@@ -1,6 +1,7 @@
 //! Privileged tests of the eBPF tracer on the real kernel: attribution of anon and file memory
 //! by pid, reclaim and OOM kills inside a limited memory cgroup, short-lived processes, and the
-//! clear refusal without root. Run serially, as root, by `cargo xtask test`.
+//! clear refusal without root, and what reading them costs in counts (the batch reads of the
+//! process map, the `stat` files kept open). Run serially, as root, by `cargo xtask test`.
 mod support;
 
 use std::{
@@ -286,4 +287,108 @@ fn once_json_has_the_documented_fields() {
         .find(|p| p["comm"].as_str() == Some("memtrace"))
         .expect("memtrace itself");
     assert!(field(me, "rss_bytes") > MIB);
+}
+
+/// The pids whose `/proc/PID/stat` process `pid` holds open.
+fn stat_files_held(pid: u32) -> std::collections::HashSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let rest = target.to_str()?.strip_prefix("/proc/")?;
+            rest.strip_suffix("/stat")?.parse().ok()
+        })
+        .collect()
+}
+
+/// `top` reads each process's `stat` through a file it keeps open (no open and close per
+/// process per refresh), and closes it once the process exited: no descriptor is left behind.
+#[test]
+fn top_keeps_each_processs_stat_open_and_closes_it_at_exit() {
+    require_root();
+    let cgroup = test_cgroup("stat-files", 64 * MIB);
+    let mut sleepers: Vec<_> = (0..40)
+        .map(|_| spawn(cgroup.command("sleep", &["600"]).stdout(Stdio::null())))
+        .collect();
+    let pids: Vec<u32> = sleepers.iter().map(|s| s.pid()).collect();
+    let top = TopRun::start("0.2", &[]);
+    // Two more snapshots: every sleeper sampled at least once.
+    top.next(Duration::from_secs(5)).expect("a snapshot");
+    let snapshot = top.next(Duration::from_secs(5)).expect("a snapshot");
+    for &pid in &pids {
+        assert!(
+            entry(&snapshot, pid).is_some(),
+            "sleeper {pid} in the snapshot"
+        );
+    }
+    let held = stat_files_held(top.pid());
+    let missing: Vec<_> = pids.iter().filter(|pid| !held.contains(pid)).collect();
+    assert!(
+        missing.is_empty(),
+        "stat files not held open for {missing:?}"
+    );
+    for sleeper in &mut sleepers {
+        sleeper.kill();
+    }
+    // Exit events drop the entries at once; a process whose event was lost goes two rounds later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        top.next(Duration::from_secs(5)).expect("a snapshot");
+        let held = stat_files_held(top.pid());
+        let left: Vec<_> = pids.iter().filter(|pid| held.contains(pid)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+    };
+    assert!(
+        left.is_empty(),
+        "stat files of exited processes still open: {left:?}"
+    );
+}
+
+/// The process map is read in a few batch system calls, not two per entry, and the batches hold
+/// the same processes as the entry-by-entry read.
+#[test]
+fn process_map_is_read_in_a_few_batch_calls() {
+    use memtrace::collect::{
+        sampler::Sampler,
+        source::Source,
+        tracer::{Tracer, TracerOptions},
+    };
+    require_root();
+    let cgroup = test_cgroup("batch-read", 64 * MIB);
+    let sleepers: Vec<_> = (0..300)
+        .map(|_| spawn(cgroup.command("sleep", &["600"]).stdout(Stdio::null())))
+        .collect();
+    let tracer = Tracer::start(TracerOptions::default()).expect("the tracer starts");
+    // Seeds the map with every process.
+    let sampler =
+        Sampler::new(Source::Ebpf(tracer), std::path::Path::new("/proc"), 1.0).expect("sampler");
+    let tracer = sampler.tracer().expect("eBPF");
+    let batched = tracer.read_procs().expect("batch read");
+    let calls = tracer.last_read_calls();
+    let one_by_one = tracer.read_entries_one_by_one().expect("entry by entry");
+    assert!(batched.len() >= sleepers.len(), "{} entries", batched.len());
+    assert!(
+        calls <= batched.len().div_ceil(1024) + 2,
+        "{calls} system calls for {} entries",
+        batched.len()
+    );
+    let pids = |counters: &[memtrace::collect::tracer::ProcCounters]| {
+        counters
+            .iter()
+            .map(|c| c.pid)
+            .collect::<std::collections::BTreeSet<u32>>()
+    };
+    let (batched, one_by_one) = (pids(&batched), pids(&one_by_one));
+    for sleeper in &sleepers {
+        assert!(
+            batched.contains(&sleeper.pid()),
+            "sleeper {}",
+            sleeper.pid()
+        );
+    }
+    // Processes of the machine may come and go between the two reads; ours stay.
+    let differ = batched.symmetric_difference(&one_by_one).count();
+    assert!(differ < 20, "the two reads differ by {differ} processes");
 }

@@ -164,21 +164,26 @@ pub fn raise_memlock() {
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard one, for a source that keeps a few files open per
-/// process. Best effort: the soft limit stays where it was when that fails.
-pub fn raise_nofile() {
+/// process. Best effort: the soft limit stays where it was when that fails. Returns the soft
+/// limit in force afterwards (`None`: unlimited).
+pub fn raise_nofile() -> Option<u64> {
     let limit = getrlimit(Resource::Nofile);
     if limit.current == limit.maximum {
-        return;
+        return limit.current;
     }
     let raised = Rlimit {
         current: limit.maximum,
         maximum: limit.maximum,
     };
-    if let Err(errno) = setrlimit(Resource::Nofile, raised) {
-        log::debug!(
-            "could not raise RLIMIT_NOFILE: {}",
-            std::io::Error::from(errno)
-        );
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(errno) => {
+            log::debug!(
+                "could not raise RLIMIT_NOFILE: {}",
+                std::io::Error::from(errno)
+            );
+            limit.current
+        }
     }
 }
 

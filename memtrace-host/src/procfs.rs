@@ -72,9 +72,16 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
     }
     let pid = text.get(..open)?.trim().parse().ok()?;
     let comm = text.get(open + 1..close)?.to_owned();
-    // Fields after the comm, numbered from 3 (state) as in proc(5).
-    let rest: Vec<&str> = text.get(close + 1..)?.split_ascii_whitespace().collect();
-    let field = |n: usize| rest.get(n - 3).copied();
+    // Fields after the comm, numbered from 3 (state) as in proc(5), up to 38 (exit signal); on
+    // the stack: this runs for every process at every sample.
+    let mut rest = [""; STAT_FIELDS];
+    for (slot, word) in rest
+        .iter_mut()
+        .zip(text.get(close + 1..)?.split_ascii_whitespace())
+    {
+        *slot = word;
+    }
+    let field = |n: usize| rest.get(n - 3).copied().filter(|f| !f.is_empty());
     let number = |n: usize| field(n).and_then(|f| f.parse::<u64>().ok());
     Some(PidStat {
         pid,
@@ -93,6 +100,9 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
         exit_signal: field(38).and_then(|f| f.parse().ok()),
     })
 }
+
+/// The fields of `stat` after the comm that [`parse_pid_stat`] looks at: 3 to 38.
+const STAT_FIELDS: usize = 36;
 
 /// Resident memory by kind from `/proc/PID/status`, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -260,8 +270,12 @@ pub fn parse_cmdline(raw: &[u8]) -> String {
 pub struct OpenFile {
     file: fs::File,
     path: std::path::PathBuf,
+    /// What [`text`](Self::text) reads into (allocated at its first use).
     buf: Vec<u8>,
 }
+
+/// What [`OpenFile`] asks for at once: more than any per-process /proc file memtrace reads.
+const OPEN_FILE_CHUNK: usize = 4096;
 
 impl OpenFile {
     /// Opens `path` for reading.
@@ -273,33 +287,51 @@ impl OpenFile {
         Ok(Self {
             file,
             path: path.to_owned(),
-            buf: Vec::with_capacity(4096),
+            buf: Vec::new(),
         })
     }
 
-    /// The file's current content (a fresh read from offset 0). A read shorter than asked for
-    /// ends it: /proc and cgroup files hand out everything they have in one read when it fits,
-    /// and regular files only return short at their end, so a small file costs one system call.
+    /// The file's current content (a fresh read from offset 0), in a buffer of its own.
     pub fn text(&mut self) -> Result<&str, ProcError> {
-        use std::os::unix::fs::FileExt as _;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = self
-                .file
-                .read_at(&mut chunk, self.buf.len() as u64)
-                .map_err(|source| ProcError::Io {
-                    path: self.path.display().to_string(),
-                    source,
-                })?;
-            self.buf.extend_from_slice(&chunk[..n]);
-            if n < chunk.len() {
-                break;
-            }
-        }
-        std::str::from_utf8(&self.buf)
-            .map_err(|_| ProcError::Format(self.path.display().to_string()))
+        read_from_start(&self.file, &self.path, &mut self.buf)
     }
+
+    /// The same, read into `buf` (e.g. one buffer shared by many files kept open, so that each
+    /// file holds no buffer of its own).
+    pub fn text_in<'b>(&self, buf: &'b mut Vec<u8>) -> Result<&'b str, ProcError> {
+        read_from_start(&self.file, &self.path, buf)
+    }
+}
+
+/// Reads `file` from offset 0 into `buf`, whose length is the room it offers (grown, never shrunk
+/// or zeroed again: the kernel writes straight into it). A read shorter than asked for ends it:
+/// /proc and cgroup files hand out everything they have in one read when it fits, and regular
+/// files only return short at their end, so a small file costs one system call.
+fn read_from_start<'b>(
+    file: &fs::File,
+    path: &Path,
+    buf: &'b mut Vec<u8>,
+) -> Result<&'b str, ProcError> {
+    use std::os::unix::fs::FileExt as _;
+    let mut len = 0;
+    loop {
+        if buf.len() - len < OPEN_FILE_CHUNK {
+            buf.resize(len + OPEN_FILE_CHUNK, 0);
+        }
+        let room = &mut buf[len..];
+        let asked = room.len();
+        let n = file
+            .read_at(room, len as u64)
+            .map_err(|source| ProcError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        len += n;
+        if n < asked {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[..len]).map_err(|_| ProcError::Format(path.display().to_string()))
 }
 
 /// Reads a file under /proc into a string.
@@ -445,6 +477,12 @@ mod tests {
         assert_eq!(file.text().expect("read"), "one");
         fs::write(&path, "two, longer").expect("write");
         assert_eq!(file.text().expect("read"), "two, longer");
+        // Longer than one read, then short again: the buffer grows and is reused.
+        let long = "x".repeat(3 * OPEN_FILE_CHUNK + 17);
+        fs::write(&path, &long).expect("write");
+        assert_eq!(file.text().expect("read"), long);
+        fs::write(&path, "three").expect("write");
+        assert_eq!(file.text().expect("read"), "three");
         let meminfo = OpenFile::open(Path::new("/proc/meminfo")).and_then(|mut f| {
             let first = f.text()?.len();
             let second = f.text()?.len();

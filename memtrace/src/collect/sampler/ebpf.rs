@@ -1,35 +1,17 @@
 //! The eBPF side of the sampler: the tracer's per-process counters and exit/OOM events, joined
-//! with /proc for identity (comm, cmdline, ppid, start time).
-//!
-//! /proc is read per process only for `stat` (one small file; it also detects pid reuse through
-//! the start time); command lines are cached per (pid, start time) and re-read when the comm
-//! changes (exec).
-use std::{
-    collections::{HashMap, VecDeque},
-    path::Path,
-};
+//! with /proc for identity (comm, cmdline, ppid, start time, faults: [`Idents`]).
+use std::{collections::VecDeque, path::Path};
 
 use memtrace_common::{ProcEvent, ProcStats, event_kind};
 
-use super::{Rates, SampleError};
+use super::{Rates, SampleError, idents::Idents};
 use crate::{
     collect::{
         model::{OomKill, ProcSample, TracerHealth},
         tracer::{ProcCounters, RssMembers, Tracer},
     },
-    host::{clock, procfs, procscan},
+    host::{clock, privilege, procfs, procscan},
 };
-
-/// Identity of a live process, from /proc.
-#[derive(Clone, Debug)]
-struct Ident {
-    ppid: u32,
-    comm: String,
-    cmdline: String,
-    start_ticks: u64,
-    faults: u64,
-    read_at: std::time::Instant,
-}
 
 /// How many recent OOM victims are remembered to mark their exit.
 const OOM_MEMORY: usize = 64;
@@ -38,11 +20,9 @@ const OOM_MEMORY: usize = 64;
 #[derive(Debug)]
 pub(super) struct EbpfJoin {
     pub(super) tracer: Tracer,
-    idents: HashMap<u32, Ident>,
+    pub(super) idents: Idents,
     /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
     oom_victims: VecDeque<u32>,
-    /// Reuse a process's /proc identity this long (None: re-read every sample).
-    pub(super) ident_max_age: Option<std::time::Duration>,
 }
 
 /// Converts a NUL-padded kernel comm.
@@ -59,11 +39,16 @@ impl EbpfJoin {
         for proc in procscan::scan_all(proc_root)? {
             tracer.seed(proc.stat.pid, &seed_stats(&proc.memory, members))?;
         }
+        // Half the descriptors for the processes' `stat` files, never more than the map holds.
+        let budget = privilege::raise_nofile()
+            .map_or(usize::MAX, |limit| {
+                usize::try_from(limit / 2).unwrap_or(usize::MAX)
+            })
+            .min(memtrace_common::MAX_PROCS as usize);
         Ok(Self {
             tracer,
-            idents: HashMap::new(),
+            idents: Idents::new(proc_root, budget),
             oom_victims: VecDeque::with_capacity(OOM_MEMORY),
-            ident_max_age: None,
         })
     }
 
@@ -72,7 +57,6 @@ impl EbpfJoin {
     pub(super) fn collect(
         &mut self,
         rates: &mut Rates,
-        proc_root: &Path,
         now: f64,
         since: f64,
     ) -> Result<(Vec<ProcSample>, Vec<OomKill>, TracerHealth), SampleError> {
@@ -81,7 +65,7 @@ impl EbpfJoin {
         let events = self.tracer.drain_events();
         let mut procs = Vec::with_capacity(counters.len() + events.len());
         for counter in &counters {
-            if let Some(sample) = self.live_sample(counter, members, proc_root, rates, now, since) {
+            if let Some(sample) = self.live_sample(counter, members, rates, now, since) {
                 procs.push(sample);
             }
         }
@@ -115,6 +99,7 @@ impl EbpfJoin {
         for sample in procs.iter_mut().filter(|p| !p.exited) {
             sample.oom_killed = self.oom_victims.contains(&sample.pid);
         }
+        self.idents.end_round();
         Ok((procs, oom_kills, self.tracer.health()?))
     }
 
@@ -124,17 +109,16 @@ impl EbpfJoin {
         &mut self,
         counter: &ProcCounters,
         members: RssMembers,
-        proc_root: &Path,
         rates: &mut Rates,
         now: f64,
         since: f64,
     ) -> Option<ProcSample> {
-        let ident = self.refresh_ident(proc_root, counter.pid)?;
+        let ident = self.idents.get(counter.pid)?;
         let fault_hook = self.tracer.options().fault_hook;
         let mut sample = sample_from_stats(counter.pid, &counter.stats, members);
         sample.ppid = ident.ppid;
-        sample.comm = ident.comm.into();
-        sample.cmdline = ident.cmdline.into();
+        sample.comm = ident.comm;
+        sample.cmdline = ident.cmdline;
         sample.start_ticks = ident.start_ticks;
         if !fault_hook {
             sample.faults = ident.faults;
@@ -143,44 +127,12 @@ impl EbpfJoin {
         Some(sample)
     }
 
-    /// Re-reads `/proc/PID/stat`; re-reads the command line when the process is new or its comm
-    /// changed.
-    fn refresh_ident(&mut self, proc_root: &Path, pid: u32) -> Option<Ident> {
-        if let (Some(max_age), Some(cached)) = (self.ident_max_age, self.idents.get(&pid))
-            && cached.read_at.elapsed() < max_age
-        {
-            return Some(cached.clone());
-        }
-        let dir = proc_root.join(pid.to_string());
-        let stat = procfs::parse_pid_stat(&procfs::read(&dir.join("stat")).ok()?)?;
-        let cached = self
-            .idents
-            .get(&pid)
-            .filter(|old| old.start_ticks == stat.start_ticks && old.comm == stat.comm);
-        let cmdline = match cached {
-            Some(old) => old.cmdline.clone(),
-            None => std::fs::read(dir.join("cmdline"))
-                .map(|raw| procfs::parse_cmdline(&raw))
-                .unwrap_or_default(),
-        };
-        let ident = Ident {
-            ppid: stat.ppid,
-            comm: stat.comm,
-            cmdline,
-            start_ticks: stat.start_ticks,
-            faults: stat.minflt + stat.majflt,
-            read_at: std::time::Instant::now(),
-        };
-        self.idents.insert(pid, ident.clone());
-        Some(ident)
-    }
-
     fn exit_sample(&mut self, event: &ProcEvent, members: RssMembers) -> ProcSample {
         let mut sample = sample_from_stats(event.pid, &event.stats, members);
         sample.comm = comm_string(&event.comm).into();
-        if let Some(ident) = self.idents.remove(&event.pid) {
+        if let Some(ident) = self.idents.remove(event.pid) {
             sample.ppid = ident.ppid;
-            sample.cmdline = ident.cmdline.into();
+            sample.cmdline = ident.cmdline;
             sample.start_ticks = ident.start_ticks;
         }
         sample.exited = true;
@@ -192,8 +144,8 @@ impl EbpfJoin {
         if comm.is_empty() {
             comm = self
                 .idents
-                .get(&event.pid)
-                .map(|ident| ident.comm.clone())
+                .last(event.pid)
+                .map(|ident| ident.comm.to_string())
                 .unwrap_or_default();
         }
         OomKill {

@@ -2,12 +2,9 @@
 //! maps and events joined with /proc identities ([`ebpf`]), or the /proc source's readings — with
 //! rates over a sliding window, the machine's memory line, and processes sorted by growth.
 mod ebpf;
+mod idents;
 
-use std::{
-    cmp::Reverse,
-    collections::HashMap,
-    path::{Path, PathBuf},
-};
+use std::{cmp::Reverse, collections::HashMap, path::Path};
 
 pub use ebpf::{comm_string, sample_from_stats, seed_stats};
 
@@ -104,7 +101,6 @@ impl Rates {
 #[derive(Debug)]
 pub struct Sampler {
     side: Side,
-    proc_root: PathBuf,
     system: SystemFiles,
     rates: Rates,
     last_sample_s: f64,
@@ -120,7 +116,6 @@ impl Sampler {
         };
         Ok(Self {
             side,
-            proc_root: proc_root.to_owned(),
             system: SystemFiles::open(proc_root),
             rates: Rates {
                 span: window_s,
@@ -139,7 +134,7 @@ impl Sampler {
     /// [`ProcSource`].)
     pub fn set_ident_max_age(&mut self, age: std::time::Duration) {
         if let Side::Ebpf(join) = &mut self.side {
-            join.ident_max_age = Some(age);
+            join.idents.max_age = Some(age);
         }
     }
 
@@ -173,7 +168,7 @@ impl Sampler {
         let now = clock::boottime_s();
         let since = self.last_sample_s;
         let (mut procs, oom_kills, health) = match &mut self.side {
-            Side::Ebpf(join) => join.collect(&mut self.rates, &self.proc_root, now, since)?,
+            Side::Ebpf(join) => join.collect(&mut self.rates, now, since)?,
             Side::Proc(source) => {
                 let reading = source.read()?;
                 let mut procs: Vec<ProcSample> = source.live().cloned().collect();

@@ -1,8 +1,11 @@
 //! Loads and attaches the kernel programs (aya), and reads what they aggregated: per-process
 //! counters, pending fault batches, health counters and ring-buffer events. Dropping the
 //! [`Tracer`] detaches every program (aya closes the links), on any exit path.
+mod batch;
 pub mod layout;
 pub mod pipes;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -91,6 +94,10 @@ pub struct Tracer {
     options: TracerOptions,
     /// Boxed: taken out once by `run`/`record`, absent for everyone else.
     pipe_writes: Option<Box<PipeWrites>>,
+    /// Set once the kernel refused a batch lookup: the maps are then read entry by entry.
+    no_batch: AtomicBool,
+    /// System calls of the last read of the process map.
+    read_calls: AtomicUsize,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -175,6 +182,8 @@ impl Tracer {
             members,
             options,
             pipe_writes,
+            no_batch: AtomicBool::new(false),
+            read_calls: AtomicUsize::new(0),
         })
     }
 
@@ -220,13 +229,7 @@ impl Tracer {
 
     /// Every process's counters, with this CPU-batched faults added.
     pub fn read_procs(&self) -> Result<Vec<ProcCounters>, TracerError> {
-        let procs = self.procs_map()?;
-        let mut out = Vec::with_capacity(512);
-        for item in procs.iter() {
-            // An entry removed between get_next_key and lookup is simply skipped.
-            let Ok((pid, stats)) = item else { continue };
-            out.push(ProcCounters { pid, stats });
-        }
+        let mut out = self.read_entries()?;
         let slots = self.rss_slots()?;
         for entry in &mut out {
             merge_slots(entry, &slots);
@@ -242,6 +245,59 @@ impl Tracer {
             }
         }
         Ok(out)
+    }
+
+    /// The process map's entries, read in batches (a few system calls, [`batch`]) where the
+    /// kernel can, else one by one.
+    fn read_entries(&self) -> Result<Vec<ProcCounters>, TracerError> {
+        if !self.no_batch.load(Ordering::Relaxed) {
+            let procs = self.procs_map()?;
+            let (mut pids, mut stats) = (Vec::new(), Vec::new());
+            match batch::lookup_all(&procs, &mut pids, &mut stats) {
+                Ok(calls) => {
+                    self.read_calls.store(calls, Ordering::Relaxed);
+                    return Ok(pids
+                        .into_iter()
+                        .zip(stats)
+                        .map(|(pid, stats)| ProcCounters { pid, stats })
+                        .collect());
+                }
+                Err(err @ batch::BatchError::Unsupported(_)) => {
+                    log::debug!("{err}: reading the process map entry by entry");
+                    self.no_batch.store(true, Ordering::Relaxed);
+                }
+                Err(batch::BatchError::Io(io_error)) => {
+                    return Err(TracerError::Map {
+                        name: "PROCS",
+                        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                            call: "bpf_map_lookup_batch",
+                            io_error,
+                        }),
+                    });
+                }
+            }
+        }
+        self.read_entries_one_by_one()
+    }
+
+    /// The process map's entries read one by one with aya's iterator (`get_next_key`, then a
+    /// lookup: two system calls per entry): the way where the kernel has no batch lookup, and
+    /// what tests compare the batches with.
+    pub fn read_entries_one_by_one(&self) -> Result<Vec<ProcCounters>, TracerError> {
+        let procs = self.procs_map()?;
+        let mut out = Vec::with_capacity(512);
+        for item in procs.iter() {
+            // An entry removed between get_next_key and lookup is simply skipped.
+            let Ok((pid, stats)) = item else { continue };
+            out.push(ProcCounters { pid, stats });
+        }
+        self.read_calls.store(2 * out.len() + 1, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// The system calls the last read of the process map made (for tests and benches).
+    pub fn last_read_calls(&self) -> usize {
+        self.read_calls.load(Ordering::Relaxed)
     }
 
     /// Every CPU's value of slot `index` of the per-CPU array `name`.
