@@ -21,6 +21,7 @@ pub mod claim;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod freeze;
 pub mod level;
 pub mod lock;
 pub mod metrics;

@@ -37,13 +37,15 @@ pub struct Started {
     pub pumps: usize,
 }
 
-/// Spawns `command` with `env` added and the mark socket announced.
+/// Spawns `command` with `env` added and the mark socket announced, entering the cgroups whose
+/// `cgroup.procs` are `cgroup_procs` before it execs ([`super::run_cgroup`]).
 pub fn spawn(
     command: &[String],
     env: &BTreeMap<String, String>,
     socket: Option<&Path>,
     regex: Option<&StageRegex>,
     marks: &UnboundedSender<Pumped>,
+    cgroup_procs: Vec<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<Started> {
     let (program, args) = command.split_first().context("no command to run")?;
     let mut cmd = Command::new(program);
@@ -54,6 +56,7 @@ pub fn spawn(
     if regex.is_some() {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
+    super::run_cgroup::enter_on_exec(&mut cmd, cgroup_procs);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {program:?}"))?;

@@ -72,6 +72,8 @@ pub struct Plan {
     pub config: serde_json::Value,
     /// Refuse to run without eBPF.
     pub require_ebpf: bool,
+    /// The `cgroup.procs` files a spawned command enters before it execs (`run`'s own cgroup).
+    pub cgroup_procs: Vec<std::os::fd::OwnedFd>,
 }
 
 /// How it ended.
@@ -222,7 +224,7 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
 }
 
 async fn event_loop(
-    plan: Plan,
+    mut plan: Plan,
     sampler: Sampler,
     gpu: Paced,
     writer: TraceWriter,
@@ -272,6 +274,7 @@ async fn event_loop(
                 socket.as_ref().map(|s| s.1.as_path()),
                 plan.regex.as_ref(),
                 &pump_tx,
+                std::mem::take(&mut plan.cgroup_procs),
             )?;
             (TraceScope::Tree(started.pid), Some(started))
         }

@@ -5,12 +5,12 @@ use std::{collections::HashSet, time::Instant};
 
 use super::{
     Decision, Engine,
-    inputs::own_cgroup,
     resume::{self, HeldTree, ResumeRules, ResumeVerdict},
 };
 use crate::{
     collect::scope::Usage,
     guard::{
+        freeze,
         level::{Assessment, Level},
         suspend::kill_fds,
         victim::Candidate,
@@ -232,8 +232,11 @@ impl Engine {
             out.push(self.decision(a, "suspend", reason, pids, candidates));
             return;
         }
-        let freeze = own_cgroup(&self.proc_root, victim);
-        let mut detail = match self.suspended.suspend(victim, freeze, &reason) {
+        let (placed, why_not) = match freeze::place(&self.proc_root, victim, self.guard_pid) {
+            Ok(placed) => (Some(placed), None),
+            Err(why) => (None, Some(format!("not frozen, SIGSTOP instead: {why}"))),
+        };
+        let mut detail = match self.suspended.suspend(victim, placed, &reason) {
             Ok(line) => {
                 self.state.counts.suspend += 1;
                 if let Some(tree) = self.suspended.trees.last_mut() {
@@ -243,6 +246,7 @@ impl Engine {
             }
             Err(err) => vec![format!("suspend failed: {err}")],
         };
+        detail.extend(why_not);
         detail.push(format!(
             "used {} MiB of {} MiB",
             mib(usage.used_bytes),

@@ -2,10 +2,7 @@
 //! what it holds, and resume, kill or keep one held tree (named by its root's pid). Each action
 //! taken by hand is also a [`Decision`], logged like the engine's own.
 use super::{Decision, Engine};
-use crate::guard::{
-    control::{HeldInfo, Reply, Request, Status},
-    suspend::How,
-};
+use crate::guard::control::{HeldInfo, Reply, Request, Status};
 
 impl Engine {
     /// Answers `request`; what was done by hand goes to `out`.
@@ -27,11 +24,7 @@ impl Engine {
             id: t.root.pid,
             comm: t.root.comm.clone(),
             pids: t.record.members.iter().map(|m| m.pid).collect(),
-            how: match t.record.how {
-                How::Stop => "stop",
-                How::Freeze => "freeze",
-            }
-            .to_owned(),
+            how: t.record.how.word().to_owned(),
             held_for_s: t.since.elapsed().as_secs_f64(),
             why: t.why.clone(),
             held_bytes: t.held_bytes,
