@@ -908,13 +908,24 @@ fn pipeline_of_a_killed_run_is_resumed_by_the_next_guard() {
         .open(Path::new("/proc"))
         .and_then(|fd| fd.signal(Signal::KILL));
     assert!(resumed, "the next guard resumed the dead run's pipeline");
+    // The run's pipeline ran in its own freezer cgroup (a v1 host) or was stopped by a signal.
     assert!(
         log.contains(&format!(
             "recovered from a dead `memtrace run`: run {run_pid}: resumed {pipeline}"
+        )) || log.contains(&format!(
+            "recovered from a dead `memtrace run`: run {run_pid}: thawed cgroup /sys/fs/cgroup/freezer/memtrace-run-{run_pid}"
         )),
         "{log}"
     );
     assert!(!run_file.exists(), "the recovered file is removed");
+    // The killed run's (now empty) cgroups: what its next run would remove.
+    wait_until(Duration::from_secs(5), || !alive(pipeline));
+    for dir in [
+        group.path.join(format!("memtrace-run-{run_pid}")),
+        Path::new("/sys/fs/cgroup/freezer").join(format!("memtrace-run-{run_pid}")),
+    ] {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Removes a v2 cgroup made by a test: thawed, emptied by the caller (its processes are killed
