@@ -9,7 +9,7 @@ use std::{path::Path, process::Command, time::Duration};
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
     MIB,
-    guard_env::{GuardRun, config_protecting, tmp, wait_until},
+    guard_env::{GuardRun, ThawOnDrop, config_protecting, held_cgroups, tmp, wait_until},
     memtrace, memtrace_bin, output_within, require_root, spawn, test_cgroup,
 };
 
@@ -21,32 +21,6 @@ fn pgrp_and_tpgid(pid: u32) -> Option<(i64, i64)> {
     let fields: Vec<&str> = after.split_ascii_whitespace().collect();
     // After the comm: state ppid pgrp session tty_nr tpgid.
     Some((fields.get(2)?.parse().ok()?, fields.get(5)?.parse().ok()?))
-}
-
-/// The freezer cgroups the guard `guard` made (`memtrace-held-GUARD-…` at the v1 freezer's root).
-fn held_cgroups(guard: u32) -> Vec<String> {
-    std::fs::read_dir("/sys/fs/cgroup/freezer")
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.starts_with(&format!("memtrace-held-{guard}-")))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Thaws what the guard `.0` left frozen when a test fails (a task frozen by the v1 freezer
-/// cannot die, so the test cgroup could not kill and remove it); dropped before the cgroup.
-struct ThawOnDrop(u32);
-
-impl Drop for ThawOnDrop {
-    fn drop(&mut self) {
-        for name in held_cgroups(self.0) {
-            let dir = Path::new("/sys/fs/cgroup/freezer").join(name);
-            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
-        }
-    }
 }
 
 /// A bash in a tmux pane runs a hog in the foreground; the guard holds it by moving it into a

@@ -4,7 +4,7 @@
 use std::{collections::HashSet, time::Instant};
 
 use super::{
-    Decision, Engine,
+    Decision, Engine, TreeNote,
     resume::{self, HeldTree, ResumeRules, ResumeVerdict},
 };
 use crate::{
@@ -25,6 +25,20 @@ pub(super) struct Held {
     pub(super) pids: Vec<u32>,
     pub(super) summary: String,
     pub(super) growth_bytes_per_s: f64,
+    pub(super) held_bytes: u64,
+    pub(super) how: &'static str,
+}
+
+impl Held {
+    /// The tree as the notices name it.
+    pub(super) fn note(&self) -> TreeNote {
+        TreeNote {
+            id: self.root.pid,
+            comm: self.root.comm.clone(),
+            held_bytes: self.held_bytes,
+            how: self.how,
+        }
+    }
 }
 
 impl Engine {
@@ -56,6 +70,7 @@ impl Engine {
             reason,
             pids,
             detail,
+            tree: None,
         }
     }
 
@@ -94,12 +109,16 @@ impl Engine {
             pids: t.record.members.iter().map(|m| m.pid).collect(),
             summary: t.summary.clone(),
             growth_bytes_per_s: t.growth_bytes_per_s,
+            held_bytes: t.held_bytes,
+            how: t.record.how.word(),
         });
         let dry = self.dry_held.iter().map(|c| Held {
             root: c.root.clone(),
             pids: c.members.iter().map(|m| m.pid).collect(),
             summary: c.summary(),
             growth_bytes_per_s: c.growth_bytes_per_s,
+            held_bytes: c.held_bytes,
+            how: "dry run",
         });
         real.chain(dry).collect()
     }
@@ -170,7 +189,10 @@ impl Engine {
                         self.config.thresholds.resume,
                         mib(headroom),
                     );
-                    out.push(self.decision(a, action, reason, tree.pids, vec![tree.summary]));
+                    let note = tree.note();
+                    let mut d = self.decision(a, action, reason, tree.pids, vec![tree.summary]);
+                    d.tree = Some(note);
+                    out.push(d);
                 }
                 continue;
             }
@@ -186,12 +208,17 @@ impl Engine {
                 mib(headroom),
             );
             let real = self.suspended.trees.len();
+            let note = tree.note();
             if index >= real {
                 self.dry_held.remove(index - real);
-                out.push(self.decision(a, "resume", reason, tree.pids, vec![tree.summary]));
+                let mut d = self.decision(a, "resume", reason, tree.pids, vec![tree.summary]);
+                d.tree = Some(note);
+                out.push(d);
             } else if let Some(line) = self.suspended.resume(index) {
                 self.state.counts.resume += 1;
-                out.push(self.decision(a, "resume", reason, tree.pids, vec![line]));
+                let mut d = self.decision(a, "resume", reason, tree.pids, vec![line]);
+                d.tree = Some(note);
+                out.push(d);
             }
             return;
         }
@@ -236,11 +263,18 @@ impl Engine {
             Ok(placed) => (Some(placed), None),
             Err(why) => (None, Some(format!("not frozen, SIGSTOP instead: {why}"))),
         };
+        let mut note = None;
         let mut detail = match self.suspended.suspend(victim, placed, &reason) {
             Ok(line) => {
                 self.state.counts.suspend += 1;
                 if let Some(tree) = self.suspended.trees.last_mut() {
                     tree.why.clone_from(&reason);
+                    note = Some(TreeNote {
+                        id: victim.root.pid,
+                        comm: victim.root.comm.clone(),
+                        held_bytes: victim.held_bytes,
+                        how: tree.record.how.word(),
+                    });
                 }
                 vec![line]
             }
@@ -253,7 +287,9 @@ impl Engine {
             mib(usage.limit_bytes)
         ));
         detail.extend(candidates.into_iter().map(|c| format!("candidate {c}")));
-        out.push(self.decision(a, "suspend", reason, pids, detail));
+        let mut d = self.decision(a, "suspend", reason, pids, detail);
+        d.tree = note;
+        out.push(d);
     }
 
     pub(super) fn maybe_kill(
@@ -307,9 +343,12 @@ impl Engine {
             return;
         }
         let pids = self.oldest_held_pids();
+        let note = self.held_list().first().map(Held::note);
         if let Some(line) = self.suspended.kill(0, self.config.actions.kill_grace) {
             self.state.counts.kill += 1;
-            out.push(self.decision(a, "kill", reason, pids, vec![line]));
+            let mut d = self.decision(a, "kill", reason, pids, vec![line]);
+            d.tree = note;
+            out.push(d);
         }
     }
 }

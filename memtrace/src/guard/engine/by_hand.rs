@@ -90,6 +90,7 @@ impl Engine {
             ),
             pids,
             detail: vec![what],
+            tree: None,
         }
     }
 
@@ -130,7 +131,9 @@ impl Engine {
             done.unwrap_or_else(|| format!("{} {}", release.done(), tree.summary))
         };
         self.state.suspended = self.held();
-        out.push(self.by_hand_decision(release.verb(), line.clone(), tree.pids.clone()));
+        let mut d = self.by_hand_decision(release.verb(), line.clone(), tree.pids.clone());
+        d.tree = Some(tree.note());
+        out.push(d);
         Reply {
             ok: true,
             message: line,
@@ -147,7 +150,10 @@ impl Engine {
             "keeping {} held until it is resumed or killed by hand",
             tree.summary
         );
-        out.push(self.by_hand_decision("keep", line.clone(), tree.pids));
+        let note = tree.note();
+        let mut d = self.by_hand_decision("keep", line.clone(), tree.pids);
+        d.tree = Some(note);
+        out.push(d);
         Reply {
             ok: true,
             message: line,

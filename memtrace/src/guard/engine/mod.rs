@@ -53,6 +53,22 @@ pub struct Decision {
     pub pids: Vec<u32>,
     /// What happened, one entry per step.
     pub detail: Vec<String>,
+    /// The held tree acted on (suspend, resume, keep, kill), for the notices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeNote>,
+}
+
+/// The tree a decision was about, as the notices name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TreeNote {
+    /// Its id: the root's pid.
+    pub id: u32,
+    /// The root's command name.
+    pub comm: String,
+    /// What it holds, bytes.
+    pub held_bytes: u64,
+    /// How it is held (`freeze`, `freezer`, `stop`, `dry run`).
+    pub how: &'static str,
 }
 
 /// How many times each action was taken.
