@@ -585,6 +585,12 @@ mod tests {
         assert!(psi.contains("sampling.psi_window"), "{psi}");
         let temp = error("[actions]\ntemp_dirs = [\"/\"]\n");
         assert!(temp.contains("actions.temp_dirs"), "{temp}");
+        let tty = error("[notify]\nextra_terminals = [\"/etc/passwd\"]\n");
+        assert!(tty.contains("notify.extra_terminals"), "{tty}");
+        let sneaky = error("[notify]\nextra_terminals = [\"/dev/../etc/shadow\"]\n");
+        assert!(sneaky.contains("notify.extra_terminals"), "{sneaky}");
+        let timeout = error("[notify]\nhook_timeout = \"never\"\n");
+        assert!(timeout.contains("notify.hook_timeout"), "{timeout}");
     }
 
     #[test]
