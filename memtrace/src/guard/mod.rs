@@ -359,9 +359,10 @@ fn log_decision(decision: &engine::Decision) {
             format!(" | {}", decision.detail.join(" | "))
         },
     );
-    match decision.action {
-        "level" | "warn" | "wait" => log::warn!("{line}"),
-        _ => log::error!("{line}"),
+    if decision.action.reports() {
+        log::warn!("{line}");
+    } else {
+        log::error!("{line}");
     }
 }
 

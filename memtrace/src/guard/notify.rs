@@ -26,51 +26,15 @@ use rustix::{
 };
 
 use crate::{
-    guard::engine::Decision,
+    guard::engine::{Act, Decision},
     host::{procfs, units::mib},
 };
-
-/// What happened to a held tree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Held (frozen or stopped).
-    Suspend,
-    /// Let go.
-    Resume,
-    /// Kept held instead of resumed.
-    Keep,
-    /// Killed.
-    Kill,
-}
-
-impl Action {
-    /// The decision's name (`MEMTRACE_ACTION`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Suspend => "suspend",
-            Self::Resume => "resume",
-            Self::Keep => "keep",
-            Self::Kill => "kill",
-        }
-    }
-
-    /// The action a decision's name stands for (`None`: nothing to tell).
-    pub fn of(name: &str) -> Option<Self> {
-        match name {
-            "suspend" => Some(Self::Suspend),
-            "resume" => Some(Self::Resume),
-            "keep" => Some(Self::Keep),
-            "kill" => Some(Self::Kill),
-            _ => None,
-        }
-    }
-}
 
 /// One notice: the action and the tree it was taken on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
-    /// What was done.
-    pub action: Action,
+    /// What was done (one that [`Act::tells`]).
+    pub action: Act,
     /// The tree's id (its root's pid, as `memtrace guard` names it).
     pub id: u32,
     /// The root's command name.
@@ -102,13 +66,14 @@ pub fn message(n: &Notice) -> String {
         _ => "",
     };
     let mut lines = vec![match n.action {
-        Action::Suspend => format!("memtrace guard: HELD {what}{how}"),
-        Action::Resume => format!("memtrace guard: resumed {what}"),
-        Action::Keep => format!("memtrace guard: keeping {what} held"),
-        Action::Kill => format!("memtrace guard: KILLED {what}"),
+        Act::Suspend => format!("memtrace guard: HELD {what}{how}"),
+        Act::Resume => format!("memtrace guard: resumed {what}"),
+        Act::Keep => format!("memtrace guard: keeping {what} held"),
+        Act::Kill => format!("memtrace guard: KILLED {what}"),
+        other => format!("memtrace guard: {other} {what}"),
     }];
     lines.push(format!("  why: {}", n.reason));
-    if matches!(n.action, Action::Suspend | Action::Keep) {
+    if matches!(n.action, Act::Suspend | Act::Keep) {
         lines.push(format!(
             "  resume it: sudo memtrace guard resume {id}   kill it: sudo memtrace guard kill {id}   status: sudo memtrace guard status",
             id = n.id
@@ -125,7 +90,7 @@ pub fn message(n: &Notice) -> String {
 /// The environment a hook gets.
 pub fn hook_env(n: &Notice) -> Vec<(&'static str, String)> {
     vec![
-        ("MEMTRACE_ACTION", n.action.name().to_owned()),
+        ("MEMTRACE_ACTION", n.action.as_str().to_owned()),
         ("MEMTRACE_ID", n.id.to_string()),
         ("MEMTRACE_PID", n.id.to_string()),
         (
@@ -282,12 +247,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn hook(&self, action: Action) -> &[String] {
+    fn hook(&self, action: Act) -> &[String] {
         match action {
-            Action::Suspend => &self.on_suspend,
-            Action::Resume => &self.on_resume,
-            Action::Keep => &self.on_keep,
-            Action::Kill => &self.on_kill,
+            Act::Suspend => &self.on_suspend,
+            Act::Resume => &self.on_resume,
+            Act::Keep => &self.on_keep,
+            Act::Kill => &self.on_kill,
+            _ => &[],
         }
     }
 }
@@ -304,7 +270,7 @@ impl Notifier {
     pub fn start(settings: Settings, proc_root: &Path) -> Self {
         let nothing = !settings.terminals
             && settings.extra_terminals.is_empty()
-            && [Action::Suspend, Action::Resume, Action::Keep, Action::Kill]
+            && [Act::Suspend, Act::Resume, Act::Keep, Act::Kill]
                 .iter()
                 .all(|&a| settings.hook(a).is_empty());
         if nothing {
@@ -345,7 +311,7 @@ impl Notifier {
 /// The notice for a decision that suspended, resumed, kept or killed a tree (`None` for the
 /// others and for a dry run's).
 pub fn notice_of(decision: &Decision) -> Option<Notice> {
-    let action = Action::of(decision.action)?;
+    let action = Some(decision.action).filter(|a| a.tells())?;
     let tree = decision.tree.as_ref().filter(|t| t.how != "dry run")?;
     Some(Notice {
         action,
@@ -374,7 +340,7 @@ fn deliver(settings: &Settings, proc_root: &Path, notice: &Notice) {
     if !hook.is_empty()
         && let Err(err) = run_hook(hook, notice, settings.hook_timeout)
     {
-        log::warn!("{} hook: {err}", notice.action.name());
+        log::warn!("{} hook: {err}", notice.action);
     }
 }
 
@@ -383,7 +349,7 @@ mod tests {
     //! The message, the hook's environment, utmp parsing and pty numbers.
     use super::*;
 
-    fn notice(action: Action) -> Notice {
+    fn notice(action: Act) -> Notice {
         Notice {
             action,
             id: 27189,
@@ -398,26 +364,26 @@ mod tests {
     #[test]
     fn the_message_says_what_why_and_how_to_resume_or_kill() {
         assert_eq!(
-            message(&notice(Action::Suspend)),
+            message(&notice(Act::Suspend)),
             "\r\nmemtrace guard: HELD 27189 (python3, 2 processes, 94.0 MiB) (frozen: its shell sees nothing, Ctrl-C works once resumed)\r\n  \
              why: used 91.0 % >= suspend 90 %\r\n  \
              resume it: sudo memtrace guard resume 27189   kill it: sudo memtrace guard kill 27189   status: sudo memtrace guard status\r\n"
         );
-        let resumed = message(&notice(Action::Resume));
+        let resumed = message(&notice(Act::Resume));
         assert!(
             resumed.contains("memtrace guard: resumed 27189 (python3")
                 && !resumed.contains("guard kill"),
             "{resumed}"
         );
-        let mut stopped = notice(Action::Suspend);
+        let mut stopped = notice(Act::Suspend);
         stopped.how = "stop".to_owned();
         assert!(message(&stopped).contains("`fg` in its shell"));
-        assert!(message(&notice(Action::Kill)).contains("KILLED 27189"));
+        assert!(message(&notice(Act::Kill)).contains("KILLED 27189"));
     }
 
     #[test]
     fn hooks_get_the_decision_in_their_environment() {
-        let env = hook_env(&notice(Action::Kill));
+        let env = hook_env(&notice(Act::Kill));
         let get = |key: &str| {
             env.iter()
                 .find(|(k, _)| *k == key)
@@ -480,7 +446,7 @@ mod tests {
         let start = Instant::now();
         let err = run_hook(
             &["sleep".to_owned(), "30".to_owned()],
-            &notice(Action::Suspend),
+            &notice(Act::Suspend),
             Duration::from_millis(200),
         )
         .expect_err("killed");
@@ -489,7 +455,7 @@ mod tests {
         assert!(
             run_hook(
                 &["false".to_owned()],
-                &notice(Action::Resume),
+                &notice(Act::Resume),
                 Duration::from_secs(5)
             )
             .expect_err("fails")

@@ -4,7 +4,7 @@
 use std::{collections::HashSet, time::Instant};
 
 use super::{
-    Decision, Engine, TreeNote,
+    Act, Decision, Engine, TreeNote,
     resume::{self, HeldTree, ResumeRules, ResumeVerdict},
 };
 use crate::{
@@ -54,12 +54,12 @@ impl Engine {
     pub(super) fn decision(
         &self,
         a: &Assessment,
-        action: &'static str,
+        action: Act,
         reason: String,
         pids: Vec<u32>,
         detail: Vec<String>,
     ) -> Decision {
-        let reason = if self.dry_run && !matches!(action, "level" | "warn") {
+        let reason = if self.dry_run && !matches!(action, Act::Level | Act::Warn) {
             format!("dry run, nothing sent: {reason}")
         } else {
             reason
@@ -99,7 +99,7 @@ impl Engine {
             return;
         }
         self.state.counts.reclaim += 1;
-        out.push(self.decision(a, "reclaim", a.reasons.join("; "), Vec::new(), detail));
+        out.push(self.decision(a, Act::Reclaim, a.reasons.join("; "), Vec::new(), detail));
     }
 
     /// The held trees, oldest first (really held, then held in a dry run).
@@ -178,9 +178,9 @@ impl Engine {
                         verdict,
                         ResumeVerdict::KeepHeld { .. } | ResumeVerdict::KeptByHand
                     ) {
-                        "keep"
+                        Act::Keep
                     } else {
-                        "wait"
+                        Act::Wait
                     };
                     let reason = format!(
                         "used {:.1} % < resume {} %, {} MiB below the suspend line, but not \
@@ -211,12 +211,12 @@ impl Engine {
             let note = tree.note();
             if index >= real {
                 self.dry_held.remove(index - real);
-                let mut d = self.decision(a, "resume", reason, tree.pids, vec![tree.summary]);
+                let mut d = self.decision(a, Act::Resume, reason, tree.pids, vec![tree.summary]);
                 d.tree = Some(note);
                 out.push(d);
             } else if let Some(line) = self.suspended.resume(index) {
                 self.state.counts.resume += 1;
-                let mut d = self.decision(a, "resume", reason, tree.pids, vec![line]);
+                let mut d = self.decision(a, Act::Resume, reason, tree.pids, vec![line]);
                 d.tree = Some(note);
                 out.push(d);
             }
@@ -256,7 +256,7 @@ impl Engine {
         let reason = format!("{}; victim {}", a.reasons.join("; "), victim.summary());
         if self.dry_run {
             self.dry_held.push(victim.clone());
-            out.push(self.decision(a, "suspend", reason, pids, candidates));
+            out.push(self.decision(a, Act::Suspend, reason, pids, candidates));
             return;
         }
         let (placed, why_not) = match freeze::place(&self.proc_root, victim, self.guard_pid) {
@@ -287,7 +287,7 @@ impl Engine {
             mib(usage.limit_bytes)
         ));
         detail.extend(candidates.into_iter().map(|c| format!("candidate {c}")));
-        let mut d = self.decision(a, "suspend", reason, pids, detail);
+        let mut d = self.decision(a, Act::Suspend, reason, pids, detail);
         d.tree = note;
         out.push(d);
     }
@@ -321,7 +321,7 @@ impl Engine {
                 self.state.counts.kill += 1;
                 vec![kill_fds(&fds, self.config.actions.kill_grace)]
             };
-            out.push(self.decision(a, "kill", reason, pids, detail));
+            out.push(self.decision(a, Act::Kill, reason, pids, detail));
             return;
         }
         if self.held() == 0 {
@@ -339,14 +339,14 @@ impl Engine {
         );
         if let Some(tree) = self.dry_held.pop() {
             let pids = tree.members.iter().map(|t| t.pid).collect();
-            out.push(self.decision(a, "kill", reason, pids, vec![tree.summary()]));
+            out.push(self.decision(a, Act::Kill, reason, pids, vec![tree.summary()]));
             return;
         }
         let pids = self.oldest_held_pids();
         let note = self.held_list().first().map(Held::note);
         if let Some(line) = self.suspended.kill(0, self.config.actions.kill_grace) {
             self.state.counts.kill += 1;
-            let mut d = self.decision(a, "kill", reason, pids, vec![line]);
+            let mut d = self.decision(a, Act::Kill, reason, pids, vec![line]);
             d.tree = note;
             out.push(d);
         }

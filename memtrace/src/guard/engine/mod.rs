@@ -4,8 +4,9 @@
 //! driven by `memtrace guard` and embeddable (e.g. `memtrace run` guards its own tree).
 //! The rungs themselves live in [`actions`]; the inputs derived from GPU and cgroup state in
 //! [`inputs`]; whether a held tree will hold once resumed in [`resume`]; what the user asks
-//! over the control socket in `by_hand`.
+//! over the control socket in `by_hand`; what a decision did, typed, in [`Act`].
 use crate::host::units::{mib, signed_mib};
+mod act;
 mod actions;
 mod by_hand;
 mod inputs;
@@ -21,6 +22,7 @@ use std::{
 
 use serde::Serialize;
 
+pub use self::act::Act;
 use self::inputs::gpu_reasons;
 use crate::{
     collect::{
@@ -44,9 +46,8 @@ use crate::{
 pub struct Decision {
     /// Level at the time.
     pub level: Level,
-    /// `level`, `warn`, `reclaim`, `suspend`, `resume`, `wait` (calm, but a held tree would
-    /// not hold if resumed), `keep` (a tree kept held after `max_cycles` resumes), `kill`.
-    pub action: &'static str,
+    /// What it did.
+    pub action: Act,
     /// Why, one line.
     pub reason: String,
     /// Processes acted on.
@@ -375,7 +376,7 @@ impl Engine {
         if assessment.level != previous {
             out.push(self.decision(
                 &assessment,
-                "level",
+                Act::Level,
                 format!("{previous} → {}", assessment.level),
                 Vec::new(),
                 Vec::new(),
@@ -399,7 +400,7 @@ impl Engine {
                     .collect();
                 out.push(self.decision(
                     &assessment,
-                    "warn",
+                    Act::Warn,
                     assessment.reasons.join("; "),
                     Vec::new(),
                     detail,
