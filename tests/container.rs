@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use memtrace_testkit::proc::{alive, state};
+use memtrace_testkit::proc::{alive, held, state};
 use serde_json::Value;
 use support::{
     MIB, TestCgroup,
@@ -252,8 +252,8 @@ fn guard_picks_the_container_by_itself_and_holds_the_hog() {
         guard.lines()
     );
     let (parent, grower) = start_pipeline(&mut s.group);
-    let held = wait_until(Duration::from_secs(30), || state(grower) == Some('T'));
-    assert!(held, "the grower is suspended: {:?}", state(grower));
+    let was_held = wait_until(Duration::from_secs(30), || held(grower));
+    assert!(was_held, "the grower is suspended: {:?}", state(grower));
     assert!(!s.group.saw_oom_kill(), "held before any OOM kill");
     for (name, pid) in [("bystander", s.chill.pid()), ("sshd", s.sshd.pid())] {
         assert!(
@@ -271,7 +271,7 @@ fn guard_picks_the_container_by_itself_and_holds_the_hog() {
     guard.terminate();
     for pid in [grower, parent.pid(), s.chill.pid(), s.sshd.pid()] {
         assert!(
-            alive(pid) && state(pid) != Some('T'),
+            alive(pid) && !held(pid),
             "{pid} alive and running after the guard"
         );
     }

@@ -11,7 +11,7 @@ use std::{
 
 use memtrace_testkit::{
     child::signal_pid,
-    proc::{alive, state},
+    proc::{alive, held, state},
 };
 use rustix::process::Signal;
 use support::{
@@ -36,7 +36,7 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
     let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
     let (parent, grower) = start_pipeline(&mut s.group);
     let suspended = wait_until(Duration::from_secs(30), || {
-        state(grower) == Some('T') && state(parent.pid()) == Some('T')
+        held(grower) && held(parent.pid())
     });
     assert!(
         suspended,
@@ -68,9 +68,7 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
 
     // Free memory: the ballast goes (by pid), the tree must be resumed.
     drop(s.ballast.take());
-    let resumed = wait_until(Duration::from_secs(20), || {
-        state(grower).is_some_and(|c| c != 'T')
-    });
+    let resumed = wait_until(Duration::from_secs(20), || alive(grower) && !held(grower));
     assert!(
         resumed,
         "grower resumed after memory was freed: {:?}",
@@ -81,7 +79,7 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
     assert!(!state_file.exists(), "a clean exit leaves no state file");
     for pid in [grower, parent.pid(), s.chill.pid(), s.sshd.pid()] {
         assert!(
-            alive(pid) && state(pid) != Some('T'),
+            alive(pid) && !held(pid),
             "{pid} alive and running after the guard"
         );
     }
@@ -105,7 +103,7 @@ fn a_tree_that_would_not_hold_stays_held_when_memory_is_freed() {
     let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
     let (_parent, grower) = start_pipeline(&mut s.group);
     assert!(
-        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        wait_until(Duration::from_secs(30), || held(grower)),
         "the grower is held: {:?}",
         state(grower)
     );
@@ -116,7 +114,7 @@ fn a_tree_that_would_not_hold_stays_held_when_memory_is_freed() {
     );
     // resume_after is 1 s: well past it, the grower is still held.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(state(grower), Some('T'), "still held");
+    assert!(held(grower), "still held");
     let lines = guard.lines();
     assert!(
         !lines.iter().any(|l| l.contains("resume [")),
@@ -131,7 +129,7 @@ fn a_tree_that_would_not_hold_stays_held_when_memory_is_freed() {
     );
     guard.terminate();
     assert!(
-        alive(grower) && state(grower) != Some('T'),
+        alive(grower) && !held(grower),
         "resumed when the guard ends"
     );
 }
@@ -162,7 +160,7 @@ fn kills_only_the_offender_when_suspension_does_not_help() {
     let mut guard = GuardRun::start(&group_path, &config, &state_file, &[]);
     let (parent, grower) = start_pipeline(&mut s.group);
     assert!(
-        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        wait_until(Duration::from_secs(30), || held(grower)),
         "the grower is suspended first"
     );
     // More memory, from a protected process: suspension can't relieve this.
@@ -205,7 +203,7 @@ fn dry_run_sends_nothing() {
     );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
-        assert_ne!(state(grower), Some('T'), "dry run must not stop anything");
+        assert!(!held(grower), "dry run must not stop anything");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!state_file.exists(), "dry run writes no state");
@@ -280,17 +278,16 @@ fn restart_after_sigkill_resumes_what_was_suspended() {
     let group_path = s.group.path.clone();
     let guard = GuardRun::start(&group_path, &config, &state_file, &[]);
     let (_parent, grower) = start_pipeline(&mut s.group);
-    assert!(wait_until(Duration::from_secs(30), || state(grower) == Some('T')));
+    assert!(wait_until(Duration::from_secs(30), || held(grower)));
     drop(guard); // SIGKILL: no chance to resume.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(state(grower), Some('T'), "still stopped after the crash");
+    assert!(held(grower), "still stopped after the crash");
     assert!(state_file.exists(), "the state file survived the crash");
     // A second guard with thresholds that cannot fire resumes it at start.
     let calm = config_calm(&tmp());
     let mut second = GuardRun::start(&group_path, &calm, &state_file, &[]);
     assert!(
-        wait_until(Duration::from_secs(5), || state(grower)
-            .is_some_and(|c| c != 'T')),
+        wait_until(Duration::from_secs(5), || alive(grower) && !held(grower)),
         "resumed by the next guard"
     );
     assert!(
@@ -386,7 +383,7 @@ fn recycled_pid_is_never_signalled() {
         .open(Path::new("/proc"))
         .expect_err("a recycled pid must be refused");
     assert!(err.to_string().contains("reused"), "{err}");
-    assert_ne!(state(reused.pid()), Some('T'), "nothing was signalled");
+    assert!(!held(reused.pid()), "nothing was signalled");
 }
 
 /// `memtrace run` guards its own process tree: with thresholds set below the machine's current
@@ -427,14 +424,11 @@ fn run_guards_only_its_own_tree() {
             .collect()
     };
     let stopped = wait_until(Duration::from_secs(30), || {
-        children(run.pid())
-            .iter()
-            .any(|&child| state(child) == Some('T'))
+        children(run.pid()).iter().any(|&child| held(child))
     });
     assert!(stopped, "the pipeline under `memtrace run` was suspended");
-    assert_ne!(
-        state(outsider.pid()),
-        Some('T'),
+    assert!(
+        !held(outsider.pid()),
         "a process outside the run's tree is never touched"
     );
     // Only the memtrace run this test started.
@@ -526,16 +520,16 @@ fn planted_state_file_is_a_claim_not_an_order() {
         marker.display().to_string()
     );
     let (running, _) = start_in(&mut inside, "running", &on_cont);
-    let (held, _) = start_in(&mut inside, "held", &holder("held", 1));
+    let (kept, _) = start_in(&mut inside, "held", &holder("held", 1));
     let (reused, _) = start_in(&mut inside, "reused", &holder("reused", 1));
     let (stranger, _) = start_in(&mut outside, "stranger", &holder("stranger", 1));
-    let stopped = [held.pid(), reused.pid(), stranger.pid()];
+    let stopped = [kept.pid(), reused.pid(), stranger.pid()];
     for pid in stopped {
         signal_pid(pid, Signal::STOP);
     }
     assert!(wait_until(Duration::from_secs(5), || stopped
         .iter()
-        .all(|&pid| state(pid) == Some('T'))));
+        .all(|&pid| held(pid))));
     let fake_cgroup = states.path().join("not-a-cgroup");
     std::fs::create_dir(&fake_cgroup).expect("mkdir");
     std::fs::write(fake_cgroup.join("cgroup.freeze"), "1").expect("write");
@@ -546,14 +540,14 @@ fn planted_state_file_is_a_claim_not_an_order() {
         "boot_id": boot_id.trim(),
         "suspended": [
             {"how": "stop", "cgroup": null, "members": [
-                member(held.pid(), start_ticks(held.pid()), "held"),
+                member(kept.pid(), start_ticks(kept.pid()), "held"),
                 member(running.pid(), start_ticks(running.pid()), "running"),
                 member(reused.pid(), start_ticks(reused.pid()) + 1, "reused"),
                 member(stranger.pid(), start_ticks(stranger.pid()), "stranger"),
                 member(1, start_ticks(1), "init"),
             ]},
             {"how": "freeze", "cgroup": fake_cgroup, "members": [
-                member(held.pid(), start_ticks(held.pid()), "held"),
+                member(kept.pid(), start_ticks(kept.pid()), "held"),
             ]},
         ],
     });
@@ -563,29 +557,24 @@ fn planted_state_file_is_a_claim_not_an_order() {
     let (ok, log) = guard_once(&inside.path, &calm, &state_file, &["--dry-run"]);
     assert!(ok, "{log}");
     assert!(
-        log.contains(&format!("would resume {} (held)", held.pid())),
+        log.contains(&format!("would resume {} (held)", kept.pid())),
         "{log}"
     );
-    assert_eq!(state(held.pid()), Some('T'), "a dry run resumes nothing");
+    assert!(held(kept.pid()), "a dry run resumes nothing");
     assert!(state_file.exists(), "a dry run keeps the state file");
 
     let (ok, log) = guard_once(&inside.path, &calm, &state_file, &[]);
     assert!(ok, "{log}");
     assert!(
-        wait_until(Duration::from_secs(5), || state(held.pid())
-            .is_some_and(|c| c != 'T')),
+        wait_until(Duration::from_secs(5), || alive(kept.pid())
+            && !held(kept.pid())),
         "the stopped, unchanged, in-scope process is resumed"
     );
-    assert_eq!(
-        state(stranger.pid()),
-        Some('T'),
+    assert!(
+        held(stranger.pid()),
         "stopped by someone else outside the guarded cgroup: not resumed"
     );
-    assert_eq!(
-        state(reused.pid()),
-        Some('T'),
-        "start time does not match: not resumed"
-    );
+    assert!(held(reused.pid()), "start time does not match: not resumed");
     std::thread::sleep(Duration::from_millis(300));
     assert!(!marker.exists(), "a running process got a SIGCONT");
     assert_eq!(
@@ -695,17 +684,14 @@ fn hog_renamed_sshd_is_suspended() {
         std::fs::read_to_string(format!("/proc/{hog}/comm")).is_ok_and(|c| c.trim() == "sshd")
     }));
     assert!(
-        wait_until(Duration::from_secs(30), || state(hog) == Some('T')),
+        wait_until(Duration::from_secs(30), || held(hog)),
         "the hog named sshd is suspended: {:?}",
         state(hog)
     );
     assert!(!group.saw_oom_kill(), "suspended before any OOM kill");
     assert!(guard.wait_log("suspend [", Duration::from_secs(2)));
     guard.terminate();
-    assert!(
-        alive(hog) && state(hog) != Some('T'),
-        "resumed when the guard ends"
-    );
+    assert!(alive(hog) && !held(hog), "resumed when the guard ends");
 }
 
 /// A bash in a tmux pane runs a hog in the foreground, as a user at a terminal would: the guard
@@ -807,7 +793,7 @@ fn hog_in_a_tmux_pane_is_held_without_its_shell_or_tmux() {
         .expect("the hog's pid");
     group.track(hog);
     assert!(
-        wait_until(Duration::from_secs(30), || state(hog) == Some('T')),
+        wait_until(Duration::from_secs(30), || held(hog)),
         "the hog is held: {:?}",
         state(hog)
     );
@@ -886,7 +872,7 @@ fn pipeline_of_a_killed_run_is_resumed_by_the_next_guard() {
     let mut pipeline = None;
     assert!(
         wait_until(Duration::from_secs(30), || {
-            pipeline = children().into_iter().find(|&c| state(c) == Some('T'));
+            pipeline = children().into_iter().find(|&c| held(c));
             pipeline.is_some()
         }),
         "the run's guard suspended its pipeline"
@@ -903,7 +889,7 @@ fn pipeline_of_a_killed_run_is_resumed_by_the_next_guard() {
     signal_pid(run_pid, Signal::KILL);
     let _ = run.wait();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(state(pipeline), Some('T'), "still held after the run died");
+    assert!(held(pipeline), "still held after the run died");
     assert!(run_file.exists(), "the dead run's state file stays");
 
     let states = state_dir();
@@ -915,20 +901,31 @@ fn pipeline_of_a_killed_run_is_resumed_by_the_next_guard() {
     );
     assert!(ok, "{log}");
     let resumed = wait_until(Duration::from_secs(5), || {
-        state(pipeline).is_some_and(|c| c != 'T')
+        alive(pipeline) && !held(pipeline)
     });
     // The pipeline this test's run started, through a pidfd checked against its start time.
     let _ = pipeline_ref
         .open(Path::new("/proc"))
         .and_then(|fd| fd.signal(Signal::KILL));
     assert!(resumed, "the next guard resumed the dead run's pipeline");
+    // The run's pipeline ran in its own freezer cgroup (a v1 host) or was stopped by a signal.
     assert!(
         log.contains(&format!(
             "recovered from a dead `memtrace run`: run {run_pid}: resumed {pipeline}"
+        )) || log.contains(&format!(
+            "recovered from a dead `memtrace run`: run {run_pid}: thawed cgroup /sys/fs/cgroup/freezer/memtrace-run-{run_pid}"
         )),
         "{log}"
     );
     assert!(!run_file.exists(), "the recovered file is removed");
+    // The killed run's (now empty) cgroups: what its next run would remove.
+    wait_until(Duration::from_secs(5), || !alive(pipeline));
+    for dir in [
+        group.path.join(format!("memtrace-run-{run_pid}")),
+        Path::new("/sys/fs/cgroup/freezer").join(format!("memtrace-run-{run_pid}")),
+    ] {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Removes a v2 cgroup made by a test: thawed, emptied by the caller (its processes are killed
@@ -1017,7 +1014,7 @@ fn control_socket_shows_resumes_and_kills_the_held_tree() {
     let (parent, grower) = start_pipeline(&mut s.group);
     let root = parent.pid().to_string();
     assert!(
-        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        wait_until(Duration::from_secs(30), || held(grower)),
         "the grower is held: {:?}",
         state(grower)
     );
@@ -1088,14 +1085,14 @@ fn control_socket_shows_resumes_and_kills_the_held_tree() {
     let resumed = ctl(&["resume", &root]);
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(
-        wait_until(Duration::from_secs(5), || state(grower) != Some('T')),
+        wait_until(Duration::from_secs(5), || !held(grower)),
         "resumed by hand: {:?}",
         state(grower)
     );
     assert!(guard.wait_log("by hand (memtrace guard resume)", Duration::from_secs(2)));
     // It grows back (the ballast is still there) and is held again; then killed by hand.
     assert!(
-        wait_until(Duration::from_secs(30), || state(grower) == Some('T')),
+        wait_until(Duration::from_secs(30), || held(grower)),
         "held again: {:?}",
         state(grower)
     );

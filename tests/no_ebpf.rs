@@ -374,7 +374,7 @@ fn without_ebpf_the_guard_starts_and_its_dry_run_logs_decisions() {
     let mut stopped = false;
     let watch = std::time::Instant::now();
     while watch.elapsed() < Duration::from_secs(8) {
-        stopped |= state(grower) == Some('T');
+        stopped |= memtrace_testkit::proc::held(grower);
         std::thread::sleep(Duration::from_millis(25));
     }
     let (status, stderr) = guard.terminate();
@@ -401,12 +401,6 @@ fn without_ebpf_the_guard_starts_and_its_dry_run_logs_decisions() {
         "the grower's tree, never the bystander: {would:?}"
     );
     assert!(!stopped, "a dry run stops nothing");
-}
-
-/// The state letter of `pid` (`T` when stopped).
-fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    memtrace::host::procfs::parse_pid_stat(&stat).map(|s| s.state)
 }
 
 /// `doctor` says which mode this host gives, and why.

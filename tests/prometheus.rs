@@ -258,7 +258,7 @@ fn prometheus_scrapes_the_guard_rules_load_and_a_suspension_is_counted() {
     let (parent, grower) = start_pipeline(&mut s.group);
     assert!(
         wait_until(Duration::from_secs(30), || {
-            memtrace_testkit::proc::state(grower) == Some('T')
+            memtrace_testkit::proc::held(grower)
         }),
         "the guard held the growing pipeline"
     );

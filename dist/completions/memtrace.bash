@@ -950,7 +950,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__run)
-            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --require-ebpf --machine --cgroup --help --version"
+            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --require-ebpf --machine --cgroup --memory-high --memory-max --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -981,6 +981,14 @@ _memtrace() {
                     return 0
                     ;;
                 --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-high)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-max)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -283,6 +283,8 @@ _arguments "${_arguments_options[@]}" : \
 '--interval=[Sampling interval between marks (default 200ms, or the config'\''s)]:INTERVAL:_default' \
 '--stage-regex=[Turn the pipeline'\''s output lines into stage marks\: a regex with a \`stage\` group and optionally a \`clip\` group, e.g. '\''clip (?P<clip>\\d+)/\\d+\: (?P<stage>\\w+)'\'']:RE:_default' \
 '--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
+'--memory-high=[Throttle and reclaim the pipeline above SIZE (e.g. 12G)\: the cgroup v2 \`memory.high\` of the cgroup the run makes for it. cgroup v1 has no memory.high\: refused there]:SIZE:_default' \
+'--memory-max=[Limit the pipeline to SIZE (e.g. 16G)\: the kernel OOM-kills inside the run'\''s own cgroup above it, nothing else on the machine is touched (\`memory.max\`, v1 \`memory.limit_in_bytes\`; no swap on v2)]:SIZE:_default' \
 '--quiet[Do not print a \`\[Memory\]\` line per stage]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \

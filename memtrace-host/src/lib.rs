@@ -1,6 +1,7 @@
 //! memtrace's host layer: everything memtrace reads from and does to the machine besides its
 //! eBPF programs — /proc ([`procfs`], [`procscan`]), memory cgroups ([`cgroup`]), kernel BTF
-//! ([`btf`]) and tracefs ([`tracefs`]), the cgroup memtrace itself runs in and the limit that
+//! ([`btf`]) and tracefs ([`tracefs`]), freezing a cgroup on either hierarchy ([`freezer`]),
+//! the cgroup memtrace itself runs in and the limit that
 //! binds it ([`own_cgroup`]), privileges and clocks ([`privilege`], [`clock`]),
 //! signals that cannot hit a recycled pid ([`pidfd`]), directories no other user can steer
 //! ([`safe_path`]), proportional memory of a process tree ([`smaps`]), sshd ([`sshd`]), sysctls ([`sysctl`]), swap ([`swap`]), cache and temp
@@ -13,6 +14,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod clock;
+pub mod freezer;
 pub mod input;
 pub mod own_cgroup;
 pub mod pidfd;

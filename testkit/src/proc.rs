@@ -1,5 +1,5 @@
-//! What the benchmarks read about a process from /proc: its CPU time and its memory, through the
-//! same parsers memtrace itself uses ([`memtrace_host::procfs`]).
+//! What the benchmarks and tests read about a process from /proc: its CPU time, its memory and
+//! whether it is held (stopped or frozen), through the same parsers memtrace itself uses ([`memtrace_host::procfs`]).
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -20,6 +20,24 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 pub fn state(pid: u32) -> Option<char> {
     let text = procfs::read(Path::new(&format!("/proc/{pid}/stat"))).ok()?;
     procfs::parse_pid_stat(&text).map(|stat| stat.state)
+}
+
+/// Whether `pid` is held: stopped by a signal (`T`), or frozen by a cgroup freezer — v1 (its
+/// freezer cgroup's `freezer.state` says `FROZEN`; the task shows `D`) or v2 (its cgroup's
+/// `cgroup.events` says `frozen 1`).
+pub fn held(pid: u32) -> bool {
+    if state(pid) == Some('T') {
+        return true;
+    }
+    let proc_root = Path::new("/proc");
+    let v1_frozen = memtrace_host::freezer::v1_freezer_of(proc_root, pid).is_some_and(|dir| {
+        std::fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+    });
+    v1_frozen
+        || memtrace_host::cgroup::v2_cgroup_of(proc_root, pid).is_some_and(|dir| {
+            std::fs::read_to_string(dir.join("cgroup.events"))
+                .is_ok_and(|events| events.lines().any(|l| l == "frozen 1"))
+        })
 }
 
 /// Whether `pid` exists and is not a zombie.

@@ -258,3 +258,29 @@ pub fn config_calm(dir: &Path) -> PathBuf {
     std::fs::write(&path, "[thresholds]\nresume_used_percent = 97\nwarn_used_percent = 98\nreclaim_used_percent = 98\nsuspend_used_percent = 99\nkill_used_percent = 99.5\n").expect("config");
     path
 }
+
+/// The freezer cgroups the guard `guard` made (`memtrace-held-GUARD-…` at the v1 freezer's root).
+pub fn held_cgroups(guard: u32) -> Vec<String> {
+    std::fs::read_dir("/sys/fs/cgroup/freezer")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&format!("memtrace-held-{guard}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Thaws what the guard `.0` left frozen when a test fails (a task frozen by the v1 freezer
+/// cannot die, so the test cgroup could not kill and remove it); dropped before the cgroup.
+pub struct ThawOnDrop(pub u32);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        for name in held_cgroups(self.0) {
+            let dir = Path::new("/sys/fs/cgroup/freezer").join(name);
+            let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+        }
+    }
+}

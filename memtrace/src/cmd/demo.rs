@@ -66,6 +66,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         memory_lines: true,
         config: serde_json::json!({ "demo": true, "interval_ms": 200 }),
         require_ebpf: false,
+        cgroup_procs: Vec::new(),
     };
     let outcome = recorder::execute(plan, Vec::new())?;
     let data = trace::read_file(&out)?;

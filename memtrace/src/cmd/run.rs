@@ -6,7 +6,9 @@
 //! memory-friendly environment for the child (never overriding the user's). Then it samples the
 //! tree every `--interval` (200 ms) and at every stage mark, prints a `[Memory] before/after` line
 //! per stage, forwards signals, runs the hooks (the guard plugs in through [`RunHook`]), exits with
-//! the child's exit code and prints the report's verdicts. `record` traces without changing the
+//! the child's exit code and prints the report's verdicts. The pipeline runs in a cgroup of its
+//! own ([`crate::record::run_cgroup`]) where memtrace can make one: `--memory-high` /
+//! `--memory-max` limit it, and the summary gives its peak and OOM kills. `record` traces without changing the
 //! environment or printing stage lines.
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -18,11 +20,12 @@ use crate::{
     collect::source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP},
     host::{
         clock, procfs,
-        units::{human_bytes, parse_duration},
+        units::{human_bytes, parse_duration, parse_size},
     },
     record::{
         RunHook, child, env, marks,
         recorder::{self, Plan, TraceTarget},
+        run_cgroup::{Limits, RunCgroup},
         trace::{self, Event},
     },
 };
@@ -52,6 +55,15 @@ pub struct RunArgs {
     /// Which memory counts: the machine, a cgroup, or (default) the container memtrace runs in.
     #[command(flatten)]
     pub scope: ScopeArgs,
+    /// Throttle and reclaim the pipeline above SIZE (e.g. 12G): the cgroup v2 `memory.high` of
+    /// the cgroup the run makes for it. cgroup v1 has no memory.high: refused there.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_high: Option<String>,
+    /// Limit the pipeline to SIZE (e.g. 16G): the kernel OOM-kills inside the run's own cgroup
+    /// above it, nothing else on the machine is touched (`memory.max`, v1
+    /// `memory.limit_in_bytes`; no swap on v2).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
     /// The pipeline to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -109,6 +121,12 @@ pub fn run_with_hooks(
         .as_deref()
         .map(marks::StageRegex::new)
         .transpose()?;
+    let limits = limits(&args)?;
+    let own = own_cgroup(limits)?;
+    let cgroup_procs = match &own {
+        Some(own) => own.entry_files()?,
+        None => Vec::new(),
+    };
     let out = args.out.clone().unwrap_or_else(default_out);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -144,12 +162,55 @@ pub fn run_with_hooks(
         memory_lines: !args.quiet,
         config,
         require_ebpf: args.require_ebpf,
+        cgroup_procs,
     };
     let outcome = recorder::execute(plan, hooks)?;
+    if let Some(own) = &own {
+        eprintln!("{}", own.summary());
+    }
     summarize(&out, &outcome);
+    drop(own);
     Ok(ExitCode::from(
         outcome.status.as_ref().map_or(1, child::exit_code),
     ))
+}
+
+/// `--memory-high` / `--memory-max`, parsed.
+fn limits(args: &RunArgs) -> anyhow::Result<Limits> {
+    let parse = |text: &Option<String>, flag: &str| {
+        text.as_deref()
+            .map(|t| parse_size(t).with_context(|| flag.to_owned()))
+            .transpose()
+    };
+    Ok(Limits {
+        high: parse(&args.memory_high, "--memory-high")?,
+        max: parse(&args.memory_max, "--memory-max")?,
+    })
+}
+
+/// The run's own cgroup, or `None` (with one line saying why) where it cannot be made; an
+/// error when a limit was asked for.
+fn own_cgroup(limits: Limits) -> anyhow::Result<Option<RunCgroup>> {
+    match RunCgroup::create(std::path::Path::new("/proc"), std::process::id(), limits) {
+        Ok(own) => {
+            eprintln!(
+                "[memtrace] the pipeline runs in its own cgroup {}",
+                own.dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+            Ok(Some(own))
+        }
+        Err(err) if limits.any() => Err(anyhow::anyhow!(
+            "--memory-high/--memory-max need a cgroup of the run's own: {err}"
+        )),
+        Err(err) => {
+            eprintln!("[memtrace] info: the pipeline runs without a cgroup of its own: {err}");
+            Ok(None)
+        }
+    }
 }
 
 /// The closing lines of `run`: guard actions, how the pipeline ended, the trace, the verdicts.
@@ -224,6 +285,7 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         memory_lines: false,
         config: serde_json::json!({ "interval_ms": interval.as_millis() }),
         require_ebpf: args.require_ebpf,
+        cgroup_procs: Vec::new(),
     };
     let outcome = recorder::execute(plan, Vec::new())?;
     eprintln!(

@@ -84,7 +84,8 @@ pub fn claim(
 }
 
 /// Resumes what a dead guard of this scope (its state file) and dead `memtrace run`s left
-/// suspended; a dry run only says what it would do. Logs each line.
+/// suspended, then removes the empty freezer cgroups dead guards made; a dry run only says what
+/// it would do. Logs each line.
 pub fn recover_at_start(scope: &Scope, file: Option<&StateFile>, proc_root: &Path, dry_run: bool) {
     let (prefix, run_prefix) = if dry_run {
         (
@@ -140,5 +141,11 @@ pub fn recover_at_start(scope: &Scope, file: Option<&StateFile>, proc_root: &Pat
         }
         Ok(None) => {}
         Err(err) => log::warn!("not recovering `memtrace run` state files: {err}"),
+    }
+    if !dry_run {
+        // After the recovery above, which thawed and emptied what dead guards held.
+        for line in super::freeze::remove_leftovers(proc_root) {
+            log::info!("{line}");
+        }
     }
 }

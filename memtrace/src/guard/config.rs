@@ -61,6 +61,8 @@ struct RawConfig {
     victims: RawVictims,
     #[serde(default)]
     protect: RawProtect,
+    #[serde(default)]
+    notify: RawNotify,
 }
 
 /// Declares a raw config section whose every key is optional: a missing key keeps the default
@@ -125,8 +127,19 @@ section!(RawProtect {
     sshd_stall_escalates: bool,
 });
 
+section!(RawNotify {
+    terminals: bool,
+    extra_terminals: Vec<String>,
+    on_suspend: Vec<String>,
+    on_resume: Vec<String>,
+    on_keep: Vec<String>,
+    on_kill: Vec<String>,
+    hook_timeout: String,
+});
+
 impl RawConfig {
     fn layer(&mut self, over: Self) {
+        self.notify.layer(over.notify);
         self.sampling.layer(over.sampling);
         self.thresholds.layer(over.thresholds);
         self.actions.layer(over.actions);
@@ -241,6 +254,8 @@ pub struct GuardConfig {
     pub victims: Victims,
     /// sshd protection.
     pub protect: Protect,
+    /// Messages to the logged-in terminals and hook commands.
+    pub notify: crate::guard::notify::Settings,
 }
 
 fn parse_raw(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
@@ -452,12 +467,36 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
             ),
         });
     }
+    let n = raw.notify;
+    let extra_terminals: Vec<PathBuf> = need(n.extra_terminals, "notify.extra_terminals")?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Some(bad) = extra_terminals
+        .iter()
+        .find(|p| !p.starts_with("/dev/") || p.components().any(|c| c.as_os_str() == ".."))
+    {
+        return Err(ConfigError::Invalid {
+            key: "notify.extra_terminals",
+            message: format!("{} is not a terminal below /dev/", bad.display()),
+        });
+    }
+    let notify = crate::guard::notify::Settings {
+        terminals: need(n.terminals, "notify.terminals")?,
+        extra_terminals,
+        on_suspend: need(n.on_suspend, "notify.on_suspend")?,
+        on_resume: need(n.on_resume, "notify.on_resume")?,
+        on_keep: need(n.on_keep, "notify.on_keep")?,
+        on_kill: need(n.on_kill, "notify.on_kill")?,
+        hook_timeout: duration(n.hook_timeout, "notify.hook_timeout")?,
+    };
     Ok(GuardConfig {
         sampling,
         thresholds,
         actions,
         victims,
         protect,
+        notify,
     })
 }
 
@@ -546,6 +585,12 @@ mod tests {
         assert!(psi.contains("sampling.psi_window"), "{psi}");
         let temp = error("[actions]\ntemp_dirs = [\"/\"]\n");
         assert!(temp.contains("actions.temp_dirs"), "{temp}");
+        let tty = error("[notify]\nextra_terminals = [\"/etc/passwd\"]\n");
+        assert!(tty.contains("notify.extra_terminals"), "{tty}");
+        let sneaky = error("[notify]\nextra_terminals = [\"/dev/../etc/shadow\"]\n");
+        assert!(sneaky.contains("notify.extra_terminals"), "{sneaky}");
+        let timeout = error("[notify]\nhook_timeout = \"never\"\n");
+        assert!(timeout.contains("notify.hook_timeout"), "{timeout}");
     }
 
     #[test]

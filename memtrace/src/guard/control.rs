@@ -69,7 +69,8 @@ pub struct HeldInfo {
     pub comm: String,
     /// Every member, root first.
     pub pids: Vec<u32>,
-    /// `stop` (SIGSTOP), `freeze` (cgroup.freeze) or `dry run` (nothing sent).
+    /// `stop` (SIGSTOP), `freeze` (v2 cgroup.freeze), `freezer` (v1 freezer.state) or `dry run`
+    /// (nothing sent).
     pub how: String,
     /// Seconds since it was held.
     pub held_for_s: f64,
@@ -359,6 +360,7 @@ pub fn status_text(status: &Status) -> String {
         let how = match tree.how.as_str() {
             "stop" => "SIGSTOP",
             "freeze" => "cgroup.freeze",
+            "freezer" => "the v1 freezer",
             other => other,
         };
         text.push_str(&format!(

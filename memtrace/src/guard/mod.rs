@@ -21,9 +21,11 @@ pub mod claim;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod freeze;
 pub mod level;
 pub mod lock;
 pub mod metrics;
+pub mod notify;
 pub mod protect;
 pub mod psi_trigger;
 pub mod reclaim;
@@ -247,6 +249,14 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     };
     let mut pressure = procfs::OpenFile::open(&scope.pressure_file(proc_root)).ok();
     let scope_text = scope.describe();
+    let notifier = notify::Notifier::start(
+        if args.dry_run {
+            notify::Settings::default()
+        } else {
+            config.notify.clone()
+        },
+        proc_root,
+    );
     let mut engine = Engine::new(
         config,
         scope.clone(),
@@ -309,12 +319,14 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             Some(&gpu_sample),
         ) {
             log_decision(&decision);
+            notifier.send_for(&decision);
         }
         if let Some(server) = &mut control {
             let mut by_hand = Vec::new();
             server.serve(&mut |request| engine.by_hand(request, &scope_text, &mut by_hand));
             for decision in &by_hand {
                 log_decision(decision);
+                notifier.send_for(decision);
             }
         }
         if args.metrics.is_some()
@@ -347,9 +359,10 @@ fn log_decision(decision: &engine::Decision) {
             format!(" | {}", decision.detail.join(" | "))
         },
     );
-    match decision.action {
-        "level" | "warn" | "wait" => log::warn!("{line}"),
-        _ => log::error!("{line}"),
+    if decision.action.reports() {
+        log::warn!("{line}");
+    } else {
+        log::error!("{line}");
     }
 }
 

@@ -2,22 +2,24 @@
 //! is a claim, not an order: a recorded process is resumed only if it is still the one recorded
 //! (same start time, this boot), is really stopped (state `T`/`t`), is not init, a kernel thread
 //! or the guard itself, and lies inside the scope (the guard's cgroup subtree, or for a run's
-//! file the run's own recorded tree). A recorded frozen cgroup is thawed only if it is a real v2
-//! cgroup (canonical path below a cgroup2 mount, opened without following symlinks), frozen,
-//! and holding a recorded process that passes the same checks. A dry run only says what it
+//! file the run's own recorded tree). A recorded frozen cgroup is thawed only if it is a real
+//! cgroup of the recorded kind (v2, or a v1 freezer: canonical path below its mount, opened
+//! without following symlinks), frozen, and holding a recorded process that passes the same
+//! checks; members the guard had moved into it go back where they came from. A dry run only says what it
 //! would do, and touches no file.
 use std::{collections::HashSet, fmt, path::Path, sync::Arc, time::Duration};
 
 use rustix::process::Signal;
 
 use super::{
+    freeze,
     lock::{self, Lock, Probe},
     state::{StateDir, StateFile},
-    suspend::{HeldRecord, How, Saved, boot_id},
+    suspend::{HeldRecord, Saved, boot_id},
     victim::untouchable,
 };
 use crate::host::{
-    cgroup::V2Dir,
+    freezer::Freezer,
     pidfd::{ProcRef, ProcRefError},
     procfs::{self, PidStat},
 };
@@ -109,12 +111,12 @@ pub fn judge_freeze(
     proc_root: &Path,
     within: Within<'_>,
     guard_pid: u32,
-) -> Result<V2Dir, Skip> {
-    let cgroup = record
-        .cgroup
-        .as_deref()
-        .ok_or_else(|| Skip::Cgroup("a freeze record without a cgroup".to_owned()))?;
-    let dir = V2Dir::open(proc_root, cgroup).map_err(|err| {
+) -> Result<Freezer, Skip> {
+    let (Some(kind), Some(cgroup)) = (freeze::kind_of(&record.how), record.cgroup.as_deref())
+    else {
+        return Err(Skip::Cgroup("a freeze record without a cgroup".to_owned()));
+    };
+    let dir = Freezer::open(proc_root, cgroup, kind).map_err(|err| {
         if err.is_gone() {
             Skip::Gone
         } else {
@@ -158,17 +160,14 @@ pub fn recover_record(
     dry_run: bool,
 ) -> Vec<String> {
     let mut log = Vec::new();
-    if record.how == How::Freeze {
+    if record.how.frozen() {
         let shown = record
             .cgroup
             .as_deref()
             .map_or_else(String::new, |c| c.display().to_string());
         match judge_freeze(record, proc_root, within, guard_pid) {
             Ok(_) if dry_run => log.push(format!("would thaw cgroup {shown}")),
-            Ok(dir) => match dir.set_frozen(false) {
-                Ok(()) => log.push(format!("thawed cgroup {shown}")),
-                Err(err) => log.push(format!("thawing {shown}: {err}")),
-            },
+            Ok(_) => log.extend(freeze::thaw(proc_root, record)),
             Err(Skip::Gone) => {}
             Err(why) => log.push(format!("not thawing cgroup {shown}: {why}")),
         }
@@ -304,6 +303,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::guard::suspend::How;
 
     fn stat(pid: u32, ppid: u32, state: char, start_ticks: u64) -> PidStat {
         PidStat {
@@ -412,6 +412,7 @@ mod tests {
             how: How::Freeze,
             members: vec![member(300, 77)],
             cgroup: Some(cgroup),
+            moved_from: None,
             since_unix_ms: None,
             why: None,
         }
@@ -458,6 +459,7 @@ mod tests {
             how: How::Stop,
             members: vec![member(300, 77), member(301, 1), member(1, 1)],
             cgroup: None,
+            moved_from: None,
             since_unix_ms: None,
             why: None,
         };
@@ -489,6 +491,7 @@ mod tests {
                     how: How::Stop,
                     members: vec![member(300, 77)],
                     cgroup: None,
+                    moved_from: None,
                     since_unix_ms: None,
                     why: None,
                 }],
@@ -523,6 +526,7 @@ mod tests {
                 how: How::Stop,
                 members: vec![member(300, 77)],
                 cgroup: None,
+                moved_from: None,
                 since_unix_ms: None,
                 why: None,
             }],

@@ -12,7 +12,7 @@ use crate::{
     collect::{model::Snapshot, scope::Scope},
     guard::{
         config::GuardConfig,
-        engine::Engine,
+        engine::{Act, Engine},
         lock::{self, Lock},
         recover,
         state::{STATE_DIR, StateDir, StateFile},
@@ -92,7 +92,7 @@ fn event(decision: crate::guard::engine::Decision) -> Event {
     }
     Event::GuardDecision {
         level: decision.level.to_string(),
-        action: decision.action.to_owned(),
+        action: decision.action.as_str().to_owned(),
         reason,
         pids: decision.pids,
     }
@@ -114,7 +114,7 @@ impl RunHook for GuardHook {
         self.engine
             .tick(usage, psi.as_ref(), false, snapshot, Some(&scope), None)
             .into_iter()
-            .filter(|d| d.action != "level")
+            .filter(|d| d.action != Act::Level)
             .inspect(|d| log::warn!("guard: {} [{}] {}", d.action, d.level, d.reason))
             .map(event)
             .collect()
@@ -131,7 +131,7 @@ impl RunHook for GuardHook {
             .into_iter()
             .map(|line| Event::GuardDecision {
                 level: self.engine.state.level.to_string(),
-                action: "resume".to_owned(),
+                action: Act::Resume.as_str().to_owned(),
                 reason: format!("run ended: {line}"),
                 pids: Vec::new(),
             })

@@ -2,9 +2,9 @@
 //! written to a small state file ([`super::state`]) *before* the first SIGSTOP, the set resumes
 //! everything when dropped (clean exit, error, panic), and a guard that starts after a crash
 //! resumes what the file lists — after checking each claim ([`super::recover`]). Trees are
-//! stopped with SIGSTOP through verified pidfds, or with `cgroup.freeze` when the tree has a v2
-//! cgroup of its own that can be written; when freezing fails after all (a read-only cgroupfs),
-//! the record is rewritten to say SIGSTOP before the signals go out.
+//! frozen where [`super::freeze`] finds or makes a cgroup for them (v2 `cgroup.freeze`, v1
+//! `freezer.state`), else stopped with SIGSTOP through verified pidfds; when freezing fails after
+//! all (a read-only cgroupfs), the record is rewritten to say SIGSTOP before the signals go out.
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -14,9 +14,13 @@ use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    guard::{state::StateFile, victim::Candidate},
+    guard::{
+        freeze::{self, Placed},
+        state::StateFile,
+        victim::Candidate,
+    },
     host::{
-        cgroup::V2Dir,
+        freezer::Freezer,
         pidfd::{PidFd, ProcRef, ProcRefError},
     },
 };
@@ -27,8 +31,27 @@ use crate::{
 pub enum How {
     /// SIGSTOP to every member.
     Stop,
-    /// `cgroup.freeze` on the tree's own cgroup.
+    /// `cgroup.freeze` on the tree's own v2 cgroup.
     Freeze,
+    /// `freezer.state` on a v1 freezer cgroup (the tree's own, or one the guard moved it into).
+    #[serde(rename = "freezer")]
+    FreezerV1,
+}
+
+impl How {
+    /// The word `guard status` and the control socket use.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Freeze => "freeze",
+            Self::FreezerV1 => "freezer",
+        }
+    }
+
+    /// Whether a cgroup freezer holds the tree (no signal was sent).
+    pub fn frozen(&self) -> bool {
+        !matches!(self, Self::Stop)
+    }
 }
 
 /// One suspended tree as the state file records it.
@@ -38,8 +61,11 @@ pub struct HeldRecord {
     pub how: How,
     /// The members (root first).
     pub members: Vec<ProcRef>,
-    /// The frozen cgroup, for `How::Freeze`.
+    /// The frozen cgroup, for `How::Freeze` and `How::FreezerV1`.
     pub cgroup: Option<PathBuf>,
+    /// Where the guard moved the members from into `cgroup` (they go back when thawed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<PathBuf>,
     /// When it was suspended, ms since the Unix epoch (absent in files of older guards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_unix_ms: Option<u64>,
@@ -115,16 +141,6 @@ pub enum SuspendError {
     },
 }
 
-/// Thaws the frozen cgroup of a record; returns a log line (none when the cgroup is gone).
-fn thaw(proc_root: &Path, cgroup: &Path) -> Option<String> {
-    match V2Dir::open(proc_root, cgroup).and_then(|dir| dir.set_frozen(false)) {
-        Ok(()) => Some(format!("thawed cgroup {}", cgroup.display())),
-        // The tree exited (or was killed) while frozen and its cgroup went with it.
-        Err(err) if err.is_gone() => None,
-        Err(err) => Some(format!("thawing {}: {err}", cgroup.display())),
-    }
-}
-
 impl SuspendedSet {
     /// An empty set that keeps its state in `state` (`None`: a dry run, which never suspends).
     pub fn new(state: Option<StateFile>, proc_root: &Path) -> Self {
@@ -169,23 +185,23 @@ impl SuspendedSet {
             .any(|t| t.record.members.first() == Some(root))
     }
 
-    /// Suspends `candidate` for the reason `why`: records it, then stops it (freezing `freeze`
-    /// if given).
+    /// Suspends `candidate` for the reason `why`: records it, then stops it (freezing the cgroup
+    /// `placed` if given).
     pub fn suspend(
         &mut self,
         candidate: &Candidate,
-        freeze: Option<PathBuf>,
+        placed: Option<Placed>,
         why: &str,
     ) -> Result<String, SuspendError> {
-        let how = if freeze.is_some() {
-            How::Freeze
-        } else {
-            How::Stop
+        let (how, cgroup, moved_from) = match placed {
+            Some(p) => (p.how, Some(p.cgroup), p.moved_from),
+            None => (How::Stop, None, None),
         };
         let record = HeldRecord {
             how: how.clone(),
             members: candidate.members.clone(),
-            cgroup: freeze.clone(),
+            cgroup: cgroup.clone(),
+            moved_from,
             since_unix_ms: Some(crate::host::clock::unix_ms()),
             why: Some(why.to_owned()),
         };
@@ -224,15 +240,24 @@ impl SuspendedSet {
             ));
         }
         let mut done = String::new();
-        if let (How::Freeze, Some(cgroup)) = (&how, &freeze) {
-            match V2Dir::open(&self.proc_root, cgroup).and_then(|dir| dir.set_frozen(true)) {
-                Ok(()) => done = format!("froze cgroup {}", cgroup.display()),
+        if let (Some(kind), Some(cgroup)) = (freeze::kind_of(&how), &cgroup) {
+            match Freezer::open(&self.proc_root, cgroup, kind).and_then(|dir| dir.set_frozen(true))
+            {
+                Ok(()) => {
+                    done = format!("froze cgroup {}", cgroup.display());
+                    if let Some(from) = self.trees.last().and_then(|t| t.record.moved_from.as_ref())
+                    {
+                        done.push_str(&format!(" (moved there from {})", from.display()));
+                    }
+                }
                 Err(err) => {
-                    // Nothing is stopped yet: record SIGSTOP (so recovery sends SIGCONT, not a
-                    // thaw) before any signal goes out.
+                    // Nothing is stopped yet: undo a move, record SIGSTOP (so recovery sends
+                    // SIGCONT, not a thaw) before any signal goes out.
                     if let Some(tree) = self.trees.last_mut() {
+                        let _ = freeze::thaw(&self.proc_root, &tree.record);
                         tree.record.how = How::Stop;
                         tree.record.cgroup = None;
+                        tree.record.moved_from = None;
                     }
                     if let Err(source) = self.persist() {
                         self.trees.pop();
@@ -294,9 +319,9 @@ impl SuspendedSet {
             return None;
         }
         let tree = self.trees.remove(index);
-        if let (How::Freeze, Some(cgroup)) = (&tree.record.how, &tree.record.cgroup) {
+        if tree.record.how.frozen() {
             // Frozen tasks cannot act on SIGTERM; thaw first (they are signalled right after).
-            let _ = thaw(&self.proc_root, cgroup);
+            let _ = freeze::thaw(&self.proc_root, &tree.record);
         }
         let outcome = kill_fds(&tree.fds, grace);
         let _ = self.persist();
@@ -305,8 +330,8 @@ impl SuspendedSet {
 }
 
 fn resume_tree(tree: &Suspended, proc_root: &Path, log: &mut Vec<String>) {
-    if let (How::Freeze, Some(cgroup)) = (&tree.record.how, &tree.record.cgroup) {
-        log.extend(thaw(proc_root, cgroup));
+    if tree.record.how.frozen() {
+        log.extend(freeze::thaw(proc_root, &tree.record));
         return;
     }
     for fd in &tree.fds {
@@ -388,7 +413,15 @@ mod tests {
         };
         // Not a cgroup at all (as a cgroup on a read-only cgroupfs cannot be frozen either).
         let line = set
-            .suspend(&candidate, Some(tmp.path().join("not-a-cgroup")), "test")
+            .suspend(
+                &candidate,
+                Some(Placed {
+                    how: How::Freeze,
+                    cgroup: tmp.path().join("not-a-cgroup"),
+                    moved_from: None,
+                }),
+                "test",
+            )
             .expect("suspended anyway");
         assert!(
             line.starts_with("sent SIGSTOP to 1 process(es)") && line.contains("freezing"),

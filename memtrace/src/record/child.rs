@@ -68,14 +68,16 @@ pub struct Started {
     pub pumps: usize,
 }
 
-/// Spawns `command` with `env` added and the mark socket announced; with a regex, its stdout
-/// and stderr go to `pipes` and are pumped.
+/// Spawns `command` with `env` added and the mark socket announced, entering the cgroups whose
+/// `cgroup.procs` are `cgroup_procs` before it execs ([`super::run_cgroup`]); with a regex, its
+/// stdout and stderr go to `pipes` and are pumped.
 pub fn spawn(
     command: &[String],
     env: &BTreeMap<String, String>,
     socket: Option<&Path>,
     regex: Option<(&StageRegex, OutputPipes)>,
     marks: &UnboundedSender<Pumped>,
+    cgroup_procs: Vec<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<Started> {
     let (program, args) = command.split_first().context("no command to run")?;
     let mut cmd = Command::new(program);
@@ -89,6 +91,7 @@ pub fn spawn(
             .stderr(Stdio::from(pipes.stderr.1));
         readers = Some((regex, pipes.stdout.0, pipes.stderr.0));
     }
+    super::run_cgroup::enter_on_exec(&mut cmd, cgroup_procs);
     let spawned = cmd.spawn();
     // Our copies of the write ends go with the Command: the pipes end when the command's do.
     drop(cmd);

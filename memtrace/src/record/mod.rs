@@ -4,13 +4,15 @@
 //! [`exact_marks`] dates a stdout mark to the pipeline's write of it),
 //! and hands each sample to the [`session`], which keeps the tree, writes the [`trace`] and runs
 //! the hooks (the guard plugs in through [`RunHook`]). [`env`] is what `memtrace run` adds before
-//! the child starts: the swap check and a memory-friendly environment. The `run` and `record`
+//! the child starts: the swap check and a memory-friendly environment; [`run_cgroup`] the cgroup
+//! `memtrace run` starts it in (frozen by the guard, limited by `--memory-max`). The `run` and `record`
 //! subcommands around it live in `cmd::run`.
 pub mod child;
 pub mod env;
 pub mod exact_marks;
 pub mod marks;
 pub mod recorder;
+pub mod run_cgroup;
 pub mod session;
 pub mod trace;
 

@@ -75,6 +75,8 @@ pub struct Plan {
     pub config: serde_json::Value,
     /// Refuse to run without eBPF.
     pub require_ebpf: bool,
+    /// The `cgroup.procs` files a spawned command enters before it execs (`run`'s own cgroup).
+    pub cgroup_procs: Vec<std::os::fd::OwnedFd>,
 }
 
 /// How it ended.
@@ -260,7 +262,7 @@ fn socket_boundary(has_address: bool) -> Boundary {
 }
 
 async fn event_loop(
-    plan: Plan,
+    mut plan: Plan,
     sampler: Sampler,
     gpu: Paced,
     writer: TraceWriter,
@@ -320,6 +322,7 @@ async fn event_loop(
                 socket.as_ref().map(|s| s.1.as_path()),
                 output,
                 &pump_tx,
+                std::mem::take(&mut plan.cgroup_procs),
             )?;
             if let Some(exact) = &mut exact {
                 exact.started();

@@ -4,13 +4,13 @@
 use std::{collections::HashSet, time::Instant};
 
 use super::{
-    Decision, Engine,
-    inputs::own_cgroup,
+    Act, Decision, Engine, TreeNote,
     resume::{self, HeldTree, ResumeRules, ResumeVerdict},
 };
 use crate::{
     collect::scope::Usage,
     guard::{
+        freeze,
         level::{Assessment, Level},
         suspend::kill_fds,
         victim::Candidate,
@@ -25,6 +25,20 @@ pub(super) struct Held {
     pub(super) pids: Vec<u32>,
     pub(super) summary: String,
     pub(super) growth_bytes_per_s: f64,
+    pub(super) held_bytes: u64,
+    pub(super) how: &'static str,
+}
+
+impl Held {
+    /// The tree as the notices name it.
+    pub(super) fn note(&self) -> TreeNote {
+        TreeNote {
+            id: self.root.pid,
+            comm: self.root.comm.clone(),
+            held_bytes: self.held_bytes,
+            how: self.how,
+        }
+    }
 }
 
 impl Engine {
@@ -40,12 +54,12 @@ impl Engine {
     pub(super) fn decision(
         &self,
         a: &Assessment,
-        action: &'static str,
+        action: Act,
         reason: String,
         pids: Vec<u32>,
         detail: Vec<String>,
     ) -> Decision {
-        let reason = if self.dry_run && !matches!(action, "level" | "warn") {
+        let reason = if self.dry_run && !matches!(action, Act::Level | Act::Warn) {
             format!("dry run, nothing sent: {reason}")
         } else {
             reason
@@ -56,6 +70,7 @@ impl Engine {
             reason,
             pids,
             detail,
+            tree: None,
         }
     }
 
@@ -84,7 +99,7 @@ impl Engine {
             return;
         }
         self.state.counts.reclaim += 1;
-        out.push(self.decision(a, "reclaim", a.reasons.join("; "), Vec::new(), detail));
+        out.push(self.decision(a, Act::Reclaim, a.reasons.join("; "), Vec::new(), detail));
     }
 
     /// The held trees, oldest first (really held, then held in a dry run).
@@ -94,12 +109,16 @@ impl Engine {
             pids: t.record.members.iter().map(|m| m.pid).collect(),
             summary: t.summary.clone(),
             growth_bytes_per_s: t.growth_bytes_per_s,
+            held_bytes: t.held_bytes,
+            how: t.record.how.word(),
         });
         let dry = self.dry_held.iter().map(|c| Held {
             root: c.root.clone(),
             pids: c.members.iter().map(|m| m.pid).collect(),
             summary: c.summary(),
             growth_bytes_per_s: c.growth_bytes_per_s,
+            held_bytes: c.held_bytes,
+            how: "dry run",
         });
         real.chain(dry).collect()
     }
@@ -159,9 +178,9 @@ impl Engine {
                         verdict,
                         ResumeVerdict::KeepHeld { .. } | ResumeVerdict::KeptByHand
                     ) {
-                        "keep"
+                        Act::Keep
                     } else {
-                        "wait"
+                        Act::Wait
                     };
                     let reason = format!(
                         "used {:.1} % < resume {} %, {} MiB below the suspend line, but not \
@@ -170,7 +189,10 @@ impl Engine {
                         self.config.thresholds.resume,
                         mib(headroom),
                     );
-                    out.push(self.decision(a, action, reason, tree.pids, vec![tree.summary]));
+                    let note = tree.note();
+                    let mut d = self.decision(a, action, reason, tree.pids, vec![tree.summary]);
+                    d.tree = Some(note);
+                    out.push(d);
                 }
                 continue;
             }
@@ -186,12 +208,17 @@ impl Engine {
                 mib(headroom),
             );
             let real = self.suspended.trees.len();
+            let note = tree.note();
             if index >= real {
                 self.dry_held.remove(index - real);
-                out.push(self.decision(a, "resume", reason, tree.pids, vec![tree.summary]));
+                let mut d = self.decision(a, Act::Resume, reason, tree.pids, vec![tree.summary]);
+                d.tree = Some(note);
+                out.push(d);
             } else if let Some(line) = self.suspended.resume(index) {
                 self.state.counts.resume += 1;
-                out.push(self.decision(a, "resume", reason, tree.pids, vec![line]));
+                let mut d = self.decision(a, Act::Resume, reason, tree.pids, vec![line]);
+                d.tree = Some(note);
+                out.push(d);
             }
             return;
         }
@@ -229,27 +256,40 @@ impl Engine {
         let reason = format!("{}; victim {}", a.reasons.join("; "), victim.summary());
         if self.dry_run {
             self.dry_held.push(victim.clone());
-            out.push(self.decision(a, "suspend", reason, pids, candidates));
+            out.push(self.decision(a, Act::Suspend, reason, pids, candidates));
             return;
         }
-        let freeze = own_cgroup(&self.proc_root, victim);
-        let mut detail = match self.suspended.suspend(victim, freeze, &reason) {
+        let (placed, why_not) = match freeze::place(&self.proc_root, victim, self.guard_pid) {
+            Ok(placed) => (Some(placed), None),
+            Err(why) => (None, Some(format!("not frozen, SIGSTOP instead: {why}"))),
+        };
+        let mut note = None;
+        let mut detail = match self.suspended.suspend(victim, placed, &reason) {
             Ok(line) => {
                 self.state.counts.suspend += 1;
                 if let Some(tree) = self.suspended.trees.last_mut() {
                     tree.why.clone_from(&reason);
+                    note = Some(TreeNote {
+                        id: victim.root.pid,
+                        comm: victim.root.comm.clone(),
+                        held_bytes: victim.held_bytes,
+                        how: tree.record.how.word(),
+                    });
                 }
                 vec![line]
             }
             Err(err) => vec![format!("suspend failed: {err}")],
         };
+        detail.extend(why_not);
         detail.push(format!(
             "used {} MiB of {} MiB",
             mib(usage.used_bytes),
             mib(usage.limit_bytes)
         ));
         detail.extend(candidates.into_iter().map(|c| format!("candidate {c}")));
-        out.push(self.decision(a, "suspend", reason, pids, detail));
+        let mut d = self.decision(a, Act::Suspend, reason, pids, detail);
+        d.tree = note;
+        out.push(d);
     }
 
     pub(super) fn maybe_kill(
@@ -281,7 +321,7 @@ impl Engine {
                 self.state.counts.kill += 1;
                 vec![kill_fds(&fds, self.config.actions.kill_grace)]
             };
-            out.push(self.decision(a, "kill", reason, pids, detail));
+            out.push(self.decision(a, Act::Kill, reason, pids, detail));
             return;
         }
         if self.held() == 0 {
@@ -299,13 +339,16 @@ impl Engine {
         );
         if let Some(tree) = self.dry_held.pop() {
             let pids = tree.members.iter().map(|t| t.pid).collect();
-            out.push(self.decision(a, "kill", reason, pids, vec![tree.summary()]));
+            out.push(self.decision(a, Act::Kill, reason, pids, vec![tree.summary()]));
             return;
         }
         let pids = self.oldest_held_pids();
+        let note = self.held_list().first().map(Held::note);
         if let Some(line) = self.suspended.kill(0, self.config.actions.kill_grace) {
             self.state.counts.kill += 1;
-            out.push(self.decision(a, "kill", reason, pids, vec![line]));
+            let mut d = self.decision(a, Act::Kill, reason, pids, vec![line]);
+            d.tree = note;
+            out.push(d);
         }
     }
 }

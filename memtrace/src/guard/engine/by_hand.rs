@@ -1,11 +1,8 @@
 //! What the user asks of the running guard over its control socket ([`crate::guard::control`]):
 //! what it holds, and resume, kill or keep one held tree (named by its root's pid). Each action
 //! taken by hand is also a [`Decision`], logged like the engine's own.
-use super::{Decision, Engine};
-use crate::guard::{
-    control::{HeldInfo, Reply, Request, Status},
-    suspend::How,
-};
+use super::{Act, Decision, Engine};
+use crate::guard::control::{HeldInfo, Reply, Request, Status};
 
 impl Engine {
     /// Answers `request`; what was done by hand goes to `out`.
@@ -27,11 +24,7 @@ impl Engine {
             id: t.root.pid,
             comm: t.root.comm.clone(),
             pids: t.record.members.iter().map(|m| m.pid).collect(),
-            how: match t.record.how {
-                How::Stop => "stop",
-                How::Freeze => "freeze",
-            }
-            .to_owned(),
+            how: t.record.how.word().to_owned(),
             held_for_s: t.since.elapsed().as_secs_f64(),
             why: t.why.clone(),
             held_bytes: t.held_bytes,
@@ -83,7 +76,7 @@ impl Engine {
         ))
     }
 
-    fn by_hand_decision(&self, action: &'static str, what: String, pids: Vec<u32>) -> Decision {
+    fn by_hand_decision(&self, action: Act, what: String, pids: Vec<u32>) -> Decision {
         Decision {
             level: self.state.level,
             action,
@@ -97,6 +90,7 @@ impl Engine {
             ),
             pids,
             detail: vec![what],
+            tree: None,
         }
     }
 
@@ -137,7 +131,9 @@ impl Engine {
             done.unwrap_or_else(|| format!("{} {}", release.done(), tree.summary))
         };
         self.state.suspended = self.held();
-        out.push(self.by_hand_decision(release.verb(), line.clone(), tree.pids.clone()));
+        let mut d = self.by_hand_decision(release.act(), line.clone(), tree.pids.clone());
+        d.tree = Some(tree.note());
+        out.push(d);
         Reply {
             ok: true,
             message: line,
@@ -154,7 +150,10 @@ impl Engine {
             "keeping {} held until it is resumed or killed by hand",
             tree.summary
         );
-        out.push(self.by_hand_decision("keep", line.clone(), tree.pids));
+        let note = tree.note();
+        let mut d = self.by_hand_decision(Act::Keep, line.clone(), tree.pids);
+        d.tree = Some(note);
+        out.push(d);
         Reply {
             ok: true,
             message: line,
@@ -171,12 +170,17 @@ enum Release {
 }
 
 impl Release {
-    /// The decision's name, as the log and the metrics say it.
-    fn verb(self) -> &'static str {
+    /// The decision it is.
+    fn act(self) -> Act {
         match self {
-            Self::Resume => "resume",
-            Self::Kill => "kill",
+            Self::Resume => Act::Resume,
+            Self::Kill => Act::Kill,
         }
+    }
+
+    /// The verb, for the reply of a dry run.
+    fn verb(self) -> &'static str {
+        self.act().as_str()
     }
 
     /// What was done, for the reply when the action says nothing itself.

@@ -4,8 +4,9 @@
 //! driven by `memtrace guard` and embeddable (e.g. `memtrace run` guards its own tree).
 //! The rungs themselves live in [`actions`]; the inputs derived from GPU and cgroup state in
 //! [`inputs`]; whether a held tree will hold once resumed in [`resume`]; what the user asks
-//! over the control socket in `by_hand`.
+//! over the control socket in `by_hand`; what a decision did, typed, in [`Act`].
 use crate::host::units::{mib, signed_mib};
+mod act;
 mod actions;
 mod by_hand;
 mod inputs;
@@ -21,6 +22,7 @@ use std::{
 
 use serde::Serialize;
 
+pub use self::act::Act;
 use self::inputs::gpu_reasons;
 use crate::{
     collect::{
@@ -44,15 +46,30 @@ use crate::{
 pub struct Decision {
     /// Level at the time.
     pub level: Level,
-    /// `level`, `warn`, `reclaim`, `suspend`, `resume`, `wait` (calm, but a held tree would
-    /// not hold if resumed), `keep` (a tree kept held after `max_cycles` resumes), `kill`.
-    pub action: &'static str,
+    /// What it did.
+    pub action: Act,
     /// Why, one line.
     pub reason: String,
     /// Processes acted on.
     pub pids: Vec<u32>,
     /// What happened, one entry per step.
     pub detail: Vec<String>,
+    /// The held tree acted on (suspend, resume, keep, kill), for the notices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeNote>,
+}
+
+/// The tree a decision was about, as the notices name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TreeNote {
+    /// Its id: the root's pid.
+    pub id: u32,
+    /// The root's command name.
+    pub comm: String,
+    /// What it holds, bytes.
+    pub held_bytes: u64,
+    /// How it is held (`freeze`, `freezer`, `stop`, `dry run`).
+    pub how: &'static str,
 }
 
 /// How many times each action was taken.
@@ -359,7 +376,7 @@ impl Engine {
         if assessment.level != previous {
             out.push(self.decision(
                 &assessment,
-                "level",
+                Act::Level,
                 format!("{previous} → {}", assessment.level),
                 Vec::new(),
                 Vec::new(),
@@ -383,7 +400,7 @@ impl Engine {
                     .collect();
                 out.push(self.decision(
                     &assessment,
-                    "warn",
+                    Act::Warn,
                     assessment.reasons.join("; "),
                     Vec::new(),
                     detail,

@@ -65,7 +65,7 @@ fn me_growing(engine: &mut Engine) -> (Snapshot, u32) {
 }
 
 fn actions(decisions: &[Decision]) -> Vec<&'static str> {
-    decisions.iter().map(|d| d.action).collect()
+    decisions.iter().map(|d| d.action.as_str()).collect()
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn dry_run_suspends_then_resumes_without_sending() {
     let decisions = engine.tick(usage(92), None, false, &snap, None, None);
     let suspend = decisions
         .iter()
-        .find(|d| d.action == "suspend")
+        .find(|d| d.action == Act::Suspend)
         .expect("a suspend decision");
     assert!(
         suspend.reason.starts_with("dry run, nothing sent"),
@@ -91,12 +91,12 @@ fn dry_run_suspends_then_resumes_without_sending() {
     );
     let calm = engine.tick(usage(40), None, false, &snap, None, None);
     assert!(
-        calm.iter().all(|d| d.action != "resume"),
+        calm.iter().all(|d| d.action != Act::Resume),
         "resume waits for resume_after"
     );
     std::thread::sleep(Duration::from_millis(5));
     let calm = engine.tick(usage(40), None, false, &snap, None, None);
-    assert!(calm.iter().any(|d| d.action == "resume"), "{calm:?}");
+    assert!(calm.iter().any(|d| d.action == Act::Resume), "{calm:?}");
     assert_eq!(engine.state.suspended, 0);
 }
 
@@ -121,7 +121,7 @@ fn gpu_over_threshold_warns_with_holders() {
     let decisions = engine.tick(usage(10), None, false, &snap, None, Some(&gpu));
     let warn = decisions
         .iter()
-        .find(|d| d.action == "warn")
+        .find(|d| d.action == Act::Warn)
         .expect("a warn decision");
     assert!(
         warn.reason.contains("GPU 0 memory 97.0 %"),
@@ -205,7 +205,7 @@ fn a_held_tree_is_resumed_only_when_it_will_hold() {
     let holds = engine.tick(roomy, None, false, &snap, None, None);
     let resume = holds
         .iter()
-        .find(|d| d.action == "resume")
+        .find(|d| d.action == Act::Resume)
         .expect("resumed: it will hold");
     assert!(
         resume.reason.contains("lasts it 35.2 s"),
@@ -236,7 +236,7 @@ fn a_tree_cycled_max_cycles_times_stays_held() {
         vec!["suspend", "resume", "suspend", "keep"],
         "{all:?}"
     );
-    let keep = all.iter().find(|d| d.action == "keep").expect("keep");
+    let keep = all.iter().find(|d| d.action == Act::Keep).expect("keep");
     assert_eq!(keep.pids, vec![me]);
     assert!(keep.reason.contains("resumed 1 time(s)"), "{}", keep.reason);
     assert_eq!(engine.state.suspended, 1, "kept held");

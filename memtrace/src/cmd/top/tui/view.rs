@@ -231,7 +231,7 @@ fn held_lines(guard: &GuardView, now_unix_ms: u64) -> Vec<Line<'static>> {
 fn held_line(tree: &HeldTree, now_unix_ms: u64) -> String {
     let how = match tree.how {
         How::Stop => "stopped",
-        How::Freeze => "frozen",
+        How::Freeze | How::FreezerV1 => "frozen",
     };
     let since = tree.since_unix_ms.map_or_else(
         || "since ? (an older guard's file)".to_owned(),

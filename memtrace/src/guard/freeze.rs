@@ -1,0 +1,207 @@
+//! Where a held tree is frozen instead of stopped with SIGSTOP. A frozen tree is held by the
+//! kernel without a signal, so the interactive shell that runs it in the foreground notices
+//! nothing: it prints no "Stopped", keeps the job in the foreground, and Ctrl-C reaches it once
+//! it is thawed. In order of preference ([`place`]):
+//!
+//! 1. a cgroup of the tree's own — its v2 cgroup or its v1 freezer cgroup holding nothing but
+//!    the tree (a `memtrace run` pipeline, a systemd unit, a container) — frozen as it is;
+//! 2. else, with the v1 freezer mounted (hybrid hosts), a new freezer cgroup
+//!    `memtrace-held-GUARDPID-ROOTPID` made *below* the cgroup the members share (so a
+//!    container's freezer still covers them) and the members moved into it; thawing moves them
+//!    back and removes it. The v1 freezer controls nothing but freezing, so the move changes
+//!    nothing else about the processes;
+//! 3. else SIGSTOP, and [`place`] says why (logged with the decision). On a pure v2 host a tree
+//!    in a shared cgroup (an ssh session's scope) is not moved: moving it would take it out of
+//!    the unit systemd tracks it by.
+use std::path::{Path, PathBuf};
+
+use super::{
+    suspend::{HeldRecord, How},
+    victim::Candidate,
+};
+use crate::host::{
+    cgroup,
+    freezer::{self, Freezer, Kind},
+};
+
+/// Name prefix of the freezer cgroups the guard makes (see the module doc).
+pub const HELD_PREFIX: &str = "memtrace-held";
+
+/// How many times the members' new children are looked for and moved after the first move.
+const MOVE_ROUNDS: usize = 3;
+
+/// A cgroup the tree will be frozen in.
+#[derive(Debug)]
+pub struct Placed {
+    /// How: [`How::Freeze`] (v2) or [`How::FreezerV1`].
+    pub how: How,
+    /// The cgroup.
+    pub cgroup: PathBuf,
+    /// Where the members were moved from, when the guard moved them (see the module doc).
+    pub moved_from: Option<PathBuf>,
+}
+
+fn how_of(kind: Kind) -> How {
+    match kind {
+        Kind::V2 => How::Freeze,
+        Kind::V1 => How::FreezerV1,
+    }
+}
+
+/// The kind of freezer a record's `how` names (`None` for SIGSTOP).
+pub fn kind_of(how: &How) -> Option<Kind> {
+    match how {
+        How::Stop => None,
+        How::Freeze => Some(Kind::V2),
+        How::FreezerV1 => Some(Kind::V1),
+    }
+}
+
+/// Where `victim` can be frozen (see the module doc), or why it can only be stopped with
+/// SIGSTOP. `guard_pid` names the cgroup the guard makes.
+pub fn place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Placed, String> {
+    let Some(root) = victim.members.first() else {
+        return Err("the tree has no member".to_owned());
+    };
+    let members: Vec<u32> = victim.members.iter().map(|m| m.pid).collect();
+    for own in freezer::own_freezer(proc_root, root.pid) {
+        let pids = own.pids().unwrap_or_default();
+        if !pids.is_empty() && pids.iter().all(|pid| members.contains(pid)) {
+            return Ok(Placed {
+                how: how_of(own.kind()),
+                cgroup: own.path().to_owned(),
+                moved_from: None,
+            });
+        }
+    }
+    let Some(mount) = freezer::v1_freezer_mount(proc_root) else {
+        return Err(
+            "the tree has no cgroup of its own and there is no v1 freezer to move it into"
+                .to_owned(),
+        );
+    };
+    // The members must share one freezer cgroup (the root of the hierarchy, or a container's).
+    let origin_of = |pid: u32| freezer::v1_freezer_of(proc_root, pid).unwrap_or(mount.clone());
+    let origin = origin_of(root.pid);
+    if let Some(other) = members.iter().find(|&&pid| origin_of(pid) != origin) {
+        return Err(format!(
+            "its members are in different freezer cgroups ({} and {})",
+            origin.display(),
+            origin_of(*other).display()
+        ));
+    }
+    let name = format!("{HELD_PREFIX}-{guard_pid}-{}", root.pid);
+    let dir = origin.join(&name);
+    if let Err(err) = std::fs::create_dir(&dir) {
+        return Err(format!("creating {}: {err}", dir.display()));
+    }
+    let moved = move_tree(proc_root, &dir, &members);
+    let opened = Freezer::open(proc_root, &dir, Kind::V1);
+    match (moved, opened) {
+        (Ok(()), Ok(opened)) if opened.freezable() => Ok(Placed {
+            how: How::FreezerV1,
+            cgroup: dir,
+            moved_from: Some(origin),
+        }),
+        (moved, opened) => {
+            let why = match (moved, opened) {
+                (Err(err), _) => err,
+                (_, Err(err)) => err.to_string(),
+                _ => format!("{} cannot be written", dir.display()),
+            };
+            move_back(&dir, &origin);
+            Err(format!("moving it into a freezer cgroup failed: {why}"))
+        }
+    }
+}
+
+/// Moves `members` into `dir`, then (a few rounds) the children they forked meanwhile.
+fn move_tree(proc_root: &Path, dir: &Path, members: &[u32]) -> Result<(), String> {
+    let mut moved = Vec::new();
+    let mut todo = members.to_vec();
+    for _ in 0..=MOVE_ROUNDS {
+        for pid in std::mem::take(&mut todo) {
+            match freezer::move_into(dir, pid) {
+                Ok(()) => moved.push(pid),
+                // It exited since the sample: nothing to hold.
+                Err(err) if err.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {}
+                Err(err) => return Err(format!("moving {pid}: {err}")),
+            }
+        }
+        todo = moved
+            .iter()
+            .flat_map(|&pid| children_of(proc_root, pid))
+            .filter(|child| !moved.contains(child))
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+    }
+    if moved.is_empty() {
+        return Err("every member exited".to_owned());
+    }
+    Ok(())
+}
+
+/// The children of every thread of `pid` (`/proc/PID/task/*/children`).
+fn children_of(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Moves whatever is in `dir` back to `origin` and removes `dir` (a few tries: the kernel
+/// refuses while a task is still on its way out).
+fn move_back(dir: &Path, origin: &Path) -> Option<String> {
+    for pid in cgroup::procs_of(dir).unwrap_or_default() {
+        let _ = freezer::move_into(origin, pid);
+    }
+    for _ in 0..20 {
+        if std::fs::remove_dir(dir).is_ok() {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Some(format!("could not remove {}", dir.display()))
+}
+
+/// Thaws a record's cgroup and, when the guard moved the tree there, moves it back and removes
+/// the cgroup; returns a log line (none when the cgroup is gone, its tree having exited).
+pub fn thaw(proc_root: &Path, record: &HeldRecord) -> Option<String> {
+    let (Some(kind), Some(cgroup)) = (kind_of(&record.how), &record.cgroup) else {
+        return None;
+    };
+    let line = match Freezer::open(proc_root, cgroup, kind).and_then(|dir| dir.set_frozen(false)) {
+        Ok(()) => Some(format!("thawed cgroup {}", cgroup.display())),
+        Err(err) if err.is_gone() => None,
+        Err(err) => Some(format!("thawing {}: {err}", cgroup.display())),
+    };
+    match &record.moved_from {
+        Some(origin) if cgroup.exists() => match move_back(cgroup, origin) {
+            Some(err) => Some(format!("{}; {err}", line.unwrap_or_default())),
+            None => line.map(|l| format!("{l} (moved back to {})", origin.display())),
+        },
+        _ => line,
+    }
+}
+
+/// Removes the empty freezer cgroups that dead guards made (see [`freezer::remove_leftovers`]),
+/// below the v1 freezer's root; returns log lines.
+pub fn remove_leftovers(proc_root: &Path) -> Vec<String> {
+    let Some(mount) = freezer::v1_freezer_mount(proc_root) else {
+        return Vec::new();
+    };
+    freezer::remove_leftovers(proc_root, &mount, HELD_PREFIX)
+        .into_iter()
+        .map(|dir| format!("removed the empty leftover cgroup {}", dir.display()))
+        .collect()
+}

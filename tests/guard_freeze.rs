@@ -1,0 +1,339 @@
+//! Privileged tests of freezing instead of SIGSTOP, and of `memtrace run`'s own cgroup, on the
+//! real kernel. Every hog lives in a child memory cgroup with a limit, the guard watches only
+//! that cgroup (`--cgroup`), every loop is bounded in time, and only processes the test started
+//! are killed (by PID).
+mod support;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use memtrace_testkit::proc::{alive, held, state};
+use support::{
+    MIB,
+    guard_env::{GuardRun, ThawOnDrop, config_protecting, held_cgroups, tmp, wait_until},
+    memtrace, memtrace_bin, output_within, require_root, spawn, test_cgroup,
+};
+
+/// Fields 5 (process group) and 8 (the terminal's foreground process group) of
+/// `/proc/PID/stat`.
+fn pgrp_and_tpgid(pid: u32) -> Option<(i64, i64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_ascii_whitespace().collect();
+    // After the comm: state ppid pgrp session tty_nr tpgid.
+    Some((fields.get(2)?.parse().ok()?, fields.get(5)?.parse().ok()?))
+}
+
+/// A bash in a tmux pane runs a hog in the foreground; the guard holds it by moving it into a
+/// freezer cgroup of its own and freezing that (no SIGSTOP): the pane never shows "Stopped",
+/// the hog stays the terminal's foreground job while held and after it is let go, and Ctrl-C in
+/// the pane then ends it.
+#[test]
+fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
+    require_root();
+    if !Path::new("/sys/fs/cgroup/freezer/cgroup.procs").exists() {
+        panic!("this test needs the v1 freezer at /sys/fs/cgroup/freezer (a hybrid host)");
+    }
+    let states = tempfile::Builder::new()
+        .prefix("memtrace-guard-state-")
+        .tempdir()
+        .expect("state dir");
+    // No resume while the test looks (resume_hold), then the guard's exit lets it go.
+    let config = config_protecting(&tmp(), "guard-freeze-tmux", None, "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("resume_hold = \"1ms\"", "resume_hold = \"300s\"");
+    std::fs::write(&config, text).expect("config");
+    let mut group = test_cgroup("freeze-tmux", 512 * MIB);
+    let id = std::process::id();
+    let socket = format!("memtrace-test-freeze-{id}");
+    let pid_file = tmp().join(format!("freeze-hog-{id}.pid"));
+    let _ = std::fs::remove_file(&pid_file);
+    let script = tmp().join(format!("freeze-hog-{id}.py"));
+    // Grows to 400 MiB (past the suspend line at 65 % of 512 MiB) unless held, then waits.
+    std::fs::write(
+        &script,
+        format!(
+            "import os, time\n\
+             open({pid_file:?}, 'w').write(str(os.getpid()))\n\
+             chunks = []\n\
+             while len(chunks) * 4 < 400:\n\
+             \x20   c = bytearray(4 << 20)\n\
+             \x20   for i in range(0, len(c), 4096): c[i] = 1\n\
+             \x20   chunks.append(c)\n\
+             \x20   time.sleep(0.025)\n\
+             time.sleep(120)\n",
+            pid_file = pid_file.display().to_string()
+        ),
+    )
+    .expect("writing the hog");
+    let tmux = |args: &[&str]| {
+        let out = output_within(
+            Command::new("tmux")
+                .args(["-L", &socket, "-f", "/dev/null"])
+                .args(args)
+                .env("TERM", "xterm"),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "tmux {args:?} (tmux is needed by this test): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let started = output_within(
+        group
+            .command(
+                "tmux",
+                &[
+                    "-L",
+                    &socket,
+                    "-f",
+                    "/dev/null",
+                    "new-session",
+                    "-d",
+                    "-s",
+                    "t",
+                    "-x",
+                    "120",
+                    "-y",
+                    "30",
+                    "bash --norc --noprofile -i",
+                ],
+            )
+            .env("TERM", "xterm"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        started.status.success(),
+        "starting tmux (tmux is needed by this test): {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let pids = tmux(&["display-message", "-p", "-t", "t", "#{pid} #{pane_pid}"]);
+    let (server, shell) = pids
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .unwrap_or_else(|| panic!("tmux server and pane pids: {pids:?}"));
+    group.track(shell);
+    group.track(server);
+    let mut guard = GuardRun::start(&group.path, &config, &states.path().join("g.json"), &[]);
+    let guard_pid = guard.child.pid();
+    let _thaw = ThawOnDrop(guard_pid);
+    tmux(&[
+        "send-keys",
+        "-t",
+        "t",
+        &format!("python3 {}", script.display()),
+        "Enter",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || pid_file.exists()
+            && std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.is_empty())),
+        "the hog started in the pane"
+    );
+    let hog: u32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .expect("the hog's pid");
+    group.track(hog);
+    assert!(
+        wait_until(Duration::from_secs(30), || held(hog)),
+        "the hog is held: {:?}",
+        state(hog)
+    );
+    assert_ne!(state(hog), Some('T'), "frozen, not stopped by a signal");
+    assert!(!group.saw_oom_kill(), "held before any OOM kill");
+    assert!(guard.wait_log("suspend [", Duration::from_secs(2)));
+    let line = guard
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("suspend ["))
+        .expect("a suspend decision");
+    assert!(
+        line.contains("froze cgroup /sys/fs/cgroup/freezer/memtrace-held-")
+            && line.contains("moved there from /sys/fs/cgroup/freezer"),
+        "{line}"
+    );
+    assert_eq!(held_cgroups(guard_pid).len(), 1, "one freezer cgroup made");
+    // Give a "Stopped" (a SIGCHLD to the shell) time to show, then look.
+    std::thread::sleep(Duration::from_millis(700));
+    let (pgrp, tpgid) = pgrp_and_tpgid(hog).expect("the hog's stat");
+    assert_eq!(
+        tpgid, pgrp,
+        "held, the hog is still the terminal's foreground job"
+    );
+    let screen = tmux(&["capture-pane", "-p", "-t", "t"]);
+    assert!(!screen.contains("Stopped"), "the shell noticed:\n{screen}");
+    // The guard ends: it thaws the hog and moves it back where it was.
+    guard.terminate();
+    assert!(
+        wait_until(Duration::from_secs(5), || alive(hog) && !held(hog)),
+        "thawed when the guard ends: {:?}",
+        state(hog)
+    );
+    assert!(
+        held_cgroups(guard_pid).is_empty(),
+        "the freezer cgroup is removed: {:?}",
+        held_cgroups(guard_pid)
+    );
+    let freezer = std::fs::read_to_string(format!("/proc/{hog}/cgroup")).expect("cgroup");
+    assert!(
+        freezer.lines().any(|l| l.ends_with(":freezer:/")),
+        "moved back to the freezer's root: {freezer}"
+    );
+    let (pgrp, tpgid) = pgrp_and_tpgid(hog).expect("the hog's stat");
+    assert_eq!(tpgid, pgrp, "let go, the hog is still the foreground job");
+    // Let it finish growing, then Ctrl-C in the pane reaches it.
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", "t", "C-c"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(hog)),
+        "Ctrl-C ended the hog: {:?}",
+        state(hog)
+    );
+    let screen = tmux(&["capture-pane", "-p", "-t", "t"]);
+    assert!(
+        screen.contains("KeyboardInterrupt") && !screen.contains("Stopped"),
+        "{screen}"
+    );
+    assert_eq!(state(shell), Some('S'), "the shell waits at its prompt");
+    tmux(&["kill-server"]);
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&script);
+}
+
+/// `memtrace run --memory-max 64M` starts the pipeline in a cgroup of its own: the hog is
+/// OOM-killed there at 64 MiB (the summary says so) while a bystander beside memtrace lives on,
+/// and the cgroup is gone when the run ends.
+#[test]
+fn run_with_memory_max_hits_its_own_limit_and_nothing_else() {
+    require_root();
+    let mut group = test_cgroup("run-max", 512 * MIB);
+    let mut bystander = spawn(&mut group.command("sleep", &["60"]));
+    group.track(bystander.pid());
+    let out = output_within(
+        group
+            .command(
+                memtrace_bin().to_str().expect("utf-8 path"),
+                &[
+                    "run",
+                    "--quiet",
+                    "--memory-max",
+                    "64M",
+                    "-o",
+                    tmp()
+                        .join(format!("run-max-{}.mtrace", std::process::id()))
+                        .to_str()
+                        .expect("utf-8 path"),
+                    "--",
+                    "python3",
+                    "-c",
+                    "x = []\nwhile True: x.append(bytearray(1 << 20))",
+                ],
+            )
+            .current_dir(tmp()),
+        Duration::from_secs(60),
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(137), "killed by SIGKILL: {said}");
+    let own = said
+        .lines()
+        .find_map(|l| l.strip_prefix("[memtrace] the pipeline runs in its own cgroup "))
+        .unwrap_or_else(|| panic!("the run says where: {said}"));
+    let memory_dir = own.split(" and ").next().expect("a directory");
+    assert!(
+        memory_dir.starts_with(&group.path.display().to_string()),
+        "below memtrace's own memory cgroup (the test's): {memory_dir}"
+    );
+    assert!(
+        said.lines().any(
+            |l| l.starts_with(&format!("[memtrace] cgroup {memory_dir}: peak "))
+                && l.contains("of --memory-max 64.0 MiB, 1 OOM kill inside it")
+        ),
+        "{said}"
+    );
+    for dir in own.split(" and ") {
+        assert!(!Path::new(dir).exists(), "{dir} removed after the run");
+    }
+    assert!(
+        alive(bystander.pid()),
+        "the bystander beside memtrace lives"
+    );
+    bystander.kill();
+}
+
+/// A bad size is a one-line error.
+#[test]
+fn a_bad_memory_limit_is_a_one_line_error() {
+    require_root();
+    let out = output_within(
+        memtrace().args(["run", "--memory-max", "64Q", "--", "true"]),
+        Duration::from_secs(20),
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("memtrace: error: --memory-max: invalid size \"64Q\""),
+        "{said}"
+    );
+}
+
+/// A run killed with SIGKILL leaves its (then empty) cgroups behind; the next run removes them.
+#[test]
+fn the_next_run_removes_the_cgroups_a_killed_run_left() {
+    require_root();
+    let mut group = test_cgroup("run-leftover", 256 * MIB);
+    let trace = tmp()
+        .join(format!("run-leftover-{}.mtrace", std::process::id()))
+        .display()
+        .to_string();
+    let mut run = spawn(
+        group
+            .command(
+                memtrace_bin().to_str().expect("utf-8 path"),
+                &["run", "--quiet", "-o", &trace, "--", "sleep", "60"],
+            )
+            .current_dir(tmp())
+            .stderr(std::process::Stdio::null()),
+    );
+    group.track(run.pid());
+    let name = format!("memtrace-run-{}", run.pid());
+    let dir = group.path.join(&name);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            memtrace::host::cgroup::procs_of(&dir).is_ok_and(|p| !p.is_empty())
+        }),
+        "the pipeline is in {}",
+        dir.display()
+    );
+    let sleeper = memtrace::host::cgroup::procs_of(&dir).expect("procs")[0];
+    group.track(sleeper);
+    // memtrace dies without cleaning up, then its pipeline ends (this test's processes, by pid).
+    run.kill();
+    memtrace_testkit::child::kill_pid(sleeper);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(sleeper)),
+        "the sleeper ended"
+    );
+    assert!(dir.exists(), "left behind by the killed run");
+    let next = output_within(
+        group
+            .command(
+                memtrace_bin().to_str().expect("utf-8 path"),
+                &["run", "--quiet", "-o", &trace, "--", "true"],
+            )
+            .current_dir(tmp()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert!(!dir.exists(), "{} removed by the next run", dir.display());
+    assert!(
+        !Path::new("/sys/fs/cgroup/freezer").join(&name).exists(),
+        "its freezer cgroup too"
+    );
+}
