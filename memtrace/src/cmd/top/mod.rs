@@ -117,6 +117,7 @@ impl TryFrom<TopArgs> for TopConfig {
             rows: args.rows,
             tracer: TracerOptions {
                 fault_hook: args.fault_hook,
+                ..TracerOptions::default()
             },
             require_ebpf: args.require_ebpf,
         })
