@@ -32,7 +32,7 @@ pub struct Options {
     #[arg(long, default_value_t = 10)]
     pub trials: usize,
     /// Seconds of idle measurement (guard in dry-run mode on the whole machine).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 60)]
     pub idle_seconds: u64,
 }
 
@@ -234,7 +234,7 @@ fn idle(binary: &Path, seconds: u64) -> anyhow::Result<()> {
     let mem = proc::memory(guard.pid())?;
     guard.stop(Signal::TERM, Duration::from_secs(10))?;
     println!(
-        "guard idle (whole machine, {} processes, {seconds} s): CPU {:.3} % of one core, RSS {:.1} MiB (peak {:.1} MiB)",
+        "guard idle (whole machine, {} processes, {seconds} s): CPU {:.3} % of one core, steady RSS {:.1} MiB, peak RSS {:.1} MiB (VmHWM, eBPF load included)",
         proc::process_count(),
         used / seconds as f64 * 100.0,
         to_mib(mem.rss()),
