@@ -120,7 +120,9 @@ impl Sampler {
         let side = match source {
             Source::Ebpf(tracer) => Side::Ebpf(ebpf::EbpfJoin::new(tracer, proc_root)?),
             Source::Proc(source) => Side::Proc(source),
-            Source::Rare { tracer, procs } => Side::Rare(rare::RareJoin::new(tracer, procs)),
+            Source::Rare { tracer, procs } => {
+                Side::Rare(rare::RareJoin::new(tracer, procs, proc_root))
+            }
         };
         Ok(Self {
             side,

@@ -3,7 +3,14 @@
 //! kswapd wake-ups, the kernel's OOM victims). No program runs on the page-fault path, and a
 //! reading costs what the /proc source's does: a function of the number of processes, not of
 //! the fault rate. The caller decides when to read (the guard: near pressure, else rarely).
-use std::collections::{HashMap, VecDeque};
+//!
+//! A process outside the scope that stalled in reclaim (sshd under global reclaim, while the
+//! guard watches a cgroup) has a map entry but no reading: it is read from /proc then, so that
+//! the guard still sees who stalled.
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::{Path, PathBuf},
+};
 
 use memtrace_common::{ProcEvent, event_kind};
 
@@ -14,7 +21,7 @@ use crate::{
         proc_source::ProcSource,
         tracer::{ProcCounters, Tracer},
     },
-    host::clock,
+    host::{clock, procscan},
 };
 
 /// How many recent OOM victims are remembered to mark their exit.
@@ -25,15 +32,17 @@ const OOM_MEMORY: usize = 64;
 pub(super) struct RareJoin {
     pub(super) tracer: Tracer,
     pub(super) procs: Box<ProcSource>,
+    proc_root: PathBuf,
     /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
     oom_victims: VecDeque<u32>,
 }
 
 impl RareJoin {
-    pub(super) fn new(tracer: Tracer, procs: Box<ProcSource>) -> Self {
+    pub(super) fn new(tracer: Tracer, procs: Box<ProcSource>, proc_root: &Path) -> Self {
         Self {
             tracer,
             procs,
+            proc_root: proc_root.to_owned(),
             oom_victims: VecDeque::with_capacity(OOM_MEMORY),
         }
     }
@@ -51,6 +60,11 @@ impl RareJoin {
         let events = self.tracer.drain_events();
         let mut live: Vec<ProcSample> = self.procs.live().cloned().collect();
         let mut exited = reading.exited;
+        let known: HashSet<u32> = live.iter().chain(exited.iter()).map(|p| p.pid).collect();
+        live.extend(
+            reclaimers_outside(&counters, &known)
+                .filter_map(|pid| read_outsider(&self.proc_root, pid)),
+        );
         let oom_kills = join(
             &mut live,
             &mut exited,
@@ -65,6 +79,40 @@ impl RareJoin {
         live.extend(exited);
         Ok((live, oom_kills, self.tracer.health()?))
     }
+}
+
+/// The processes with reclaim stalls in the map that the readings do not know (outside the
+/// scope).
+fn reclaimers_outside<'a>(
+    counters: &'a [ProcCounters],
+    known: &'a HashSet<u32>,
+) -> impl Iterator<Item = u32> + 'a {
+    counters
+        .iter()
+        .filter(|c| c.stats.reclaim_count > 0 && !known.contains(&c.pid))
+        .map(|c| c.pid)
+}
+
+/// One process outside the scope, read from /proc (its reclaim stalls are joined later);
+/// `None` if it is gone or a kernel thread.
+fn read_outsider(proc_root: &Path, pid: u32) -> Option<ProcSample> {
+    let found = procscan::scan_pid(proc_root, pid)?;
+    let memory = &found.memory;
+    Some(ProcSample {
+        pid,
+        ppid: found.stat.ppid,
+        comm: found.stat.comm.into(),
+        cmdline: found.cmdline.into(),
+        start_ticks: found.stat.start_ticks,
+        rss_bytes: memory.rss(),
+        anon_bytes: memory.anon,
+        file_bytes: memory.file,
+        shmem_bytes: memory.shmem,
+        swap_bytes: memory.swap,
+        peak_rss_bytes: memory.hwm.max(memory.rss()),
+        faults: found.stat.minflt + found.stat.majflt,
+        ..ProcSample::default()
+    })
 }
 
 /// Joins the programs' findings into the /proc source's samples: each process's reclaim stalls
@@ -193,6 +241,38 @@ mod tests {
             (exited[0].reclaim_count, exited[0].reclaim_stall_ns),
             (2, 5_000)
         );
+    }
+
+    #[test]
+    fn reclaimers_outside_the_scope_are_read_from_proc() {
+        let stalled = |pid, count| ProcCounters {
+            pid,
+            stats: ProcStats {
+                reclaim_count: count,
+                reclaim_ns: count * 1000,
+                ..ProcStats::ZERO
+            },
+        };
+        let counters = [stalled(10, 2), stalled(20, 1), stalled(30, 0)];
+        let known: HashSet<u32> = [10].into();
+        // 20 stalled outside the scope; 30 has an entry but never stalled.
+        assert_eq!(
+            reclaimers_outside(&counters, &known).collect::<Vec<_>>(),
+            vec![20]
+        );
+        // This process, read as an outsider, then given its stalls.
+        let me = std::process::id();
+        let mut live = vec![read_outsider(Path::new("/proc"), me).expect("this process")];
+        assert!(live[0].rss_bytes > 0 && live[0].start_ticks > 0);
+        join(
+            &mut live,
+            &mut [],
+            &[stalled(me, 4)],
+            &[],
+            &mut VecDeque::new(),
+            1,
+        );
+        assert_eq!((live[0].reclaim_count, live[0].reclaim_stall_ns), (4, 4000));
     }
 
     #[test]
