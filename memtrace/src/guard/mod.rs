@@ -97,6 +97,11 @@ pub struct GuardArgs {
     /// cgroup v2 and the machine scope).
     #[arg(long, hide = true)]
     pub no_usage_events: bool,
+    /// Count every process's memory in the kernel at every change (`rss_stat`, as `top` does)
+    /// instead of reading the scope's processes from /proc near pressure (benchmarks: the
+    /// guard before it ran nothing on the page-fault path).
+    #[arg(long, hide = true)]
+    pub per_event: bool,
     /// Stop after this long (tests, benchmarks).
     #[arg(long, hide = true)]
     pub exit_after: Option<String>,
@@ -194,7 +199,11 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     };
     let source = Source::start(
         TracerOptions {
-            programs: Programs::RareEvents,
+            programs: if args.per_event {
+                Programs::PerEvent
+            } else {
+                Programs::RareEvents
+            },
             ..TracerOptions::default()
         },
         args.require_ebpf,
@@ -208,6 +217,8 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         config.sampling.growth_window.as_secs_f64(),
     )
     .context("seeding the tracer from /proc")?;
+    // Only the per-event source joins /proc identities (the others read /proc themselves).
+    sampler.set_ident_max_age(Duration::from_secs(10));
     for line in protect::protect_self(args.dry_run)
         .into_iter()
         .chain(protect::protect_sshd(

@@ -28,6 +28,7 @@ struct Ident {
     cmdline: String,
     start_ticks: u64,
     faults: u64,
+    read_at: std::time::Instant,
 }
 
 /// How many recent OOM victims are remembered to mark their exit.
@@ -40,6 +41,8 @@ pub(super) struct EbpfJoin {
     idents: HashMap<u32, Ident>,
     /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
     oom_victims: VecDeque<u32>,
+    /// Reuse a process's /proc identity this long (None: re-read every sample).
+    pub(super) ident_max_age: Option<std::time::Duration>,
 }
 
 /// Converts a NUL-padded kernel comm.
@@ -60,6 +63,7 @@ impl EbpfJoin {
             tracer,
             idents: HashMap::new(),
             oom_victims: VecDeque::with_capacity(OOM_MEMORY),
+            ident_max_age: None,
         })
     }
 
@@ -142,6 +146,11 @@ impl EbpfJoin {
     /// Re-reads `/proc/PID/stat`; re-reads the command line when the process is new or its comm
     /// changed.
     fn refresh_ident(&mut self, proc_root: &Path, pid: u32) -> Option<Ident> {
+        if let (Some(max_age), Some(cached)) = (self.ident_max_age, self.idents.get(&pid))
+            && cached.read_at.elapsed() < max_age
+        {
+            return Some(cached.clone());
+        }
         let dir = proc_root.join(pid.to_string());
         let stat = procfs::parse_pid_stat(&procfs::read(&dir.join("stat")).ok()?)?;
         let cached = self
@@ -160,6 +169,7 @@ impl EbpfJoin {
             cmdline,
             start_ticks: stat.start_ticks,
             faults: stat.minflt + stat.majflt,
+            read_at: std::time::Instant::now(),
         };
         self.idents.insert(pid, ident.clone());
         Some(ident)
