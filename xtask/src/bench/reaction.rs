@@ -185,38 +185,43 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         ("unthrottled", 0.0),
     ] {
         for (mode, mode_flags) in modes {
-            for (source_index, (source, source_flags)) in SOURCES.iter().enumerate() {
-                let extra: Vec<&str> = mode_flags.iter().chain(*source_flags).copied().collect();
-                let mut reactions = Vec::new();
-                let mut at = Vec::new();
-                let mut failed = 0;
-                for i in 0..options.trials {
+            // The sources alternate trial by trial, so a change in the machine's load hits both.
+            let mut reactions: [Vec<f64>; SOURCES.len()] = Default::default();
+            let mut at: [Vec<f64>; SOURCES.len()] = Default::default();
+            let mut failed = [0usize; SOURCES.len()];
+            for i in 0..options.trials {
+                for (index, (_, source_flags)) in SOURCES.iter().enumerate() {
+                    let extra: Vec<&str> =
+                        mode_flags.iter().chain(*source_flags).copied().collect();
                     let (outcome, cpu, hwm) = trial(&binary, &config, rate, i, &extra)?;
-                    hwm_max[source_index] = hwm_max[source_index].max(hwm);
-                    cpu_per_trial[source_index].push(cpu);
+                    hwm_max[index] = hwm_max[index].max(hwm);
+                    cpu_per_trial[index].push(cpu);
                     match outcome {
                         Outcome::Stopped {
                             after_ms,
                             at_percent,
                         } => {
-                            reactions.push(after_ms);
-                            at.push(at_percent);
+                            reactions[index].push(after_ms);
+                            at[index].push(at_percent);
                         }
-                        Outcome::OomKilled | Outcome::TimedOut => failed += 1,
+                        Outcome::OomKilled | Outcome::TimedOut => failed[index] += 1,
                     }
                 }
-                let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+            }
+            let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+            for (index, (source, _)) in SOURCES.iter().enumerate() {
+                let reactions = &reactions[index];
                 println!(
                     "{:<14} {:<20} {:<19} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
                     label,
                     mode,
                     source,
                     options.trials,
-                    fmt(median(&reactions)),
-                    fmt(quantile(&reactions, 0.99)),
+                    fmt(median(reactions)),
+                    fmt(quantile(reactions, 0.99)),
                     fmt(reactions.iter().copied().reduce(f64::max)),
-                    fmt(median(&at)),
-                    failed
+                    fmt(median(&at[index])),
+                    failed[index]
                 );
             }
         }
