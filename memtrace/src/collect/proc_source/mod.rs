@@ -1,5 +1,5 @@
 //! The /proc source: what the sampler reads where eBPF cannot load (a default container, not
-//! root). It follows only the scope's processes ([`Members`]: a tree, a cgroup or everything)
+//! root), and the guard's per-process reads beside its rare-event programs. It follows only the scope's processes ([`Members`]: a tree, a cgroup or everything)
 //! and knows of each the same values the tracer gives: resident memory by kind (`RssAnon`,
 //! `RssFile`, `RssShmem`) and `VmSwap` from `status`, the kernel's peak (`VmHWM`), faults
 //! (`stat` minflt + majflt), identity; each reading also hands over the processes that exited
