@@ -1,6 +1,8 @@
 //! Where per-process memory comes from, decided once at start: the eBPF [`Tracer`] where it
 //! loads, else the [`ProcSource`] (/proc and the cgroup's OOM counter), with one INFO line saying
-//! why and what is lost. `--require-ebpf` turns the fallback back into the refusal. The
+//! why and what is lost. `--require-ebpf` turns the fallback back into the refusal. A tracer
+//! started with [`Programs::RareEvents`] (the guard) runs nothing on the page-fault path, so its
+//! source is [`Source::Rare`]: the /proc source's reads joined with the rare events. The
 //! [`Sampler`](crate::collect::sampler::Sampler) owns the chosen [`Source`]; everything above it
 //! sees the same snapshots either way.
 use std::path::Path;
@@ -8,7 +10,7 @@ use std::path::Path;
 use crate::{
     collect::{
         proc_source::{Members, OomSource, ProcSource},
-        tracer::{Tracer, TracerError, TracerOptions},
+        tracer::{Programs, Tracer, TracerError, TracerOptions},
     },
     host::privilege::{self, Capability, Credentials},
 };
@@ -21,6 +23,21 @@ pub const LOST_WITHOUT_EBPF: &str = "short-lived processes born and gone between
 /// The short help of `--require-ebpf`.
 pub const REQUIRE_EBPF_HELP: &str =
     "Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)";
+
+/// What the guard's per-process reading costs, for its `--help` and the README.
+pub const GUARD_MODE_HELP: &str = "Cost: the guard attaches only the eBPF programs of rare \
+     events (reclaim begin/end, kswapd wake-ups, process exit, OOM victim), none on the \
+     page-fault path, and reads the scope's processes from /proc only when it needs them: every \
+     interval from 10 points below warn, under PSI stall or while it holds a tree, else every \
+     sampling.processes_idle (5 s). `top`, `run` and `record` count every change of every \
+     process's memory in the kernel instead (about 40 ns per change), which catches short-lived \
+     processes and transient peaks.";
+
+/// What `top`'s (and `run`'s and `record`'s) per-process counting costs, for `top --help`.
+pub const PER_EVENT_MODE_HELP: &str = "Cost: with eBPF, the kernel counts every change of every \
+     process's resident memory as it happens (one program run per change, about 40 ns; a few \
+     per cent of a page-fault storm), which catches short-lived processes and transient peaks. \
+     `memtrace guard` runs nothing on the page-fault path instead (see its --help).";
 
 /// The long help of `--require-ebpf`: which mode costs what.
 pub const REQUIRE_EBPF_LONG_HELP: &str = "Refuse to start without eBPF instead of reading /proc. \
@@ -43,6 +60,15 @@ pub enum Source {
     Ebpf(Tracer),
     /// /proc files of the scope's processes, read each interval.
     Proc(ProcSource),
+    /// The rare-event programs ([`Programs::RareEvents`]) with the /proc source's reads of the
+    /// scope's processes (each followed process read at every reading; OOM kills from the
+    /// kernel's event, not the counter).
+    Rare {
+        /// The programs of reclaim, kswapd wake-ups, exits and OOM victims.
+        tracer: Tracer,
+        /// Per-process memory.
+        procs: Box<ProcSource>,
+    },
 }
 
 /// Which kind of [`Source`], for display.
@@ -151,6 +177,14 @@ impl Source {
         oom: OomSource,
     ) -> Result<Self, EbpfRequired> {
         match Tracer::start(options) {
+            Ok(tracer) if options.programs == Programs::RareEvents => Ok(Self::Rare {
+                tracer,
+                procs: Box::new(
+                    ProcSource::new(proc_root, members, oom)
+                        .every_sample()
+                        .without_oom_counter(),
+                ),
+            }),
             Ok(tracer) => Ok(Self::Ebpf(tracer)),
             Err(err) if require_ebpf => Err(EbpfRequired(err)),
             Err(err) => {
@@ -162,10 +196,10 @@ impl Source {
         }
     }
 
-    /// Which kind this is.
+    /// Which kind this is (eBPF or not: the rare-event source counts as eBPF).
     pub fn kind(&self) -> SourceKind {
         match self {
-            Self::Ebpf(_) => SourceKind::Ebpf,
+            Self::Ebpf(_) | Self::Rare { .. } => SourceKind::Ebpf,
             Self::Proc(_) => SourceKind::Proc,
         }
     }

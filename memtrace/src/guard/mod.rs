@@ -2,8 +2,11 @@
 //! (and later resume) the growing process tree, and kill it only as a last resort.
 //!
 //! The loop sleeps in poll() on a kernel PSI trigger and a signalfd, waking at an adaptive
-//! interval (faster as headroom shrinks); each round samples the scope's usage and the tracer's
-//! per-process maps and hands them to the [`engine::Engine`].
+//! interval (faster as headroom shrinks); each round samples the scope's usage and, near pressure,
+//! its processes, and hands them to the [`engine::Engine`]. It runs no eBPF program on the
+//! page-fault path: only the programs of rare events (reclaim stalls, kswapd wake-ups, exits,
+//! OOM victims), with per-process memory read from /proc when a round needs it
+//! ([`crate::collect::source::Source::Rare`]).
 //!
 //! Its scope is the one every command uses ([`crate::collect::scope`]): `--cgroup PATH`,
 //! `--machine`, or by default the container's cgroup when memtrace runs in one whose limit is
@@ -57,7 +60,7 @@ use crate::{
         sampler::Sampler,
         scope::{self, Scope, ScopeArgs},
         source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source},
-        tracer::TracerOptions,
+        tracer::{Programs, TracerOptions},
     },
     guard::{config::GuardConfig, engine::Engine, psi_trigger::PsiTrigger},
     host::{privilege, procfs},
@@ -96,6 +99,11 @@ pub struct GuardArgs {
     /// cgroup v2 and the machine scope).
     #[arg(long, hide = true)]
     pub no_usage_events: bool,
+    /// Count every process's memory in the kernel at every change (`rss_stat`, as `top` does)
+    /// instead of reading the scope's processes from /proc near pressure (benchmarks: the
+    /// guard before it ran nothing on the page-fault path).
+    #[arg(long, hide = true)]
+    pub per_event: bool,
     /// Stop after this long (tests, benchmarks).
     #[arg(long, hide = true)]
     pub exit_after: Option<String>,
@@ -179,7 +187,8 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    // Without eBPF, the /proc source reads only the scope's processes.
+    // Nothing on the page-fault path: the rare-event programs, and the scope's processes read
+    // from /proc when a round needs them (the /proc source alone where eBPF cannot load).
     let (members, oom) = match &scope {
         Scope::Machine => (Members::All, OomSource::Machine),
         Scope::Cgroup { path, version } => (
@@ -191,7 +200,14 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     let source = Source::start(
-        TracerOptions::default(),
+        TracerOptions {
+            programs: if args.per_event {
+                Programs::PerEvent
+            } else {
+                Programs::RareEvents
+            },
+            ..TracerOptions::default()
+        },
         args.require_ebpf,
         proc_root,
         members,
@@ -203,6 +219,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         config.sampling.growth_window.as_secs_f64(),
     )
     .context("seeding the tracer from /proc")?;
+    // Only the per-event source joins /proc identities (the others read /proc themselves).
     sampler.set_ident_max_age(Duration::from_secs(10));
     for line in protect::protect_self(args.dry_run)
         .into_iter()

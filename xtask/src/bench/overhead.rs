@@ -1,9 +1,10 @@
 //! `cargo xtask bench overhead`: what tracing costs the traced.
 //!
-//! 1. Wall and CPU time: both workloads ([`Kind`]) run with no tracer, under `memtrace top --json
-//!    --interval 1` with and without its per-fault hook (the flag that switches it, `--fault-hook`
-//!    or `--no-fault-hook`, is read from `memtrace top --help`), and under the equivalent bpftrace
-//!    one-liner, interleaved in rounds (the variants' order rotates every round). A tracer is
+//! 1. Wall and CPU time: both workloads ([`Kind`]) run with no tracer, under an idle `memtrace
+//!    guard --machine --dry-run` (far from its thresholds: what it costs all day), under `memtrace
+//!    top --json --interval 1` with and without its per-fault hook (the flag that switches it,
+//!    `--fault-hook` or `--no-fault-hook`, is read from `memtrace top --help`), and under the
+//!    equivalent bpftrace one-liner, interleaved in rounds (the variants' order rotates every round). A tracer is
 //!    started once per round and variant, runs the storm then the pipeline, and only counts as
 //!    up once it printed its first line (memtrace: its first snapshot, so it is attached and
 //!    sampling; bpftrace: "Attaching 1 probe", plus a second to finish attaching). The overhead
@@ -15,13 +16,15 @@
 //!    judged on CPU time, with the wall-time figure next to it. The tracer's own user-space
 //!    cost is measured separately (3.). `kernel.bpf_stats_enabled` is off meanwhile.
 //! 2. Kernel program cost: with `kernel.bpf_stats_enabled` on, one more run of each workload
-//!    under memtrace and under bpftrace; each program's run time and count are read with
+//!    under memtrace top, the guard and bpftrace (for the guard, its program runs per 100 page
+//!    faults of the storm are a count); each program's run time and count are read with
 //!    bpftool while the tracer is still up, before and after each workload. An empty bpftrace
 //!    probe on the same tracepoint gives the floor: what the statistics' own clock reads add to
 //!    every measured run (large on VMs, whose clock reads are slow).
-//! 3. `memtrace top`'s own cost: with `--top-procs` idle `sleep` processes started (and killed
-//!    by PID afterwards), `memtrace top --json --interval 1 > /dev/null` runs for `--top-secs`
-//!    after a warm-up; its utime+stime over that span and its VmRSS/VmHWM come from /proc.
+//! 3. `memtrace top`'s and the idle guard's own cost: with `--top-procs` idle `sleep` processes
+//!    started (and killed by PID afterwards), `memtrace top --json --interval 1 > /dev/null` runs
+//!    for `--top-secs` and the guard for `--guard-secs` after a warm-up; their utime+stime over
+//!    that span and VmRSS/VmHWM come from /proc.
 //!
 //! Tables go to stdout, progress to stderr.
 //!
@@ -37,7 +40,7 @@ use super::{
     bpf_stats::StatsEnabled,
     overhead_measure::{calibrate, program_costs, timed_rounds, top_costs},
     overhead_tables::{Metric, overhead_table, program_table, targets, top_table},
-    overhead_tracers::{Variant, build_binaries},
+    overhead_tracers::{Variant, build_binaries, remove_guard_state_dir},
 };
 use crate::{root, tools};
 
@@ -56,6 +59,9 @@ pub struct Options {
     /// How long `memtrace top`'s own cost is measured, seconds.
     #[arg(long, default_value_t = 20)]
     pub top_secs: u64,
+    /// How long the idle guard's own cost is measured, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub guard_secs: u64,
     /// Idle processes started for that measurement.
     #[arg(long, default_value_t = 500)]
     pub top_procs: usize,
@@ -84,6 +90,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let mut costs = Vec::new();
         for variant in [
             Variant::MemtraceHook,
+            Variant::Guard,
             Variant::Bpftrace,
             Variant::BpftraceEmpty,
         ] {
@@ -91,7 +98,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
         costs
     };
-    let top = top_costs(&binaries, options)?;
+    let top = top_costs(&binaries, options);
+    remove_guard_state_dir();
+    let top = top?;
 
     println!("{machine}, load average at the end {}", load_average());
     println!("{}", binaries.hook.describe());

@@ -202,7 +202,7 @@ pub fn program_costs(
     Ok(out)
 }
 
-/// `memtrace top`'s CPU and memory with many processes to track.
+/// `memtrace top`'s and the idle guard's CPU and memory with many processes to track.
 pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<TopCost>> {
     eprintln!(
         "xtask: bench: starting {} idle processes for memtrace top's own cost",
@@ -210,21 +210,38 @@ pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<T
     );
     let mut sleepers = Sleepers::spawn(options.top_procs)?;
     let mut out = Vec::new();
-    for variant in [Variant::MemtraceNoHook, Variant::MemtraceHook] {
+    for variant in [
+        Variant::MemtraceNoHook,
+        Variant::MemtraceHook,
+        Variant::Guard,
+    ] {
+        let secs = if variant == Variant::Guard {
+            options.guard_secs
+        } else {
+            options.top_secs
+        };
         eprintln!(
-            "xtask: bench: {} top, {} s after {} s of warm-up",
+            "xtask: bench: {}, {secs} s after {} s of warm-up",
             variant.label(),
-            options.top_secs,
             TOP_WARMUP.as_secs()
         );
-        let mut cmd = binaries.memtrace_top(variant == Variant::MemtraceHook);
-        let mut observer = Observer::spawn(&mut cmd, "memtrace top", |_| false, true)?;
+        let mut observer = if variant == Variant::Guard {
+            Observer::spawn(
+                &mut binaries.memtrace_guard()?,
+                "memtrace guard",
+                |_| false,
+                true,
+            )?
+        } else {
+            let mut cmd = binaries.memtrace_top(variant == Variant::MemtraceHook);
+            Observer::spawn(&mut cmd, "memtrace top", |_| false, true)?
+        };
         let pid = observer.pid();
         std::thread::sleep(TOP_WARMUP);
         observer.check_alive()?;
         let cpu_start = proc::cpu_seconds(pid)?;
         let wall = Instant::now();
-        std::thread::sleep(Duration::from_secs(options.top_secs));
+        std::thread::sleep(Duration::from_secs(secs));
         observer.check_alive()?;
         let cpu_end = proc::cpu_seconds(pid)?;
         let elapsed = wall.elapsed().as_secs_f64();

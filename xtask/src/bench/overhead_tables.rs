@@ -187,7 +187,7 @@ pub fn program_table(costs: &[ProgramCosts]) -> String {
 pub fn top_table(top: &[TopCost], options: &Options) -> String {
     let mut out = format!(
         "{:<34} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9}\n",
-        "memtrace top --json --interval 1",
+        "memtrace top --json --interval 1 / guard",
         "processes",
         "CPU % core",
         "start-up s",
@@ -199,6 +199,7 @@ pub fn top_table(top: &[TopCost], options: &Options) -> String {
     for cost in top {
         let label = match cost.variant {
             Variant::MemtraceHook => "  fault hook",
+            Variant::Guard => "  guard --machine --dry-run, idle",
             _ => "  no fault hook",
         };
         let m = &cost.memory;
@@ -215,10 +216,11 @@ pub fn top_table(top: &[TopCost], options: &Options) -> String {
         ));
     }
     out.push_str(&format!(
-        "(CPU: utime+stime over {} s after {} s of start-up, whose CPU time is start-up s; {} \
-         idle processes of ours among the processes; RSS = VmRSS (anon = RssAnon, file = \
-         RssFile), peak = VmHWM, at the end)\n",
+        "(CPU: utime+stime over {} s (the guard: {} s) after {} s of start-up, whose CPU time is \
+         start-up s; {} idle processes of ours among the processes; RSS = VmRSS (anon = RssAnon, \
+         file = RssFile), peak = VmHWM, at the end)\n",
         options.top_secs,
+        options.guard_secs,
         TOP_WARMUP.as_secs(),
         options.top_procs
     ));
@@ -276,6 +278,40 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
             );
         }
     }
+    let spread = noise(samples, Kind::Storm, Metric::Cpu);
+    let (_, guard_storm) = overhead(samples, Kind::Storm, Variant::Guard, Metric::Cpu);
+    let (_, guard_wall) = overhead(samples, Kind::Storm, Variant::Guard, Metric::Wall);
+    line(
+        "storm overhead (CPU), idle guard".to_owned(),
+        "in noise",
+        fmt_signed(guard_storm, 2) + " %",
+        guard_storm.zip(spread).map(|(p, n)| p.abs() <= n),
+        format!(
+            "baseline CPU IQR {} %; wall time {} % (IQR {} %)",
+            fmt(spread, 2),
+            fmt_signed(guard_wall, 2),
+            fmt(noise(samples, Kind::Storm, Metric::Wall), 2)
+        ),
+    );
+    for cost in costs
+        .iter()
+        .filter(|c| c.variant == Variant::Guard && c.kind == Kind::Storm)
+    {
+        let runs: u64 = cost.programs.iter().map(|p| p.2).sum();
+        let per_100 =
+            (cost.report.faults > 0).then(|| runs as f64 * 100.0 / cost.report.faults as f64);
+        line(
+            "guard: program runs per 100 faults (storm)".to_owned(),
+            "< 1",
+            fmt(per_100, 3),
+            per_100.map(|r| r < 1.0),
+            format!(
+                "{runs} runs of {} programs, {} faults of the storm",
+                cost.programs.len(),
+                cost.report.faults
+            ),
+        );
+    }
     let floor = floor_ns(costs);
     for cost in costs
         .iter()
@@ -301,7 +337,32 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
             );
         }
     }
-    for cost in top {
+    for cost in top.iter().filter(|c| c.variant == Variant::Guard) {
+        line(
+            "guard: idle CPU".to_owned(),
+            "≤ 0.05 %",
+            format!("{:.3} %", cost.cpu_percent),
+            Some(cost.cpu_percent <= 0.05),
+            format!("{} processes", cost.processes),
+        );
+        let peak = to_mib(cost.memory.hwm);
+        line(
+            "guard: peak RSS (VmHWM), eBPF load included".to_owned(),
+            "≤ 16 MiB",
+            format!("{peak:.1} MiB"),
+            Some(peak <= 16.0),
+            String::new(),
+        );
+        let rss = to_mib(cost.memory.rss());
+        line(
+            "guard: steady RSS (VmRSS)".to_owned(),
+            "≤ 8 MiB",
+            format!("{rss:.1} MiB"),
+            Some(rss <= 8.0),
+            format!("{:.1} MiB of it anonymous", to_mib(cost.memory.anon)),
+        );
+    }
+    for cost in top.iter().filter(|c| c.variant != Variant::Guard) {
         let hook = if cost.variant == Variant::MemtraceHook {
             ", fault hook"
         } else {

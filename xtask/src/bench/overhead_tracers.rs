@@ -30,13 +30,17 @@ pub enum Variant {
     MemtraceHook,
     /// memtrace without it.
     MemtraceNoHook,
+    /// `memtrace guard --machine --dry-run`, idle (far from its thresholds): the rare-event
+    /// programs only.
+    Guard,
     Bpftrace,
     /// An empty bpftrace probe (kernel program costs only).
     BpftraceEmpty,
 }
 
-pub const VARIANTS: [Variant; 4] = [
+pub const VARIANTS: [Variant; 5] = [
     Variant::None,
+    Variant::Guard,
     Variant::MemtraceNoHook,
     Variant::MemtraceHook,
     Variant::Bpftrace,
@@ -48,6 +52,7 @@ impl Variant {
             Self::None => "none (baseline)",
             Self::MemtraceHook => "memtrace, fault hook",
             Self::MemtraceNoHook => "memtrace, no fault hook",
+            Self::Guard => "memtrace guard, idle",
             Self::Bpftrace => "bpftrace one-liner",
             Self::BpftraceEmpty => "empty probe (floor)",
         }
@@ -89,6 +94,45 @@ impl Binaries {
         cmd.args(self.hook.args(fault_hook));
         cmd
     }
+
+    /// `memtrace guard --machine --dry-run` (it sends nothing and changes nothing) with its
+    /// state file in a private directory, its log on stdout (so that its "guarding" line says
+    /// it is up): through `sh -c 'exec …'`, so the pid is the guard's.
+    pub fn memtrace_guard(&self) -> anyhow::Result<Command> {
+        let dir = guard_state_dir()?;
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "exec \"$0\" guard --machine --dry-run --state-file \"$1\" 2>&1",
+        ])
+        .arg(&self.memtrace)
+        .arg(dir.join("state.json"));
+        Ok(cmd)
+    }
+}
+
+/// Removes the guard's state directory, if this run made one (the dry run writes nothing in it).
+pub fn remove_guard_state_dir() {
+    let dir = std::env::temp_dir().join(format!("memtrace-bench-guard-{}", std::process::id()));
+    if dir.is_dir()
+        && let Err(err) = std::fs::remove_dir(&dir)
+    {
+        eprintln!("xtask: warning: removing {}: {err}", dir.display());
+    }
+}
+
+/// A directory for the benchmarked guard's state file: root's, mode 0700 (the guard refuses
+/// others), made once per benchmark run.
+fn guard_state_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let dir = std::env::temp_dir().join(format!("memtrace-bench-guard-{}", std::process::id()));
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(dir)
 }
 
 /// memtrace's flag for its per-fault hook: opt-in (`--fault-hook`) or opt-out
@@ -195,6 +239,12 @@ pub fn start_tracer(binaries: &Binaries, variant: Variant) -> anyhow::Result<Opt
             let mut cmd = binaries.memtrace_top(variant == Variant::MemtraceHook);
             Observer::spawn(&mut cmd, "memtrace top", |l| l.starts_with('['), false)?
         }
+        Variant::Guard => Observer::spawn(
+            &mut binaries.memtrace_guard()?,
+            "memtrace guard",
+            |l| l.contains("] guarding "),
+            false,
+        )?,
         Variant::Bpftrace | Variant::BpftraceEmpty => {
             let program = if variant == Variant::Bpftrace {
                 BPFTRACE_PROGRAM

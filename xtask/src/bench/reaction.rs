@@ -2,8 +2,11 @@
 //! grows at 100 MiB/s, 1 GiB/s or unthrottled inside a 512 MiB memory cgroup that the guard
 //! watches (`--cgroup`, default thresholds, no cache dropping); an independent 10 ms sampler in
 //! this process records when the cgroup's usage crosses the guard's warn threshold (the first
-//! level at which it may act) and when the hog is seen stopped. Also measured: the guard's RSS
-//! and CPU during the trials, and its idle cost watching the whole machine in dry-run mode.
+//! level at which it may act) and when the hog is seen stopped. Each trial runs with the guard's
+//! own source (the rare-event programs, /proc read near pressure) and, as the baseline in the
+//! same invocation, with the per-event counting it used before (`--per-event`). Also measured:
+//! the guard's RSS and CPU during the trials, and its idle cost (CPU, steady and peak RSS)
+//! watching the whole machine in dry-run mode.
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -32,11 +35,18 @@ pub struct Options {
     #[arg(long, default_value_t = 10)]
     pub trials: usize,
     /// Seconds of idle measurement (guard in dry-run mode on the whole machine).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 60)]
     pub idle_seconds: u64,
 }
 
 const LIMIT: u64 = 512 << 20;
+/// The guard's per-process sources compared: its own (the rare-event programs, /proc near
+/// pressure) and the per-event counting it used before (hidden `--per-event`), as a baseline
+/// measured in the same invocation.
+const SOURCES: [(&str, &[&str]); 2] = [
+    ("rare events + /proc", &[]),
+    ("per event (before)", &["--per-event"]),
+];
 /// The default warn threshold of the guard (percent).
 const WARN_PERCENT: f64 = 80.0;
 
@@ -152,11 +162,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         LIMIT >> 20
     );
     println!(
-        "{:<14} {:<20} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
-        "growth", "wake-up", "trials", "median ms", "p99 ms", "max ms", "stopped at %", "OOM/none"
+        "{:<14} {:<20} {:<19} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
+        "growth",
+        "wake-up",
+        "guard source",
+        "trials",
+        "median ms",
+        "p99 ms",
+        "max ms",
+        "stopped at %",
+        "OOM/none"
     );
-    let mut hwm_max = 0u64;
-    let mut cpu_per_trial = Vec::new();
+    let mut hwm_max = [0u64; SOURCES.len()];
+    let mut cpu_per_trial: [Vec<f64>; SOURCES.len()] = Default::default();
     let modes: [(&str, &[&str]); 2] = [
         ("v1 usage events", &[]),
         ("polling (v2/machine)", &["--no-usage-events"]),
@@ -166,46 +184,60 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         ("1 GiB/s", 1024.0),
         ("unthrottled", 0.0),
     ] {
-        for (mode, extra) in modes {
-            let mut reactions = Vec::new();
-            let mut at = Vec::new();
-            let mut failed = 0;
+        for (mode, mode_flags) in modes {
+            // The sources alternate trial by trial, so a change in the machine's load hits both.
+            let mut reactions: [Vec<f64>; SOURCES.len()] = Default::default();
+            let mut at: [Vec<f64>; SOURCES.len()] = Default::default();
+            let mut failed = [0usize; SOURCES.len()];
             for i in 0..options.trials {
-                let (outcome, cpu, hwm) = trial(&binary, &config, rate, i, extra)?;
-                hwm_max = hwm_max.max(hwm);
-                cpu_per_trial.push(cpu);
-                match outcome {
-                    Outcome::Stopped {
-                        after_ms,
-                        at_percent,
-                    } => {
-                        reactions.push(after_ms);
-                        at.push(at_percent);
+                for (index, (_, source_flags)) in SOURCES.iter().enumerate() {
+                    let extra: Vec<&str> =
+                        mode_flags.iter().chain(*source_flags).copied().collect();
+                    let (outcome, cpu, hwm) = trial(&binary, &config, rate, i, &extra)?;
+                    hwm_max[index] = hwm_max[index].max(hwm);
+                    cpu_per_trial[index].push(cpu);
+                    match outcome {
+                        Outcome::Stopped {
+                            after_ms,
+                            at_percent,
+                        } => {
+                            reactions[index].push(after_ms);
+                            at[index].push(at_percent);
+                        }
+                        Outcome::OomKilled | Outcome::TimedOut => failed[index] += 1,
                     }
-                    Outcome::OomKilled | Outcome::TimedOut => failed += 1,
                 }
             }
             let fmt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
-            println!(
-                "{:<14} {:<20} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
-                label,
-                mode,
-                options.trials,
-                fmt(median(&reactions)),
-                fmt(quantile(&reactions, 0.99)),
-                fmt(reactions.iter().copied().reduce(f64::max)),
-                fmt(median(&at)),
-                failed
-            );
+            for (index, (source, _)) in SOURCES.iter().enumerate() {
+                let reactions = &reactions[index];
+                println!(
+                    "{:<14} {:<20} {:<19} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
+                    label,
+                    mode,
+                    source,
+                    options.trials,
+                    fmt(median(reactions)),
+                    fmt(quantile(reactions, 0.99)),
+                    fmt(reactions.iter().copied().reduce(f64::max)),
+                    fmt(median(&at[index])),
+                    failed[index]
+                );
+            }
         }
     }
     println!("(0.0 ms: the hog was already stopped when the 10 ms sampler first saw warn crossed)");
-    println!(
-        "guard during trials: peak RSS {:.1} MiB, CPU {:.1} ms per trial (median)",
-        to_mib(hwm_max),
-        median(&cpu_per_trial).unwrap_or(0.0) * 1e3
-    );
-    idle(&binary, options.idle_seconds)
+    for (index, (source, _)) in SOURCES.iter().enumerate() {
+        println!(
+            "guard ({source}) during trials: peak RSS {:.1} MiB, CPU {:.1} ms per trial (median)",
+            to_mib(hwm_max[index]),
+            median(&cpu_per_trial[index]).unwrap_or(0.0) * 1e3
+        );
+    }
+    for (source, flags) in SOURCES {
+        idle(&binary, options.idle_seconds, source, flags)?;
+    }
+    Ok(())
 }
 
 /// CPU time of `pid` in seconds with nanosecond resolution (`/proc/PID/schedstat`; the
@@ -222,11 +254,12 @@ fn cpu_precise(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// The guard watching the whole machine, dry run (it sends nothing), with no pressure.
-fn idle(binary: &Path, seconds: u64) -> anyhow::Result<()> {
+fn idle(binary: &Path, seconds: u64, source: &str, flags: &[&str]) -> anyhow::Result<()> {
     let state = tools::workspace_root().join("target/bench-reaction-idle-state.json");
     let config = tools::workspace_root().join("target/bench-reaction-idle.toml");
     std::fs::write(&config, "").context("writing the idle config")?;
-    let mut guard = start_guard(binary, &PathBuf::new(), &config, &state, &["--dry-run"])?;
+    let extra: Vec<&str> = ["--dry-run"].iter().chain(flags).copied().collect();
+    let mut guard = start_guard(binary, &PathBuf::new(), &config, &state, &extra)?;
     std::thread::sleep(Duration::from_secs(1));
     let before = cpu_precise(guard.pid())?;
     std::thread::sleep(Duration::from_secs(seconds));
@@ -234,7 +267,7 @@ fn idle(binary: &Path, seconds: u64) -> anyhow::Result<()> {
     let mem = proc::memory(guard.pid())?;
     guard.stop(Signal::TERM, Duration::from_secs(10))?;
     println!(
-        "guard idle (whole machine, {} processes, {seconds} s): CPU {:.3} % of one core, RSS {:.1} MiB (peak {:.1} MiB)",
+        "guard ({source}) idle (whole machine, {} processes, {seconds} s): CPU {:.3} % of one core, steady RSS {:.1} MiB, peak RSS {:.1} MiB (VmHWM, eBPF load included)",
         proc::process_count(),
         used / seconds as f64 * 100.0,
         to_mib(mem.rss()),

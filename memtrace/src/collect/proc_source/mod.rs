@@ -1,5 +1,5 @@
 //! The /proc source: what the sampler reads where eBPF cannot load (a default container, not
-//! root). It follows only the scope's processes ([`Members`]: a tree, a cgroup or everything)
+//! root), and the guard's per-process reads beside its rare-event programs. It follows only the scope's processes ([`Members`]: a tree, a cgroup or everything)
 //! and knows of each the same values the tracer gives: resident memory by kind (`RssAnon`,
 //! `RssFile`, `RssShmem`) and `VmSwap` from `status`, the kernel's peak (`VmHWM`), faults
 //! (`stat` minflt + majflt), identity; each reading also hands over the processes that exited
@@ -87,6 +87,8 @@ pub struct ProcSource {
     oom: Option<oom::OomCounter>,
     /// Processes left unread for want of file descriptors (said once).
     out_of_descriptors: bool,
+    /// Read every followed process's `statm` at every reading (no idle backoff).
+    every_sample: bool,
     counts: ReadCounts,
 }
 
@@ -110,8 +112,24 @@ impl ProcSource {
             exits,
             oom: oom::OomCounter::open(proc_root, &oom),
             out_of_descriptors: false,
+            every_sample: false,
             counts: ReadCounts::default(),
         }
+    }
+
+    /// Reads every followed process's `statm` at every reading, idle ones included: for a
+    /// caller that reads only when it needs fresh values (the guard, near pressure), where a
+    /// process that wakes up must be seen growing at the next reading, not 1, 3, 7, … later.
+    pub fn every_sample(mut self) -> Self {
+        self.every_sample = true;
+        self
+    }
+
+    /// Counts no OOM kills: for a caller that learns of them from the kernel's own event
+    /// (the guard's rare-event programs), which names the victim.
+    pub fn without_oom_counter(mut self) -> Self {
+        self.oom = None;
+        self
     }
 
     /// Notices exits by reading every process every sample, as where pidfds are unavailable.
@@ -157,7 +175,7 @@ impl ProcSource {
             }
             self.admit(&listing.candidates, now);
         }
-        let every_sample = matches!(self.exits, Exits::Reading);
+        let every_sample = self.every_sample || matches!(self.exits, Exits::Reading);
         for (pid, process) in &mut self.followed {
             if gone.contains(pid) || !process.due(now, every_sample) {
                 continue;

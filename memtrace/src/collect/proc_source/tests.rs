@@ -657,3 +657,54 @@ fn more_kills_than_vanished_processes() {
     );
     assert!(oom::attribute(0, &vanished, 7).is_empty());
 }
+
+#[test]
+fn read_every_sample_sees_an_idle_process_change_at_the_next_sample() {
+    let fake = FakeProc::new();
+    let child = sleeper();
+    let pid = child.pid();
+    fake.process(pid, "idle", IDLE);
+    let mut source = ProcSource::new(fake.root(), Members::All, OomSource::Machine).every_sample();
+    let t0 = Instant::now();
+    // Idle long enough that the backoff would let several samples pass.
+    for step in 0..=8 {
+        source.read_at(after(t0, 50 * step)).expect("read");
+    }
+    let before = source.counts().unchanged;
+    fake.process(
+        pid,
+        "idle",
+        Shows {
+            anon_kib: 4096,
+            ..IDLE
+        },
+    );
+    source.read_at(after(t0, 450)).expect("read");
+    assert_eq!(live(&source, pid).expect("live").anon_bytes, 4096 * KIB);
+    assert_eq!(before, 8, "every idle sample read its statm");
+}
+
+#[test]
+fn without_the_oom_counter_no_kill_is_guessed() {
+    let fake = FakeProc::new();
+    fake.process(100, "victim", IDLE);
+    let mut counting =
+        ProcSource::new(fake.root(), Members::All, OomSource::Machine).without_pidfds();
+    let mut silent = ProcSource::new(fake.root(), Members::All, OomSource::Machine)
+        .without_pidfds()
+        .without_oom_counter();
+    let t0 = Instant::now();
+    counting.read_at(t0).expect("read");
+    silent.read_at(t0).expect("read");
+    fake.exit(100);
+    fake.write("vmstat", "nr_free_pages 1\noom_kill 1\n");
+    let counted = counting.read_at(after(t0, 100)).expect("read");
+    let unguessed = silent.read_at(after(t0, 100)).expect("read");
+    assert_eq!(
+        counted.oom_kills.len(),
+        1,
+        "the counter names a probable victim"
+    );
+    assert_eq!(pids(&unguessed.exited), vec![100]);
+    assert!(unguessed.oom_kills.is_empty(), "{:?}", unguessed.oom_kills);
+}

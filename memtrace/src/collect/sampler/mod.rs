@@ -1,8 +1,10 @@
 //! Builds one [`Snapshot`] per interval from the [`Source`] chosen at start — the eBPF tracer's
-//! maps and events joined with /proc identities ([`ebpf`]), or the /proc source's readings — with
+//! maps and events joined with /proc identities ([`ebpf`]), the /proc source's readings, or
+//! those readings joined with the rare-event programs' findings ([`rare`], the guard's) — with
 //! rates over a sliding window, the machine's memory line, and processes sorted by growth.
 mod ebpf;
 mod idents;
+mod rare;
 
 use std::{cmp::Reverse, collections::HashMap, path::Path};
 
@@ -36,6 +38,7 @@ pub enum SampleError {
 enum Side {
     Ebpf(ebpf::EbpfJoin),
     Proc(ProcSource),
+    Rare(rare::RareJoin),
 }
 
 /// Growth, fault and stall rates per process (pid, start time) over a sliding window.
@@ -113,6 +116,9 @@ impl Sampler {
         let side = match source {
             Source::Ebpf(tracer) => Side::Ebpf(ebpf::EbpfJoin::new(tracer, proc_root)?),
             Source::Proc(source) => Side::Proc(source),
+            Source::Rare { tracer, procs } => {
+                Side::Rare(rare::RareJoin::new(tracer, procs, proc_root))
+            }
         };
         Ok(Self {
             side,
@@ -129,9 +135,9 @@ impl Sampler {
 
     /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
     /// of re-reading `/proc/PID/stat` every sample; exit events still evict it at once. Used by
-    /// the guard, whose idle rounds then touch no /proc file per process. Fault counts from
-    /// /proc are as old as the identity. (The /proc source has its own cadence: see
-    /// [`ProcSource`].)
+    /// the guard's per-event mode (`--per-event`, for comparison in benchmarks), whose idle
+    /// rounds then touch no /proc file per process. Fault counts from /proc are as old as the
+    /// identity. (The /proc source has its own cadence: see [`ProcSource`].)
     pub fn set_ident_max_age(&mut self, age: std::time::Duration) {
         if let Side::Ebpf(join) = &mut self.side {
             join.idents.max_age = Some(age);
@@ -142,22 +148,24 @@ impl Sampler {
     pub fn tracer(&self) -> Option<&Tracer> {
         match &self.side {
             Side::Ebpf(join) => Some(&join.tracer),
+            Side::Rare(join) => Some(&join.tracer),
             Side::Proc(_) => None,
         }
     }
 
-    /// The /proc source, e.g. for what it has read; `None` with eBPF.
+    /// The /proc source, e.g. for what it has read; `None` with the per-event tracer.
     pub fn proc_source(&self) -> Option<&ProcSource> {
         match &self.side {
             Side::Ebpf(_) => None,
             Side::Proc(source) => Some(source),
+            Side::Rare(join) => Some(&join.procs),
         }
     }
 
     /// Which source feeds this sampler.
     pub fn kind(&self) -> SourceKind {
         match &self.side {
-            Side::Ebpf(_) => SourceKind::Ebpf,
+            Side::Ebpf(_) | Side::Rare(_) => SourceKind::Ebpf,
             Side::Proc(_) => SourceKind::Proc,
         }
     }
@@ -178,6 +186,7 @@ impl Sampler {
                 procs.extend(reading.exited);
                 (procs, reading.oom_kills, TracerHealth::default())
             }
+            Side::Rare(join) => join.collect(&mut self.rates, now, since)?,
         };
         // Every live process, and only those, had its rates applied.
         self.rates.end_round();

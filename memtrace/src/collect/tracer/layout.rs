@@ -61,6 +61,18 @@ pub fn pipe_layout(_btf: &Btf) -> Result<PipeLayout, BtfError> {
     ))
 }
 
+/// The programs of rare events (reclaim, kswapd wake-ups, exits, OOM victims): the set the
+/// guard attaches, none of them on the page-fault path.
+pub const RARE_EVENTS: &[&str] = &[
+    "direct_reclaim_begin",
+    "direct_reclaim_end",
+    "memcg_reclaim_begin",
+    "memcg_reclaim_end",
+    "wakeup_kswapd",
+    "sched_process_exit",
+    "mark_victim",
+];
+
 /// Kernel numbering of the mm counters (`MM_FILEPAGES`, …), indices into
 /// `ProcStats::rss_bytes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -69,12 +69,40 @@ pub struct TracerOptions {
     /// Also attach the per-fault counter (`page_fault_user`). Off by default: the kernel already
     /// counts faults per task, so live processes' counts come from /proc and exited ones' from
     /// the exit event, at no per-fault cost. The hook exists for comparison (`bench overhead`).
+    /// Ignored with [`Programs::RareEvents`].
     pub fault_hook: bool,
     /// Also attach the pipe-write program (`run`/`record` with `--stage-regex`): writes to the
     /// output pipes later named with [`PipeWrites::watch`] are reported with the writer's
     /// counters, for exact stdout marks. Where this kernel has no attachable pipe write, the
     /// tracer starts without it (one warning) and marks fall back to read time.
     pub pipe_writes: bool,
+    /// Which set of programs runs.
+    pub programs: Programs,
+}
+
+/// Which programs the tracer attaches: the choice between counting every change in the kernel
+/// and running nothing on the page-fault path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Programs {
+    /// Every program, `rss_stat` included: the kernel keeps each process's counters at every
+    /// change of its resident memory (one program run per counter change, ~40 ns), which is
+    /// what catches short-lived processes and transient peaks (`top`, `run`, `record`).
+    #[default]
+    PerEvent,
+    /// Only the programs of rare events — reclaim begin/end, kswapd wake-ups, process exit and
+    /// OOM victim ([`layout::RARE_EVENTS`]) — and nothing on the page-fault path; per-process
+    /// memory is read from /proc instead (the guard).
+    RareEvents,
+}
+
+impl Programs {
+    /// Whether `program` (a name of [`layout::TRACEPOINTS`]) is attached in this set.
+    pub fn attaches(self, program: &str, fault_hook: bool) -> bool {
+        match self {
+            Self::PerEvent => program != "page_fault_user" || fault_hook,
+            Self::RareEvents => layout::RARE_EVENTS.contains(&program),
+        }
+    }
 }
 
 /// One process's counters as read from the maps, pending fault batches included.
@@ -150,10 +178,9 @@ impl Tracer {
         let aya_btf = Btf::from_sys_fs()
             .map_err(|err| btf::BtfError::Missing(format!("loadable vmlinux BTF ({err})")))?;
         for (name, tracepoint) in layout::TRACEPOINTS {
-            if *name == "page_fault_user" && !options.fault_hook {
-                continue;
+            if options.programs.attaches(name, options.fault_hook) {
+                attach(&mut ebpf, name, tracepoint, &aya_btf)?;
             }
-            attach(&mut ebpf, name, tracepoint, &aya_btf)?;
         }
         let events = take_ring(&mut ebpf, "EVENTS")?;
         let pipe_writes = match pipe_layout {
@@ -234,7 +261,11 @@ impl Tracer {
         for entry in &mut out {
             merge_slots(entry, &slots);
         }
-        if self.options.fault_hook {
+        if self
+            .options
+            .programs
+            .attaches("page_fault_user", self.options.fault_hook)
+        {
             for slot in self.fault_slots()? {
                 if slot.pending == 0 {
                     continue;
@@ -444,8 +475,44 @@ fn attach(
 #[cfg(test)]
 mod tests {
     //! Merging per-CPU caches into an entry: only the process's own slots count (the rule
-    //! itself, newest counters and highest peak, is tested in memtrace-common).
+    //! itself, newest counters and highest peak, is tested in memtrace-common). Which programs
+    //! each set attaches.
     use super::*;
+
+    #[test]
+    fn the_rare_event_set_attaches_nothing_on_the_fault_path() {
+        let attached = |programs: Programs, fault_hook| -> Vec<&str> {
+            layout::TRACEPOINTS
+                .iter()
+                .map(|(name, _)| *name)
+                .filter(|name| programs.attaches(name, fault_hook))
+                .collect()
+        };
+        for fault_hook in [false, true] {
+            let rare = attached(Programs::RareEvents, fault_hook);
+            assert!(!rare.contains(&"rss_stat"), "{rare:?}");
+            assert!(!rare.contains(&"page_fault_user"), "{rare:?}");
+            for name in [
+                "direct_reclaim_begin",
+                "direct_reclaim_end",
+                "memcg_reclaim_begin",
+                "memcg_reclaim_end",
+                "wakeup_kswapd",
+                "sched_process_exit",
+                "mark_victim",
+            ] {
+                assert!(rare.contains(&name), "{name} missing from {rare:?}");
+            }
+        }
+        let per_event = attached(Programs::PerEvent, false);
+        assert!(per_event.contains(&"rss_stat"));
+        assert!(!per_event.contains(&"page_fault_user"));
+        assert_eq!(
+            attached(Programs::PerEvent, true).len(),
+            layout::TRACEPOINTS.len()
+        );
+        assert_eq!(Programs::default(), Programs::PerEvent, "top, run, record");
+    }
 
     fn stats(anon: u64, stamp: u64) -> ProcStats {
         ProcStats {

@@ -1,0 +1,133 @@
+//! What the guard costs the machine it watches: no eBPF program on the page-fault path. During
+//! a fault storm the guard's programs run fewer than once per 100 page faults — counted by the
+//! kernel's own per-program run counts (`run_cnt` in `/proc/GUARD/fdinfo` of its program
+//! descriptors, while a `BPF_ENABLE_STATS` descriptor held by the test switches counting on) —
+//! and it holds the links of the rare-event programs only (their `tp_name` in fdinfo).
+mod support;
+
+use std::{os::fd::OwnedFd, time::Duration};
+
+use support::{
+    MIB,
+    guard_env::{GuardRun, config, state_dir, tmp},
+    output_within, require_root, test_cgroup,
+};
+
+/// The tracepoints of rare events the guard attaches to.
+const RARE_TRACEPOINTS: [&str; 7] = [
+    "mark_victim",
+    "mm_vmscan_direct_reclaim_begin",
+    "mm_vmscan_direct_reclaim_end",
+    "mm_vmscan_memcg_reclaim_begin",
+    "mm_vmscan_memcg_reclaim_end",
+    "mm_vmscan_wakeup_kswapd",
+    "sched_process_exit",
+];
+
+/// A fault storm: maps, touches page by page and unmaps 64 MiB 12 times (about 200 000 minor
+/// faults), then prints its own minor-fault count.
+const STORM: &str = "import mmap, resource\n\
+     for _ in range(12):\n\
+     \x20   m = mmap.mmap(-1, 64 << 20)\n\
+     \x20   for i in range(0, len(m), 4096): m[i] = 1\n\
+     \x20   m.close()\n\
+     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt, flush=True)\n";
+
+/// The kernel counts program runs while this descriptor is open (`BPF_ENABLE_STATS`), and
+/// stops when it is closed, whatever happens to the test.
+fn enable_run_counts() -> OwnedFd {
+    // union bpf_attr's enable_stats member: one u32 type (BPF_STATS_RUN_TIME = 0), zero-padded.
+    let attr = [0u8; 16];
+    const BPF_ENABLE_STATS: libc::c_long = 32;
+    // SAFETY: bpf(2) reads `attr.len()` bytes from a live, initialised buffer and returns a new
+    // descriptor or -1; nothing else is touched.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_ENABLE_STATS,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_ENABLE_STATS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd was just returned by a successful bpf(2) call and nothing else owns it.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) }
+}
+
+/// What `/proc/PID/fdinfo` shows of a process's eBPF descriptors.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Held {
+    /// Loaded programs.
+    programs: usize,
+    /// The tracepoints of its links, sorted.
+    tracepoints: Vec<String>,
+    /// Runs of its programs counted so far.
+    runs: u64,
+}
+
+fn held_by(pid: u32) -> Held {
+    let mut held = Held::default();
+    let dir = format!("/proc/{pid}/fdinfo");
+    for entry in std::fs::read_dir(&dir).expect("fdinfo").flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(str::trim)
+        };
+        if value("prog_type:").is_some() && value("link_type:").is_none() {
+            held.programs += 1;
+            held.runs += value("run_cnt:")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if let Some(name) = value("tp_name:") {
+            held.tracepoints.push(name.to_owned());
+        }
+    }
+    held.tracepoints.sort();
+    held
+}
+
+#[test]
+fn guard_runs_under_one_program_per_100_page_faults() {
+    require_root();
+    let _counting = enable_run_counts();
+    let states = state_dir();
+    let state_file = states.path().join("guard-state-cost.json");
+    let config = config(&tmp(), "");
+    let group = test_cgroup("cost", 512 * MIB);
+    let group_path = group.path.clone();
+    let mut guard = GuardRun::start(&group_path, &config, &state_file, &["--dry-run"]);
+    let pid = guard.child.pid();
+    let before = held_by(pid);
+    assert_eq!(
+        before.tracepoints, RARE_TRACEPOINTS,
+        "the guard attaches the rare-event programs only"
+    );
+    assert_eq!(before.programs, RARE_TRACEPOINTS.len(), "{before:?}");
+    let out = output_within(
+        &mut group.command("python3", &["-c", STORM]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", support::describe(&out));
+    let faults: u64 = support::text(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the storm prints its fault count");
+    let after = held_by(pid);
+    let runs = after.runs - before.runs;
+    eprintln!("guard: {runs} program runs for {faults} page faults of the storm");
+    assert!(faults >= 150_000, "a storm of {faults} faults");
+    assert!(
+        runs * 100 < faults,
+        "{runs} program runs for {faults} page faults (over 1 per 100)"
+    );
+    guard.terminate();
+}
