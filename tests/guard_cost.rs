@@ -104,7 +104,12 @@ fn guard_runs_under_one_program_per_100_page_faults() {
     let config = config(&tmp(), "");
     let group = test_cgroup("cost", 512 * MIB);
     let group_path = group.path.clone();
-    let mut guard = GuardRun::start(&group_path, &config, &state_file, &["--dry-run"]);
+    let mut guard = GuardRun::start(
+        &group_path,
+        &config,
+        &state_file,
+        &["--dry-run", "--rare-events"],
+    );
     let pid = guard.child.pid();
     let before = held_by(pid);
     assert_eq!(

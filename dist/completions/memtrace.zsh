@@ -42,7 +42,7 @@ _arguments "${_arguments_options[@]}" : \
 '--dry-run[Log every decision, send nothing, change nothing]' \
 '--no-psi[Run without a PSI trigger (polling only), for kernels without PSI]' \
 '--no-usage-events[Poll only, without usage threshold events on a v1 cgroup (benchmarks\: the behaviour of cgroup v2 and the machine scope)]' \
-'--per-event[Count every process'\''s memory in the kernel at every change (\`rss_stat\`, as \`top\` does) instead of reading the scope'\''s processes from /proc near pressure (benchmarks\: the guard before it ran nothing on the page-fault path)]' \
+'--rare-events[Run no eBPF program on the page-fault path\: only the programs of rare events, with the scope'\''s processes read from /proc near pressure (see --help\: slower on the fastest hogs where the guard polls)]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \

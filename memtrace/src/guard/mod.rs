@@ -3,10 +3,10 @@
 //!
 //! The loop sleeps in poll() on a kernel PSI trigger and a signalfd, waking at an adaptive
 //! interval (faster as headroom shrinks); each round samples the scope's usage and, near pressure,
-//! its processes, and hands them to the [`engine::Engine`]. It runs no eBPF program on the
-//! page-fault path: only the programs of rare events (reclaim stalls, kswapd wake-ups, exits,
-//! OOM victims), with per-process memory read from /proc when a round needs it
-//! ([`crate::collect::source::Source::Rare`]).
+//! its processes, and hands them to the [`engine::Engine`]. Per-process memory comes from the
+//! kernel's count at every change (as for `top`), or with `--rare-events` from /proc when a round
+//! needs it, with only the programs of rare events attached (reclaim stalls, kswapd wake-ups,
+//! exits, OOM victims: [`crate::collect::source::Source::Rare`]).
 //!
 //! Its scope is the one every command uses ([`crate::collect::scope`]): `--cgroup PATH`,
 //! `--machine`, or by default the container's cgroup when memtrace runs in one whose limit is
@@ -99,11 +99,11 @@ pub struct GuardArgs {
     /// cgroup v2 and the machine scope).
     #[arg(long, hide = true)]
     pub no_usage_events: bool,
-    /// Count every process's memory in the kernel at every change (`rss_stat`, as `top` does)
-    /// instead of reading the scope's processes from /proc near pressure (benchmarks: the
-    /// guard before it ran nothing on the page-fault path).
-    #[arg(long, hide = true)]
-    pub per_event: bool,
+    /// Run no eBPF program on the page-fault path: only the programs of rare events, with the
+    /// scope's processes read from /proc near pressure (see --help: slower on the fastest hogs
+    /// where the guard polls)
+    #[arg(long)]
+    pub rare_events: bool,
     /// Stop after this long (tests, benchmarks).
     #[arg(long, hide = true)]
     pub exit_after: Option<String>,
@@ -187,8 +187,9 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    // Nothing on the page-fault path: the rare-event programs, and the scope's processes read
-    // from /proc when a round needs them (the /proc source alone where eBPF cannot load).
+    // With --rare-events nothing on the page-fault path: the rare-event programs, and the scope's
+    // processes read from /proc when a round needs them (the /proc source alone where eBPF
+    // cannot load).
     let (members, oom) = match &scope {
         Scope::Machine => (Members::All, OomSource::Machine),
         Scope::Cgroup { path, version } => (
@@ -201,10 +202,10 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     };
     let source = Source::start(
         TracerOptions {
-            programs: if args.per_event {
-                Programs::PerEvent
-            } else {
+            programs: if args.rare_events {
                 Programs::RareEvents
+            } else {
+                Programs::PerEvent
             },
             ..TracerOptions::default()
         },

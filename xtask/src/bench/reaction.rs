@@ -3,8 +3,8 @@
 //! watches (`--cgroup`, default thresholds, no cache dropping); an independent 10 ms sampler in
 //! this process records when the cgroup's usage crosses the guard's warn threshold (the first
 //! level at which it may act) and when the hog is seen stopped. Each trial runs with the guard's
-//! own source (the rare-event programs, /proc read near pressure) and, as the baseline in the
-//! same invocation, with the per-event counting it used before (`--per-event`). Also measured:
+//! default source (per-event counting in the kernel) and with `--rare-events` (the rare-event
+//! programs, /proc read near pressure), in turn in the same invocation. Also measured:
 //! the guard's RSS and CPU during the trials, and its idle cost (CPU, steady and peak RSS)
 //! watching the whole machine in dry-run mode.
 use std::{
@@ -40,12 +40,11 @@ pub struct Options {
 }
 
 const LIMIT: u64 = 512 << 20;
-/// The guard's per-process sources compared: its own (the rare-event programs, /proc near
-/// pressure) and the per-event counting it used before (hidden `--per-event`), as a baseline
-/// measured in the same invocation.
+/// The guard's per-process sources compared in the same invocation: `--rare-events` (the
+/// rare-event programs, /proc near pressure) and its default per-event counting.
 const SOURCES: [(&str, &[&str]); 2] = [
-    ("rare events + /proc", &[]),
-    ("per event (before)", &["--per-event"]),
+    ("rare events + /proc", &["--rare-events"]),
+    ("per event (default)", &[]),
 ];
 /// The default warn threshold of the guard (percent).
 const WARN_PERCENT: f64 = 80.0;
