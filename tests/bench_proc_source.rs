@@ -80,7 +80,13 @@ impl Variant {
             return Sampling::Source(Box::new(source));
         }
         Sampling::Sampler(Box::new(
-            Sampler::new(Source::Proc(source), proc_root, 1.0).expect("a sampler"),
+            Sampler::new(
+                Source::Proc(source),
+                Box::new(memtrace::collect::gpu::NoGpu::new("not measured")),
+                proc_root,
+                1.0,
+            )
+            .expect("a sampler"),
         ))
     }
 }

@@ -362,8 +362,13 @@ fn process_map_is_read_in_a_few_batch_calls() {
         .collect();
     let tracer = Tracer::start(TracerOptions::default()).expect("the tracer starts");
     // Seeds the map with every process.
-    let sampler =
-        Sampler::new(Source::Ebpf(tracer), std::path::Path::new("/proc"), 1.0).expect("sampler");
+    let sampler = Sampler::new(
+        Source::Ebpf(tracer),
+        Box::new(memtrace::collect::gpu::NoGpu::new("not wanted here")),
+        std::path::Path::new("/proc"),
+        1.0,
+    )
+    .expect("sampler");
     let tracer = sampler.tracer().expect("eBPF");
     let batched = tracer.read_procs().expect("batch read");
     let calls = tracer.last_read_calls();

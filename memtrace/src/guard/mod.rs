@@ -216,6 +216,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     )?;
     let mut sampler = Sampler::new(
         source,
+        crate::collect::gpu::open_default(),
         proc_root,
         config.sampling.growth_window.as_secs_f64(),
     )
@@ -259,7 +260,6 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         },
         config.thresholds.resume,
     );
-    let mut gpu = crate::collect::gpu::Paced::new(crate::collect::gpu::open_default());
     let usage_events = if args.no_usage_events {
         None
     } else {
@@ -286,8 +286,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     // Idle rounds read only the scope's usage; per-process data is refreshed when needed.
     let mut snapshot = sampler.sample()?;
     let mut last_processes = std::time::Instant::now();
-    let mut gpu_sample = gpu.sample().clone();
-    crate::collect::gpu::join(&mut snapshot, &gpu_sample);
+    let mut gpu_sample = sampler.gpu_sample().clone();
     let mut scope_pids = scope.pids()?;
     loop {
         let woke = wait(
@@ -316,16 +315,15 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             None
         };
         if fresh {
-            snapshot = sampler.sample()?;
-            last_processes = std::time::Instant::now();
             // GPUs are sampled faster while the guard is above ok.
-            gpu.set_every(if engine.state.level >= level::Level::Warn {
+            sampler.set_gpu_every(if engine.state.level >= level::Level::Warn {
                 crate::collect::gpu::SAMPLE_EVERY_UNDER_PRESSURE
             } else {
                 crate::collect::gpu::SAMPLE_EVERY
             });
-            gpu_sample = gpu.sample_at(std::time::Instant::now()).clone();
-            crate::collect::gpu::join(&mut snapshot, &gpu_sample);
+            snapshot = sampler.sample()?;
+            last_processes = std::time::Instant::now();
+            gpu_sample = sampler.gpu_sample().clone();
             scope_pids = scope.pids()?;
         }
         for decision in engine.tick(

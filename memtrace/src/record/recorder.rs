@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     collect::{
-        gpu::{self, Paced},
+        gpu,
         proc_source::{Members, OomSource},
         sampler::Sampler,
         source::{Source, SourceKind},
@@ -199,8 +199,14 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
         Source::Ebpf(tracer) => tracer.take_pipe_writes(),
         _ => None,
     };
-    let sampler = Sampler::new(source, proc_root, plan.interval.as_secs_f64().max(0.2))
-        .context("seeding the tracer from /proc")?;
+    let mut sampler = Sampler::new(
+        source,
+        gpu::open_default(),
+        proc_root,
+        plan.interval.as_secs_f64().max(0.2),
+    )
+    .context("seeding the tracer from /proc")?;
+    sampler.set_gpu_every(plan.interval);
     let mut scope_words = match &plan.target {
         TraceTarget::Spawn(_) => "process tree of the command".to_owned(),
         TraceTarget::Attach(pid) => format!("process tree of pid {pid}"),
@@ -221,9 +227,7 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
     if let TraceTarget::Spawn(cmd) = &plan.target {
         header.command = cmd.clone();
     }
-    let mut gpu = Paced::new(gpu::open_default());
-    gpu.set_every(plan.interval);
-    header.gpus = gpu.sample().devices.clone();
+    header.gpus = sampler.gpu_sample().devices.clone();
     header.config = plan.config.clone();
     let writer = TraceWriter::create(&plan.out, &header)
         .with_context(|| format!("cannot write the trace to {}", plan.out.display()))?;
@@ -231,7 +235,7 @@ pub fn execute(plan: Plan, hooks: Vec<Box<dyn RunHook>>) -> anyhow::Result<Outco
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(event_loop(plan, sampler, gpu, writer, hooks, pipe_writes))
+    runtime.block_on(event_loop(plan, sampler, writer, hooks, pipe_writes))
 }
 
 /// The output pipes for `--stage-regex`, watched by the kernel where it reports pipe writes.
@@ -264,7 +268,6 @@ fn socket_boundary(has_address: bool) -> Boundary {
 async fn event_loop(
     mut plan: Plan,
     sampler: Sampler,
-    gpu: Paced,
     writer: TraceWriter,
     hooks: Vec<Box<dyn RunHook>>,
     pipe_writes: Option<PipeWrites>,
@@ -338,7 +341,7 @@ async fn event_loop(
         TraceTarget::System => (TraceScope::All, None),
     };
     drop(pump_tx);
-    let mut session = Session::new(sampler, gpu, writer, scope, hooks, plan.memory_lines);
+    let mut session = Session::new(sampler, writer, scope, hooks, plan.memory_lines);
     session.tick()?;
     let mut ticker = tokio::time::interval(plan.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -14,7 +14,6 @@ use memtrace_common::{PipeWrite, ProcStats};
 use super::{Mark, RunHook, exact_marks::Boundary};
 use crate::{
     collect::{
-        gpu::Paced,
         model::Snapshot,
         sampler::{Sampler, sample_from_stats},
         tracer::RssMembers,
@@ -46,7 +45,6 @@ struct OpenStage {
 pub struct Session {
     sampler: Sampler,
     /// The GPU source, paced at the sampling interval; joined into every sample.
-    gpu: Paced,
     writer: TraceWriter,
     scope: TraceScope,
     tree: HashSet<u32>,
@@ -141,7 +139,6 @@ impl Session {
     /// A session writing to `writer`; `memory_lines` prints a `[Memory]` line per stage.
     pub fn new(
         sampler: Sampler,
-        gpu: Paced,
         writer: TraceWriter,
         scope: TraceScope,
         hooks: Vec<Box<dyn RunHook>>,
@@ -153,7 +150,6 @@ impl Session {
         };
         Self {
             sampler,
-            gpu,
             writer,
             scope,
             tree,
@@ -181,13 +177,12 @@ impl Session {
     /// [`Self::tick`], with a fresh GPU sample when `fresh` (at a mark) instead of the paced one,
     /// and the writer's counters at `written`, the write of a mark line.
     fn take(&mut self, fresh: bool, written: Option<&PipeWrite>) -> anyhow::Result<u64> {
-        let mut full = self.sampler.sample().context("sampling")?;
-        let gpu = if fresh {
-            self.gpu.fresh()
+        let full = if fresh {
+            self.sampler.sample_fresh_gpu()
         } else {
-            self.gpu.sample()
-        };
-        crate::collect::gpu::join(&mut full, gpu);
+            self.sampler.sample()
+        }
+        .context("sampling")?;
         let time = full.time_unix_ms;
         self.last_time = time;
         let mut events = Vec::new();

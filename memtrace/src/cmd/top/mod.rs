@@ -135,13 +135,19 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
         Members::All,
         OomSource::Machine,
     )?;
-    let mut sampler = Sampler::new(source, proc_root, config.window.as_secs_f64())
-        .context("seeding the tracer from /proc")?;
+    let mut sampler = Sampler::new(
+        source,
+        gpu::open_default(),
+        proc_root,
+        config.window.as_secs_f64(),
+    )
+    .context("seeding the tracer from /proc")?;
+    // A new GPU sample at every refresh.
+    sampler.set_gpu_every(config.interval / 2);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut gpus = gpu::open_default();
     let result = match config.view {
         View::Interactive => {
             let mut guard = held::StateFiles::new(Path::new(crate::guard::state::STATE_DIR));
@@ -152,14 +158,14 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
                 .filter(Selected::in_container);
             runtime.block_on(tui::live(
                 &mut sampler,
-                gpus.as_mut(),
                 &mut guard,
                 limited.as_ref(),
                 &config,
             ))
         }
-        View::Plain => runtime.block_on(table::live(&mut sampler, gpus.as_mut(), &config)),
+        View::Plain => runtime.block_on(table::live(&mut sampler, &config)),
     };
+    let gpus = sampler.gpu_source();
     if let Some(mean) = gpus.mean_sample_cost() {
         log::debug!("GPU: one {} sample cost {mean:?} on average", gpus.name());
     }

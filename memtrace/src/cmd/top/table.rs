@@ -9,7 +9,6 @@ use super::TopConfig;
 use crate::{
     cmd::status::{gpu_line, psi_line, swap_line},
     collect::{
-        gpu::{self, GpuSource},
         model::{ProcSample, Snapshot},
         sampler::Sampler,
         source::SourceKind,
@@ -18,11 +17,7 @@ use crate::{
 };
 
 /// Prints snapshots until `--once` is done, Ctrl-C or SIGTERM.
-pub async fn live(
-    sampler: &mut Sampler,
-    gpus: &mut dyn GpuSource,
-    config: &TopConfig,
-) -> anyhow::Result<()> {
+pub async fn live(sampler: &mut Sampler, config: &TopConfig) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     // The first snapshot only sets the base of the rates.
@@ -36,8 +31,7 @@ pub async fn live(
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
         }
-        let mut snapshot = sampler.sample()?;
-        gpu::join(&mut snapshot, &gpus.sample());
+        let snapshot = sampler.sample()?;
         if config.json {
             crate::outln!("{}", serde_json::to_string(&snapshot.procs)?)?;
         } else {

@@ -67,6 +67,14 @@ impl Paced {
         self.sample_at(Instant::now())
     }
 
+    /// The last sample, or a first one if none was taken yet.
+    pub fn last_or_sample(&mut self) -> &GpuSample {
+        if self.at.is_none() {
+            return self.sample();
+        }
+        &self.last
+    }
+
     /// A fresh sample now, whatever the pace (a stage mark must see the GPU at the mark).
     pub fn fresh(&mut self) -> &GpuSample {
         self.at = None;

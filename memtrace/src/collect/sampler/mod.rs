@@ -1,7 +1,9 @@
 //! Builds one [`Snapshot`] per interval from the [`Source`] chosen at start — the eBPF tracer's
 //! maps and events joined with /proc identities ([`ebpf`]), the /proc source's readings, or
 //! those readings joined with the rare-event programs' findings ([`rare`], the guard's) — with
-//! rates over a sliding window, the machine's memory line, and processes sorted by growth.
+//! rates over a sliding window, the machine's memory line, processes sorted by growth, and the
+//! GPUs: the sampler owns the paced GPU source and joins its sample into every snapshot (the
+//! devices, and each live process's GPU memory), so every consumer sees the same GPU columns.
 mod ebpf;
 mod idents;
 mod rare;
@@ -12,6 +14,7 @@ pub use ebpf::{comm_string, sample_from_stats, seed_stats};
 
 use crate::{
     collect::{
+        gpu::{self, GpuSample, GpuSource, Paced},
         growth::{Point, Window},
         model::{ProcSample, Snapshot, TracerHealth},
         proc_source::ProcSource,
@@ -107,12 +110,20 @@ pub struct Sampler {
     system: SystemFiles,
     rates: Rates,
     last_sample_s: f64,
+    gpu: Paced,
 }
 
 impl Sampler {
-    /// Wraps a started source; an eBPF tracer is seeded with every process that exists now
-    /// (the kernel side only sees changes). `window_s` is the span rates are computed over.
-    pub fn new(source: Source, proc_root: &Path, window_s: f64) -> Result<Self, SampleError> {
+    /// Wraps a started source and a GPU source (e.g. [`gpu::open_default`], or
+    /// [`gpu::NoGpu`] where no GPU is wanted), paced at [`gpu::SAMPLE_EVERY`]; an eBPF tracer is
+    /// seeded with every process that exists now (the kernel side only sees changes).
+    /// `window_s` is the span rates are computed over.
+    pub fn new(
+        source: Source,
+        gpu: Box<dyn GpuSource>,
+        proc_root: &Path,
+        window_s: f64,
+    ) -> Result<Self, SampleError> {
         let side = match source {
             Source::Ebpf(tracer) => Side::Ebpf(ebpf::EbpfJoin::new(tracer, proc_root)?),
             Source::Proc(source) => Side::Proc(source),
@@ -130,7 +141,32 @@ impl Sampler {
                 round: 0,
             },
             last_sample_s: clock::boottime_s(),
+            gpu: Paced::new(gpu),
         })
+    }
+
+    /// Samples the GPUs at most every `every` (faster under pressure, or a recording's
+    /// interval); takes effect at the next snapshot.
+    pub fn set_gpu_every(&mut self, every: std::time::Duration) {
+        self.gpu.set_every(every);
+    }
+
+    /// The GPU sample joined into the last snapshot (before the first: a fresh one).
+    pub fn gpu_sample(&mut self) -> &GpuSample {
+        self.gpu.last_or_sample()
+    }
+
+    /// The GPU source, e.g. for its name and cost.
+    pub fn gpu_source(&self) -> &dyn GpuSource {
+        self.gpu.source()
+    }
+
+    /// [`Self::sample`] with a GPU sample taken now whatever the pace: a stage mark must see the
+    /// GPUs at the mark.
+    pub fn sample_fresh_gpu(&mut self) -> Result<Snapshot, SampleError> {
+        let mut snapshot = self.sample_host()?;
+        gpu::join(&mut snapshot, self.gpu.fresh());
+        Ok(snapshot)
     }
 
     /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
@@ -171,8 +207,15 @@ impl Sampler {
     }
 
     /// Takes one snapshot: every process of the source (sorted by growth, then size) plus the
-    /// ones that exited since the previous snapshot.
+    /// ones that exited since the previous snapshot, with the paced GPU sample joined.
     pub fn sample(&mut self) -> Result<Snapshot, SampleError> {
+        let mut snapshot = self.sample_host()?;
+        gpu::join(&mut snapshot, self.gpu.sample());
+        Ok(snapshot)
+    }
+
+    /// The snapshot without its GPU part.
+    fn sample_host(&mut self) -> Result<Snapshot, SampleError> {
         let now = clock::boottime_s();
         let since = self.last_sample_s;
         let (mut procs, oom_kills, health) = match &mut self.side {
@@ -223,8 +266,70 @@ fn total_order_key(value: f64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    //! The order of a snapshot's processes.
+    //! The order of a snapshot's processes; the GPU joined into every snapshot.
     use super::*;
+    use crate::collect::{
+        gpu::{FakeGpuSource, GpuProcess},
+        model::GpuDevice,
+        proc_source::{Members, OomSource},
+    };
+
+    fn on_gpu(pid: u32, used_bytes: u64) -> GpuSample {
+        GpuSample {
+            devices: vec![GpuDevice {
+                index: 0,
+                name: "fake".to_owned(),
+                total_bytes: 80 << 30,
+                used_bytes,
+                utilization_percent: None,
+            }],
+            processes: vec![GpuProcess {
+                pid,
+                gpu_index: 0,
+                used_bytes,
+            }],
+        }
+    }
+
+    /// Every snapshot carries the devices and each live process's GPU memory, paced; a fresh
+    /// sample is taken whatever the pace.
+    #[test]
+    fn every_snapshot_carries_the_paced_gpu_sample() {
+        let me = std::process::id();
+        let proc_root = Path::new("/proc");
+        let source = Source::Proc(ProcSource::new(
+            proc_root,
+            Members::Tree(me),
+            OomSource::Machine,
+        ));
+        let gpu = FakeGpuSource::new(vec![on_gpu(me, 1 << 20), on_gpu(me, 2 << 20)]);
+        let mut sampler = Sampler::new(source, Box::new(gpu), proc_root, 1.0).expect("sampler");
+        sampler.set_gpu_every(std::time::Duration::from_secs(3600));
+        let mine = |snapshot: &Snapshot| {
+            snapshot
+                .procs
+                .iter()
+                .find(|p| p.pid == me)
+                .and_then(|p| p.gpu_bytes)
+        };
+        let first = sampler.sample().expect("snapshot");
+        assert_eq!(first.gpus.len(), 1);
+        assert_eq!(mine(&first), Some(1 << 20));
+        let paced = sampler.sample().expect("snapshot");
+        assert_eq!(
+            mine(&paced),
+            Some(1 << 20),
+            "within the pace: the same sample"
+        );
+        assert_eq!(sampler.gpu_sample(), &on_gpu(me, 1 << 20));
+        let fresh = sampler.sample_fresh_gpu().expect("snapshot");
+        assert_eq!(
+            mine(&fresh),
+            Some(2 << 20),
+            "a fresh sample whatever the pace"
+        );
+        assert_eq!(sampler.gpu_source().name(), "fake");
+    }
 
     #[test]
     fn the_sort_key_orders_as_total_cmp() {

@@ -22,18 +22,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{TopConfig, held::GuardSource};
 use crate::{
     cmd::status::limit_line,
-    collect::{
-        gpu::{self, GpuSource},
-        sampler::Sampler,
-        scope::Selected,
-    },
+    collect::{sampler::Sampler, scope::Selected},
 };
 
 /// Runs the view until a key, a signal or an error ends it. `limited`: the cgroup whose limit
 /// binds memtrace (a container), shown first in the header.
 pub async fn live(
     sampler: &mut Sampler,
-    gpus: &mut dyn GpuSource,
     guard: &mut dyn GuardSource,
     limited: Option<&Selected>,
     config: &TopConfig,
@@ -70,8 +65,7 @@ pub async fn live(
             .context("drawing")?;
         tokio::select! {
             _ = ticker.tick() => {
-                let mut snapshot = sampler.sample()?;
-                gpu::join(&mut snapshot, &gpus.sample());
+                let snapshot = sampler.sample()?;
                 app.limit = limited.and_then(limit_of);
                 app.update(snapshot, guard.look());
             }
