@@ -54,8 +54,7 @@ fn usage(percent: u64) -> Usage {
 /// test process growing 50 MiB/s and holding 900 MiB, with an engine that believes the guard
 /// is someone else. Returns the snapshot and this process's pid.
 fn me_growing(engine: &mut Engine) -> (Snapshot, u32) {
-    engine.proc_root = std::path::PathBuf::from("/proc");
-    engine.guard_pid = 1;
+    engine.effects.pretend(Path::new("/proc"), 1);
     let me = procfs::parse_pid_stat(&procfs::read(Path::new("/proc/self/stat")).expect("stat"))
         .expect("parse");
     let mut snap = snapshot();
@@ -86,7 +85,7 @@ fn dry_run_suspends_then_resumes_without_sending() {
     assert_eq!(suspend.pids, vec![me]);
     assert_eq!(engine.state.suspended, 1);
     assert!(
-        engine.suspended.trees.is_empty(),
+        engine.effects.suspended.trees.is_empty(),
         "nothing really suspended"
     );
     let calm = engine.tick(usage(40), None, false, &snap, None, None);
@@ -151,7 +150,7 @@ fn sshd_stall_signal_follows_the_executable_not_the_name() {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(sbin.join(exe), &link).expect("symlink");
         let mut engine = engine();
-        engine.proc_root = proc_root.clone();
+        engine.effects.pretend(&proc_root, std::process::id());
         let mut snap = snapshot();
         snap.procs[0].comm = "sshd".to_owned().into();
         snap.time_unix_ms = 1;
