@@ -128,6 +128,16 @@ pub struct EngineState {
     pub counts: ActionCounts,
 }
 
+/// What the loop read this round (the engine reads the rest itself).
+struct Reading<'a> {
+    usage: Usage,
+    psi: Option<&'a procfs::Psi>,
+    psi_triggered: bool,
+    snapshot: &'a Snapshot,
+    scope_pids: Option<&'a HashSet<u32>>,
+    gpu: Option<&'a GpuSample>,
+}
+
 /// The engine.
 #[derive(Debug)]
 pub struct Engine {
@@ -333,7 +343,8 @@ impl Engine {
         rank(&fresh, &extra, &protection, &|_| true)
     }
 
-    /// One round: read the inputs, decide (the pure [`Policy::decide`]), carry the intents out.
+    /// One round, now: read the inputs, decide (the pure [`Policy::decide`]), carry the
+    /// intents out.
     pub fn tick(
         &mut self,
         usage: Usage,
@@ -343,7 +354,29 @@ impl Engine {
         scope_pids: Option<&HashSet<u32>>,
         gpu: Option<&GpuSample>,
     ) -> Vec<Decision> {
-        let now = Instant::now();
+        self.tick_at(
+            Instant::now(),
+            Reading {
+                usage,
+                psi,
+                psi_triggered,
+                snapshot,
+                scope_pids,
+                gpu,
+            },
+        )
+    }
+
+    /// One round at `now` (the clock is the caller's: the tests pass made-up times).
+    fn tick_at(&mut self, now: Instant, reading: Reading<'_>) -> Vec<Decision> {
+        let Reading {
+            usage,
+            psi,
+            psi_triggered,
+            snapshot,
+            scope_pids,
+            gpu,
+        } = reading;
         let growth = self.scope_growth(now, usage.used_bytes);
         let signals = Signals {
             used_percent: usage.percent(),
