@@ -316,7 +316,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         };
         if fresh {
             // GPUs are sampled faster while the guard is above ok.
-            sampler.set_gpu_every(if engine.state.level >= level::Level::Warn {
+            sampler.set_gpu_every(if engine.state().level >= level::Level::Warn {
                 crate::collect::gpu::SAMPLE_EVERY_UNDER_PRESSURE
             } else {
                 crate::collect::gpu::SAMPLE_EVERY
@@ -348,10 +348,10 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         if args.metrics.is_some()
             && let Ok(mut text) = shared.lock()
         {
-            *text = metrics::render(&engine.state, &snapshot, 10);
+            *text = metrics::render(engine.state(), &snapshot, 10);
         }
     }
-    for line in engine.suspended.resume_all() {
+    for line in engine.resume_all() {
         log::info!("{line}");
     }
     Ok(ExitCode::SUCCESS)

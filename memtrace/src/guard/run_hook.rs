@@ -125,12 +125,12 @@ impl RunHook for GuardHook {
     }
 
     fn finish(&mut self) -> Vec<Event> {
+        let level = self.engine.state().level.to_string();
         self.engine
-            .suspended
             .resume_all()
             .into_iter()
             .map(|line| Event::GuardDecision {
-                level: self.engine.state.level.to_string(),
+                level: level.clone(),
                 action: Act::Resume.as_str().to_owned(),
                 reason: format!("run ended: {line}"),
                 pids: Vec::new(),

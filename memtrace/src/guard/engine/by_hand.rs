@@ -1,7 +1,10 @@
 //! What the user asks of the running guard over its control socket ([`crate::guard::control`]):
 //! what it holds, and resume, kill or keep one held tree (named by its root's pid). Each action
 //! taken by hand is also a [`Decision`], logged like the engine's own.
-use super::{Act, Decision, Engine};
+use super::{
+    Act, Decision, Engine, Outcome,
+    effects::{Effects, Release},
+};
 use crate::guard::control::{HeldInfo, Reply, Request, Status};
 
 impl Engine {
@@ -13,14 +16,14 @@ impl Engine {
                 message: format!("{} tree(s) held", self.held()),
                 status: Some(self.status(scope)),
             },
-            Request::Resume { id } => self.resume_by_hand(id, out),
-            Request::Kill { id } => self.kill_by_hand(id, out),
+            Request::Resume { id } => self.release_by_hand(id, Release::Resume, out),
+            Request::Kill { id } => self.release_by_hand(id, Release::Kill, out),
             Request::Keep { id } => self.keep_by_hand(id, out),
         }
     }
 
     fn status(&self, scope: &str) -> Status {
-        let real = self.suspended.trees.iter().map(|t| HeldInfo {
+        let real = self.effects.suspended.trees.iter().map(|t| HeldInfo {
             id: t.root.pid,
             comm: t.root.comm.clone(),
             pids: t.record.members.iter().map(|m| m.pid).collect(),
@@ -29,10 +32,10 @@ impl Engine {
             why: t.why.clone(),
             held_bytes: t.held_bytes,
             growth_bytes_per_s: t.growth_bytes_per_s,
-            resumes: self.resumes.get(&t.root).copied().unwrap_or(0),
-            kept: self.kept.contains(&t.root),
+            resumes: self.policy.resumes(&t.root),
+            kept: self.policy.kept(&t.root),
         });
-        let dry = self.dry_held.iter().map(|c| HeldInfo {
+        let dry = self.effects.dry_held.iter().map(|c| HeldInfo {
             id: c.root.pid,
             comm: c.root.comm.clone(),
             pids: c.members.iter().map(|m| m.pid).collect(),
@@ -41,11 +44,11 @@ impl Engine {
             why: c.summary(),
             held_bytes: c.held_bytes,
             growth_bytes_per_s: c.growth_bytes_per_s,
-            resumes: self.resumes.get(&c.root).copied().unwrap_or(0),
-            kept: self.kept.contains(&c.root),
+            resumes: self.policy.resumes(&c.root),
+            kept: self.policy.kept(&c.root),
         });
         Status {
-            pid: self.guard_pid,
+            pid: self.effects.guard_pid(),
             scope: scope.to_owned(),
             level: self.state.level.to_string(),
             used_bytes: self.state.used_bytes,
@@ -55,14 +58,10 @@ impl Engine {
         }
     }
 
-    /// Where the tree rooted at `id` is among the held ones (real ones first, then a dry run's).
-    fn find_held(&self, id: u32) -> Option<usize> {
-        self.held_list().iter().position(|h| h.root.pid == id)
-    }
-
     fn not_held(&self, id: u32) -> Reply {
         let held: Vec<String> = self
-            .held_list()
+            .effects
+            .held()
             .iter()
             .map(|h| h.root.pid.to_string())
             .collect();
@@ -77,60 +76,36 @@ impl Engine {
     }
 
     fn by_hand_decision(&self, action: Act, what: String, pids: Vec<u32>) -> Decision {
+        let dry = self.effects.dry_run();
         Decision {
             level: self.state.level,
             action,
             reason: format!(
                 "{}by hand (memtrace guard {action})",
-                if self.dry_run {
-                    "dry run, nothing sent: "
-                } else {
-                    ""
-                }
+                if dry { "dry run, nothing sent: " } else { "" }
             ),
             pids,
             detail: vec![what],
             tree: None,
+            outcome: if dry { Outcome::DryRun } else { Outcome::Done },
         }
-    }
-
-    fn resume_by_hand(&mut self, id: u32, out: &mut Vec<Decision>) -> Reply {
-        self.release_by_hand(id, Release::Resume, out)
-    }
-
-    fn kill_by_hand(&mut self, id: u32, out: &mut Vec<Decision>) -> Reply {
-        self.release_by_hand(id, Release::Kill, out)
     }
 
     /// Resumes or kills the held tree rooted at `id` (a dry run's held trees are only dropped).
     fn release_by_hand(&mut self, id: u32, release: Release, out: &mut Vec<Decision>) -> Reply {
-        let Some(index) = self.find_held(id) else {
+        let held = self.effects.held();
+        let Some((index, tree)) = held.iter().enumerate().find(|(_, h)| h.root.pid == id) else {
             return self.not_held(id);
         };
-        let held = self.held_list();
-        let Some(tree) = held.get(index) else {
-            return self.not_held(id);
-        };
-        self.kept.remove(&tree.root);
-        self.told.remove(&tree.root);
-        let real = self.suspended.trees.len();
-        let line = if index >= real {
-            self.dry_held.remove(index - real);
-            format!("would {} {}", release.verb(), tree.summary)
-        } else {
-            let done = match release {
-                Release::Resume => {
-                    self.state.counts.resume += 1;
-                    self.suspended.resume(index)
-                }
-                Release::Kill => {
-                    self.state.counts.kill += 1;
-                    self.suspended.kill(index, self.config.actions.kill_grace)
-                }
-            };
-            done.unwrap_or_else(|| format!("{} {}", release.done(), tree.summary))
-        };
+        self.policy.released_by_hand(&tree.root);
+        let dry = index >= self.effects.suspended.trees.len();
+        let actions = &self.policy.config().actions;
+        let line = self
+            .effects
+            .release(index, release, actions)
+            .unwrap_or_else(|| Effects::released_line(release, &tree.summary, dry));
         self.state.suspended = self.held();
+        self.state.counts = self.effects.counts.clone();
         let mut d = self.by_hand_decision(release.act(), line.clone(), tree.pids.clone());
         d.tree = Some(tree.note());
         out.push(d);
@@ -142,10 +117,10 @@ impl Engine {
     }
 
     fn keep_by_hand(&mut self, id: u32, out: &mut Vec<Decision>) -> Reply {
-        let Some(tree) = self.held_list().into_iter().find(|h| h.root.pid == id) else {
+        let Some(tree) = self.effects.held().into_iter().find(|h| h.root.pid == id) else {
             return self.not_held(id);
         };
-        self.kept.insert(tree.root.clone());
+        self.policy.keep_by_hand(&tree.root);
         let line = format!(
             "keeping {} held until it is resumed or killed by hand",
             tree.summary
@@ -158,36 +133,6 @@ impl Engine {
             ok: true,
             message: line,
             status: None,
-        }
-    }
-}
-
-/// How a held tree is let go by hand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Release {
-    Resume,
-    Kill,
-}
-
-impl Release {
-    /// The decision it is.
-    fn act(self) -> Act {
-        match self {
-            Self::Resume => Act::Resume,
-            Self::Kill => Act::Kill,
-        }
-    }
-
-    /// The verb, for the reply of a dry run.
-    fn verb(self) -> &'static str {
-        self.act().as_str()
-    }
-
-    /// What was done, for the reply when the action says nothing itself.
-    fn done(self) -> &'static str {
-        match self {
-            Self::Resume => "resumed",
-            Self::Kill => "killed",
         }
     }
 }

@@ -1,29 +1,37 @@
-//! The guard's decision engine: one `tick` per sample turns the signals into a level, walks
-//! the ladder (warn → reclaim → suspend → kill, resume with hysteresis) and acts, returning one
-//! [`Decision`] per thing it did or would do, with its reasons, candidates and scores. It is
-//! driven by `memtrace guard` and embeddable (e.g. `memtrace run` guards its own tree).
-//! The rungs themselves live in [`actions`]; the inputs derived from GPU and cgroup state in
-//! [`inputs`]; whether a held tree will hold once resumed in [`resume`]; what the user asks
-//! over the control socket in `by_hand`; what a decision did, typed, in [`Act`].
-use crate::host::units::{mib, signed_mib};
+//! The guard's decision engine, in three parts: the engine reads this round's inputs (the
+//! scope's growth, the sshd stall and GPU signals, the victim candidates re-read from /proc)
+//! into plain values; the pure [`policy`] decides, returning typed intents with structured
+//! reasons; the [`effects`] carry them out (reclaim, freeze or SIGSTOP, resume, kill, the state
+//! file) and return one [`Decision`] per intent with a typed [`Outcome`], the value the log,
+//! the trace's guard events, the notices and the metrics all take. Driven by `memtrace guard`
+//! and embeddable (`memtrace run` guards its own tree). Whether a held tree will hold once
+//! resumed is [`resume`]'s; what the user asks over the control socket `by_hand`'s; the GPU
+//! reasons [`inputs`]'; what a decision did, typed, [`Act`].
 mod act;
-mod actions;
 mod by_hand;
+mod effects;
 mod inputs;
+pub mod policy;
 pub mod resume;
+#[cfg(test)]
+mod scenarios;
 #[cfg(test)]
 mod tests;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    path::{Path, PathBuf},
+    path::Path,
     time::Instant,
 };
 
 use serde::Serialize;
 
 pub use self::act::Act;
-use self::inputs::gpu_reasons;
+use self::{
+    effects::Effects,
+    inputs::gpu_reasons,
+    policy::{Inputs, Policy},
+};
 use crate::{
     collect::{
         gpu::GpuSample,
@@ -32,13 +40,11 @@ use crate::{
     },
     guard::{
         config::GuardConfig,
-        level::{Level, Signals, assess, time_to_exhaustion},
-        reclaim::Reclaimer,
+        level::{Level, Signals, time_to_exhaustion},
         state::StateFile,
-        suspend::SuspendedSet,
         victim::{Candidate, Extra, Protection, rank},
     },
-    host::{pidfd::ProcRef, procfs, sshd::SshdCache},
+    host::{procfs, sshd::SshdCache},
 };
 
 /// Something the guard did (or, in a dry run, would do).
@@ -57,6 +63,22 @@ pub struct Decision {
     /// The held tree acted on (suspend, resume, keep, kill), for the notices.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tree: Option<TreeNote>,
+    /// How it went.
+    pub outcome: Outcome,
+}
+
+/// How a decision went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Only reported (a level change, a warning, a tree that waits or is kept).
+    Reported,
+    /// Done.
+    Done,
+    /// A dry run: nothing sent.
+    DryRun,
+    /// Tried, and it failed (the detail says why).
+    Failed,
 }
 
 /// The tree a decision was about, as the notices name it.
@@ -106,29 +128,21 @@ pub struct EngineState {
     pub counts: ActionCounts,
 }
 
+/// What the loop read this round (the engine reads the rest itself).
+struct Reading<'a> {
+    usage: Usage,
+    psi: Option<&'a procfs::Psi>,
+    psi_triggered: bool,
+    snapshot: &'a Snapshot,
+    scope_pids: Option<&'a HashSet<u32>>,
+    gpu: Option<&'a GpuSample>,
+}
+
 /// The engine.
 #[derive(Debug)]
 pub struct Engine {
-    config: GuardConfig,
-    scope: Scope,
-    proc_root: PathBuf,
-    dry_run: bool,
-    guard_pid: u32,
-    /// Trees held suspended.
-    pub suspended: SuspendedSet,
-    /// Dry run: roots we would hold.
-    dry_held: Vec<Candidate>,
-    last_reclaim: Option<Instant>,
-    /// The reclaim rung, remembering the steps that cannot work here.
-    reclaimer: Reclaimer,
-    below_resume_since: Option<Instant>,
-    /// How many times the guard resumed each tree (by root).
-    resumes: HashMap<ProcRef, u32>,
-    /// Held trees (by root) whose `wait` or `keep` was already logged.
-    told: HashSet<ProcRef>,
-    /// Held trees (by root) the user asked to keep held (`memtrace guard keep`).
-    kept: HashSet<ProcRef>,
-    kill_level_since: Option<Instant>,
+    policy: Policy,
+    effects: Effects,
     history: VecDeque<(Instant, u64)>,
     sshd_stalls: HashMap<u32, u64>,
     /// Time of the snapshot the sshd stalls were last compared on (idle rounds reuse one).
@@ -136,7 +150,7 @@ pub struct Engine {
     /// Which processes run sshd's executables.
     sshd: SshdCache,
     /// Latest state.
-    pub state: EngineState,
+    state: EngineState,
 }
 
 impl Engine {
@@ -150,20 +164,8 @@ impl Engine {
         dry_run: bool,
     ) -> Self {
         Self {
-            config,
-            scope,
-            proc_root: proc_root.to_owned(),
-            dry_run,
-            guard_pid: std::process::id(),
-            suspended: SuspendedSet::new(state_file, proc_root),
-            dry_held: Vec::new(),
-            last_reclaim: None,
-            reclaimer: Reclaimer::default(),
-            below_resume_since: None,
-            resumes: HashMap::new(),
-            told: HashSet::new(),
-            kept: HashSet::new(),
-            kill_level_since: None,
+            policy: Policy::new(config),
+            effects: Effects::new(scope, proc_root, state_file, dry_run),
             history: VecDeque::with_capacity(64),
             sshd_stalls: HashMap::new(),
             sshd_checked_ms: 0,
@@ -174,14 +176,26 @@ impl Engine {
 
     /// The configuration.
     pub fn config(&self) -> &GuardConfig {
-        &self.config
+        self.policy.config()
+    }
+
+    /// What the engine knows after the latest round (for metrics and logs).
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    /// Resumes everything held (the guard is stopping); the log lines.
+    pub fn resume_all(&mut self) -> Vec<String> {
+        let lines = self.effects.resume_all();
+        self.state.suspended = self.held();
+        lines
     }
 
     /// Sampling interval for the next round: idle well below warn, pressure at and above it,
     /// linear in the ten points below warn.
     pub fn next_interval(&self) -> std::time::Duration {
-        let s = &self.config.sampling;
-        let warn = self.config.thresholds.warn;
+        let s = &self.config().sampling;
+        let warn = self.config().thresholds.warn;
         let used = self.state.used_percent;
         if used >= warn || self.state.level >= Level::Warn || self.held() > 0 {
             return s.interval_pressure;
@@ -193,19 +207,19 @@ impl Engine {
     /// Whether the next round needs fresh per-process data: near or above warn, under PSI
     /// stall, or while holding a tree. Otherwise a round reads only the scope's usage.
     pub fn wants_processes(&self, used_percent: f64, psi_triggered: bool) -> bool {
-        used_percent >= self.config.thresholds.warn - 10.0
+        used_percent >= self.config().thresholds.warn - 10.0
             || psi_triggered
             || self.state.level >= Level::Warn
             || self.held() > 0
     }
 
     fn held(&self) -> usize {
-        self.suspended.trees.len() + self.dry_held.len()
+        self.effects.held_count()
     }
 
     /// Scope growth over the growth window, bytes/s.
     fn scope_growth(&mut self, now: Instant, used: u64) -> f64 {
-        let window = self.config.sampling.growth_window;
+        let window = self.config().sampling.growth_window;
         self.history.push_back((now, used));
         while self.history.len() > 2
             && self
@@ -233,14 +247,10 @@ impl Engine {
             .map(|p| (p.pid, p.start_ticks))
             .collect();
         self.sshd.retain(|pid, start| live.contains(&(pid, start)));
+        let proc_root = self.effects.proc_root().to_owned();
         let sshd: HashSet<u32> = procs
             .iter()
-            .filter(|p| {
-                !p.exited
-                    && self
-                        .sshd
-                        .is_sshd(&self.proc_root, p.pid, p.start_ticks, &p.comm)
-            })
+            .filter(|p| !p.exited && self.sshd.is_sshd(&proc_root, p.pid, p.start_ticks, &p.comm))
             .map(|p| p.pid)
             .collect();
         let mut stalled = false;
@@ -271,10 +281,11 @@ impl Engine {
         &mut self,
         procs: &[ProcSample],
     ) -> (Vec<ProcSample>, HashMap<u32, Extra>, HashSet<u32>) {
+        let proc_root = self.effects.proc_root().to_owned();
         let mut fresh = Vec::with_capacity(procs.len());
         let mut extra = HashMap::new();
         for p in procs.iter().filter(|p| !p.exited) {
-            let dir = self.proc_root.join(p.pid.to_string());
+            let dir = proc_root.join(p.pid.to_string());
             let Some(stat) = procfs::read(&dir.join("stat"))
                 .ok()
                 .and_then(|t| procfs::parse_pid_stat(&t))
@@ -304,10 +315,7 @@ impl Engine {
         // sshd by executable; parents too, as a login shell's sshd may lie outside the scope.
         let mut sshd: HashSet<u32> = fresh
             .iter()
-            .filter(|p| {
-                self.sshd
-                    .is_sshd(&self.proc_root, p.pid, p.start_ticks, &p.comm)
-            })
+            .filter(|p| self.sshd.is_sshd(&proc_root, p.pid, p.start_ticks, &p.comm))
             .map(|p| p.pid)
             .collect();
         let inside: HashSet<u32> = fresh.iter().map(|p| p.pid).collect();
@@ -319,12 +327,24 @@ impl Engine {
         sshd.extend(
             parents_outside
                 .into_iter()
-                .filter(|&ppid| crate::host::sshd::is_sshd(&self.proc_root, ppid)),
+                .filter(|&ppid| crate::host::sshd::is_sshd(&proc_root, ppid)),
         );
         (fresh, extra, sshd)
     }
 
-    /// One round: assess, decide, act.
+    /// The ranked victim candidates among the in-scope processes, re-read from /proc.
+    fn candidates(&mut self, in_scope: &[ProcSample]) -> Vec<Candidate> {
+        let (fresh, extra, sshd) = self.refreshed(in_scope);
+        let protection = Protection {
+            guard_pid: self.effects.guard_pid(),
+            victims: &self.policy.config().victims,
+            sshd: &sshd,
+        };
+        rank(&fresh, &extra, &protection, &|_| true)
+    }
+
+    /// One round, now: read the inputs, decide (the pure [`Policy::decide`]), carry the
+    /// intents out.
     pub fn tick(
         &mut self,
         usage: Usage,
@@ -334,110 +354,93 @@ impl Engine {
         scope_pids: Option<&HashSet<u32>>,
         gpu: Option<&GpuSample>,
     ) -> Vec<Decision> {
-        let now = Instant::now();
-        // Built only when a decision needs it: idle rounds allocate nothing per process.
-        let in_scope_procs = || -> Vec<ProcSample> {
-            snapshot
-                .procs
-                .iter()
-                .filter(|p| scope_pids.is_none_or(|set| set.contains(&p.pid)))
-                .cloned()
-                .collect()
-        };
+        self.tick_at(
+            Instant::now(),
+            Reading {
+                usage,
+                psi,
+                psi_triggered,
+                snapshot,
+                scope_pids,
+                gpu,
+            },
+        )
+    }
+
+    /// One round at `now` (the clock is the caller's: the tests pass made-up times).
+    fn tick_at(&mut self, now: Instant, reading: Reading<'_>) -> Vec<Decision> {
+        let Reading {
+            usage,
+            psi,
+            psi_triggered,
+            snapshot,
+            scope_pids,
+            gpu,
+        } = reading;
         let growth = self.scope_growth(now, usage.used_bytes);
-        let exhaustion_s = time_to_exhaustion(usage.used_bytes, usage.limit_bytes, growth);
         let signals = Signals {
             used_percent: usage.percent(),
             psi_some_avg10: psi.map(|p| p.some.avg10),
             psi_full_avg10: psi.map(|p| p.full.avg10),
             psi_triggered,
-            exhaustion_s,
+            exhaustion_s: time_to_exhaustion(usage.used_bytes, usage.limit_bytes, growth),
             sshd_stalled: snapshot.time_unix_ms != self.sshd_checked_ms
                 && self.sshd_stalled(snapshot),
             gpu_over: gpu
                 .map(|sample| {
-                    gpu_reasons(sample, snapshot, self.config.thresholds.gpu_warn_percent)
+                    gpu_reasons(sample, snapshot, self.config().thresholds.gpu_warn_percent)
                 })
                 .unwrap_or_default(),
         };
-        let assessment = assess(&signals, &self.config.thresholds, &self.config.protect);
+        // Built only when the policy needs them: idle rounds allocate nothing per process.
+        let candidates = self.policy.wants_candidates(&signals).then(|| {
+            let in_scope: Vec<ProcSample> = snapshot
+                .procs
+                .iter()
+                .filter(|p| scope_pids.is_none_or(|set| set.contains(&p.pid)))
+                .cloned()
+                .collect();
+            self.candidates(&in_scope)
+        });
+        let inputs = Inputs {
+            usage,
+            signals,
+            growth_bytes_per_s: growth,
+            snapshot,
+            scope_pids,
+            held: self.effects.held(),
+            candidates,
+        };
+        let intents = self.policy.decide(&inputs, now);
+        let level = self.policy.level();
         log::debug!(
-            "tick: used {:.1} % ({} of {} bytes), growth {:.0} B/s, psi {:?}, level {}, held {}",
-            signals.used_percent,
+            "tick: used {:.1} % ({} of {} bytes), growth {:.0} B/s, psi {:?}, level {level}, \
+             held {}, {} intent(s)",
+            inputs.signals.used_percent,
             usage.used_bytes,
             usage.limit_bytes,
             growth,
-            signals.psi_some_avg10,
-            assessment.level,
-            self.held()
+            inputs.signals.psi_some_avg10,
+            self.held(),
+            intents.len(),
         );
-        let mut out = Vec::new();
-        let previous = self.state.level;
-        if assessment.level != previous {
-            out.push(self.decision(
-                &assessment,
-                Act::Level,
-                format!("{previous} → {}", assessment.level),
-                Vec::new(),
-                Vec::new(),
-            ));
-            if assessment.level >= Level::Warn && previous < Level::Warn {
-                let procs = in_scope_procs();
-                let mut growers: Vec<&ProcSample> = procs.iter().filter(|p| !p.exited).collect();
-                growers.sort_by(|a, b| b.growth_bytes_per_s.total_cmp(&a.growth_bytes_per_s));
-                let detail = growers
-                    .iter()
-                    .take(3)
-                    .map(|p| {
-                        format!(
-                            "{} ({}) {} MiB/s rss {} MiB",
-                            p.pid,
-                            p.comm,
-                            signed_mib(p.growth_bytes_per_s),
-                            mib(p.rss_bytes)
-                        )
-                    })
-                    .collect();
-                out.push(self.decision(
-                    &assessment,
-                    Act::Warn,
-                    assessment.reasons.join("; "),
-                    Vec::new(),
-                    detail,
-                ));
-            }
+        let exhaustion_s = inputs.signals.exhaustion_s;
+        let used_percent = inputs.signals.used_percent;
+        let actions = &self.policy.config().actions;
+        let mut out = Vec::with_capacity(intents.len());
+        for intent in intents {
+            out.extend(self.effects.carry(intent, level, &usage, actions));
         }
         self.state = EngineState {
-            level: assessment.level,
+            level,
             used_bytes: usage.used_bytes,
             limit_bytes: usage.limit_bytes,
-            used_percent: signals.used_percent,
+            used_percent,
             growth_bytes_per_s: growth,
             exhaustion_s,
             suspended: self.held(),
-            counts: self.state.counts.clone(),
+            counts: self.effects.counts.clone(),
         };
-        self.maybe_reclaim(now, &assessment, &usage, &mut out);
-        self.maybe_resume(now, &assessment, &mut out);
-        if assessment.level >= Level::Suspend {
-            let (fresh, extra, sshd) = self.refreshed(&in_scope_procs());
-            let protection = Protection {
-                guard_pid: self.guard_pid,
-                victims: &self.config.victims,
-                sshd: &sshd,
-            };
-            let ranked = rank(&fresh, &extra, &protection, &|_| true);
-            // Resume counts are kept for the trees that exist (held or candidates).
-            let held_roots = self.held_roots();
-            self.resumes.retain(|root, _| {
-                held_roots.contains(root) || ranked.iter().any(|c| &c.root == root)
-            });
-            self.maybe_suspend(&assessment, growth, &ranked, &usage, &mut out);
-            self.maybe_kill(now, &assessment, &ranked, &mut out);
-        } else {
-            self.kill_level_since = None;
-        }
-        self.state.suspended = self.held();
         out
     }
 }

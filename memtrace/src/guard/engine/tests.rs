@@ -1,6 +1,7 @@
-//! The ladder in a dry run: suspend at pressure, resume after calm only what will hold (and not
-//! a tree cycled `max_cycles` times), GPU warn names holders; the sshd stall signal follows
-//! sshd's executable, not a process's name.
+//! The engine, reading and acting, on made-up time (no sleep) in a dry run: suspend at
+//! pressure, resume after calm only what will hold (and not a tree cycled `max_cycles` times),
+//! GPU warn names holders; the sshd stall signal follows sshd's executable, not a process's
+//! name. (The policy alone is in `scenarios`.)
 use std::time::Duration;
 
 use super::*;
@@ -54,14 +55,43 @@ fn usage(percent: u64) -> Usage {
 /// test process growing 50 MiB/s and holding 900 MiB, with an engine that believes the guard
 /// is someone else. Returns the snapshot and this process's pid.
 fn me_growing(engine: &mut Engine) -> (Snapshot, u32) {
-    engine.proc_root = std::path::PathBuf::from("/proc");
-    engine.guard_pid = 1;
+    engine.effects.pretend(Path::new("/proc"), 1);
     let me = procfs::parse_pid_stat(&procfs::read(Path::new("/proc/self/stat")).expect("stat"))
         .expect("parse");
     let mut snap = snapshot();
     snap.procs[0].pid = me.pid;
     snap.procs[0].start_ticks = me.start_ticks;
     (snap, me.pid)
+}
+
+/// One round, 10 ms of made-up time after the previous one (no sleep).
+fn tick(
+    engine: &mut Engine,
+    usage: Usage,
+    snap: &Snapshot,
+    gpu: Option<&GpuSample>,
+) -> Vec<Decision> {
+    thread_local! {
+        static NOW: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = NOW.with(|cell| {
+        let now = cell
+            .get()
+            .map_or_else(Instant::now, |t| t + Duration::from_millis(10));
+        cell.set(Some(now));
+        now
+    });
+    engine.tick_at(
+        now,
+        Reading {
+            usage,
+            psi: None,
+            psi_triggered: false,
+            snapshot: snap,
+            scope_pids: None,
+            gpu,
+        },
+    )
 }
 
 fn actions(decisions: &[Decision]) -> Vec<&'static str> {
@@ -73,7 +103,7 @@ fn dry_run_suspends_then_resumes_without_sending() {
     // 50 MiB below the suspend line (90 % of 100 MiB) last the 50 MiB/s tree 1 s.
     let mut engine = engine_with("resume_hold = \"1s\"\n");
     let (snap, me) = me_growing(&mut engine);
-    let decisions = engine.tick(usage(92), None, false, &snap, None, None);
+    let decisions = tick(&mut engine, usage(92), &snap, None);
     let suspend = decisions
         .iter()
         .find(|d| d.action == Act::Suspend)
@@ -86,16 +116,15 @@ fn dry_run_suspends_then_resumes_without_sending() {
     assert_eq!(suspend.pids, vec![me]);
     assert_eq!(engine.state.suspended, 1);
     assert!(
-        engine.suspended.trees.is_empty(),
+        engine.effects.suspended.trees.is_empty(),
         "nothing really suspended"
     );
-    let calm = engine.tick(usage(40), None, false, &snap, None, None);
+    let calm = tick(&mut engine, usage(40), &snap, None);
     assert!(
         calm.iter().all(|d| d.action != Act::Resume),
         "resume waits for resume_after"
     );
-    std::thread::sleep(Duration::from_millis(5));
-    let calm = engine.tick(usage(40), None, false, &snap, None, None);
+    let calm = tick(&mut engine, usage(40), &snap, None);
     assert!(calm.iter().any(|d| d.action == Act::Resume), "{calm:?}");
     assert_eq!(engine.state.suspended, 0);
 }
@@ -118,7 +147,7 @@ fn gpu_over_threshold_warns_with_holders() {
             used_bytes: 90 << 30,
         }],
     };
-    let decisions = engine.tick(usage(10), None, false, &snap, None, Some(&gpu));
+    let decisions = tick(&mut engine, usage(10), &snap, Some(&gpu));
     let warn = decisions
         .iter()
         .find(|d| d.action == Act::Warn)
@@ -151,14 +180,14 @@ fn sshd_stall_signal_follows_the_executable_not_the_name() {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(sbin.join(exe), &link).expect("symlink");
         let mut engine = engine();
-        engine.proc_root = proc_root.clone();
+        engine.effects.pretend(&proc_root, std::process::id());
         let mut snap = snapshot();
         snap.procs[0].comm = "sshd".to_owned().into();
         snap.time_unix_ms = 1;
-        engine.tick(usage(10), None, false, &snap, None, None);
+        tick(&mut engine, usage(10), &snap, None);
         snap.procs[0].reclaim_stall_ns += 5_000_000;
         snap.time_unix_ms = 2;
-        engine.tick(usage(10), None, false, &snap, None, None);
+        tick(&mut engine, usage(10), &snap, None);
         engine.state.level
     };
     assert_eq!(
@@ -179,12 +208,11 @@ fn a_held_tree_is_resumed_only_when_it_will_hold() {
     // said once, however long the calm.
     let mut engine = engine();
     let (snap, me) = me_growing(&mut engine);
-    let held = engine.tick(usage(92), None, false, &snap, None, None);
+    let held = tick(&mut engine, usage(92), &snap, None);
     assert!(actions(&held).contains(&"suspend"), "{held:?}");
     let mut waits = Vec::new();
     for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(2));
-        waits.extend(engine.tick(usage(40), None, false, &snap, None, None));
+        waits.extend(tick(&mut engine, usage(40), &snap, None));
     }
     assert_eq!(actions(&waits), vec!["level", "wait"], "{waits:?}");
     let wait = &waits[1];
@@ -197,12 +225,11 @@ fn a_held_tree_is_resumed_only_when_it_will_hold() {
     assert_eq!(engine.state.suspended, 1, "still held");
     // The scope's limit was raised to 2000 MiB: 1760 MiB below the suspend line last the tree
     // 35.2 s.
-    std::thread::sleep(Duration::from_millis(2));
     let roomy = Usage {
         used_bytes: 40 << 20,
         limit_bytes: 2000 << 20,
     };
-    let holds = engine.tick(roomy, None, false, &snap, None, None);
+    let holds = tick(&mut engine, roomy, &snap, None);
     let resume = holds
         .iter()
         .find(|d| d.action == Act::Resume)
@@ -221,10 +248,9 @@ fn a_tree_cycled_max_cycles_times_stays_held() {
     let (snap, me) = me_growing(&mut engine);
     let mut all = Vec::new();
     for _ in 0..2 {
-        all.extend(engine.tick(usage(92), None, false, &snap, None, None));
+        all.extend(tick(&mut engine, usage(92), &snap, None));
         for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(2));
-            all.extend(engine.tick(usage(40), None, false, &snap, None, None));
+            all.extend(tick(&mut engine, usage(40), &snap, None));
         }
     }
     let acted: Vec<&str> = actions(&all)
@@ -247,7 +273,7 @@ fn by_hand_status_keep_resume_and_unknown_ids() {
     use crate::guard::control::Request;
     let mut engine = engine_with("resume_hold = \"1s\"\n");
     let (snap, me) = me_growing(&mut engine);
-    engine.tick(usage(92), None, false, &snap, None, None);
+    tick(&mut engine, usage(92), &snap, None);
     let mut by_hand = Vec::new();
     let status = engine.by_hand(Request::Status, "machine", &mut by_hand);
     let held = status.status.expect("a status").held;
@@ -267,8 +293,7 @@ fn by_hand_status_keep_resume_and_unknown_ids() {
     // Calm, and it would hold: kept by hand, the guard does not resume it.
     let mut calm = Vec::new();
     for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(2));
-        calm.extend(engine.tick(usage(40), None, false, &snap, None, None));
+        calm.extend(tick(&mut engine, usage(40), &snap, None));
     }
     assert_eq!(actions(&calm), vec!["level", "keep"], "{calm:?}");
     assert!(

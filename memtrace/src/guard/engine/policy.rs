@@ -1,0 +1,613 @@
+//! The guard's policy, pure: [`Policy::decide`] turns one round's [`Inputs`] (plain values the
+//! engine read: usage, signals, the in-scope processes, the ranked candidates, the held trees)
+//! and the time, passed in, into typed [`Intent`]s with structured reasons ([`Why`]). It reads
+//! no file, sends no signal and never asks the clock: the engine's effects carry the intents
+//! out (`super::effects`), and the scenario tests drive it with made-up inputs over made-up
+//! time. It remembers only bookkeeping between rounds (timers, resume counts, what was said).
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use super::resume::{self, HeldTree, ResumeRules, ResumeVerdict};
+use crate::{
+    collect::{
+        model::{ProcSample, Snapshot},
+        scope::Usage,
+    },
+    guard::{
+        config::GuardConfig,
+        level::{Assessment, Level, Signals, assess},
+        victim::Candidate,
+    },
+    host::{
+        pidfd::ProcRef,
+        units::{mib, signed_mib},
+    },
+};
+
+/// A held tree as the policy sees it, really held or held in a dry run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    /// Its root.
+    pub root: ProcRef,
+    /// Its members' pids.
+    pub pids: Vec<u32>,
+    /// One line naming it.
+    pub summary: String,
+    /// Its growth when it was held, bytes/s.
+    pub growth_bytes_per_s: f64,
+    /// What it holds, bytes.
+    pub held_bytes: u64,
+    /// How it is held (`freeze`, `freezer`, `stop`, `dry run`).
+    pub how: &'static str,
+}
+
+impl Held {
+    /// A candidate about to be held (`how` is what the effects will say).
+    fn of(c: &Candidate) -> Self {
+        Self {
+            root: c.root.clone(),
+            pids: c.members.iter().map(|m| m.pid).collect(),
+            summary: c.summary(),
+            growth_bytes_per_s: c.growth_bytes_per_s,
+            held_bytes: c.held_bytes,
+            how: "",
+        }
+    }
+}
+
+/// What the engine read this round, as plain values.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    /// The scope's usage.
+    pub usage: Usage,
+    /// The signals (used percent, PSI, forecast, sshd stalls, GPUs).
+    pub signals: Signals,
+    /// The scope's growth over the growth window, bytes/s.
+    pub growth_bytes_per_s: f64,
+    /// The latest snapshot (for the top growers at warn).
+    pub snapshot: &'a Snapshot,
+    /// The scope's pids (`None`: every process of the snapshot).
+    pub scope_pids: Option<&'a HashSet<u32>>,
+    /// The held trees, oldest first.
+    pub held: Vec<Held>,
+    /// The ranked victim candidates, read only when [`Policy::wants_candidates`] says so.
+    pub candidates: Option<Vec<Candidate>>,
+}
+
+/// One of the top growers named at warn.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grower {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its growth, bytes/s.
+    pub growth_bytes_per_s: f64,
+    /// Its resident set, bytes.
+    pub rss_bytes: u64,
+}
+
+impl std::fmt::Display for Grower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}) {} MiB/s rss {} MiB",
+            self.pid,
+            self.comm,
+            signed_mib(self.growth_bytes_per_s),
+            mib(self.rss_bytes)
+        )
+    }
+}
+
+/// Why the policy asks for something, with its numbers; renders to the log's reason.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Why {
+    /// The level changed.
+    LevelChange {
+        /// Before.
+        from: Level,
+        /// Now.
+        to: Level,
+    },
+    /// The signals that raised the level.
+    Pressure {
+        /// One per signal.
+        reasons: Vec<String>,
+    },
+    /// The signals, and the victim chosen.
+    Victim {
+        /// One per signal.
+        reasons: Vec<String>,
+        /// The victim, one line.
+        victim: String,
+    },
+    /// The kill level lasted `within` with a tree held.
+    NotRelieved {
+        /// One per signal.
+        reasons: Vec<String>,
+        /// The configured `kill_after`.
+        within: Duration,
+    },
+    /// Calm long enough, and the tree will hold: resumed.
+    WillHold {
+        /// Used percent.
+        used_percent: f64,
+        /// The resume threshold, percent.
+        resume_percent: f64,
+        /// The configured `resume_after`.
+        calm_for: Duration,
+        /// Bytes below the suspend line.
+        headroom_bytes: u64,
+        /// The verdict.
+        verdict: ResumeVerdict,
+    },
+    /// Calm long enough, but the tree is not resumed.
+    NotResumed {
+        /// Used percent.
+        used_percent: f64,
+        /// The resume threshold, percent.
+        resume_percent: f64,
+        /// Bytes below the suspend line.
+        headroom_bytes: u64,
+        /// The verdict.
+        verdict: ResumeVerdict,
+    },
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LevelChange { from, to } => write!(f, "{from} → {to}"),
+            Self::Pressure { reasons } => f.write_str(&reasons.join("; ")),
+            Self::Victim { reasons, victim } => {
+                write!(f, "{}; victim {victim}", reasons.join("; "))
+            }
+            Self::NotRelieved { reasons, within } => write!(
+                f,
+                "{}; suspension did not relieve pressure within {within:?}",
+                reasons.join("; ")
+            ),
+            Self::WillHold {
+                used_percent,
+                resume_percent,
+                calm_for,
+                headroom_bytes,
+                verdict,
+            } => write!(
+                f,
+                "used {used_percent:.1} % < resume {resume_percent} % for {calm_for:?}, {} MiB \
+                 below the suspend line: {verdict}",
+                mib(*headroom_bytes)
+            ),
+            Self::NotResumed {
+                used_percent,
+                resume_percent,
+                headroom_bytes,
+                verdict,
+            } => write!(
+                f,
+                "used {used_percent:.1} % < resume {resume_percent} %, {} MiB below the suspend \
+                 line, but not resumed: {verdict}",
+                mib(*headroom_bytes)
+            ),
+        }
+    }
+}
+
+/// What to kill.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KillTarget {
+    /// The held tree (the oldest).
+    Held(Held),
+    /// A candidate, directly (suspension is off).
+    Candidate(Candidate),
+}
+
+/// What the policy asks the effects to do (or, for reports, to log).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Intent {
+    /// Report the level change.
+    Level {
+        /// Why.
+        why: Why,
+    },
+    /// Report the pressure and the top growers.
+    Warn {
+        /// Why.
+        why: Why,
+        /// Up to three, fastest first.
+        growers: Vec<Grower>,
+    },
+    /// Reclaim caches (and temp files).
+    Reclaim {
+        /// Why.
+        why: Why,
+    },
+    /// Hold `victim`.
+    Suspend {
+        /// The tree.
+        victim: Candidate,
+        /// The top five candidates, for the log.
+        candidates: Vec<Candidate>,
+        /// Why.
+        why: Why,
+    },
+    /// Let a held tree go.
+    Resume {
+        /// The tree.
+        tree: Held,
+        /// Why.
+        why: Why,
+    },
+    /// Report that a held tree waits (said once per tree).
+    Wait {
+        /// The tree.
+        tree: Held,
+        /// Why.
+        why: Why,
+    },
+    /// Report that a held tree is kept held (said once per tree).
+    Keep {
+        /// The tree.
+        tree: Held,
+        /// Why.
+        why: Why,
+    },
+    /// Kill.
+    Kill {
+        /// What.
+        target: KillTarget,
+        /// Why.
+        why: Why,
+    },
+}
+
+impl Intent {
+    /// Its action, as the log and the trace name it.
+    pub fn act(&self) -> super::Act {
+        use super::Act;
+        match self {
+            Self::Level { .. } => Act::Level,
+            Self::Warn { .. } => Act::Warn,
+            Self::Reclaim { .. } => Act::Reclaim,
+            Self::Suspend { .. } => Act::Suspend,
+            Self::Resume { .. } => Act::Resume,
+            Self::Wait { .. } => Act::Wait,
+            Self::Keep { .. } => Act::Keep,
+            Self::Kill { .. } => Act::Kill,
+        }
+    }
+}
+
+/// The policy: the configuration and what it remembers between rounds.
+#[derive(Debug)]
+pub struct Policy {
+    config: GuardConfig,
+    level: Level,
+    last_reclaim: Option<Instant>,
+    below_resume_since: Option<Instant>,
+    kill_level_since: Option<Instant>,
+    /// When the latest tree was held, and the scope's usage then.
+    last_hold: Option<(Instant, u64)>,
+    /// How many times the guard resumed each tree (by root).
+    resumes: HashMap<ProcRef, u32>,
+    /// Held trees (by root) whose `wait` or `keep` was already said.
+    told: HashSet<ProcRef>,
+    /// Held trees (by root) the user asked to keep held.
+    kept: HashSet<ProcRef>,
+}
+
+impl Policy {
+    /// A policy at level ok, remembering nothing.
+    pub fn new(config: GuardConfig) -> Self {
+        Self {
+            config,
+            level: Level::Ok,
+            last_reclaim: None,
+            below_resume_since: None,
+            kill_level_since: None,
+            last_hold: None,
+            resumes: HashMap::new(),
+            told: HashSet::new(),
+            kept: HashSet::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The level of the latest round.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// How many times the guard resumed the tree rooted at `root`.
+    pub fn resumes(&self, root: &ProcRef) -> u32 {
+        self.resumes.get(root).copied().unwrap_or(0)
+    }
+
+    /// Whether the user asked to keep the tree rooted at `root` held.
+    pub fn kept(&self, root: &ProcRef) -> bool {
+        self.kept.contains(root)
+    }
+
+    /// The user asked to keep `root` held.
+    pub fn keep_by_hand(&mut self, root: &ProcRef) {
+        self.kept.insert(root.clone());
+    }
+
+    /// The user resumed or killed `root`: forget what was said and asked about it.
+    pub fn released_by_hand(&mut self, root: &ProcRef) {
+        self.kept.remove(root);
+        self.told.remove(root);
+    }
+
+    /// Whether the round needs the ranked candidates (reading them costs a pass over /proc).
+    pub fn wants_candidates(&self, signals: &Signals) -> bool {
+        self.assess(signals).level >= Level::Suspend
+    }
+
+    fn assess(&self, signals: &Signals) -> Assessment {
+        assess(signals, &self.config.thresholds, &self.config.protect)
+    }
+
+    /// One round: the intents, in the order they are to be carried out.
+    pub fn decide(&mut self, inputs: &Inputs<'_>, now: Instant) -> Vec<Intent> {
+        let a = self.assess(&inputs.signals);
+        let mut out = Vec::new();
+        let previous = self.level;
+        if a.level != previous {
+            out.push(Intent::Level {
+                why: Why::LevelChange {
+                    from: previous,
+                    to: a.level,
+                },
+            });
+            if a.level >= Level::Warn && previous < Level::Warn {
+                out.push(Intent::Warn {
+                    why: Why::Pressure {
+                        reasons: a.reasons.clone(),
+                    },
+                    growers: top_growers(inputs),
+                });
+            }
+        }
+        self.level = a.level;
+        let mut held = inputs.held.clone();
+        self.reclaim(now, &a, &mut out);
+        self.resume(now, &a, inputs, &mut held, &mut out);
+        if a.level >= Level::Suspend {
+            let ranked = inputs.candidates.as_deref().unwrap_or_default();
+            // Resume counts are kept for the trees that exist (held or candidates).
+            self.resumes.retain(|root, _| {
+                held.iter().any(|h| &h.root == root) || ranked.iter().any(|c| &c.root == root)
+            });
+            self.suspend(now, &a, inputs, ranked, &mut held, &mut out);
+            self.kill(now, &a, ranked, &mut held, &mut out);
+        } else {
+            self.kill_level_since = None;
+        }
+        out
+    }
+
+    fn reclaim(&mut self, now: Instant, a: &Assessment, out: &mut Vec<Intent>) {
+        let due = self
+            .last_reclaim
+            .is_none_or(|t| now.duration_since(t) >= self.config.actions.reclaim_every);
+        if a.level < Level::Reclaim || !due {
+            return;
+        }
+        self.last_reclaim = Some(now);
+        out.push(Intent::Reclaim {
+            why: Why::Pressure {
+                reasons: a.reasons.clone(),
+            },
+        });
+    }
+
+    fn resume(
+        &mut self,
+        now: Instant,
+        a: &Assessment,
+        inputs: &Inputs<'_>,
+        held: &mut Vec<Held>,
+        out: &mut Vec<Intent>,
+    ) {
+        self.told
+            .retain(|root| held.iter().any(|h| &h.root == root));
+        self.kept
+            .retain(|root| held.iter().any(|h| &h.root == root));
+        if held.is_empty() {
+            self.below_resume_since = None;
+            return;
+        }
+        let t = &self.config.thresholds;
+        let used_percent = inputs.signals.used_percent;
+        if !(used_percent < t.resume && a.level < Level::Suspend) {
+            self.below_resume_since = None;
+            return;
+        }
+        let since = *self.below_resume_since.get_or_insert(now);
+        if now.duration_since(since) < t.resume_after {
+            return;
+        }
+        let rules = ResumeRules {
+            hold: t.resume_hold,
+            max_cycles: t.max_cycles,
+            min_growth_bytes_per_s: self.config.victims.min_growth_bytes_per_s.max(1.0),
+        };
+        // Bytes left below the suspend line.
+        let line = inputs.usage.limit_bytes as f64 * t.suspend / 100.0;
+        let headroom_bytes = (line as u64).saturating_sub(inputs.usage.used_bytes);
+        // Oldest first: the first tree that will hold is resumed, one per round.
+        for index in 0..held.len() {
+            let Some(tree) = held.get(index) else { break };
+            let resumes = self.resumes(&tree.root);
+            let verdict = resume::verdict(
+                HeldTree {
+                    growth_bytes_per_s: tree.growth_bytes_per_s,
+                    resumes,
+                    kept: self.kept.contains(&tree.root),
+                },
+                headroom_bytes,
+                rules,
+            );
+            if !verdict.resumes() {
+                if self.told.insert(tree.root.clone()) {
+                    let why = Why::NotResumed {
+                        used_percent,
+                        resume_percent: t.resume,
+                        headroom_bytes,
+                        verdict,
+                    };
+                    let tree = tree.clone();
+                    out.push(
+                        if matches!(
+                            verdict,
+                            ResumeVerdict::KeepHeld { .. } | ResumeVerdict::KeptByHand
+                        ) {
+                            Intent::Keep { tree, why }
+                        } else {
+                            Intent::Wait { tree, why }
+                        },
+                    );
+                }
+                continue;
+            }
+            let root = tree.root.clone();
+            self.below_resume_since = None;
+            self.told.remove(&root);
+            self.resumes.insert(root, resumes.saturating_add(1));
+            let why = Why::WillHold {
+                used_percent,
+                resume_percent: t.resume,
+                calm_for: t.resume_after,
+                headroom_bytes,
+                verdict,
+            };
+            out.push(Intent::Resume {
+                tree: held.remove(index),
+                why,
+            });
+            return;
+        }
+    }
+
+    fn suspend(
+        &mut self,
+        now: Instant,
+        a: &Assessment,
+        inputs: &Inputs<'_>,
+        ranked: &[Candidate],
+        held: &mut Vec<Held>,
+        out: &mut Vec<Intent>,
+    ) {
+        if !self.config.actions.suspend {
+            return;
+        }
+        let min_growth = self.config.victims.min_growth_bytes_per_s.max(1.0);
+        // With a tree already held, suspend another only while the scope keeps growing, and
+        // only as the samples taken since the latest hold show it: a held tree keeps its
+        // memory, so the level alone says nothing new, and the growth window still counts the
+        // growth of the tree just held.
+        if !held.is_empty() {
+            let since_hold = match self.last_hold {
+                Some((t, used)) if now > t => {
+                    (inputs.usage.used_bytes as f64 - used as f64)
+                        / now.duration_since(t).as_secs_f64()
+                }
+                Some(_) => 0.0,
+                None => inputs.growth_bytes_per_s,
+            };
+            if inputs.growth_bytes_per_s.min(since_hold) < min_growth {
+                return;
+            }
+        }
+        let at_kill = a.level >= Level::Kill && held.is_empty();
+        let Some(victim) = ranked.iter().find(|c| {
+            !held.iter().any(|h| h.root == c.root)
+                && (c.growing || at_kill)
+                && !c.members.is_empty()
+        }) else {
+            return;
+        };
+        self.last_hold = Some((now, inputs.usage.used_bytes));
+        held.push(Held::of(victim));
+        out.push(Intent::Suspend {
+            victim: victim.clone(),
+            candidates: ranked.iter().take(5).cloned().collect(),
+            why: Why::Victim {
+                reasons: a.reasons.clone(),
+                victim: victim.summary(),
+            },
+        });
+    }
+
+    fn kill(
+        &mut self,
+        now: Instant,
+        a: &Assessment,
+        ranked: &[Candidate],
+        held: &mut Vec<Held>,
+        out: &mut Vec<Intent>,
+    ) {
+        if a.level < Level::Kill || !self.config.actions.kill {
+            self.kill_level_since = None;
+            return;
+        }
+        if held.is_empty() && !self.config.actions.suspend {
+            // Suspension is off: kill the best candidate directly.
+            if let Some(victim) = ranked.iter().find(|c| !c.members.is_empty()) {
+                out.push(Intent::Kill {
+                    target: KillTarget::Candidate(victim.clone()),
+                    why: Why::Victim {
+                        reasons: a.reasons.clone(),
+                        victim: victim.summary(),
+                    },
+                });
+            }
+            return;
+        }
+        if held.is_empty() {
+            return;
+        }
+        let since = *self.kill_level_since.get_or_insert(now);
+        if now.duration_since(since) < self.config.thresholds.kill_after {
+            return;
+        }
+        self.kill_level_since = None;
+        out.push(Intent::Kill {
+            target: KillTarget::Held(held.remove(0)),
+            why: Why::NotRelieved {
+                reasons: a.reasons.clone(),
+                within: self.config.thresholds.kill_after,
+            },
+        });
+    }
+}
+
+/// The three fastest growers in scope.
+fn top_growers(inputs: &Inputs<'_>) -> Vec<Grower> {
+    let mut growers: Vec<&ProcSample> = inputs
+        .snapshot
+        .procs
+        .iter()
+        .filter(|p| !p.exited && inputs.scope_pids.is_none_or(|set| set.contains(&p.pid)))
+        .collect();
+    growers.sort_by(|a, b| b.growth_bytes_per_s.total_cmp(&a.growth_bytes_per_s));
+    growers
+        .into_iter()
+        .take(3)
+        .map(|p| Grower {
+            pid: p.pid,
+            comm: p.comm.to_string(),
+            growth_bytes_per_s: p.growth_bytes_per_s,
+            rss_bytes: p.rss_bytes,
+        })
+        .collect()
+}
