@@ -17,6 +17,7 @@ pub mod resume;
 mod scenarios;
 #[cfg(test)]
 mod tests;
+mod why;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
