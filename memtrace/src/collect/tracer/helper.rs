@@ -71,10 +71,10 @@ pub enum HelperFailure {
 impl HelperFailure {
     fn of(err: &TracerError) -> (Self, String) {
         match err {
-            TracerError::Btf(err) => (Self::Btf, err.to_string()),
+            TracerError::Btf(err) => (Self::Btf, with_causes(err)),
             TracerError::MissingTracepoints(list) => (Self::Tracepoints, list.clone()),
             TracerError::Helper { kind, message } => (*kind, message.clone()),
-            other => (Self::Refused, other.to_string()),
+            other => (Self::Refused, with_causes(other)),
         }
     }
 
@@ -93,6 +93,22 @@ impl HelperFailure {
             _ => Self::Refused,
         }
     }
+}
+
+/// `err` and its causes on one line (the errno of a refused map is a cause), skipping causes
+/// its text already spells out: what the caller would have printed for it.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        let text = err.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = err.source();
+    }
+    line
 }
 
 /// The helper's message, decoded (its descriptors travel beside it).
@@ -419,6 +435,21 @@ mod tests {
             programs: Vec::new(),
         };
         assert_eq!(Reply::decode(&none.encode()), Ok(none));
+    }
+
+    #[test]
+    fn a_failure_carries_its_causes() {
+        let refused = TracerError::Map {
+            name: "STATS",
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_create",
+                io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+            }),
+        };
+        let (kind, message) = HelperFailure::of(&refused);
+        assert_eq!(kind, HelperFailure::Refused);
+        assert!(message.starts_with("eBPF map STATS: "), "{message}");
+        assert!(message.contains("Operation not permitted"), "{message}");
     }
 
     #[test]
