@@ -40,6 +40,9 @@ _memtrace() {
             memtrace,help)
                 cmd="memtrace__subcmd__help"
                 ;;
+            memtrace,load-tracer)
+                cmd="memtrace__subcmd__load__subcmd__tracer"
+                ;;
             memtrace,man-pages)
                 cmd="memtrace__subcmd__man__subcmd__pages"
                 ;;
@@ -118,6 +121,9 @@ _memtrace() {
             memtrace__subcmd__help,help)
                 cmd="memtrace__subcmd__help__subcmd__help"
                 ;;
+            memtrace__subcmd__help,load-tracer)
+                cmd="memtrace__subcmd__help__subcmd__load__subcmd__tracer"
+                ;;
             memtrace__subcmd__help,man-pages)
                 cmd="memtrace__subcmd__help__subcmd__man__subcmd__pages"
                 ;;
@@ -194,7 +200,7 @@ _memtrace() {
 
     case "${cmd}" in
         memtrace)
-            opts="-h -V --help --version guard top status swap doctor clean run record mark report export demo demo-pipeline completions man-pages help"
+            opts="-h -V --help --version guard top status swap doctor clean run record mark report export demo demo-pipeline load-tracer completions man-pages help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -530,7 +536,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__help)
-            opts="guard top status swap doctor clean run record mark report export demo demo-pipeline completions man-pages help"
+            opts="guard top status swap doctor clean run record mark report export demo demo-pipeline load-tracer completions man-pages help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -711,6 +717,20 @@ _memtrace() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        memtrace__subcmd__help__subcmd__load__subcmd__tracer)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         memtrace__subcmd__help__subcmd__man__subcmd__pages)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -858,6 +878,24 @@ _memtrace() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        memtrace__subcmd__load__subcmd__tracer)
+            opts="-h -V --fd --rare-events --fault-hook --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -368,6 +368,17 @@ _arguments "${_arguments_options[@]}" : \
 '--version[Print version]' \
 && ret=0
 ;;
+(load-tracer)
+_arguments "${_arguments_options[@]}" : \
+'--fd=[The inherited socket to send the descriptors on]:FD:_default' \
+'--rare-events[Only the programs of rare events]' \
+'--fault-hook[Also the per-fault counter]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 '-h[Print help]' \
@@ -502,6 +513,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(load-tracer)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -539,6 +554,7 @@ _memtrace_commands() {
 'export:Export a trace for Perfetto (ui.perfetto.dev), as CSV or as JSON lines' \
 'demo:A synthetic multi-stage clip pipeline with one leaking stage, run and reported' \
 'demo-pipeline:The pipeline \`memtrace demo\` runs' \
+'load-tracer:Load and attach the eBPF programs for the guard, hand it the descriptors and exit (run by the guard itself, never by hand)' \
 'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
 'man-pages:Write the man pages (memtrace.1 and one per subcommand) into DIR (\`cargo xtask install\`)' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -658,6 +674,7 @@ _memtrace__subcmd__help_commands() {
 'export:Export a trace for Perfetto (ui.perfetto.dev), as CSV or as JSON lines' \
 'demo:A synthetic multi-stage clip pipeline with one leaking stage, run and reported' \
 'demo-pipeline:The pipeline \`memtrace demo\` runs' \
+'load-tracer:Load and attach the eBPF programs for the guard, hand it the descriptors and exit (run by the guard itself, never by hand)' \
 'completions:Print shell completions (bash, zsh, fish, elvish, powershell) to stdout' \
 'man-pages:Write the man pages (memtrace.1 and one per subcommand) into DIR (\`cargo xtask install\`)' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -729,6 +746,11 @@ _memtrace__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'memtrace help help commands' commands "$@"
 }
+(( $+functions[_memtrace__subcmd__help__subcmd__load-tracer_commands] )) ||
+_memtrace__subcmd__help__subcmd__load-tracer_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace help load-tracer commands' commands "$@"
+}
 (( $+functions[_memtrace__subcmd__help__subcmd__man-pages_commands] )) ||
 _memtrace__subcmd__help__subcmd__man-pages_commands() {
     local commands; commands=()
@@ -787,6 +809,11 @@ _memtrace__subcmd__help__subcmd__swap__subcmd__status_commands() {
 _memtrace__subcmd__help__subcmd__top_commands() {
     local commands; commands=()
     _describe -t commands 'memtrace help top commands' commands "$@"
+}
+(( $+functions[_memtrace__subcmd__load-tracer_commands] )) ||
+_memtrace__subcmd__load-tracer_commands() {
+    local commands; commands=()
+    _describe -t commands 'memtrace load-tracer commands' commands "$@"
 }
 (( $+functions[_memtrace__subcmd__man-pages_commands] )) ||
 _memtrace__subcmd__man-pages_commands() {

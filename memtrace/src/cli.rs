@@ -44,6 +44,10 @@ pub enum Command {
     /// The pipeline `memtrace demo` runs.
     #[command(hide = true)]
     DemoPipeline(crate::cmd::demo_pipeline::DemoPipelineArgs),
+    /// Load and attach the eBPF programs for the guard, hand it the descriptors and exit (run by
+    /// the guard itself, never by hand).
+    #[command(hide = true)]
+    LoadTracer(crate::collect::tracer::helper::LoadTracerArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.

@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         Command::Export(args) => memtrace::analyze::export::run(args),
         Command::Demo(args) => memtrace::cmd::demo::run(args),
         Command::DemoPipeline(args) => memtrace::cmd::demo_pipeline::run(args),
+        Command::LoadTracer(args) => {
+            memtrace::collect::tracer::helper::serve(&args).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::{
     collect::{
         proc_source::{Members, OomSource, ProcSource},
-        tracer::{Programs, Tracer, TracerError, TracerOptions},
+        tracer::{HelperFailure, Programs, Tracer, TracerError, TracerOptions},
     },
     host::privilege::{self, Capability, Credentials},
 };
@@ -129,12 +129,24 @@ impl NoEbpf {
             TracerError::Privilege(err) => Self::NotRoot { euid: err.euid },
             TracerError::Btf(err) => Self::NoBtf(err.to_string()),
             TracerError::MissingTracepoints(list) => Self::MissingTracepoints(list.clone()),
-            TracerError::Load(_) | TracerError::Program { .. } | TracerError::Map { .. } => {
-                match creds.map(Credentials::missing_for_ebpf) {
-                    Some(missing) if !missing.is_empty() => Self::MissingCapabilities(missing),
-                    _ => Self::Refused(one_line(&err.to_string(), 160)),
-                }
-            }
+            TracerError::Helper {
+                kind: HelperFailure::Btf,
+                message,
+            } => Self::NoBtf(message.clone()),
+            TracerError::Helper {
+                kind: HelperFailure::Tracepoints,
+                message,
+            } => Self::MissingTracepoints(message.clone()),
+            TracerError::Load(_)
+            | TracerError::Program { .. }
+            | TracerError::Map { .. }
+            | TracerError::Helper {
+                kind: HelperFailure::Refused,
+                ..
+            } => match creds.map(Credentials::missing_for_ebpf) {
+                Some(missing) if !missing.is_empty() => Self::MissingCapabilities(missing),
+                _ => Self::Refused(one_line(&err.to_string(), 160)),
+            },
         }
     }
 

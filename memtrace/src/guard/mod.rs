@@ -6,7 +6,10 @@
 //! its processes, and hands them to the [`engine::Engine`]. Per-process memory comes from the
 //! kernel's count at every change (as for `top`), or with `--rare-events` from /proc when a round
 //! needs it, with only the programs of rare events attached (reclaim stalls, kswapd wake-ups,
-//! exits, OOM victims: [`crate::collect::source::Source::Rare`]).
+//! exits, OOM victims: [`crate::collect::source::Source::Rare`]). Either way the programs are
+//! loaded by a short-lived helper process ([`crate::collect::tracer::helper`]) that hands over
+//! their descriptors and exits: parsing the kernel's BTF never enters the guard's own peak RSS,
+//! all of which it mlocks ([`protect`]).
 //!
 //! Its scope is the one every command uses ([`crate::collect::scope`]): `--cgroup PATH`,
 //! `--machine`, or by default the container's cgroup when memtrace runs in one whose limit is
@@ -60,7 +63,7 @@ use crate::{
         sampler::Sampler,
         scope::{self, Scope, ScopeArgs},
         source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source},
-        tracer::{Programs, TracerOptions},
+        tracer::{Load, Programs, TracerOptions},
     },
     guard::{config::GuardConfig, engine::Engine, psi_trigger::PsiTrigger},
     host::{privilege, procfs},
@@ -207,6 +210,8 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             } else {
                 Programs::PerEvent
             },
+            // The kernel's BTF is parsed in a helper process: not part of our (mlocked) peak.
+            load: Load::Helper,
             ..TracerOptions::default()
         },
         args.require_ebpf,

@@ -87,8 +87,8 @@ fn lookup_batch(attr: &mut BatchAttr) -> io::Result<Step> {
 /// Every entry of `map`, appended to `keys` and `values` (the same length, in the map's bucket
 /// order); the number of system calls it took. Entries added or removed meanwhile may or may not
 /// be included, as with the iterator.
-pub fn lookup_all<K: Pod, V: Pod>(
-    map: &HashMap<&MapData, K, V>,
+pub fn lookup_all<T: std::borrow::Borrow<MapData>, K: Pod, V: Pod>(
+    map: &HashMap<T, K, V>,
     keys: &mut Vec<K>,
     values: &mut Vec<V>,
 ) -> Result<usize, BatchError> {

@@ -1,17 +1,22 @@
-//! Loads and attaches the kernel programs (aya), and reads what they aggregated: per-process
-//! counters, pending fault batches, health counters and ring-buffer events. Dropping the
-//! [`Tracer`] detaches every program (aya closes the links), on any exit path.
+//! Loads and attaches the kernel programs (aya), in process or in a short-lived [`helper`]
+//! process (the guard: see [`Load`]), and reads what they aggregated: per-process counters,
+//! pending fault batches, health counters and ring-buffer events. Dropping the [`Tracer`]
+//! detaches every program (it closes the links), on any exit path.
 mod batch;
+pub mod helper;
 pub mod layout;
+mod link;
+mod maps;
 pub mod pipes;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, RingBuf},
     programs::{BtfTracePoint, ProgramError},
 };
+pub use helper::HelperFailure;
 pub use layout::RssMembers;
 use memtrace_common::{
     FaultSlot, PIPE_WRITES_RINGBUF_BYTES, PIPE_WRITES_RINGBUF_MIN, ProcEvent, ProcStats, RssSlot,
@@ -61,6 +66,14 @@ pub enum TracerError {
         /// Cause.
         source: aya::maps::MapError,
     },
+    /// The loader helper ([`Load::Helper`]) failed, or reported this failure.
+    #[error("{message}")]
+    Helper {
+        /// What kind of failure, for the reason eBPF is off.
+        kind: HelperFailure,
+        /// Its text.
+        message: String,
+    },
 }
 
 /// What to attach.
@@ -78,6 +91,20 @@ pub struct TracerOptions {
     pub pipe_writes: bool,
     /// Which set of programs runs.
     pub programs: Programs,
+    /// Which process loads them.
+    pub load: Load,
+}
+
+/// Which process parses the kernel's BTF and loads the programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Load {
+    /// This one (`top`, `run`, `record`): simplest, but the BTF parses stay in its peak RSS.
+    #[default]
+    InProcess,
+    /// A short-lived helper that hands the descriptors over and exits ([`helper`]): the guard,
+    /// whose peak RSS (all of it mlocked) stays that of its own work. Not for the pipe-write
+    /// programs.
+    Helper,
 }
 
 /// Which programs the tracer attaches: the choice between counting every change in the kernel
@@ -114,10 +141,11 @@ pub struct ProcCounters {
     pub stats: ProcStats,
 }
 
-/// The loaded, attached programs and their maps.
+/// The attached programs and their maps.
 pub struct Tracer {
-    ebpf: Ebpf,
-    events: RingBuf<MapData>,
+    maps: maps::TracerMaps,
+    /// Each program's descriptor and link: closing the links detaches the programs.
+    attached: Vec<link::Attached>,
     members: RssMembers,
     options: TracerOptions,
     /// Boxed: taken out once by `run`/`record`, absent for everyone else.
@@ -138,10 +166,14 @@ impl std::fmt::Debug for Tracer {
 }
 
 impl Tracer {
-    /// Checks privileges, reads BTF, loads and attaches the programs.
+    /// Checks privileges, reads BTF, loads and attaches the programs, in the process
+    /// `options.load` names.
     pub fn start(options: TracerOptions) -> Result<Self, TracerError> {
         privilege::require_root("load eBPF programs")?;
         privilege::raise_memlock();
+        if options.load == Load::Helper {
+            return helper::start(options);
+        }
         let own_btf = btf::Btf::from_sys_fs()?;
         let missing = layout::missing_tracepoints(&own_btf)?;
         if !missing.is_empty() {
@@ -162,6 +194,8 @@ impl Tracer {
         };
         drop(own_btf);
 
+        // One parse of the kernel's BTF at a time: the loader's own (EbpfLoader::new parses it),
+        // dropped with the loader, then aya's attach step's.
         let mut loader = EbpfLoader::new();
         loader.override_global("LAYOUT", &kernel_layout, true);
         loader.map_max_entries(
@@ -175,16 +209,18 @@ impl Tracer {
             loader.override_global("PIPE_LAYOUT", pipe_layout, true);
         }
         let mut ebpf = loader.load(OBJECT)?;
+        drop(loader);
         let aya_btf = Btf::from_sys_fs()
             .map_err(|err| btf::BtfError::Missing(format!("loadable vmlinux BTF ({err})")))?;
+        let mut attached = Vec::new();
         for (name, tracepoint) in layout::TRACEPOINTS {
             if options.programs.attaches(name, options.fault_hook) {
-                attach(&mut ebpf, name, tracepoint, &aya_btf)?;
+                attached.push(attach(&mut ebpf, name, tracepoint, &aya_btf)?);
             }
         }
-        let events = take_ring(&mut ebpf, "EVENTS")?;
+        let maps = maps::TracerMaps::take(&mut ebpf)?;
         let pipe_writes = match pipe_layout {
-            Some(_) => match attach_pipe_writes(&mut ebpf, &aya_btf) {
+            Some(_) => match attach_pipe_writes(&mut ebpf, &aya_btf, &mut attached) {
                 Ok(writes) => Some(Box::new(writes)),
                 Err(err) => {
                     log::warn!("{err}: stdout marks are taken when memtrace reads them");
@@ -203,15 +239,29 @@ impl Tracer {
         // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel, under the
         // allocator's own locks; no live allocation is touched. rustix has no allocator calls.
         unsafe { libc::malloc_trim(0) };
-        Ok(Self {
-            ebpf,
-            events,
+        // The rest of the object (its program descriptors, maps no one reads here) is closed
+        // with `ebpf`: the links hold the programs, and the programs the maps they use.
+        let mut tracer = Self::from_parts(maps, attached, members, options);
+        tracer.pipe_writes = pipe_writes;
+        Ok(tracer)
+    }
+
+    /// A tracer over attached programs and their maps.
+    fn from_parts(
+        maps: maps::TracerMaps,
+        attached: Vec<link::Attached>,
+        members: RssMembers,
+        options: TracerOptions,
+    ) -> Self {
+        Self {
+            maps,
+            attached,
             members,
             options,
-            pipe_writes,
+            pipe_writes: None,
             no_batch: AtomicBool::new(false),
             read_calls: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// The pipe-write program's maps, once (`None` when it is not attached).
@@ -229,24 +279,15 @@ impl Tracer {
         self.options
     }
 
-    fn procs_map(&self) -> Result<HashMap<&MapData, u32, ProcStats>, TracerError> {
-        let map = self.ebpf.map("PROCS").ok_or(missing_map("PROCS"))?;
-        HashMap::try_from(map).map_err(|source| TracerError::Map {
-            name: "PROCS",
-            source,
-        })
+    /// The names of the attached programs, in attach order.
+    pub fn attached(&self) -> impl Iterator<Item = &str> {
+        self.attached.iter().map(|attached| attached.name.as_str())
     }
 
     /// Seeds entries for processes that existed before the tracer (the kernel only reports
     /// changes). Entries the programs already created are left alone.
     pub fn seed(&mut self, pid: u32, stats: &ProcStats) -> Result<(), TracerError> {
-        let map = self.ebpf.map_mut("PROCS").ok_or(missing_map("PROCS"))?;
-        let mut procs: HashMap<&mut MapData, u32, ProcStats> =
-            HashMap::try_from(map).map_err(|source| TracerError::Map {
-                name: "PROCS",
-                source,
-            })?;
-        match procs.insert(pid, stats, BPF_NOEXIST) {
+        match self.maps.procs.insert(pid, stats, BPF_NOEXIST) {
             Ok(()) => Ok(()),
             // EEXIST: the kernel side got there first; ENOMEM/E2BIG: map full, counted by the
             // kernel side on its next attempt.
@@ -282,9 +323,8 @@ impl Tracer {
     /// kernel can, else one by one.
     fn read_entries(&self) -> Result<Vec<ProcCounters>, TracerError> {
         if !self.no_batch.load(Ordering::Relaxed) {
-            let procs = self.procs_map()?;
             let (mut pids, mut stats) = (Vec::new(), Vec::new());
-            match batch::lookup_all(&procs, &mut pids, &mut stats) {
+            match batch::lookup_all(&self.maps.procs, &mut pids, &mut stats) {
                 Ok(calls) => {
                     self.read_calls.store(calls, Ordering::Relaxed);
                     return Ok(pids
@@ -315,9 +355,8 @@ impl Tracer {
     /// lookup: two system calls per entry): the way where the kernel has no batch lookup, and
     /// what tests compare the batches with.
     pub fn read_entries_one_by_one(&self) -> Result<Vec<ProcCounters>, TracerError> {
-        let procs = self.procs_map()?;
         let mut out = Vec::with_capacity(512);
-        for item in procs.iter() {
+        for item in self.maps.procs.iter() {
             // An entry removed between get_next_key and lookup is simply skipped.
             let Ok((pid, stats)) = item else { continue };
             out.push(ProcCounters { pid, stats });
@@ -331,31 +370,20 @@ impl Tracer {
         self.read_calls.load(Ordering::Relaxed)
     }
 
-    /// Every CPU's value of slot `index` of the per-CPU array `name`.
-    fn per_cpu<T: aya::Pod>(&self, name: &'static str, index: u32) -> Result<Vec<T>, TracerError> {
-        let map = self.ebpf.map(name).ok_or(missing_map(name))?;
-        let array: PerCpuArray<&MapData, T> =
-            PerCpuArray::try_from(map).map_err(|source| TracerError::Map { name, source })?;
-        let values = array
-            .get(&index, 0)
-            .map_err(|source| TracerError::Map { name, source })?;
-        Ok(values.iter().copied().collect())
-    }
-
     /// The per-CPU caches of resident counters (see `RssSlot`).
     pub fn rss_slots(&self) -> Result<Vec<RssSlot>, TracerError> {
-        self.per_cpu("RSS_SLOTS", 0)
+        per_cpu(&self.maps.rss_slots, "RSS_SLOTS", 0)
     }
 
     /// The per-CPU fault batches.
     pub fn fault_slots(&self) -> Result<Vec<FaultSlot>, TracerError> {
-        self.per_cpu("FAULT_SLOTS", 0)
+        per_cpu(&self.maps.fault_slots, "FAULT_SLOTS", 0)
     }
 
     /// The tracer's own health counters, summed over CPUs.
     pub fn health(&self) -> Result<TracerHealth, TracerError> {
         let sum = |index: u32| -> Result<u64, TracerError> {
-            Ok(self.per_cpu::<u64>("STATS", index)?.iter().sum())
+            Ok(per_cpu(&self.maps.stats, "STATS", index)?.iter().sum())
         };
         Ok(TracerHealth {
             kswapd_wakeups: sum(stat::KSWAPD_WAKEUPS)?,
@@ -369,7 +397,7 @@ impl Tracer {
     /// Takes every event waiting in the ring buffer.
     pub fn drain_events(&mut self) -> Vec<ProcEvent> {
         let mut events = Vec::new();
-        while let Some(item) = self.events.next() {
+        while let Some(item) = self.maps.events.next() {
             if item.len() < std::mem::size_of::<ProcEvent>() {
                 continue;
             }
@@ -382,21 +410,18 @@ impl Tracer {
         }
         events
     }
+}
 
-    /// Run time and run count of each attached program (needs `kernel.bpf_stats_enabled`).
-    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, program)| {
-                let info = program.info().ok()?;
-                Some((
-                    name.to_owned(),
-                    info.run_count(),
-                    u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
-                ))
-            })
-            .collect()
-    }
+/// Every CPU's value of slot `index` of the per-CPU array `array` (named `name`).
+fn per_cpu<T: aya::Pod>(
+    array: &aya::maps::PerCpuArray<MapData, T>,
+    name: &'static str,
+    index: u32,
+) -> Result<Vec<T>, TracerError> {
+    let values = array
+        .get(&index, 0)
+        .map_err(|source| TracerError::Map { name, source })?;
+    Ok(values.iter().copied().collect())
 }
 
 /// Folds the per-CPU caches of `entry`'s process into it, by [`ProcStats::merge_newer`].
@@ -434,10 +459,14 @@ fn pipe_layout_for(btf: &btf::Btf) -> Result<memtrace_common::PipeLayout, Tracer
     Ok(layout::pipe_layout(btf)?)
 }
 
-/// Loads and attaches the pipe-write programs and takes their maps.
-fn attach_pipe_writes(ebpf: &mut Ebpf, btf: &Btf) -> Result<PipeWrites, TracerError> {
+/// Loads and attaches the pipe-write programs (added to `attached`) and takes their maps.
+fn attach_pipe_writes(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    attached: &mut Vec<link::Attached>,
+) -> Result<PipeWrites, TracerError> {
     for (name, tracepoint) in layout::PIPE_TRACEPOINTS {
-        attach(ebpf, name, tracepoint, btf)?;
+        attached.push(attach(ebpf, name, tracepoint, btf)?);
     }
     let ring = take_ring(ebpf, "PIPE_WRITES")?;
     let map = |name: &'static str, ebpf: &mut Ebpf| ebpf.take_map(name).ok_or(missing_map(name));
@@ -457,7 +486,7 @@ fn attach(
     name: &'static str,
     tracepoint: &str,
     btf: &Btf,
-) -> Result<(), TracerError> {
+) -> Result<link::Attached, TracerError> {
     let wrap = |source| TracerError::Program { name, source };
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
@@ -468,8 +497,7 @@ fn attach(
         .try_into()
         .map_err(wrap)?;
     program.load(tracepoint, btf).map_err(wrap)?;
-    program.attach().map_err(wrap)?;
-    Ok(())
+    link::attach(name, program).map_err(wrap)
 }
 
 #[cfg(test)]
