@@ -230,26 +230,18 @@ impl Effects {
                 candidates,
                 why,
             } => Some(self.suspend(level, &victim, &candidates, why.to_string(), usage)),
-            Intent::Resume { tree, why } => {
-                let index = self.index_of(&tree.root)?;
-                let line = self.release(index, Release::Resume, actions);
-                let mut d = self.decision(
-                    level,
-                    act,
-                    why.to_string(),
-                    tree.pids.clone(),
-                    vec![line.unwrap_or_else(|| tree.summary.clone())],
-                    acted,
-                );
-                d.tree = Some(tree.note());
-                Some(d)
-            }
-            Intent::Kill {
+            Intent::Resume { tree, why }
+            | Intent::Kill {
                 target: KillTarget::Held(tree),
                 why,
             } => {
+                let release = if act == Act::Kill {
+                    Release::Kill
+                } else {
+                    Release::Resume
+                };
                 let index = self.index_of(&tree.root)?;
-                let line = self.release(index, Release::Kill, actions);
+                let line = self.release(index, release, actions);
                 let mut d = self.decision(
                     level,
                     act,
