@@ -4,13 +4,14 @@
 //! are killed (by PID).
 mod support;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
     MIB,
-    guard_env::{GuardRun, ThawOnDrop, config_protecting, held_cgroups, tmp, wait_until},
+    guard_env::{GuardRun, PaneHog, ThawOnDrop, config_protecting, held_cgroups, tmp, wait_until},
     memtrace, memtrace_bin, output_within, require_root, spawn, test_cgroup,
+    tmux::Tmux,
 };
 
 /// Fields 5 (process group) and 8 (the terminal's foreground process group) of
@@ -44,97 +45,14 @@ fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
         .replace("resume_hold = \"1ms\"", "resume_hold = \"300s\"");
     std::fs::write(&config, text).expect("config");
     let mut group = test_cgroup("freeze-tmux", 512 * MIB);
-    let id = std::process::id();
-    let socket = format!("memtrace-test-freeze-{id}");
-    let pid_file = tmp().join(format!("freeze-hog-{id}.pid"));
-    let _ = std::fs::remove_file(&pid_file);
-    let script = tmp().join(format!("freeze-hog-{id}.py"));
     // Grows to 400 MiB (past the suspend line at 65 % of 512 MiB) unless held, then waits.
-    std::fs::write(
-        &script,
-        format!(
-            "import os, time\n\
-             open({pid_file:?}, 'w').write(str(os.getpid()))\n\
-             chunks = []\n\
-             while len(chunks) * 4 < 400:\n\
-             \x20   c = bytearray(4 << 20)\n\
-             \x20   for i in range(0, len(c), 4096): c[i] = 1\n\
-             \x20   chunks.append(c)\n\
-             \x20   time.sleep(0.025)\n\
-             time.sleep(120)\n",
-            pid_file = pid_file.display().to_string()
-        ),
-    )
-    .expect("writing the hog");
-    let tmux = |args: &[&str]| {
-        let out = output_within(
-            Command::new("tmux")
-                .args(["-L", &socket, "-f", "/dev/null"])
-                .args(args)
-                .env("TERM", "xterm"),
-            Duration::from_secs(10),
-        );
-        assert!(
-            out.status.success(),
-            "tmux {args:?} (tmux is needed by this test): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let started = output_within(
-        group
-            .command(
-                "tmux",
-                &[
-                    "-L",
-                    &socket,
-                    "-f",
-                    "/dev/null",
-                    "new-session",
-                    "-d",
-                    "-s",
-                    "t",
-                    "-x",
-                    "120",
-                    "-y",
-                    "30",
-                    "bash --norc --noprofile -i",
-                ],
-            )
-            .env("TERM", "xterm"),
-        Duration::from_secs(10),
-    );
-    assert!(
-        started.status.success(),
-        "starting tmux (tmux is needed by this test): {}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let pids = tmux(&["display-message", "-p", "-t", "t", "#{pid} #{pane_pid}"]);
-    let (server, shell) = pids
-        .split_once(' ')
-        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-        .unwrap_or_else(|| panic!("tmux server and pane pids: {pids:?}"));
-    group.track(shell);
-    group.track(server);
+    let hog_script = PaneHog::write("freeze", 400);
+    let (tmux, _server, shell) = Tmux::start_shell_in(&mut group, "t", 120, 30);
     let mut guard = GuardRun::start(&group.path, &config, &states.path().join("g.json"), &[]);
     let guard_pid = guard.child.pid();
     let _thaw = ThawOnDrop(guard_pid);
-    tmux(&[
-        "send-keys",
-        "-t",
-        "t",
-        &format!("python3 {}", script.display()),
-        "Enter",
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(10), || pid_file.exists()
-            && std::fs::read_to_string(&pid_file).is_ok_and(|t| !t.is_empty())),
-        "the hog started in the pane"
-    );
-    let hog: u32 = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .expect("the hog's pid");
+    tmux.run(&["send-keys", "-t", "t", &hog_script.command_line(), "Enter"]);
+    let hog = hog_script.pid();
     group.track(hog);
     assert!(
         wait_until(Duration::from_secs(30), || held(hog)),
@@ -162,7 +80,7 @@ fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
         tpgid, pgrp,
         "held, the hog is still the terminal's foreground job"
     );
-    let screen = tmux(&["capture-pane", "-p", "-t", "t"]);
+    let screen = tmux.run(&["capture-pane", "-p", "-t", "t"]);
     assert!(!screen.contains("Stopped"), "the shell noticed:\n{screen}");
     // The guard ends: it thaws the hog and moves it back where it was.
     guard.terminate();
@@ -185,21 +103,19 @@ fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
     assert_eq!(tpgid, pgrp, "let go, the hog is still the foreground job");
     // Let it finish growing, then Ctrl-C in the pane reaches it.
     std::thread::sleep(Duration::from_millis(500));
-    tmux(&["send-keys", "-t", "t", "C-c"]);
+    tmux.run(&["send-keys", "-t", "t", "C-c"]);
     assert!(
         wait_until(Duration::from_secs(10), || !alive(hog)),
         "Ctrl-C ended the hog: {:?}",
         state(hog)
     );
-    let screen = tmux(&["capture-pane", "-p", "-t", "t"]);
+    let screen = tmux.run(&["capture-pane", "-p", "-t", "t"]);
     assert!(
         screen.contains("KeyboardInterrupt") && !screen.contains("Stopped"),
         "{screen}"
     );
     assert_eq!(state(shell), Some('S'), "the shell waits at its prompt");
-    tmux(&["kill-server"]);
-    let _ = std::fs::remove_file(&pid_file);
-    let _ = std::fs::remove_file(&script);
+    drop(tmux);
 }
 
 /// `memtrace run --memory-max 64M` starts the pipeline in a cgroup of its own: the hog is

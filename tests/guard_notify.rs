@@ -4,16 +4,14 @@
 //! started are killed (by PID).
 mod support;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
     MIB,
     guard_env::{GuardRun, ThawOnDrop, config_protecting, start_in, tmp, wait_until},
     memtrace, output_within, require_root, test_cgroup,
+    tmux::Tmux,
 };
 
 /// A hog that grows 4 MiB every 25 ms up to `mib`, then waits.
@@ -39,43 +37,8 @@ fn hog(mib: u64) -> String {
 fn a_hold_is_told_on_the_terminal_and_to_the_hooks() {
     require_root();
     let id = std::process::id();
-    let socket = format!("memtrace-test-notify-{id}");
-    let tmux = |args: &[&str]| {
-        let out = output_within(
-            Command::new("tmux")
-                .args(["-L", &socket, "-f", "/dev/null"])
-                .args(args)
-                .env("TERM", "xterm"),
-            Duration::from_secs(10),
-        );
-        assert!(
-            out.status.success(),
-            "tmux {args:?} (tmux is needed by this test): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "200",
-        "-y",
-        "40",
-        "bash --norc --noprofile -i",
-    ]);
-    struct KillServer<'a>(&'a dyn Fn(&[&str]) -> String);
-    impl Drop for KillServer<'_> {
-        fn drop(&mut self) {
-            (self.0)(&["kill-server"]);
-        }
-    }
-    let _server = KillServer(&tmux);
-    let tty = tmux(&["display-message", "-p", "-t", "t", "#{pane_tty}"])
-        .trim()
-        .to_owned();
+    let tmux = Tmux::start("t", 200, 40, "bash --norc --noprofile -i");
+    let tty = tmux.pane_tty();
     assert!(tty.starts_with("/dev/pts/"), "{tty}");
     let env_file = tmp().join(format!("notify-hook-{id}.env"));
     let _ = std::fs::remove_file(&env_file);
@@ -105,7 +68,7 @@ fn a_hold_is_told_on_the_terminal_and_to_the_hooks() {
         state(hog)
     );
     let held_at = Instant::now();
-    let screen = || tmux(&["capture-pane", "-p", "-J", "-t", "t"]);
+    let screen = || tmux.run(&["capture-pane", "-p", "-J", "-t", "t"]);
     let told = wait_until(Duration::from_secs(3), || {
         screen().contains(&format!("memtrace guard: HELD {hog} (hog, 1 process,"))
     });

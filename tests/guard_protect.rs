@@ -4,15 +4,16 @@
 //! only processes the test started are killed (by PID).
 mod support;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
     MIB,
     guard_env::{
-        GuardRun, config_protecting, pipeline_named, start_in, state_dir, tmp, wait_until,
+        GuardRun, PaneHog, config_protecting, pipeline_named, start_in, state_dir, tmp, wait_until,
     },
-    output_within, require_root, test_cgroup,
+    require_root, test_cgroup,
+    tmux::Tmux,
 };
 
 /// A hog that calls itself "sshd" is no sshd: with the default protected names it is suspended
@@ -54,94 +55,13 @@ fn hog_in_a_tmux_pane_is_held_without_its_shell_or_tmux() {
     let states = state_dir();
     let config = config_protecting(&tmp(), "guard-tmux", None, "");
     let mut group = test_cgroup("tmux", 512 * MIB);
-    let socket = format!("memtrace-test-{}", std::process::id());
-    let pid_file = tmp().join(format!("tmux-hog-{}.pid", std::process::id()));
-    let _ = std::fs::remove_file(&pid_file);
-    let script = tmp().join(format!("tmux-hog-{}.py", std::process::id()));
     // Grows past the limit unless held (then the kernel kills it inside the cgroup).
-    std::fs::write(
-        &script,
-        format!(
-            "import os, time\n\
-             open({pid_file:?}, 'w').write(str(os.getpid()))\n\
-             chunks = []\n\
-             while len(chunks) * 4 < 600:\n\
-             \x20   c = bytearray(4 << 20)\n\
-             \x20   for i in range(0, len(c), 4096): c[i] = 1\n\
-             \x20   chunks.append(c)\n\
-             \x20   time.sleep(0.025)\n\
-             time.sleep(120)\n",
-            pid_file = pid_file.display().to_string()
-        ),
-    )
-    .expect("writing the hog");
-    let tmux = |args: &[&str]| {
-        let out = output_within(
-            Command::new("tmux")
-                .args(["-L", &socket, "-f", "/dev/null"])
-                .args(args)
-                .env("TERM", "xterm"),
-            Duration::from_secs(10),
-        );
-        assert!(
-            out.status.success(),
-            "tmux {args:?} (tmux is needed by this test): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let hog_script = PaneHog::write("tmux", 600);
     // The server starts inside the cgroup (the client that forks it is moved there first).
-    let started = output_within(
-        group
-            .command(
-                "tmux",
-                &[
-                    "-L",
-                    &socket,
-                    "-f",
-                    "/dev/null",
-                    "new-session",
-                    "-d",
-                    "-s",
-                    "t",
-                    "-x",
-                    "120",
-                    "-y",
-                    "30",
-                    "bash --norc --noprofile -i",
-                ],
-            )
-            .env("TERM", "xterm"),
-        Duration::from_secs(10),
-    );
-    assert!(
-        started.status.success(),
-        "starting tmux (tmux is needed by this test): {}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let pids = tmux(&["display-message", "-p", "-t", "t", "#{pid} #{pane_pid}"]);
-    let (server, shell) = pids
-        .split_once(' ')
-        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-        .unwrap_or_else(|| panic!("tmux server and pane pids: {pids:?}"));
-    group.track(shell);
-    group.track(server);
+    let (tmux, server, shell) = Tmux::start_shell_in(&mut group, "t", 120, 30);
     let mut guard = GuardRun::start(&group.path, &config, &states.path().join("g.json"), &[]);
-    tmux(&[
-        "send-keys",
-        "-t",
-        "t",
-        &format!("python3 {}", script.display()),
-        "Enter",
-    ]);
-    assert!(
-        wait_until(Duration::from_secs(10), || pid_file.exists()),
-        "the hog started in the pane"
-    );
-    let hog: u32 = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .expect("the hog's pid");
+    tmux.run(&["send-keys", "-t", "t", &hog_script.command_line(), "Enter"]);
+    let hog = hog_script.pid();
     group.track(hog);
     assert!(
         wait_until(Duration::from_secs(30), || held(hog)),
@@ -171,7 +91,5 @@ fn hog_in_a_tmux_pane_is_held_without_its_shell_or_tmux() {
     // Only the hog this test started, by pid; the server and the shell go with the cgroup.
     memtrace_testkit::child::kill_pid(hog);
     guard.terminate();
-    tmux(&["kill-server"]);
-    let _ = std::fs::remove_file(&pid_file);
-    let _ = std::fs::remove_file(&script);
+    drop(tmux);
 }

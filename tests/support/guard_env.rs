@@ -284,3 +284,65 @@ impl Drop for ThawOnDrop {
         }
     }
 }
+
+/// A Python hog to run from a shell in a tmux pane: it writes its pid to a file, grows in 4 MiB
+/// steps every 25 ms until it holds `mib` MiB (unless held), then sleeps. Its files are removed
+/// on drop.
+pub struct PaneHog {
+    /// The script.
+    pub script: PathBuf,
+    pid_file: PathBuf,
+}
+
+impl PaneHog {
+    /// Writes the script (named after `tag` and this test process).
+    pub fn write(tag: &str, mib: u64) -> Self {
+        let id = std::process::id();
+        let pid_file = tmp().join(format!("{tag}-hog-{id}.pid"));
+        let _ = std::fs::remove_file(&pid_file);
+        let script = tmp().join(format!("{tag}-hog-{id}.py"));
+        std::fs::write(
+            &script,
+            format!(
+                "import os, time\n\
+                 open({pid_file:?}, 'w').write(str(os.getpid()))\n\
+                 chunks = []\n\
+                 while len(chunks) * 4 < {mib}:\n\
+                 \x20   c = bytearray(4 << 20)\n\
+                 \x20   for i in range(0, len(c), 4096): c[i] = 1\n\
+                 \x20   chunks.append(c)\n\
+                 \x20   time.sleep(0.025)\n\
+                 time.sleep(120)\n",
+                pid_file = pid_file.display().to_string()
+            ),
+        )
+        .expect("writing the hog");
+        Self { script, pid_file }
+    }
+
+    /// The command line a shell runs it with.
+    pub fn command_line(&self) -> String {
+        format!("python3 {}", self.script.display())
+    }
+
+    /// Its pid, once it has written it (within 10 s).
+    pub fn pid(&self) -> u32 {
+        let read = || {
+            std::fs::read_to_string(&self.pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || read().is_some()),
+            "the hog started in the pane"
+        );
+        read().expect("the hog's pid")
+    }
+}
+
+impl Drop for PaneHog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(&self.script);
+    }
+}

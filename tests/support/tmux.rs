@@ -1,11 +1,16 @@
-//! A terminal for tests of the interactive `memtrace top`, driven the way a person drives it: a
-//! private tmux server (its own socket, so no one else's sessions are touched) with one detached
-//! session of a fixed size running a command; keys go in with `send-keys`, the screen comes back
-//! with `capture-pane -p`. The server (and with it what runs in the pane) is ended on drop.
+//! A terminal for tests driven the way a person drives one (the interactive `memtrace top`, a
+//! job in the foreground of an interactive shell under the guard): a private tmux server (its
+//! own socket, so no one else's sessions are touched) with one detached session of a fixed size
+//! running a command; keys go in with `send-keys`, the screen comes back with `capture-pane -p`.
+//! The server (and with it what runs in the pane) is ended on drop.
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
+
+use memtrace_testkit::cgroup::TestCgroup;
+
+use super::output_within;
 
 /// A detached tmux session on a private server.
 pub struct Tmux {
@@ -29,6 +34,66 @@ impl Tmux {
             .expect("tmux (cargo xtask test installs it)");
         assert!(status.success(), "tmux new-session: {status}");
         tmux
+    }
+
+    /// An interactive bash (no rc files) in a `width`×`height` session named `name`, its server
+    /// started inside `group` (the client that forks it is moved there first); the server and
+    /// the pane's shell are tracked by the group. Returns the session, the server's pid and the
+    /// shell's.
+    pub fn start_shell_in(
+        group: &mut TestCgroup,
+        name: &str,
+        width: u16,
+        height: u16,
+    ) -> (Self, u32, u32) {
+        let tmux = Self {
+            socket: format!("memtrace-test-{name}-{}", std::process::id()),
+        };
+        let (width, height) = (width.to_string(), height.to_string());
+        let mut start = group.command(
+            "tmux",
+            &[
+                "-L",
+                &tmux.socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                name,
+                "-x",
+                &width,
+                "-y",
+                &height,
+                "bash --norc --noprofile -i",
+            ],
+        );
+        let started = output_within(start.env("TERM", "xterm"), Duration::from_secs(10));
+        assert!(
+            started.status.success(),
+            "starting tmux (tmux is needed by this test): {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let pids = tmux.run(&["display-message", "-p", "#{pid} #{pane_pid}"]);
+        let (server, shell) = pids
+            .split_once(' ')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .unwrap_or_else(|| panic!("tmux server and pane pids: {pids:?}"));
+        group.track(shell);
+        group.track(server);
+        (tmux, server, shell)
+    }
+
+    /// Runs one tmux command on this server (within 10 s); its trimmed output. Panics if it
+    /// fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = output_within(self.command().args(args), Duration::from_secs(10));
+        assert!(
+            out.status.success(),
+            "tmux {args:?} (tmux is needed by this test): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     fn command(&self) -> Command {
