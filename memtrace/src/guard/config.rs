@@ -87,6 +87,7 @@ section!(RawSampling {
     interval_idle: String,
     interval_pressure: String,
     processes_idle: String,
+    fill_rate_mib_per_s: f64,
     psi_stall: String,
     psi_window: String,
     growth_window: String,
@@ -151,12 +152,14 @@ impl RawConfig {
 /// When to sample and how fast.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
-    /// Interval well below warn.
+    /// The longest interval between two rounds (far from the thresholds).
     pub interval_idle: Duration,
-    /// Interval at and above warn.
+    /// The shortest interval between two rounds (the headroom almost gone).
     pub interval_pressure: Duration,
-    /// Per-process sampling interval while well below warn.
+    /// Per-process sampling interval while well below warn (per-event counting only).
     pub processes_idle: Duration,
+    /// The fastest growth the pacing plans for, bytes/s ([`crate::guard::pace`]).
+    pub fill_rate_bytes_per_s: f64,
     /// PSI trigger stall.
     pub psi_stall: Duration,
     /// PSI trigger window.
@@ -318,6 +321,18 @@ fn duration(value: Option<String>, key: &'static str) -> Result<Duration, Config
     })
 }
 
+fn fill_rate(value: Option<f64>) -> Result<f64, ConfigError> {
+    let key = "sampling.fill_rate_mib_per_s";
+    let value = need(value, key)?;
+    if !(value > 0.0 && value.is_finite()) {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("must be a positive number, got {value}"),
+        });
+    }
+    Ok(value * MIB as f64)
+}
+
 fn percent(value: Option<f64>, key: &'static str) -> Result<f64, ConfigError> {
     let value = need(value, key)?;
     if !(0.0..=100.0).contains(&value) {
@@ -367,6 +382,7 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
         interval_idle: duration(s.interval_idle, "sampling.interval_idle")?,
         interval_pressure: duration(s.interval_pressure, "sampling.interval_pressure")?,
         processes_idle: duration(s.processes_idle, "sampling.processes_idle")?,
+        fill_rate_bytes_per_s: fill_rate(s.fill_rate_mib_per_s)?,
         psi_stall: duration(s.psi_stall, "sampling.psi_stall")?,
         psi_window: duration(s.psi_window, "sampling.psi_window")?,
         growth_window: duration(s.growth_window, "sampling.growth_window")?,

@@ -32,6 +32,7 @@ pub mod level;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
+pub mod pace;
 pub mod protect;
 pub mod psi_trigger;
 pub mod reclaim;
@@ -308,8 +309,11 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         let usage = scope_files.usage()?;
+        // Idle rounds read no process with the rare-event source; per-event counting reads
+        // its maps now and then to keep growth rates warm.
         let fresh = engine.wants_processes(usage.percent(), woke.psi)
-            || last_processes.elapsed() >= engine.config().sampling.processes_idle;
+            || (!args.rare_events
+                && last_processes.elapsed() >= engine.config().sampling.processes_idle);
         // PSI averages matter only near pressure: the armed trigger reports stalls by itself.
         let psi = if fresh {
             pressure

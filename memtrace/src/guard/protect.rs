@@ -1,9 +1,11 @@
 //! Protecting the way into the box and the guard itself: the listening sshd gets a low
 //! `oom_score_adj`; the guard locks its memory (mlockall) and makes itself unkillable by the
-//! kernel OOM killer, so it keeps working under the pressure it exists for.
-use std::{fs, path::Path};
+//! kernel OOM killer, so it keeps working under the pressure it exists for. Before locking, it
+//! lets go of the code pages its start-up mapped (argument parsing, configuration, the loader's
+//! set-up), so that what stays resident, and locked, is mostly the code its loop runs.
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
 
-use rustix::mm::{MlockAllFlags, mlockall};
+use rustix::mm::{Advice, MlockAllFlags, madvise, mlockall};
 
 use crate::host::sshd::sshd_listeners;
 
@@ -38,6 +40,13 @@ pub fn protect_sshd(proc_root: &Path, value: i32, dry_run: bool) -> Vec<String> 
 /// Locks the guard's memory and exempts it from the OOM killer; returns log lines.
 pub fn protect_self(dry_run: bool) -> Vec<String> {
     let mut log = Vec::new();
+    match trim_code_pages() {
+        Ok(bytes) => log.push(format!(
+            "code pages: {} KiB of code mapping let go (the loop faults back what it runs)",
+            bytes >> 10
+        )),
+        Err(err) => log.push(format!("code pages: {err}")),
+    }
     if dry_run {
         return log;
     }
@@ -52,4 +61,90 @@ pub fn protect_self(dry_run: bool) -> Vec<String> {
         Err(errno) => log.push(format!("mlockall: {}", std::io::Error::from(errno))),
     }
     log
+}
+
+/// An executable, never-written mapping of the guard's own binary, as `/proc/self/maps` lists
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CodeMapping {
+    start: usize,
+    end: usize,
+}
+
+/// The `r-xp` mappings of the file with inode `inode` in a `/proc/PID/maps` text. Writable
+/// mappings (data, relocated read-only data) hold private copies and are never listed.
+fn code_mappings(maps: &str, inode: u64) -> Vec<CodeMapping> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_ascii_whitespace();
+            let range = fields.next()?;
+            let perms = fields.next()?;
+            let (_offset, _dev) = (fields.next()?, fields.next()?);
+            let mapped_inode: u64 = fields.next()?.parse().ok()?;
+            if perms != "r-xp" || mapped_inode != inode {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(CodeMapping {
+                start: usize::from_str_radix(start, 16).ok()?,
+                end: usize::from_str_radix(end, 16).ok()?,
+            })
+        })
+        .filter(|m| m.end > m.start)
+        .collect()
+}
+
+/// Lets go of the resident pages of the guard's code: they fault back in from the page cache as
+/// the loop runs. Returns the bytes of code mapped.
+fn trim_code_pages() -> std::io::Result<usize> {
+    let inode = fs::metadata("/proc/self/exe")?.ino();
+    let maps = fs::read_to_string("/proc/self/maps")?;
+    let mut bytes = 0;
+    for mapping in code_mappings(&maps, inode) {
+        let len = mapping.end - mapping.start;
+        let addr = mapping.start as *mut std::ffi::c_void;
+        // SAFETY: [addr, addr + len) is a whole mapping of our own executable that
+        // /proc/self/maps lists as read-only, private and executable: its pages are never written,
+        // so they equal the file's and dropping them (LinuxDontNeed on a private file mapping)
+        // only makes the next access fault them back from the page cache. Nothing is unmapped
+        // and no writable data is touched.
+        unsafe { madvise(addr, len, Advice::LinuxDontNeed)? };
+        bytes += len;
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which mappings count as code.
+    use super::*;
+
+    #[test]
+    fn only_the_binarys_read_only_executable_mappings_are_code() {
+        let maps = "\
+55d0a0000000-55d0a0100000 r--p 00000000 fd:01 4242 /usr/local/bin/memtrace
+55d0a0100000-55d0a0600000 r-xp 00100000 fd:01 4242 /usr/local/bin/memtrace
+55d0a0600000-55d0a0700000 r--p 00600000 fd:01 4242 /usr/local/bin/memtrace
+55d0a0700000-55d0a0710000 rw-p 00700000 fd:01 4242 /usr/local/bin/memtrace
+7f0000000000-7f0000100000 r-xp 00028000 fd:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+garbage line
+";
+        assert_eq!(
+            code_mappings(maps, 4242),
+            vec![CodeMapping {
+                start: 0x55d0_a010_0000,
+                end: 0x55d0_a060_0000,
+            }]
+        );
+        assert!(code_mappings(maps, 1).is_empty());
+    }
+
+    #[test]
+    fn trimming_our_own_code_leaves_it_running() {
+        let bytes = trim_code_pages().expect("trim");
+        assert!(bytes > 0);
+        // Still running, and the code faults back in.
+        assert_eq!(code_mappings("", 0), Vec::new());
+    }
 }

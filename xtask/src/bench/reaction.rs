@@ -121,14 +121,15 @@ fn trial(
         if crossed.is_none() && percent >= WARN_PERCENT {
             crossed = Some(now);
         }
+        // Held: frozen (the guard's default: its own or a v1 freezer cgroup) or stopped.
+        if proc::held(hog.pid()) {
+            let after_ms = crossed.map_or(0.0, |c| now.duration_since(c).as_secs_f64() * 1e3);
+            break Outcome::Stopped {
+                after_ms,
+                at_percent: percent,
+            };
+        }
         match proc::state(hog.pid()) {
-            Some('T') => {
-                let after_ms = crossed.map_or(0.0, |c| now.duration_since(c).as_secs_f64() * 1e3);
-                break Outcome::Stopped {
-                    after_ms,
-                    at_percent: percent,
-                };
-            }
             None | Some('Z') => break Outcome::OomKilled,
             _ => {}
         }
@@ -142,9 +143,10 @@ fn trial(
     };
     let cpu = cpu_precise(guard.pid())? - cpu_before;
     let hwm = proc::memory(guard.pid())?.hwm;
+    // A frozen hog dies only once thawed: the guard resumes what it holds as it stops.
     hog.signal(Signal::KILL)?;
-    let _ = hog.wait();
     guard.stop(Signal::TERM, Duration::from_secs(10))?;
+    let _ = hog.wait();
     Ok((outcome, cpu, hwm))
 }
 
@@ -157,7 +159,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     std::fs::write(&config, "[actions]\ndrop_caches = false\n")
         .context("writing the guard config")?;
     println!(
-        "bench reaction: hog in a {} MiB cgroup; onset = usage crosses warn ({WARN_PERCENT} %), action = hog stopped; independent 10 ms sampler",
+        "bench reaction: hog in a {} MiB cgroup; onset = usage crosses warn ({WARN_PERCENT} %), action = hog held (frozen or stopped); independent 10 ms sampler",
         LIMIT >> 20
     );
     println!(

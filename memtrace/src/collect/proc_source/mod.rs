@@ -90,6 +90,8 @@ pub struct ProcSource {
     /// Read every followed process's `statm` at every reading (no idle backoff).
     every_sample: bool,
     counts: ReadCounts,
+    /// The one buffer every followed process's files are read into.
+    buf: Vec<u8>,
 }
 
 impl ProcSource {
@@ -114,6 +116,7 @@ impl ProcSource {
             out_of_descriptors: false,
             every_sample: false,
             counts: ReadCounts::default(),
+            buf: Vec::new(),
         }
     }
 
@@ -162,10 +165,9 @@ impl ProcSource {
                     .collect();
                 for pid in unlisted {
                     // Out of /proc: exited. Out of the cgroup but alive: it left the scope.
-                    let exited = self
-                        .followed
-                        .get_mut(&pid)
-                        .is_none_or(|t| t.refresh(&self.proc_root, now) == tracked::Refresh::Gone);
+                    let exited = self.followed.get_mut(&pid).is_none_or(|t| {
+                        t.refresh(&self.proc_root, now, &mut self.buf) == tracked::Refresh::Gone
+                    });
                     if exited {
                         gone.push(pid);
                     } else {
@@ -180,7 +182,7 @@ impl ProcSource {
             if gone.contains(pid) || !process.due(now, every_sample) {
                 continue;
             }
-            match process.refresh(&self.proc_root, now) {
+            match process.refresh(&self.proc_root, now, &mut self.buf) {
                 tracked::Refresh::Unchanged => self.counts.unchanged += 1,
                 tracked::Refresh::Changed => self.counts.full += 1,
                 tracked::Refresh::Gone => gone.push(*pid),
@@ -317,7 +319,7 @@ impl ProcSource {
                 }
             }
         };
-        match tracked::Tracked::open(&self.proc_root, stat, pidfd, now) {
+        match tracked::Tracked::open(&self.proc_root, stat, pidfd, now, &mut self.buf) {
             tracked::Opened::Tracked(process) => {
                 self.counts.full += 1;
                 self.followed.insert(pid, *process);

@@ -1,5 +1,7 @@
 //! One process the /proc source follows: its pidfd (how its exit is noticed), its `statm`,
-//! `status` and `stat` kept open, its last values, and when it is read next.
+//! `status` and `stat` kept open, its last values, and when it is read next. The files are read
+//! into the source's one buffer: a followed process holds no buffer of its own (three 4 KiB
+//! buffers each made the guard's steady RSS grow by 12 KiB per process).
 //!
 //! A read is `statm` alone (one short line) unless it changed since the previous read; only then
 //! are `status` (resident memory by kind, swap, the kernel's peak) and `stat` (ppid, comm, faults)
@@ -93,6 +95,7 @@ impl Tracked {
         stat: PidStat,
         pidfd: Option<PidFd>,
         now: Instant,
+        buf: &mut Vec<u8>,
     ) -> Opened {
         let dir = proc_root.join(stat.pid.to_string());
         let open = |name: &str| OpenFile::open(&dir.join(name));
@@ -125,13 +128,13 @@ impl Tracked {
         };
         if tracked
             .statm
-            .text()
+            .text_in(buf)
             .map(|text| tracked.last_statm.push_str(text))
             .is_err()
         {
             return Opened::Gone;
         }
-        match tracked.read_full(proc_root) {
+        match tracked.read_full(proc_root, buf) {
             Full::Read if tracked.sample.start_ticks == stat.start_ticks => {
                 Opened::Tracked(Box::new(tracked))
             }
@@ -155,11 +158,11 @@ impl Tracked {
         due
     }
 
-    /// Reads `statm`, and the rest when it changed.
-    pub(super) fn refresh(&mut self, proc_root: &Path, now: Instant) -> Refresh {
+    /// Reads `statm`, and the rest when it changed, through `buf` (the source's one buffer).
+    pub(super) fn refresh(&mut self, proc_root: &Path, now: Instant, buf: &mut Vec<u8>) -> Refresh {
         self.read_at = now;
         self.skipped = 0;
-        let Ok(text) = self.statm.text() else {
+        let Ok(text) = self.statm.text_in(buf) else {
             return Refresh::Gone;
         };
         if text == self.last_statm {
@@ -169,7 +172,7 @@ impl Tracked {
         self.last_statm.clear();
         self.last_statm.push_str(text);
         self.skip = 0;
-        match self.read_full(proc_root) {
+        match self.read_full(proc_root, buf) {
             Full::Read => Refresh::Changed,
             // A zombie keeps its files but no memory: it has exited.
             Full::NoMemory | Full::Failed => Refresh::Gone,
@@ -177,15 +180,15 @@ impl Tracked {
     }
 
     /// Reads `status` and `stat` into the sample.
-    fn read_full(&mut self, proc_root: &Path) -> Full {
-        let memory = match self.status.text() {
+    fn read_full(&mut self, proc_root: &Path, buf: &mut Vec<u8>) -> Full {
+        let memory = match self.status.text_in(buf) {
             Ok(text) => procfs::parse_pid_status(text),
             Err(_) => return Full::Failed,
         };
         let Some(memory) = memory else {
             return Full::NoMemory;
         };
-        let Some(stat) = self.stat.text().ok().and_then(procfs::parse_pid_stat) else {
+        let Some(stat) = self.stat.text_in(buf).ok().and_then(procfs::parse_pid_stat) else {
             return Full::Failed;
         };
         let sample = &mut self.sample;

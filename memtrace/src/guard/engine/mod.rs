@@ -192,17 +192,15 @@ impl Engine {
         lines
     }
 
-    /// Sampling interval for the next round: idle well below warn, pressure at and above it,
-    /// linear in the ten points below warn.
+    /// Sampling interval for the next round: how long the headroom below suspend would last
+    /// at the configured fill rate, within the configured bounds ([`crate::guard::pace`]).
     pub fn next_interval(&self) -> std::time::Duration {
-        let s = &self.config().sampling;
-        let warn = self.config().thresholds.warn;
-        let used = self.state.used_percent;
-        if used >= warn || self.state.level >= Level::Warn || self.held() > 0 {
-            return s.interval_pressure;
-        }
-        let fraction = ((warn - used) / 10.0).clamp(0.0, 1.0);
-        s.interval_pressure + (s.interval_idle - s.interval_pressure).mul_f64(fraction)
+        crate::guard::pace::next_interval(
+            &self.config().sampling,
+            self.config().thresholds.suspend,
+            self.state.used_bytes,
+            self.state.limit_bytes,
+        )
     }
 
     /// Whether the next round needs fresh per-process data: near or above warn, under PSI
