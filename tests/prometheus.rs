@@ -268,6 +268,13 @@ fn prometheus_scrapes_the_guard_rules_load_and_a_suspension_is_counted() {
         Duration::from_secs(20),
     );
     assert!(suspended.is_some_and(|n| n >= 1.0), "{suspended:?}");
+    // The same hold, counted by its typed action and outcome.
+    let decided = value_of(
+        prom_port,
+        "memtrace_guard_decisions_total{action=\"suspend\",outcome=\"done\"} >= 1",
+        Duration::from_secs(20),
+    );
+    assert!(decided.is_some_and(|n| n >= 1.0), "{decided:?}");
     let held = value_of(
         prom_port,
         "max_over_time(memtrace_guard_suspended_trees[1m]) >= 1",

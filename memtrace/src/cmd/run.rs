@@ -26,7 +26,7 @@ use crate::{
         RunHook, child, env, marks,
         recorder::{self, Plan, TraceTarget},
         run_cgroup::{Limits, RunCgroup},
-        trace::{self, Event},
+        trace::{self, Act, Event, Outcome},
     },
 };
 
@@ -213,30 +213,54 @@ fn own_cgroup(limits: Limits) -> anyhow::Result<Option<RunCgroup>> {
     }
 }
 
-/// The closing lines of `run`: guard actions, how the pipeline ended, the trace, the verdicts.
-fn summarize(out: &std::path::Path, outcome: &recorder::Outcome) {
-    let f = &outcome.finished;
-    if let Some(Event::GuardDecision {
+/// What the guard did to the pipeline, in `run`'s closing line: the action in the past tense,
+/// or what it would have done (a dry run) or failed to do.
+fn did(action: Act, outcome: Option<Outcome>) -> String {
+    let (verb, done) = match action {
+        Act::Suspend => ("suspend", "suspended"),
+        Act::Kill => ("kill", "killed"),
+        Act::Resume => ("resume", "resumed"),
+        other => (other.as_str(), other.as_str()),
+    };
+    match outcome {
+        Some(Outcome::DryRun) => format!("would have {done}"),
+        Some(Outcome::Failed) => format!("failed to {verb}"),
+        _ => done.to_owned(),
+    }
+}
+
+/// `run`'s closing line for the guard's last hold or kill `event`, after `earlier` others.
+fn guard_line(event: &Event, earlier: usize) -> Option<String> {
+    let Event::GuardDecision {
         action,
         level,
         reason,
         pids,
-    }) = f.guard_actions.last()
+        outcome,
+    } = event
+    else {
+        return None;
+    };
+    let more = if earlier > 0 {
+        format!(" (+{earlier} earlier, see the report)")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "[memtrace] the guard {} the pipeline ({level}, pids {pids:?}): {reason}{more}",
+        did(*action, *outcome)
+    ))
+}
+
+/// The closing lines of `run`: guard actions, how the pipeline ended, the trace, the verdicts.
+fn summarize(out: &std::path::Path, outcome: &recorder::Outcome) {
+    let f = &outcome.finished;
+    if let Some(line) = f
+        .guard_actions
+        .last()
+        .and_then(|last| guard_line(last, f.guard_actions.len().saturating_sub(1)))
     {
-        let more = f.guard_actions.len() - 1;
-        let more = if more > 0 {
-            format!(" (+{more} earlier, see the report)")
-        } else {
-            String::new()
-        };
-        let done = match action.as_str() {
-            "suspend" => "suspended",
-            "kill" => "killed",
-            other => other,
-        };
-        eprintln!(
-            "[memtrace] the guard {done} the pipeline ({level}, pids {pids:?}): {reason}{more}"
-        );
+        eprintln!("{line}");
     }
     let ended = match &outcome.status {
         Some(status) => match (
@@ -297,4 +321,49 @@ pub fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         outcome.status.as_ref().map_or(0, child::exit_code),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The closing line names what the guard did from the typed action and outcome.
+    use super::*;
+
+    fn decision(action: Act, outcome: Option<Outcome>) -> Event {
+        Event::GuardDecision {
+            level: "suspend".to_owned(),
+            action,
+            reason: "used 95 %".to_owned(),
+            pids: vec![7, 8],
+            outcome,
+        }
+    }
+
+    #[test]
+    fn the_closing_line_says_what_the_guard_did() {
+        assert_eq!(
+            guard_line(&decision(Act::Suspend, Some(Outcome::Done)), 0).as_deref(),
+            Some("[memtrace] the guard suspended the pipeline (suspend, pids [7, 8]): used 95 %")
+        );
+        let line = guard_line(&decision(Act::Kill, None), 2).expect("a line");
+        assert!(
+            line.starts_with("[memtrace] the guard killed the pipeline")
+                && line.ends_with("(+2 earlier, see the report)"),
+            "{line}"
+        );
+        assert_eq!(
+            did(Act::Suspend, Some(Outcome::DryRun)),
+            "would have suspended"
+        );
+        assert_eq!(did(Act::Kill, Some(Outcome::Failed)), "failed to kill");
+        assert_eq!(
+            guard_line(
+                &Event::RunEnd {
+                    exit_code: Some(0),
+                    signal: None
+                },
+                0
+            ),
+            None
+        );
+    }
 }

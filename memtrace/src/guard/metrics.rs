@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{collect::model::Snapshot, guard::engine::EngineState};
+use crate::{
+    collect::model::Snapshot,
+    guard::engine::{DecisionCounts, EngineState},
+};
 
 /// Where the latest rendering lives.
 pub type Shared = Arc<Mutex<String>>;
@@ -26,6 +29,23 @@ fn label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The counter of decisions by action and outcome (`memtrace_guard_decisions_total{action,
+/// outcome}`): every series, zeros included (8 actions × 4 outcomes), so the first decision of a
+/// kind is an increase that `rate()` and `increase()` see rather than a new series.
+fn decisions(out: &mut String, counts: &DecisionCounts) {
+    let _ = writeln!(
+        out,
+        "# TYPE memtrace_guard_decisions counter\n# HELP memtrace_guard_decisions decisions of \
+         the guard by action and outcome"
+    );
+    for (action, outcome, n) in counts.iter() {
+        let _ = writeln!(
+            out,
+            "memtrace_guard_decisions_total{{action=\"{action}\",outcome=\"{outcome}\"}} {n}"
+        );
+    }
 }
 
 /// Renders the guard's state and the snapshot as OpenMetrics text.
@@ -108,6 +128,7 @@ pub fn render(state: &EngineState, snapshot: &Snapshot, top: usize) -> String {
             "memtrace_guard_actions_total{{action=\"{action}\"}} {n}"
         );
     }
+    decisions(&mut out, &state.decisions);
     let _ = writeln!(
         out,
         "# TYPE memtrace_process_rss_bytes gauge\n# HELP memtrace_process_rss_bytes resident set of the top processes by growth"

@@ -92,9 +92,10 @@ fn event(decision: crate::guard::engine::Decision) -> Event {
     }
     Event::GuardDecision {
         level: decision.level.to_string(),
-        action: decision.action.as_str().to_owned(),
+        action: decision.action,
         reason,
         pids: decision.pids,
+        outcome: Some(decision.outcome),
     }
 }
 
@@ -131,9 +132,11 @@ impl RunHook for GuardHook {
             .into_iter()
             .map(|line| Event::GuardDecision {
                 level: level.clone(),
-                action: Act::Resume.as_str().to_owned(),
+                action: Act::Resume,
                 reason: format!("run ended: {line}"),
                 pids: Vec::new(),
+                // Each line says itself whether the release worked; no typed outcome here.
+                outcome: None,
             })
             .collect()
     }

@@ -19,7 +19,7 @@ use crate::{
         tracer::RssMembers,
     },
     host::units::human_bytes,
-    record::trace::{Event, TraceWriter},
+    record::trace::{Act, Event, TraceWriter},
 };
 
 /// What is traced.
@@ -65,8 +65,20 @@ pub struct Finished {
     pub bytes: u64,
     /// Samples written.
     pub samples: u64,
-    /// Guard decisions that suspended or killed something.
+    /// Guard decisions that suspended or killed something, picked by their typed action.
     pub guard_actions: Vec<Event>,
+}
+
+/// Whether `event` is a guard decision that suspended or killed something (or tried to, or
+/// would have in a dry run: its outcome says which), for `run`'s closing lines.
+fn holds_or_kills(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::GuardDecision {
+            action: Act::Suspend | Act::Kill,
+            ..
+        }
+    )
 }
 
 /// Σ anon + shmem + swap and Σ GPU of the live processes of a (filtered) snapshot.
@@ -237,9 +249,7 @@ impl Session {
 
     fn write_events(&mut self, time: u64, events: Vec<Event>) -> anyhow::Result<()> {
         for event in events {
-            if let Event::GuardDecision { action, .. } = &event
-                && (action.contains("kill") || action.contains("suspend"))
-            {
+            if holds_or_kills(&event) {
                 self.guard_actions.push(event.clone());
             }
             self.writer
@@ -396,5 +406,41 @@ impl Session {
             samples,
             guard_actions: self.guard_actions,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `run`'s closing lines keep the guard's holds and kills, picked by their typed action.
+    use super::*;
+    use crate::record::trace::Outcome;
+
+    fn decision(action: Act, outcome: Option<Outcome>) -> Event {
+        Event::GuardDecision {
+            level: "suspend".to_owned(),
+            action,
+            reason: "used 95 %".to_owned(),
+            pids: vec![7],
+            outcome,
+        }
+    }
+
+    #[test]
+    fn holds_and_kills_are_picked_by_their_action() {
+        let picked: Vec<Act> = Act::ALL
+            .into_iter()
+            .filter(|&act| holds_or_kills(&decision(act, Some(Outcome::Done))))
+            .collect();
+        assert_eq!(picked, [Act::Suspend, Act::Kill]);
+        assert!(
+            holds_or_kills(&decision(Act::Suspend, None)),
+            "an older trace's"
+        );
+        assert!(holds_or_kills(&decision(Act::Kill, Some(Outcome::Failed))));
+        assert!(!holds_or_kills(&Event::OomKill {
+            pid: 7,
+            comm: "suspend-kill".to_owned(),
+            rss_bytes: 1,
+        }));
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     analyze::report::stages,
     host::units,
-    record::trace::{Event, TraceData, codec::ProcValues},
+    record::trace::{Event, TraceData, codec::ProcValues, decision},
 };
 
 /// The synthetic process holding the tree's totals, stages and events.
@@ -93,9 +93,15 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
     for e in &trace.events {
         let ts = us(e.time_unix_ms);
         let (name, cat) = match &e.event {
-            Event::GuardDecision { action, level, .. } => {
-                (format!("guard: {action} ({level})"), "guard")
-            }
+            Event::GuardDecision {
+                action,
+                level,
+                outcome,
+                ..
+            } => (
+                format!("guard: {}", decision::label(*action, level, *outcome)),
+                "guard",
+            ),
             Event::OomKill { pid, comm, .. } => (format!("OOM kill: {comm} ({pid})"), "oom"),
             Event::Exec { pid, comm, .. } => (format!("exec {comm} ({pid})"), "process"),
             Event::Exit { pid, comm, .. } => (format!("exit {comm} ({pid})"), "process"),
@@ -112,7 +118,8 @@ pub fn write(trace: &TraceData, out: &mut dyn Write) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    //! Times far past the trace start: µs saturate instead of overflowing.
+    //! Times far past the trace start: µs saturate instead of overflowing; guard decisions are
+    //! named with their outcome, and an older trace's without one as before.
     use super::*;
     use crate::record::trace::{codec::Sample, reader::TimedEvent};
 
@@ -141,5 +148,39 @@ mod tests {
         let json: Value = serde_json::from_slice(&out).expect("valid JSON");
         let events = json["traceEvents"].as_array().expect("events");
         assert!(events.iter().any(|e| e["ts"] == json!(u64::MAX)));
+    }
+
+    #[test]
+    fn guard_instants_name_the_action_level_and_outcome() {
+        use crate::record::trace::{Act, Outcome};
+        let decision = |outcome| TimedEvent {
+            time_unix_ms: 1_000,
+            after_samples: 0,
+            event: Event::GuardDecision {
+                level: "suspend".into(),
+                action: Act::Suspend,
+                reason: "used 95 %".into(),
+                pids: vec![7],
+                outcome,
+            },
+        };
+        let trace = TraceData {
+            events: vec![decision(Some(Outcome::Failed)), decision(None)],
+            ..TraceData::default()
+        };
+        let mut out = Vec::new();
+        write(&trace, &mut out).expect("written");
+        let json: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let guard: Vec<&Value> = json["traceEvents"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["cat"] == "guard")
+            .collect();
+        assert_eq!(guard.len(), 2);
+        assert_eq!(guard[0]["name"], "guard: suspend (suspend, failed)");
+        assert_eq!(guard[0]["args"]["outcome"], "failed");
+        assert_eq!(guard[0]["args"]["action"], "suspend");
+        assert_eq!(guard[1]["name"], "guard: suspend (suspend)");
     }
 }

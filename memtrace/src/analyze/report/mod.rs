@@ -38,7 +38,7 @@ use serde::Serialize;
 pub use stages::{HostMeasure, StageRun, TreePoint};
 pub use verdicts::{StageVerdict, TreeGrowth};
 
-use crate::record::trace::{self, Event, MarkTiming, TraceData, codec::ProcValues};
+use crate::record::trace::{self, Event, MarkTiming, TraceData, codec::ProcValues, decision};
 
 /// Raw arguments of `memtrace report`.
 #[derive(Debug, clap::Args)]
@@ -193,9 +193,13 @@ pub fn analyze(trace: &TraceData) -> Report {
                 action,
                 reason,
                 pids,
+                outcome,
             } => guard.push(Moment {
                 t_s,
-                text: format!("{action} ({level}) pids {pids:?}: {reason}"),
+                text: format!(
+                    "{} pids {pids:?}: {reason}",
+                    decision::label(*action, level, *outcome)
+                ),
             }),
             Event::OomKill {
                 pid,

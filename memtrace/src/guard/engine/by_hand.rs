@@ -1,6 +1,6 @@
 //! What the user asks of the running guard over its control socket ([`crate::guard::control`]):
 //! what it holds, and resume, kill or keep one held tree (named by its root's pid). Each action
-//! taken by hand is also a [`Decision`], logged like the engine's own.
+//! taken by hand is also a [`Decision`], logged and counted like the engine's own.
 use super::{
     Act, Decision, Engine, Outcome,
     effects::{Effects, Release},
@@ -108,6 +108,7 @@ impl Engine {
         self.state.counts = self.effects.counts.clone();
         let mut d = self.by_hand_decision(release.act(), line.clone(), tree.pids.clone());
         d.tree = Some(tree.note());
+        self.state.decisions.count(&d);
         out.push(d);
         Reply {
             ok: true,
@@ -128,6 +129,7 @@ impl Engine {
         let note = tree.note();
         let mut d = self.by_hand_decision(Act::Keep, line.clone(), tree.pids);
         d.tree = Some(note);
+        self.state.decisions.count(&d);
         out.push(d);
         Reply {
             ok: true,

@@ -6,9 +6,11 @@
 //! the trace's guard events, the notices and the metrics all take. Driven by `memtrace guard`
 //! and embeddable (`memtrace run` guards its own tree). Whether a held tree will hold once
 //! resumed is [`resume`]'s; what the user asks over the control socket `by_hand`'s; the GPU
-//! reasons [`inputs`]'; what a decision did, typed, [`Act`].
-mod act;
+//! reasons [`inputs`]'. What a decision did and how it went, [`Act`] and [`Outcome`], are the
+//! trace's types (`record::trace::decision`); how many of each the engine took,
+//! [`DecisionCounts`].
 mod by_hand;
+mod decision_counts;
 mod effects;
 mod inputs;
 pub mod policy;
@@ -27,12 +29,13 @@ use std::{
 
 use serde::Serialize;
 
-pub use self::act::Act;
+pub use self::decision_counts::DecisionCounts;
 use self::{
     effects::Effects,
     inputs::gpu_reasons,
     policy::{Inputs, Policy},
 };
+pub use crate::record::trace::decision::{Act, Outcome};
 use crate::{
     collect::{
         gpu::GpuSample,
@@ -66,20 +69,6 @@ pub struct Decision {
     pub tree: Option<TreeNote>,
     /// How it went.
     pub outcome: Outcome,
-}
-
-/// How a decision went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Only reported (a level change, a warning, a tree that waits or is kept).
-    Reported,
-    /// Done.
-    Done,
-    /// A dry run: nothing sent.
-    DryRun,
-    /// Tried, and it failed (the detail says why).
-    Failed,
 }
 
 /// The tree a decision was about, as the notices name it.
@@ -127,6 +116,8 @@ pub struct EngineState {
     pub suspended: usize,
     /// Action counters.
     pub counts: ActionCounts,
+    /// Decisions by action and outcome, since the engine started.
+    pub decisions: DecisionCounts,
 }
 
 /// What the loop read this round (the engine reads the rest itself).
@@ -430,6 +421,8 @@ impl Engine {
         for intent in intents {
             out.extend(self.effects.carry(intent, level, &usage, actions));
         }
+        let mut decisions = std::mem::take(&mut self.state.decisions);
+        decisions.count_all(&out);
         self.state = EngineState {
             level,
             used_bytes: usage.used_bytes,
@@ -439,6 +432,7 @@ impl Engine {
             exhaustion_s,
             suspended: self.held(),
             counts: self.effects.counts.clone(),
+            decisions,
         };
         out
     }

@@ -1,7 +1,8 @@
 //! The engine, reading and acting, on made-up time (no sleep) in a dry run: suspend at
 //! pressure, resume after calm only what will hold (and not a tree cycled `max_cycles` times),
 //! GPU warn names holders; the sshd stall signal follows sshd's executable, not a process's
-//! name. (The policy alone is in `scenarios`.)
+//! name; every decision returned is counted by action and outcome. (The policy alone is in
+//! `scenarios`.)
 use std::time::Duration;
 
 use super::*;
@@ -316,5 +317,30 @@ fn by_hand_status_keep_resume_and_unknown_ids() {
     assert_eq!(
         gone.message,
         format!("no held tree has the id {me} (held: none)")
+    );
+}
+
+#[test]
+fn every_decision_returned_is_counted_by_action_and_outcome() {
+    use crate::guard::control::Request;
+    let mut engine = engine_with("resume_hold = \"1s\"\n");
+    let (snap, me) = me_growing(&mut engine);
+    let mut all = tick(&mut engine, usage(92), &snap, None);
+    let mut by_hand = Vec::new();
+    engine.by_hand(Request::Keep { id: me }, "machine", &mut by_hand);
+    all.extend(tick(&mut engine, usage(40), &snap, None));
+    engine.by_hand(Request::Resume { id: me }, "machine", &mut by_hand);
+    all.extend(by_hand);
+    let mut expected = DecisionCounts::default();
+    expected.count_all(&all);
+    assert_eq!(engine.state().decisions, expected);
+    let counts = &engine.state().decisions;
+    assert_eq!(counts.get(Act::Suspend, Outcome::DryRun), 1, "{all:?}");
+    assert_eq!(counts.get(Act::Keep, Outcome::DryRun), 1, "by hand");
+    assert_eq!(counts.get(Act::Resume, Outcome::DryRun), 1, "by hand");
+    assert_eq!(
+        counts.get(Act::Suspend, Outcome::Done),
+        0,
+        "a dry run does nothing"
     );
 }

@@ -59,6 +59,74 @@ fn renders() {
 }
 
 #[test]
+fn decisions_are_counted_by_action_and_outcome() {
+    use crate::guard::{
+        engine::{Act, Decision, Outcome},
+        level::Level,
+    };
+    let decision = |action, outcome| Decision {
+        level: Level::Suspend,
+        action,
+        reason: String::new(),
+        pids: Vec::new(),
+        detail: Vec::new(),
+        tree: None,
+        outcome,
+    };
+    let mut state = EngineState::default();
+    state.decisions.count_all(&[
+        decision(Act::Suspend, Outcome::Done),
+        decision(Act::Suspend, Outcome::Done),
+        decision(Act::Kill, Outcome::Failed),
+        decision(Act::Level, Outcome::Reported),
+    ]);
+    let text = render(&state, &Snapshot::default(), 5);
+    let family: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("memtrace_guard_decisions"))
+        .collect();
+    assert_eq!(
+        family[..2],
+        [
+            "# TYPE memtrace_guard_decisions counter",
+            "# HELP memtrace_guard_decisions decisions of the guard by action and outcome",
+        ]
+    );
+    let series = &family[2..];
+    assert_eq!(series.len(), 8 * 4, "every series, zeros included");
+    assert!(
+        series
+            .iter()
+            .all(|l| l.starts_with("memtrace_guard_decisions_total{action=\""))
+    );
+    for line in [
+        "memtrace_guard_decisions_total{action=\"suspend\",outcome=\"done\"} 2",
+        "memtrace_guard_decisions_total{action=\"kill\",outcome=\"failed\"} 1",
+        "memtrace_guard_decisions_total{action=\"level\",outcome=\"reported\"} 1",
+        "memtrace_guard_decisions_total{action=\"suspend\",outcome=\"dry_run\"} 0",
+        "memtrace_guard_decisions_total{action=\"resume\",outcome=\"done\"} 0",
+    ] {
+        assert!(series.contains(&line), "{line} in {series:#?}");
+    }
+    let sum: u64 = series
+        .iter()
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(sum, 4);
+    // The family's samples come together, right after its TYPE and HELP lines.
+    let first = text
+        .lines()
+        .position(|l| l == "# TYPE memtrace_guard_decisions counter")
+        .expect("declared");
+    assert!(
+        text.lines()
+            .skip(first + 2)
+            .take(32)
+            .all(|l| l.starts_with("memtrace_guard_decisions_total{"))
+    );
+}
+
+#[test]
 fn requests_get_their_status() {
     for (request, expected) in [
         (

@@ -5,11 +5,13 @@
 //! framed as `[u8 kind][u32 LE payload length][payload][u32 LE CRC-32 of kind+length+payload]`
 //! ([`frame`]). The first record is the self-describing [`Header`] (JSON); then, appended as they
 //! happen, process identities, samples (delta-encoded, see [`codec`]), events (JSON, see
-//! [`Event`]) and, on a clean stop, an end record. Every record is handed to the kernel with one
+//! [`Event`]; a guard decision holds its typed action and outcome, see [`decision`]) and, on a
+//! clean stop, an end record. Every record is handed to the kernel with one
 //! `write()` as soon as it is complete, so a `kill -9` of the recorder loses at most the sample
 //! being taken; a torn or corrupt record is reported with its byte offset and everything before
 //! it still reads ([`reader`]).
 pub mod codec;
+pub mod decision;
 pub mod frame;
 pub mod header;
 pub mod process;
@@ -17,6 +19,7 @@ pub mod reader;
 pub mod varint;
 pub mod writer;
 
+pub use decision::{Act, Outcome};
 pub use header::Header;
 pub use reader::{TraceData, read_bytes, read_file};
 use serde::{Deserialize, Serialize};
@@ -83,15 +86,21 @@ pub enum Event {
     },
     /// The guard decided something.
     GuardDecision {
-        /// Pressure level (`warn`, `critical`, …).
+        /// Pressure level (`warn`, `suspend`, …).
         level: String,
-        /// What it did (`suspend`, `kill`, `resume`, `notify`, …).
-        action: String,
+        /// What it did, by its lowercase name (`suspend`, `kill`, `resume`, …): the names older
+        /// traces wrote as free text, so they decode to the same actions.
+        action: Act,
         /// Why, in words.
         reason: String,
         /// The processes acted on.
         #[serde(default)]
         pids: Vec<u32>,
+        /// How it went (`done`, `dry_run`, `failed`, `reported`); `None` where that is not
+        /// known: in traces written before outcomes were recorded, and for the releases when a
+        /// run ends (their reason says how each went).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<Outcome>,
     },
     /// The traced tree's host memory with shared pages counted once, after a sample of a
     /// process tree: Σ Pss_Anon + Pss_Shmem + SwapPss of its live processes (`smaps_rollup`;
