@@ -31,7 +31,7 @@ const RARE_TRACEPOINTS: [&str; 7] = [
     "sched_process_exit",
 ];
 
-/// The tracepoints of the default (per-event) guard: the rare ones and `rss_stat`.
+/// The tracepoints of the per-event guard (`--per-event`): the rare ones and `rss_stat`.
 const PER_EVENT_TRACEPOINTS: [&str; 8] = [
     "mark_victim",
     "mm_vmscan_direct_reclaim_begin",
@@ -126,12 +126,7 @@ fn guard_runs_under_one_program_per_100_page_faults() {
     let config = config(&tmp(), "");
     let group = test_cgroup("cost", 512 * MIB);
     let group_path = group.path.clone();
-    let mut guard = GuardRun::start(
-        &group_path,
-        &config,
-        &state_file,
-        &["--dry-run", "--rare-events"],
-    );
+    let mut guard = GuardRun::start(&group_path, &config, &state_file, &["--dry-run"]);
     let pid = guard.child.pid();
     let before = held_by(pid);
     assert_eq!(
@@ -204,8 +199,11 @@ fn guard_start_up_peak_leaves_the_btf_parse_to_a_helper_that_exits() {
     let config = config(&tmp(), "");
     let group = test_cgroup("peak", 256 * MIB);
     for (extra, tracepoints) in [
-        (&["--dry-run"][..], &PER_EVENT_TRACEPOINTS[..]),
-        (&["--dry-run", "--rare-events"][..], &RARE_TRACEPOINTS[..]),
+        (
+            &["--dry-run", "--per-event"][..],
+            &PER_EVENT_TRACEPOINTS[..],
+        ),
+        (&["--dry-run"][..], &RARE_TRACEPOINTS[..]),
     ] {
         let state_file = states.path().join("guard-state-peak.json");
         let mut guard = GuardRun::start(&group.path, &config, &state_file, extra);

@@ -25,22 +25,22 @@ pub const REQUIRE_EBPF_HELP: &str =
     "Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)";
 
 /// What the guard's per-process reading costs, for its `--help` and the README.
-pub const GUARD_MODE_HELP: &str = "Cost: by default the guard has the kernel count every \
-     change of every process's memory, as `top` does (one eBPF program run per change, about 40 \
-     ns; a few per cent of a page-fault storm), so growth rates are ready the moment pressure \
-     starts. With --rare-events it attaches only the programs of rare events (reclaim begin/end, \
-     kswapd wake-ups, process exit, OOM victim), none on the page-fault path, and reads the \
-     scope's processes from /proc when it needs them (every interval from 10 points below warn, \
-     under PSI stall or while it holds a tree, else every sampling.processes_idle, 5 s): a fault \
-     storm runs within noise of no tracer, but where the guard polls (cgroup v2, the machine) \
-     hogs growing faster than 1 GiB/s are stopped about one round later, some only after the \
-     kernel's OOM kill, and it idles at more CPU (README: Benchmarks).";
+pub const GUARD_MODE_HELP: &str = "Cost: by default the guard attaches only the eBPF \
+     programs of rare events (reclaim begin/end, kswapd wake-ups, process exit, OOM victim), none \
+     on the page-fault path, so a fault storm runs within noise of no tracer; it reads the \
+     scope's processes from /proc only when it needs them (every round from 10 points below warn, \
+     under PSI stall or while it holds a tree), and paces its rounds by the headroom below \
+     suspend (sampling.fill_rate_mib_per_s; 1 s far from it, idling at about 0.01 % of a core). \
+     With --per-event the kernel counts every change of every process's memory, as `top` does \
+     (one program run per change, about 40 ns; a few per cent of a page-fault storm), and the \
+     guard also reads those counts every sampling.processes_idle while idle (README: \
+     Benchmarks).";
 
 /// What `top`'s (and `run`'s and `record`'s) per-process counting costs, for `top --help`.
 pub const PER_EVENT_MODE_HELP: &str = "Cost: with eBPF, the kernel counts every change of every \
      process's resident memory as it happens (one program run per change, about 40 ns; a few \
      per cent of a page-fault storm), which catches short-lived processes and transient peaks. \
-     `memtrace guard --rare-events` runs nothing on the page-fault path instead (see its --help).";
+     `memtrace guard` runs nothing on the page-fault path by default (see its --help).";
 
 /// The long help of `--require-ebpf`: which mode costs what.
 pub const REQUIRE_EBPF_LONG_HELP: &str = "Refuse to start without eBPF instead of reading /proc. \

@@ -1,12 +1,13 @@
 //! `memtrace guard`: acts on memory pressure before it reaches sshd — warn, reclaim, suspend
 //! (and later resume) the growing process tree, and kill it only as a last resort.
 //!
-//! The loop sleeps in poll() on a kernel PSI trigger and a signalfd, waking at an adaptive
-//! interval (faster as headroom shrinks); each round samples the scope's usage and, near pressure,
-//! its processes, and hands them to the [`engine::Engine`]. Per-process memory comes from the
-//! kernel's count at every change (as for `top`), or with `--rare-events` from /proc when a round
-//! needs it, with only the programs of rare events attached (reclaim stalls, kswapd wake-ups,
-//! exits, OOM victims: [`crate::collect::source::Source::Rare`]). Either way the programs are
+//! The loop sleeps in poll() on a kernel PSI trigger, v1 usage events and a signalfd, waking at
+//! an interval paced by the headroom ([`pace`]); each round samples the scope's usage and, near
+//! pressure, its processes, and hands them to the [`engine::Engine`]. By default per-process
+//! memory comes from /proc when a round needs it, with only the programs of rare events attached
+//! (reclaim stalls, kswapd wake-ups, exits, OOM victims:
+//! [`crate::collect::source::Source::Rare`]): nothing runs on the page-fault path. With
+//! `--per-event` the kernel counts every change, as for `top`. Either way the programs are
 //! loaded by a short-lived helper process ([`crate::collect::tracer::helper`]) that hands over
 //! their descriptors and exits: parsing the kernel's BTF never enters the guard's own peak RSS,
 //! all of which it mlocks ([`protect`]).
@@ -103,10 +104,13 @@ pub struct GuardArgs {
     /// cgroup v2 and the machine scope).
     #[arg(long, hide = true)]
     pub no_usage_events: bool,
-    /// Run no eBPF program on the page-fault path: only the programs of rare events, with the
-    /// scope's processes read from /proc near pressure (see --help: slower on the fastest hogs
-    /// where the guard polls)
+    /// Have the kernel count every change of every process's memory, as `top` does: an eBPF
+    /// program on every page fault of the machine (see --help: which mode costs what)
     #[arg(long)]
+    pub per_event: bool,
+    /// The default since per-event counting became opt-in (`--per-event`): only the programs of
+    /// rare events. Accepted for the scripts that still pass it.
+    #[arg(long, hide = true, conflicts_with = "per_event")]
     pub rare_events: bool,
     /// Stop after this long (tests, benchmarks).
     #[arg(long, hide = true)]
@@ -191,7 +195,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    // With --rare-events nothing on the page-fault path: the rare-event programs, and the scope's
+    // By default nothing on the page-fault path: the rare-event programs, and the scope's
     // processes read from /proc when a round needs them (the /proc source alone where eBPF
     // cannot load).
     let (members, oom) = match &scope {
@@ -206,10 +210,10 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     };
     let source = Source::start(
         TracerOptions {
-            programs: if args.rare_events {
-                Programs::RareEvents
-            } else {
+            programs: if args.per_event {
                 Programs::PerEvent
+            } else {
+                Programs::RareEvents
             },
             // The kernel's BTF is parsed in a helper process: not part of our (mlocked) peak.
             load: Load::Helper,
@@ -312,7 +316,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         // Idle rounds read no process with the rare-event source; per-event counting reads
         // its maps now and then to keep growth rates warm.
         let fresh = engine.wants_processes(usage.percent(), woke.psi)
-            || (!args.rare_events
+            || (args.per_event
                 && last_processes.elapsed() >= engine.config().sampling.processes_idle);
         // PSI averages matter only near pressure: the armed trigger reports stalls by itself.
         let psi = if fresh {

@@ -30,8 +30,8 @@ pub enum Variant {
     MemtraceHook,
     /// memtrace without it.
     MemtraceNoHook,
-    /// `memtrace guard --machine --dry-run --rare-events`, idle (far from its thresholds): the
-    /// rare-event programs only.
+    /// `memtrace guard --machine --dry-run`, idle (far from its thresholds): its default source,
+    /// the rare-event programs only.
     Guard,
     Bpftrace,
     /// An empty bpftrace probe (kernel program costs only).
@@ -52,7 +52,7 @@ impl Variant {
             Self::None => "none (baseline)",
             Self::MemtraceHook => "memtrace, fault hook",
             Self::MemtraceNoHook => "memtrace, no fault hook",
-            Self::Guard => "memtrace guard --rare-events, idle",
+            Self::Guard => "memtrace guard, idle",
             Self::Bpftrace => "bpftrace one-liner",
             Self::BpftraceEmpty => "empty probe (floor)",
         }
@@ -95,7 +95,7 @@ impl Binaries {
         cmd
     }
 
-    /// `memtrace guard --machine --dry-run --rare-events` (it sends nothing and changes nothing) with its
+    /// `memtrace guard --machine --dry-run` (it sends nothing and changes nothing) with its
     /// state file in a private directory, its log on stdout (so that its "guarding" line says
     /// it is up): through `sh -c 'exec …'`, so the pid is the guard's.
     pub fn memtrace_guard(&self) -> anyhow::Result<Command> {
@@ -103,7 +103,7 @@ impl Binaries {
         let mut cmd = Command::new("sh");
         cmd.args([
             "-c",
-            "exec \"$0\" guard --machine --dry-run --rare-events --state-file \"$1\" 2>&1",
+            "exec \"$0\" guard --machine --dry-run --state-file \"$1\" 2>&1",
         ])
         .arg(&self.memtrace)
         .arg(dir.join("state.json"));

@@ -2,9 +2,9 @@
 //! grows at 100 MiB/s, 1 GiB/s or unthrottled inside a 512 MiB memory cgroup that the guard
 //! watches (`--cgroup`, default thresholds, no cache dropping); an independent 10 ms sampler in
 //! this process records when the cgroup's usage crosses the guard's warn threshold (the first
-//! level at which it may act) and when the hog is seen stopped. Each trial runs with the guard's
-//! default source (per-event counting in the kernel) and with `--rare-events` (the rare-event
-//! programs, /proc read near pressure), in turn in the same invocation. Also measured:
+//! level at which it may act) and when the hog is seen held (frozen or stopped). Each trial runs
+//! with the guard's default source (the rare-event programs, /proc read near pressure) and with
+//! `--per-event` (the kernel counts every change), in turn in the same invocation. Also measured:
 //! the guard's RSS and CPU during the trials, and its idle cost (CPU, steady and peak RSS)
 //! watching the whole machine in dry-run mode.
 use std::{
@@ -40,11 +40,11 @@ pub struct Options {
 }
 
 const LIMIT: u64 = 512 << 20;
-/// The guard's per-process sources compared in the same invocation: `--rare-events` (the
-/// rare-event programs, /proc near pressure) and its default per-event counting.
+/// The guard's per-process sources compared in the same invocation: its default (the
+/// rare-event programs, /proc near pressure) and `--per-event` counting.
 const SOURCES: [(&str, &[&str]); 2] = [
-    ("rare events + /proc", &["--rare-events"]),
-    ("per event (default)", &[]),
+    ("rare events (default)", &[]),
+    ("per event", &["--per-event"]),
 ];
 /// The default warn threshold of the guard (percent).
 const WARN_PERCENT: f64 = 80.0;
@@ -163,7 +163,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         LIMIT >> 20
     );
     println!(
-        "{:<14} {:<20} {:<19} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
+        "{:<14} {:<20} {:<21} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
         "growth",
         "wake-up",
         "guard source",
@@ -213,7 +213,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             for (index, (source, _)) in SOURCES.iter().enumerate() {
                 let reactions = &reactions[index];
                 println!(
-                    "{:<14} {:<20} {:<19} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
+                    "{:<14} {:<20} {:<21} {:>6} {:>10} {:>9} {:>9} {:>13} {:>9}",
                     label,
                     mode,
                     source,

@@ -171,7 +171,7 @@ impl Sampler {
 
     /// Reuse each process's /proc identity (comm, ppid, command line) for up to `age` instead
     /// of re-reading `/proc/PID/stat` every sample; exit events still evict it at once. Used by
-    /// the guard's default per-event mode (not `--rare-events`), whose idle
+    /// the guard's per-event mode (`--per-event`), whose idle
     /// rounds then touch no /proc file per process. Fault counts from /proc are as old as the
     /// identity. (The /proc source has its own cadence: see [`ProcSource`].)
     pub fn set_ident_max_age(&mut self, age: std::time::Duration) {

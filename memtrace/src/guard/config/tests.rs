@@ -8,7 +8,12 @@ fn default_is_valid_and_documented_values_hold() {
     assert_eq!(config.thresholds.kill, 95.0);
     assert!(!config.actions.kill, "kill is opt-in");
     assert!(config.actions.suspend);
-    assert_eq!(config.sampling.interval_idle, Duration::from_millis(100));
+    assert_eq!(config.sampling.interval_idle, Duration::from_secs(1));
+    assert_eq!(config.sampling.interval_pressure, Duration::from_millis(20));
+    assert_eq!(
+        config.sampling.fill_rate_bytes_per_s,
+        6144.0 * (1 << 20) as f64
+    );
     assert_eq!(config.protect.sshd_oom_score_adj, -1000);
     assert_eq!(config.thresholds.resume_hold, Duration::from_secs(30));
     assert_eq!(config.thresholds.max_cycles, 2);
@@ -118,4 +123,12 @@ fn temp_dirs_are_checked_roots() {
         vec![PathBuf::from("/tmp"), base],
         "canonical"
     );
+}
+
+#[test]
+fn a_fill_rate_that_is_not_positive_is_refused() {
+    for bad in ["0.0", "-1.0", "nan"] {
+        let err = error(&format!("[sampling]\nfill_rate_mib_per_s = {bad}\n"));
+        assert!(err.contains("sampling.fill_rate_mib_per_s"), "{err}");
+    }
 }
