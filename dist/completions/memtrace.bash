@@ -354,7 +354,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__guard)
-            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --rare-events --exit-after --require-ebpf --help --version status resume kill keep help"
+            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --per-event --rare-events --exit-after --require-ebpf --help --version status resume kill keep help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -42,7 +42,8 @@ _arguments "${_arguments_options[@]}" : \
 '--dry-run[Log every decision, send nothing, change nothing]' \
 '--no-psi[Run without a PSI trigger (polling only), for kernels without PSI]' \
 '--no-usage-events[Poll only, without usage threshold events on a v1 cgroup (benchmarks\: the behaviour of cgroup v2 and the machine scope)]' \
-'--rare-events[Run no eBPF program on the page-fault path\: only the programs of rare events, with the scope'\''s processes read from /proc near pressure (see --help\: slower on the fastest hogs where the guard polls)]' \
+'--per-event[Have the kernel count every change of every process'\''s memory, as \`top\` does\: an eBPF program on every page fault of the machine (see --help\: which mode costs what)]' \
+'(--per-event)--rare-events[The default since per-event counting became opt-in (\`--per-event\`)\: only the programs of rare events. Accepted for the scripts that still pass it]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
