@@ -328,15 +328,7 @@ mod tests {
     //! The closing line names what the guard did from the typed action and outcome.
     use super::*;
 
-    fn decision(action: Act, outcome: Option<Outcome>) -> Event {
-        Event::GuardDecision {
-            level: "suspend".to_owned(),
-            action,
-            reason: "used 95 %".to_owned(),
-            pids: vec![7, 8],
-            outcome,
-        }
-    }
+    use crate::record::trace::decision::test_event as decision;
 
     #[test]
     fn the_closing_line_says_what_the_guard_did() {

@@ -415,15 +415,7 @@ mod tests {
     use super::*;
     use crate::record::trace::Outcome;
 
-    fn decision(action: Act, outcome: Option<Outcome>) -> Event {
-        Event::GuardDecision {
-            level: "suspend".to_owned(),
-            action,
-            reason: "used 95 %".to_owned(),
-            pids: vec![7],
-            outcome,
-        }
-    }
+    use crate::record::trace::decision::test_event as decision;
 
     #[test]
     fn holds_and_kills_are_picked_by_their_action() {

@@ -63,19 +63,8 @@ impl DecisionCounts {
 mod tests {
     //! Each decision lands in its own cell; the order of the cells is the enums'.
     use super::*;
-    use crate::guard::level::Level;
 
-    fn decision(action: Act, outcome: Outcome) -> Decision {
-        Decision {
-            level: Level::Suspend,
-            action,
-            reason: String::new(),
-            pids: Vec::new(),
-            detail: Vec::new(),
-            tree: None,
-            outcome,
-        }
-    }
+    use crate::guard::engine::test_decision as decision;
 
     #[test]
     fn counts_each_action_and_outcome_apart() {

@@ -71,6 +71,20 @@ pub struct Decision {
     pub outcome: Outcome,
 }
 
+/// A bare suspend-level decision for tests (no reason, pids, detail or tree).
+#[cfg(test)]
+pub(crate) fn test_decision(action: Act, outcome: Outcome) -> Decision {
+    Decision {
+        level: Level::Suspend,
+        action,
+        reason: String::new(),
+        pids: Vec::new(),
+        detail: Vec::new(),
+        tree: None,
+        outcome,
+    }
+}
+
 /// The tree a decision was about, as the notices name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TreeNote {

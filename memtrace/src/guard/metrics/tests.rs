@@ -60,19 +60,8 @@ fn renders() {
 
 #[test]
 fn decisions_are_counted_by_action_and_outcome() {
-    use crate::guard::{
-        engine::{Act, Decision, Outcome},
-        level::Level,
-    };
-    let decision = |action, outcome| Decision {
-        level: Level::Suspend,
-        action,
-        reason: String::new(),
-        pids: Vec::new(),
-        detail: Vec::new(),
-        tree: None,
-        outcome,
-    };
+    use crate::guard::engine::test_decision as decision;
+    use crate::guard::engine::{Act, Outcome};
     let mut state = EngineState::default();
     state.decisions.count_all(&[
         decision(Act::Suspend, Outcome::Done),

@@ -127,5 +127,17 @@ pub fn label(action: Act, level: &str, outcome: Option<Outcome>) -> String {
     }
 }
 
+/// A guard event for tests: a suspend-level decision on pids 7 and 8.
+#[cfg(test)]
+pub(crate) fn test_event(action: Act, outcome: Option<Outcome>) -> super::Event {
+    super::Event::GuardDecision {
+        level: "suspend".to_owned(),
+        action,
+        reason: "used 95 %".to_owned(),
+        pids: vec![7, 8],
+        outcome,
+    }
+}
+
 #[cfg(test)]
 mod tests;
