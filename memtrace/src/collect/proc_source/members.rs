@@ -9,7 +9,10 @@
 //! cursor cannot be believed (another namespace's /proc, no loadavg) and every
 //! [`LIST_EVERY_TRUSTED`] where it can. Pids found not to be members (other trees, kernel
 //! threads) are remembered as foreign while they stay listed, so each is examined once; one
-//! the cursor hands out again is examined anew.
+//! the cursor hands out again is examined anew. The cursor sees births, not moves: a process
+//! that joins a cgroup scope after its birth (`echo $$ > cgroup.procs; exec …`, a process
+//! systemd moves into a scope) moves no cursor, so a caller that reads only when it needs fresh
+//! values (the guard) has a cgroup scope listed at every look ([`Discovery::list_every_look`]).
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
@@ -64,6 +67,8 @@ pub(super) struct Discovery {
     own_namespace: bool,
     foreign: HashSet<u32>,
     listed_at: Option<Instant>,
+    /// List a cgroup scope at every look, cursor or not.
+    every_look: bool,
 }
 
 /// The last pid handed out, from `/proc/loadavg` (`0.00 0.01 0.05 1/123 4567`).
@@ -96,7 +101,14 @@ impl Discovery {
             own_namespace,
             foreign: HashSet::new(),
             listed_at: None,
+            every_look: false,
         }
+    }
+
+    /// Lists a cgroup scope at every look, whether or not the cursor moved: a process moved into
+    /// the cgroup is found at the next look, not at the next periodic listing.
+    pub(super) fn list_every_look(&mut self) {
+        self.every_look = true;
     }
 
     fn read_cursor(&mut self) -> Option<u32> {
@@ -126,6 +138,9 @@ impl Discovery {
             return self.list(now, cursor, true, followed).map(Some);
         }
         let by_pid = !matches!(self.members, Members::Cgroup(_));
+        if !by_pid && self.every_look {
+            return self.list(now, cursor, false, followed).map(Some);
+        }
         match (trusted, self.cursor, cursor) {
             (_, Some(from), Some(to)) if from == to => Ok(None),
             (true, Some(from), Some(to)) if by_pid && from < to && to - from <= PROBE_MAX => {

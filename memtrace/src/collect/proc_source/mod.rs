@@ -123,8 +123,11 @@ impl ProcSource {
     /// Reads every followed process's `statm` at every reading, idle ones included: for a
     /// caller that reads only when it needs fresh values (the guard, near pressure), where a
     /// process that wakes up must be seen growing at the next reading, not 1, 3, 7, … later.
+    /// A cgroup scope is also listed at every reading, so that a process moved into it since
+    /// the previous one is read now.
     pub fn every_sample(mut self) -> Self {
         self.every_sample = true;
+        self.discovery.list_every_look();
         self
     }
 

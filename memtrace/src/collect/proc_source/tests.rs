@@ -559,6 +559,44 @@ fn a_cgroup_scope_reads_only_its_processes() {
 }
 
 #[test]
+fn a_process_moved_into_a_cgroup_scope_is_read_at_the_next_reading_when_reading_every_sample() {
+    // The cursor does not move (no birth): only a listing finds the process that joined.
+    for every_sample in [false, true] {
+        let fake = FakeProc::new();
+        fake.own_namespace();
+        fake.process(100, "in", IDLE);
+        fake.process(101, "joins", IDLE);
+        let dir = fake.cgroup(&[100], 0);
+        let source = ProcSource::new(
+            fake.root(),
+            Members::Cgroup(dir.clone()),
+            OomSource::Cgroup {
+                dir,
+                version: Version::V2,
+            },
+        )
+        .without_pidfds();
+        let mut source = if every_sample {
+            source.every_sample()
+        } else {
+            source
+        };
+        let t0 = Instant::now();
+        source.read_at(t0).expect("read");
+        assert_eq!(live_pids(&source), vec![100]);
+        fake.cgroup(&[100, 101], 0);
+        source.read_at(after(t0, 100)).expect("read");
+        let expected = if every_sample {
+            vec![100, 101]
+        } else {
+            // Found by the periodic listing only.
+            vec![100]
+        };
+        assert_eq!(live_pids(&source), expected, "every_sample {every_sample}");
+    }
+}
+
+#[test]
 fn a_rise_of_the_oom_counter_names_the_largest_vanished_process_as_probable() {
     let fake = FakeProc::new();
     fake.process(100, "small", IDLE);
