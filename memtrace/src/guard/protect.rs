@@ -71,17 +71,47 @@ struct CodeMapping {
     end: usize,
 }
 
-/// The `r-xp` mappings of the file with inode `inode` in a `/proc/PID/maps` text. Writable
-/// mappings (data, relocated read-only data) hold private copies and are never listed.
-fn code_mappings(maps: &str, inode: u64) -> Vec<CodeMapping> {
+/// A file as `/proc/PID/maps` names it: its device (major, minor) and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    major: u32,
+    minor: u32,
+    inode: u64,
+}
+
+impl FileId {
+    /// The file `path` leads to (following links, as `/proc/self/exe`).
+    fn of(path: &str) -> std::io::Result<Self> {
+        let meta = fs::metadata(path)?;
+        Ok(Self {
+            major: rustix::fs::major(meta.dev()),
+            minor: rustix::fs::minor(meta.dev()),
+            inode: meta.ino(),
+        })
+    }
+
+    /// From a maps line's device (`fd:01`, hexadecimal) and inode fields.
+    fn parse(dev: &str, inode: &str) -> Option<Self> {
+        let (major, minor) = dev.split_once(':')?;
+        Some(Self {
+            major: u32::from_str_radix(major, 16).ok()?,
+            minor: u32::from_str_radix(minor, 16).ok()?,
+            inode: inode.parse().ok()?,
+        })
+    }
+}
+
+/// The `r-xp` mappings of `file` in a `/proc/PID/maps` text. Writable mappings (data, relocated
+/// read-only data) hold private copies and are never listed.
+fn code_mappings(maps: &str, file: FileId) -> Vec<CodeMapping> {
     maps.lines()
         .filter_map(|line| {
             let mut fields = line.split_ascii_whitespace();
             let range = fields.next()?;
             let perms = fields.next()?;
-            let (_offset, _dev) = (fields.next()?, fields.next()?);
-            let mapped_inode: u64 = fields.next()?.parse().ok()?;
-            if perms != "r-xp" || mapped_inode != inode {
+            let _offset = fields.next()?;
+            let mapped = FileId::parse(fields.next()?, fields.next()?)?;
+            if perms != "r-xp" || mapped != file {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
@@ -97,10 +127,10 @@ fn code_mappings(maps: &str, inode: u64) -> Vec<CodeMapping> {
 /// Lets go of the resident pages of the guard's code: they fault back in from the page cache as
 /// the loop runs. Returns the bytes of code mapped.
 fn trim_code_pages() -> std::io::Result<usize> {
-    let inode = fs::metadata("/proc/self/exe")?.ino();
+    let exe = FileId::of("/proc/self/exe")?;
     let maps = fs::read_to_string("/proc/self/maps")?;
     let mut bytes = 0;
-    for mapping in code_mappings(&maps, inode) {
+    for mapping in code_mappings(&maps, exe) {
         let len = mapping.end - mapping.start;
         let addr = mapping.start as *mut std::ffi::c_void;
         // SAFETY: [addr, addr + len) is a whole mapping of our own executable that
@@ -127,24 +157,36 @@ mod tests {
 55d0a0600000-55d0a0700000 r--p 00600000 fd:01 4242 /usr/local/bin/memtrace
 55d0a0700000-55d0a0710000 rw-p 00700000 fd:01 4242 /usr/local/bin/memtrace
 7f0000000000-7f0000100000 r-xp 00028000 fd:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000200000-7f0000300000 r-xp 00028000 08:02 4242 /mnt/other/same-inode.so
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
 garbage line
 ";
+        let ours = FileId {
+            major: 0xfd,
+            minor: 1,
+            inode: 4242,
+        };
         assert_eq!(
-            code_mappings(maps, 4242),
+            code_mappings(maps, ours),
             vec![CodeMapping {
                 start: 0x55d0_a010_0000,
                 end: 0x55d0_a060_0000,
-            }]
+            }],
+            "the same inode on another device is another file"
         );
-        assert!(code_mappings(maps, 1).is_empty());
+        assert!(code_mappings(maps, FileId { inode: 1, ..ours }).is_empty());
     }
 
     #[test]
-    fn trimming_our_own_code_leaves_it_running() {
+    fn trimming_our_own_code_unmaps_nothing_and_leaves_it_running() {
+        let exe = FileId::of("/proc/self/exe").expect("our executable");
+        let maps = || fs::read_to_string("/proc/self/maps").expect("maps");
+        let before = code_mappings(&maps(), exe);
+        assert!(!before.is_empty(), "our code is mapped");
         let bytes = trim_code_pages().expect("trim");
-        assert!(bytes > 0);
-        // Still running, and the code faults back in.
-        assert_eq!(code_mappings("", 0), Vec::new());
+        let after = code_mappings(&maps(), exe);
+        // Still running here (the code faulted back in), and every mapping is still there.
+        assert_eq!(after, before);
+        assert_eq!(bytes, before.iter().map(|m| m.end - m.start).sum::<usize>());
     }
 }
