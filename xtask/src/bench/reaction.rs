@@ -129,11 +129,7 @@ fn trial(
                 at_percent: percent,
             };
         }
-        match proc::state(hog.pid()) {
-            None | Some('Z') => break Outcome::OomKilled,
-            _ => {}
-        }
-        if hog.exited().is_some() {
+        if matches!(proc::state(hog.pid()), None | Some('Z')) || hog.exited().is_some() {
             break Outcome::OomKilled;
         }
         if start.elapsed() > Duration::from_secs(30) {
