@@ -4,12 +4,17 @@
 //! are killed (by PID).
 mod support;
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
+use memtrace::host::cgroup::{Version, procs_of};
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
     MIB,
-    guard_env::{GuardRun, PaneHog, ThawOnDrop, config_protecting, held_cgroups, tmp, wait_until},
+    guard_env::{GuardRun, PaneHog, ThawOnDrop, config_protecting, held_below, tmp, wait_until},
     memtrace, memtrace_bin, output_within, require_root, spawn, test_cgroup,
     tmux::Tmux,
 };
@@ -24,6 +29,58 @@ fn pgrp_and_tpgid(pid: u32) -> Option<(i64, i64)> {
     Some((fields.get(2)?.parse().ok()?, fields.get(5)?.parse().ok()?))
 }
 
+/// Where the guard makes the cgroup it moves a foreground job into.
+#[derive(Clone, Copy, PartialEq)]
+enum Below {
+    /// The v1 freezer's root (a hybrid host).
+    V1Freezer,
+    /// The v2 cgroup the job shares with its shell (an ssh session's scope on a pure v2 host):
+    /// the guard runs where no v1 freezer is mounted.
+    SharedV2,
+}
+
+/// A v2 cgroup standing for an ssh session's scope on a hybrid host (the test's memory cgroup
+/// is v1 there): what is left in it goes back to the v2 root, and it is removed, on drop.
+struct V2Session(PathBuf);
+
+impl V2Session {
+    fn create(v2_root: &Path) -> Self {
+        let dir = v2_root.join(format!("memtrace-test-session-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).expect("the session's v2 cgroup");
+        Self(dir)
+    }
+}
+
+impl Drop for V2Session {
+    fn drop(&mut self) {
+        let root = self.0.parent().expect("below the root").to_owned();
+        for held in held_below(&self.0, "") {
+            let _ = std::fs::write(self.0.join(&held).join("cgroup.freeze"), "0");
+            for pid in procs_of(&self.0.join(&held)).unwrap_or_default() {
+                let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+            }
+            let _ = std::fs::remove_dir(self.0.join(held));
+        }
+        for pid in procs_of(&self.0).unwrap_or_default() {
+            let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Where `/proc/mounts` has a filesystem of type `fstype` with the mount option `option` ("" for
+/// any).
+fn mount_of(fstype: &str, option: &str) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let (target, kind, options) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+        (*kind == fstype && (option.is_empty() || options.split(',').any(|o| o == option)))
+            .then(|| PathBuf::from(target))
+    })
+}
+
 /// A bash in a tmux pane runs a hog in the foreground; the guard holds it by moving it into a
 /// freezer cgroup of its own and freezing that (no SIGSTOP): the pane never shows "Stopped",
 /// the hog stays the terminal's foreground job while held and after it is let go, and Ctrl-C in
@@ -31,27 +88,89 @@ fn pgrp_and_tpgid(pid: u32) -> Option<(i64, i64)> {
 #[test]
 fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
     require_root();
-    if !Path::new("/sys/fs/cgroup/freezer/cgroup.procs").exists() {
-        panic!("this test needs the v1 freezer at /sys/fs/cgroup/freezer (a hybrid host)");
+    if mount_of("cgroup", "freezer").is_none() {
+        panic!("this test needs the v1 freezer mounted (a hybrid host)");
     }
+    foreground_job_is_frozen(Below::V1Freezer);
+}
+
+/// The same with no v1 freezer, as on a pure v2 host: the hog shares a v2 cgroup with its shell
+/// (an ssh session's scope), so the guard makes a child of that cgroup (no controllers of its
+/// own: accounting and limits unchanged), moves the hog there, freezes it, and on exit thaws it
+/// and moves it back into the shared cgroup. Here the guard runs in a mount namespace without
+/// the v1 freezer.
+#[test]
+fn a_foreground_job_sharing_a_v2_cgroup_with_its_shell_is_moved_below_it_and_frozen() {
+    require_root();
+    foreground_job_is_frozen(Below::SharedV2);
+}
+
+fn foreground_job_is_frozen(below: Below) {
+    // Both run at once in this test process: names of their own.
+    let tag = match below {
+        Below::V1Freezer => "freeze-v1",
+        Below::SharedV2 => "freeze-v2",
+    };
     let states = tempfile::Builder::new()
         .prefix("memtrace-guard-state-")
         .tempdir()
         .expect("state dir");
     // No resume while the test looks (resume_hold), then the guard's exit lets it go.
-    let config = config_protecting(&tmp(), "guard-freeze-tmux", None, "");
+    let config = config_protecting(&tmp(), &format!("guard-{tag}"), None, "");
     let text = std::fs::read_to_string(&config)
         .expect("config")
         .replace("resume_hold = \"1ms\"", "resume_hold = \"300s\"");
     std::fs::write(&config, text).expect("config");
-    let mut group = test_cgroup("freeze-tmux", 512 * MIB);
+    let mut group = test_cgroup(tag, 512 * MIB);
     // Grows to 400 MiB (past the suspend line at 65 % of 512 MiB) unless held, then waits.
-    let hog_script = PaneHog::write("freeze", 400);
-    let (tmux, _server, shell) = Tmux::start_shell_in(&mut group, "t", 120, 30);
-    let mut guard = GuardRun::start(&group.path, &config, &states.path().join("g.json"), &[]);
+    let hog_script = PaneHog::write(tag, 400);
+    let (tmux, _server, shell) = Tmux::start_shell_in(&mut group, tag, 120, 30);
+    let v1_freezer = mount_of("cgroup", "freezer");
+    let mut session = None;
+    // The cgroup the guard makes its own below, and the hog's cgroup line there after the thaw.
+    let (parent, home_line) = match below {
+        Below::V1Freezer => (
+            v1_freezer.clone().expect("the v1 freezer"),
+            ":freezer:/".to_owned(),
+        ),
+        Below::SharedV2 => {
+            let v2_root = mount_of("cgroup2", "").expect("this test needs a cgroup2 mount");
+            let shared = if group.version == Version::V2 {
+                group.path.clone()
+            } else {
+                let made = V2Session::create(&v2_root);
+                std::fs::write(made.0.join("cgroup.procs"), shell.to_string())
+                    .expect("moving the shell into its session's v2 cgroup");
+                let path = made.0.clone();
+                session = Some(made);
+                path
+            };
+            let relative = shared.strip_prefix(&v2_root).expect("below the root");
+            (shared.clone(), format!("0::/{}", relative.display()))
+        }
+    };
+    let state_file = states.path().join("g.json");
+    let mut guard = match (below, &v1_freezer) {
+        (Below::SharedV2, Some(freezer)) => GuardRun::spawn(
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(format!(
+                    "umount {} && exec \"$0\" \"$@\"",
+                    freezer.display()
+                ))
+                .arg(memtrace_bin())
+                .args(["guard", "--cgroup"])
+                .arg(&group.path)
+                .arg("--config")
+                .arg(&config)
+                .arg("--state-file")
+                .arg(&state_file),
+        ),
+        _ => GuardRun::start(&group.path, &config, &state_file, &[]),
+    };
     let guard_pid = guard.child.pid();
     let _thaw = ThawOnDrop(guard_pid);
-    tmux.run(&["send-keys", "-t", "t", &hog_script.command_line(), "Enter"]);
+    tmux.run(&["send-keys", "-t", tag, &hog_script.command_line(), "Enter"]);
     let hog = hog_script.pid();
     group.track(hog);
     assert!(
@@ -67,12 +186,37 @@ fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
         .into_iter()
         .find(|l| l.contains("suspend ["))
         .expect("a suspend decision");
+    let made = parent.join(format!("memtrace-held-{guard_pid}-{hog}"));
     assert!(
-        line.contains("froze cgroup /sys/fs/cgroup/freezer/memtrace-held-")
-            && line.contains("moved there from /sys/fs/cgroup/freezer"),
+        line.contains(&format!("froze cgroup {}", made.display()))
+            && line.contains(&format!("moved there from {})", parent.display())),
         "{line}"
     );
-    assert_eq!(held_cgroups(guard_pid).len(), 1, "one freezer cgroup made");
+    assert_eq!(
+        held_below(&parent, &guard_pid.to_string()).len(),
+        1,
+        "one freezer cgroup made"
+    );
+    if below == Below::SharedV2 {
+        assert_eq!(
+            procs_of(&made).expect("the held cgroup's procs"),
+            vec![hog],
+            "the hog alone was moved: its shell stays where it was"
+        );
+        assert!(
+            procs_of(&parent)
+                .expect("the shared cgroup's procs")
+                .contains(&shell),
+            "the shell is still in the shared cgroup"
+        );
+        assert_eq!(
+            std::fs::read_to_string(made.join("cgroup.controllers"))
+                .expect("controllers")
+                .trim(),
+            "",
+            "no controller of its own: accounted and limited as before"
+        );
+    }
     // Give a "Stopped" (a SIGCHLD to the shell) time to show, then look.
     std::thread::sleep(Duration::from_millis(700));
     let (pgrp, tpgid) = pgrp_and_tpgid(hog).expect("the hog's stat");
@@ -80,7 +224,7 @@ fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
         tpgid, pgrp,
         "held, the hog is still the terminal's foreground job"
     );
-    let screen = tmux.run(&["capture-pane", "-p", "-t", "t"]);
+    let screen = tmux.run(&["capture-pane", "-p", "-t", tag]);
     assert!(!screen.contains("Stopped"), "the shell noticed:\n{screen}");
     // The guard ends: it thaws the hog and moves it back where it was.
     guard.terminate();
@@ -90,32 +234,33 @@ fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
         state(hog)
     );
     assert!(
-        held_cgroups(guard_pid).is_empty(),
+        held_below(&parent, &guard_pid.to_string()).is_empty(),
         "the freezer cgroup is removed: {:?}",
-        held_cgroups(guard_pid)
+        held_below(&parent, &guard_pid.to_string())
     );
-    let freezer = std::fs::read_to_string(format!("/proc/{hog}/cgroup")).expect("cgroup");
+    let cgroups = std::fs::read_to_string(format!("/proc/{hog}/cgroup")).expect("cgroup");
     assert!(
-        freezer.lines().any(|l| l.ends_with(":freezer:/")),
-        "moved back to the freezer's root: {freezer}"
+        cgroups.lines().any(|l| l.ends_with(&home_line)),
+        "moved back ({home_line}): {cgroups}"
     );
     let (pgrp, tpgid) = pgrp_and_tpgid(hog).expect("the hog's stat");
     assert_eq!(tpgid, pgrp, "let go, the hog is still the foreground job");
     // Let it finish growing, then Ctrl-C in the pane reaches it.
     std::thread::sleep(Duration::from_millis(500));
-    tmux.run(&["send-keys", "-t", "t", "C-c"]);
+    tmux.run(&["send-keys", "-t", tag, "C-c"]);
     assert!(
         wait_until(Duration::from_secs(10), || !alive(hog)),
         "Ctrl-C ended the hog: {:?}",
         state(hog)
     );
-    let screen = tmux.run(&["capture-pane", "-p", "-t", "t"]);
+    let screen = tmux.run(&["capture-pane", "-p", "-t", tag]);
     assert!(
         screen.contains("KeyboardInterrupt") && !screen.contains("Stopped"),
         "{screen}"
     );
     assert_eq!(state(shell), Some('S'), "the shell waits at its prompt");
     drop(tmux);
+    drop(session);
 }
 
 /// `memtrace run --memory-max 64M` starts the pipeline in a cgroup of its own: the hog is

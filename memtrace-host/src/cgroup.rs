@@ -365,16 +365,28 @@ pub fn memory_hierarchy(proc_root: &Path) -> Option<(PathBuf, Version)> {
     }
 }
 
-/// Process `pid`'s own v2 cgroup directory, or `None` when it sits at the root of the
-/// hierarchy (or there is no v2 mount).
-pub fn v2_cgroup_of(proc_root: &Path, pid: u32) -> Option<PathBuf> {
+/// Process `pid`'s v2 cgroup directory, the root of the hierarchy included; `None` without a
+/// cgroup2 mount, or when the path leads outside this cgroup namespace (`..`).
+pub fn v2_dir_of(proc_root: &Path, pid: u32) -> Option<PathBuf> {
     let text = fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
     let relative = text.lines().find_map(|line| line.strip_prefix("0::"))?;
     let relative = relative.trim_start_matches('/');
-    if relative.is_empty() {
+    if relative.split('/').any(|part| part == "..") {
         return None;
     }
-    Some(v2_mount(proc_root)?.join(relative))
+    let mount = v2_mount(proc_root)?;
+    Some(if relative.is_empty() {
+        mount
+    } else {
+        mount.join(relative)
+    })
+}
+
+/// Process `pid`'s own v2 cgroup directory, or `None` when it sits at the root of the
+/// hierarchy (or there is no v2 mount, see [`v2_dir_of`]).
+pub fn v2_cgroup_of(proc_root: &Path, pid: u32) -> Option<PathBuf> {
+    let dir = v2_dir_of(proc_root, pid)?;
+    (Some(&dir) != v2_mount(proc_root).as_ref()).then_some(dir)
 }
 
 #[cfg(test)]
@@ -411,6 +423,35 @@ mod tests {
             .filter(|(_, o)| o.split(',').any(|o| o == "memory"))
             .collect();
         assert_eq!(v1, vec![("/sys/fs/cgroup/memory", "rw,nosuid,memory")]);
+    }
+
+    #[test]
+    fn a_process_v2_directory_is_read_from_its_cgroup_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let base = tmp.path();
+        fs::write(
+            base.join("mounts"),
+            "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n",
+        )
+        .expect("mounts");
+        let at = |line: &str| {
+            fs::create_dir_all(base.join("42")).expect("pid dir");
+            fs::write(base.join("42/cgroup"), line).expect("cgroup");
+            (v2_dir_of(base, 42), v2_cgroup_of(base, 42))
+        };
+        let scope = PathBuf::from("/sys/fs/cgroup/user.slice/session-3.scope");
+        assert_eq!(
+            at("0::/user.slice/session-3.scope\n"),
+            (Some(scope.clone()), Some(scope))
+        );
+        let root = PathBuf::from("/sys/fs/cgroup");
+        assert_eq!(at("0::/\n"), (Some(root), None), "the root is no own");
+        assert_eq!(
+            at("0::/../../outside\n"),
+            (None, None),
+            "outside the namespace"
+        );
+        assert_eq!(at("4:memory:/x\n"), (None, None), "no v2 line");
     }
 
     #[test]

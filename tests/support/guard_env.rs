@@ -261,12 +261,17 @@ pub fn config_calm(dir: &Path) -> PathBuf {
 
 /// The freezer cgroups the guard `guard` made (`memtrace-held-GUARD-…` at the v1 freezer's root).
 pub fn held_cgroups(guard: u32) -> Vec<String> {
-    std::fs::read_dir("/sys/fs/cgroup/freezer")
+    held_below(Path::new("/sys/fs/cgroup/freezer"), &guard.to_string())
+}
+
+/// The `memtrace-held-GUARD-…` cgroups directly below `parent` (every guard's with `guard` "").
+pub fn held_below(parent: &Path, guard: &str) -> Vec<String> {
+    std::fs::read_dir(parent)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.starts_with(&format!("memtrace-held-{guard}-")))
+                .filter(|name| name.starts_with(&format!("memtrace-held-{guard}")))
                 .collect()
         })
         .unwrap_or_default()

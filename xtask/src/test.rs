@@ -1,9 +1,10 @@
 //! `cargo xtask test`: formatting and clippy (host and BPF passes), unit tests (what a plain
 //! `cargo test` runs, no root needed), the privileged integration tests of the `tests/` crate
 //! against the built binary (serially: they load eBPF and create memory cgroups), an
-//! installation staged under `target/` with its systemd unit verified, then one memtrace guard
-//! run against a runaway hog in the Debian guest of `cargo xtask vm` (sshd must
-//! survive; about 6 minutes with a cold image cache, 3 with a warm one).
+//! installation staged under `target/` with its systemd unit verified, then the guest run in
+//! the Debian guest of `cargo xtask vm` (pure cgroup v2, a real sshd): one memtrace guard run
+//! against a runaway hog (sshd must survive), then a foreground job of an ssh login shell held
+//! and let go (about 9 minutes with a cold image cache, 6 with a warm one).
 use std::process::Command;
 
 use crate::{build, root, tools};
@@ -17,6 +18,9 @@ pub struct Options {
     /// Skip the guest run at the end (`cargo xtask bench ssh` in small).
     #[arg(long)]
     pub no_vm: bool,
+    /// Run the guest run alone (no lint, unit or integration tests).
+    #[arg(long, conflicts_with_all = ["no_vm", "filter"])]
+    pub vm_only: bool,
     /// Only run tests whose name contains this filter (the guest run is skipped).
     pub filter: Option<String>,
 }
@@ -26,6 +30,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     root::require("cargo xtask test")?;
     tools::ensure_ebpf_toolchain()?;
     root::mount_tracefs()?;
+    if options.vm_only {
+        return guest_run();
+    }
     if !options.no_lint {
         lint()?;
     }
@@ -67,8 +74,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    guest_run()
+}
+
+fn guest_run() -> anyhow::Result<()> {
     eprintln!(
-        "xtask: guest run: memtrace guard vs a runaway hog in the Debian guest (sshd must survive)"
+        "xtask: guest run: memtrace guard vs a runaway hog in the Debian guest (sshd must survive), then a foreground job of an ssh login shell"
     );
     crate::bench::guest_check()
 }

@@ -5,14 +5,20 @@
 //!
 //! 1. a cgroup of the tree's own — its v2 cgroup or its v1 freezer cgroup holding nothing but
 //!    the tree (a `memtrace run` pipeline, a systemd unit, a container) — frozen as it is;
-//! 2. else, with the v1 freezer mounted (hybrid hosts), a new freezer cgroup
-//!    `memtrace-held-GUARDPID-ROOTPID` made *below* the cgroup the members share (so a
-//!    container's freezer still covers them) and the members moved into it; thawing moves them
-//!    back and removes it. The v1 freezer controls nothing but freezing, so the move changes
-//!    nothing else about the processes;
-//! 3. else SIGSTOP, and [`place`] says why (logged with the decision). On a pure v2 host a tree
-//!    in a shared cgroup (an ssh session's scope) is not moved: moving it would take it out of
-//!    the unit systemd tracks it by.
+//! 2. else a new cgroup `memtrace-held-GUARDPID-ROOTPID` made *below* the cgroup the members
+//!    share, the members moved into it and it frozen; thawing moves them back and removes it.
+//!    Below, so the unit, session or container that holds them still does: systemd still finds
+//!    an ssh session's pipeline in its `session-N.scope`, and a container's limits still apply.
+//!    - With the v1 freezer mounted (hybrid hosts), in the v1 freezer hierarchy: that
+//!      controller does nothing but freeze, so the move changes nothing else.
+//!    - Else in the v2 hierarchy, only where the shared cgroup enables no controller for its
+//!      children (`cgroup.subtree_control` empty — a session scope, a service — and not a
+//!      threaded cgroup): the new child then has no controller of its own, so the members'
+//!      memory stays charged to, accounted in and limited by the same cgroups as before, and
+//!      only freezing differs ([`v2_move_refused`]);
+//! 3. else SIGSTOP, and [`place`] says why (logged with the decision): no cgroup filesystem
+//!    that can be written (a container's read-only `/sys/fs/cgroup`), members in different
+//!    cgroups, or a shared v2 cgroup whose children would get controllers of their own.
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -74,32 +80,17 @@ pub fn place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Pla
             });
         }
     }
-    let Some(mount) = freezer::v1_freezer_mount(proc_root) else {
-        return Err(
-            "the tree has no cgroup of its own and there is no v1 freezer to move it into"
-                .to_owned(),
-        );
-    };
-    // The members must share one freezer cgroup (the root of the hierarchy, or a container's).
-    let origin_of = |pid: u32| freezer::v1_freezer_of(proc_root, pid).unwrap_or(mount.clone());
-    let origin = origin_of(root.pid);
-    if let Some(other) = members.iter().find(|&&pid| origin_of(pid) != origin) {
-        return Err(format!(
-            "its members are in different freezer cgroups ({} and {})",
-            origin.display(),
-            origin_of(*other).display()
-        ));
-    }
+    let (kind, origin) = shared_cgroup(proc_root, &members)?;
     let name = format!("{HELD_PREFIX}-{guard_pid}-{}", root.pid);
     let dir = origin.join(&name);
     if let Err(err) = std::fs::create_dir(&dir) {
         return Err(format!("creating {}: {err}", dir.display()));
     }
     let moved = move_tree(proc_root, &dir, &members);
-    let opened = Freezer::open(proc_root, &dir, Kind::V1);
+    let opened = Freezer::open(proc_root, &dir, kind);
     match (moved, opened) {
         (Ok(()), Ok(opened)) if opened.freezable() => Ok(Placed {
-            how: How::FreezerV1,
+            how: how_of(kind),
             cgroup: dir,
             moved_from: Some(origin),
         }),
@@ -113,6 +104,79 @@ pub fn place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Pla
             Err(format!("moving it into a freezer cgroup failed: {why}"))
         }
     }
+}
+
+/// The cgroup every member lies in, which a new child for them is made below (see the module
+/// doc): in the v1 freezer hierarchy where it is mounted, else in the v2 one; or why there is
+/// none.
+fn shared_cgroup(proc_root: &Path, members: &[u32]) -> Result<(Kind, PathBuf), String> {
+    let (kind, origin_of): (Kind, Box<dyn Fn(u32) -> Option<PathBuf> + '_>) =
+        match freezer::v1_freezer_mount(proc_root) {
+            // The root of the hierarchy (or a container's) when the process has none below it.
+            Some(mount) => (
+                Kind::V1,
+                Box::new(move |pid| {
+                    Some(freezer::v1_freezer_of(proc_root, pid).unwrap_or(mount.clone()))
+                }),
+            ),
+            None if cgroup::v2_mount(proc_root).is_some() => {
+                (Kind::V2, Box::new(|pid| cgroup::v2_dir_of(proc_root, pid)))
+            }
+            None => {
+                return Err(
+                    "the tree has no cgroup of its own and no cgroup hierarchy is \
+                            mounted to move it into"
+                        .to_owned(),
+                );
+            }
+        };
+    let root = members.first().copied().unwrap_or_default();
+    let Some(origin) = origin_of(root) else {
+        return Err(format!("the cgroup of {root} could not be read"));
+    };
+    if let Some(other) = members
+        .iter()
+        .find(|&&pid| origin_of(pid) != Some(origin.clone()))
+    {
+        let theirs = origin_of(*other).map_or("?".to_owned(), |p| p.display().to_string());
+        return Err(format!(
+            "its members are in different cgroups ({} and {theirs})",
+            origin.display(),
+        ));
+    }
+    if kind == Kind::V2 {
+        let read = |file: &str| std::fs::read_to_string(origin.join(file)).ok();
+        let subtree = read("cgroup.subtree_control").unwrap_or_default();
+        if let Some(why) = v2_move_refused(read("cgroup.type").as_deref(), &subtree) {
+            return Err(format!(
+                "it shares the v2 cgroup {} and {why}",
+                origin.display()
+            ));
+        }
+    }
+    Ok((kind, origin))
+}
+
+/// Why members of a v2 cgroup whose `cgroup.type` reads `cgroup_type` (`None`: the file is
+/// absent, as at the root of the hierarchy) and whose `cgroup.subtree_control` reads
+/// `subtree_control` must not be moved into a new child of it; `None` when the child would
+/// differ from it in freezing only (see the module doc).
+pub fn v2_move_refused(cgroup_type: Option<&str>, subtree_control: &str) -> Option<String> {
+    let cgroup_type = cgroup_type.map_or("domain", str::trim);
+    if cgroup_type != "domain" {
+        return Some(format!(
+            "it is a {cgroup_type} cgroup (a child of it would be threaded)"
+        ));
+    }
+    let controllers = subtree_control.split_whitespace().collect::<Vec<_>>();
+    if !controllers.is_empty() {
+        return Some(format!(
+            "a new child of it would get controllers of its own ({}): its memory would be \
+             accounted apart",
+            controllers.join(" ")
+        ));
+    }
+    None
 }
 
 /// Moves `members` into `dir`, then (a few rounds) the children they forked meanwhile.
@@ -195,7 +259,8 @@ pub fn thaw(proc_root: &Path, record: &HeldRecord) -> Option<String> {
 }
 
 /// Removes the empty freezer cgroups that dead guards made (see [`freezer::remove_leftovers`]),
-/// below the v1 freezer's root; returns log lines.
+/// below the v1 freezer's root; returns log lines. (A v2 one lies below whichever cgroup its
+/// tree shared; the state file names it, and recovery removes it after moving the tree back.)
 pub fn remove_leftovers(proc_root: &Path) -> Vec<String> {
     let Some(mount) = freezer::v1_freezer_mount(proc_root) else {
         return Vec::new();
@@ -204,4 +269,27 @@ pub fn remove_leftovers(proc_root: &Path) -> Vec<String> {
         .into_iter()
         .map(|dir| format!("removed the empty leftover cgroup {}", dir.display()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which shared v2 cgroups a tree is moved below.
+    use super::*;
+
+    #[test]
+    fn a_tree_is_moved_below_a_v2_cgroup_only_where_its_child_would_get_no_controller() {
+        // A session scope or a service: no controller for children.
+        assert_eq!(v2_move_refused(Some("domain\n"), "\n"), None);
+        // The root of a hierarchy without controllers (a hybrid host's unified mount).
+        assert_eq!(v2_move_refused(None, ""), None);
+        let root = v2_move_refused(None, "cpuset cpu io memory pids\n").expect("refused");
+        assert!(
+            root.contains("controllers of its own (cpuset cpu io memory pids)"),
+            "{root}"
+        );
+        let threaded = v2_move_refused(Some("threaded\n"), "").expect("refused");
+        assert!(threaded.contains("threaded cgroup"), "{threaded}");
+        assert!(v2_move_refused(Some("domain threaded"), "").is_some());
+        assert!(v2_move_refused(Some("domain invalid"), "").is_some());
+    }
 }

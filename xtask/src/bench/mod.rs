@@ -19,7 +19,9 @@ mod ssh_container;
 mod ssh_events;
 mod ssh_guest;
 mod ssh_run;
+mod ssh_shell_check;
 mod ssh_site;
+mod ssh_terminal;
 mod stats;
 mod top;
 mod trace;
@@ -54,10 +56,11 @@ pub enum Bench {
     Workload(workload::Args),
 }
 
-/// One memtrace run against the runaway hog in the guest, checked (the last step of
-/// `cargo xtask test`).
+/// One memtrace run against the runaway hog in the guest, then a foreground job of an ssh login
+/// shell held and let go, both checked (the last step of `cargo xtask test`).
 pub fn guest_check() -> anyhow::Result<()> {
-    ssh_check::run()
+    ssh_check::run()?;
+    ssh_shell_check::run()
 }
 
 /// Runs one benchmark.

@@ -44,6 +44,11 @@ pub struct Options {
     pub container_guard: ContainerGuard,
 }
 
+/// Every run's loaded p99 must be at most this many times its idle median.
+const P99_OVER_IDLE: f64 = 1.5;
+/// memtrace's notice must reach the ssh user's terminal within this many seconds of the action.
+const NOTICE_WITHIN_S: f64 = 1.0;
+
 /// One table row: the runs of one scenario × contender.
 pub(super) struct Row {
     pub scenario: Scenario,
@@ -100,6 +105,9 @@ pub(super) fn line(row: &Row) -> (String, bool) {
     let mut resumed = 0;
     let mut hog_hit = 0;
     let mut runs_over = 0;
+    // Per run with a suspension by memtrace: seconds to its notice on the login shell's
+    // terminal (`None`: no notice).
+    let mut notices: Vec<Option<f64>> = Vec::new();
     for run in &row.runs {
         idle.extend_from_slice(&run.idle);
         // A timeout is a latency of at least the cap: it counts in p50/p99/max.
@@ -111,7 +119,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
                 Probe::TimedOut => timeouts += 1,
             }
         }
-        if !run.p99_over_idle().is_some_and(|r| r <= 2.0) {
+        if !run.p99_over_idle().is_some_and(|r| r <= P99_OVER_IDLE) {
             runs_over += 1;
         }
         let actions = ssh_events::actions(&run.journal);
@@ -128,6 +136,12 @@ pub(super) fn line(row: &Row) -> (String, bool) {
         }
         if run.released_after_free(&actions) {
             resumed += 1;
+        }
+        if actions
+            .iter()
+            .any(|a| a.actor == Actor::Memtrace && a.what == "suspend")
+        {
+            notices.push(run.notice_delay(&actions));
         }
         all_actions.extend(actions);
     }
@@ -155,7 +169,24 @@ pub(super) fn line(row: &Row) -> (String, bool) {
                 && hog_hit == n
                 && !others_hit
                 && runs_over == 0
+                && notices
+                    .iter()
+                    .all(|d| d.is_some_and(|d| d <= NOTICE_WITHIN_S))
         };
+    let notice_text = if notices.is_empty() {
+        "-".to_owned()
+    } else if notices.iter().any(Option::is_none) {
+        format!(
+            "none {}/{}",
+            notices.iter().filter(|d| d.is_none()).count(),
+            notices.len()
+        )
+    } else {
+        // The journal stamps the decision when its log line arrives, which can be a few ms
+        // after the notice went out: a delay below zero is shown as zero.
+        let worst = notices.iter().flatten().copied().fold(0.0, f64::max);
+        format!("≤{worst:.2}")
+    };
     let first_text = if first.is_empty() {
         "-".to_owned()
     } else {
@@ -170,7 +201,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
         "-".to_owned()
     };
     let text = format!(
-        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>4} {:>7} {:<16} {:>7}  {}",
+        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>4} {:>7} {:<16} {:>8} {:>7}  {}",
         row.scenario.label(),
         contender_label(row.contender, row.site),
         if row.failed > 0 {
@@ -188,6 +219,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
         format!("{bystanders}/{n}"),
         resumed_text,
         first_text,
+        notice_text,
         if row.contender == Contender::Memtrace {
             if met { "met" } else { "MISSED" }
         } else {
@@ -200,7 +232,7 @@ pub(super) fn line(row: &Row) -> (String, bool) {
 
 pub(super) fn header() -> String {
     format!(
-        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>4} {:>7} {:<16} {:>7}  {}",
+        "{:<19} {:<14} {:>4} {:>6} {:>6} {:>6} {:>6} {:>5} {:>4} {:>5} {:>4} {:>7} {:<16} {:>8} {:>7}  {}",
         "scenario",
         "contender",
         "runs",
@@ -214,6 +246,7 @@ pub(super) fn header() -> String {
         "bys",
         "resumed",
         "1st action s",
+        "notice s",
         "targets",
         "acted on (actor action comm ×count)"
     )
@@ -307,7 +340,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         println!("{text}");
     }
     println!(
-        "TO/F: probes timed out / failed; OOM: kernel OOM kills (kernel log; in the container also its memory.events oom_kill, whichever is higher); sshd/: sshd restarted / login sessions dropped (runs); bys: runs that ended with the bystander running; resumed: runs where memtrace, after the test freed its ballast, resumed the hog or logged why it keeps it held (wait/keep: it would not hold); 1st action: s from the hog's start, median (min–max); targets (memtrace): in every run no timeout or failure, that run's p99 ≤ 2× its idle p50, no OOM kill, only the hog acted on, sshd, the login shell and the bystander intact; negative control: nothing acted on, the same intact"
+        "TO/F: probes timed out / failed; OOM: kernel OOM kills (kernel log; in the container also its memory.events oom_kill, whichever is higher); sshd/: sshd restarted / login sessions dropped (runs); bys: runs that ended with the bystander running; resumed: runs where memtrace, after the test freed its ballast, resumed the hog or logged why it keeps it held (wait/keep: it would not hold); 1st action: s from the hog's start, median (min–max); notice: s from memtrace's suspension (its journal line's time stamp) to its notice on the idle ssh login shell's terminal (the guest's clock read through that shell), the worst run (none: runs with no notice); targets (memtrace): in every run no timeout or failure, that run's p99 ≤ 1.5× its idle p50, no OOM kill, only the hog acted on, the notice on the ssh terminal within 1 s, sshd, the login shell and the bystander intact; negative control: nothing acted on, the same intact"
     );
     std::io::stdout().flush().ok();
     if !all_met {
@@ -335,6 +368,7 @@ mod tests {
             contender_cpu_s: None,
             sshd_restarted: false,
             shell_dropped: false,
+            notice_at: Some(1_700_000_004.4),
             bystander: "active".to_owned(),
             hog_state: "running".to_owned(),
             journal: vec![
@@ -348,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn one_run_over_twice_its_idle_misses_even_if_the_pool_does_not() {
+    fn one_run_over_one_and_a_half_times_its_idle_misses_even_if_the_pool_does_not() {
         let calm = [1.0; 30];
         let mut spiky = [1.0; 30];
         spiky[23] = 3.0;
@@ -368,6 +402,27 @@ mod tests {
         ]));
         assert!(!met, "{text}");
         assert!(text.contains("MISSED"), "{text}");
+    }
+
+    #[test]
+    fn a_notice_late_or_missing_on_the_ssh_terminal_misses() {
+        let row = |runs| Row {
+            scenario: Scenario::Runaway,
+            contender: Contender::Memtrace,
+            site: Site::Machine,
+            runs,
+            failed: 0,
+        };
+        let (text, met) = line(&row(vec![run(1.0, &[1.0; 30])]));
+        assert!(met && text.contains("≤0.40"), "{text}");
+        let mut late = run(1.0, &[1.0; 30]);
+        late.notice_at = Some(1_700_000_005.5);
+        let (text, met) = line(&row(vec![run(1.0, &[1.0; 30]), late]));
+        assert!(!met && text.contains("≤1.50"), "{text}");
+        let mut silent = run(1.0, &[1.0; 30]);
+        silent.notice_at = None;
+        let (text, met) = line(&row(vec![run(1.0, &[1.0; 30]), silent]));
+        assert!(!met && text.contains("none 1/2"), "{text}");
     }
 
     fn container_row(runs: Vec<RunRecord>, guard: ContainerGuard) -> Row {

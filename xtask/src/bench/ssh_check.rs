@@ -2,7 +2,9 @@
 //! hog in the guest, checked for what must hold in every run — the hog and nothing else
 //! suspended, no kernel OOM kill, no `ssh true` timing out or failing, sshd not restarted, the
 //! login shell and the bystander still there, and once the test frees memory the hog resumed
-//! or the guard saying why it keeps it held (it resumes only a tree that will hold). The
+//! or the guard saying why it keeps it held (it resumes only a tree that will hold), and the
+//! guard's notice on the terminal of the idle ssh login shell (a real login through the guest's
+//! sshd: the utmp and sshd-session rules that pick the terminals). The
 //! latencies are printed (a table row) but not asserted: timing targets belong to the benchmark.
 use anyhow::bail;
 
@@ -48,6 +50,9 @@ fn problems(record: &RunRecord) -> Vec<String> {
     if record.shell_dropped {
         out.push("the idle login shell's session dropped".to_owned());
     }
+    if suspended_hog && record.notice_at.is_none() {
+        out.push("the guard's notice never reached the ssh login shell's terminal".to_owned());
+    }
     if record.bystander != "active" {
         out.push(format!("the bystander is {:?}", record.bystander));
     }
@@ -71,9 +76,12 @@ pub fn run() -> anyhow::Result<()> {
         Site::Machine,
     )?;
     eprintln!(
-        "xtask:   ssh true (s after hog start:latency): {}; guard CPU {:?} s",
+        "xtask:   ssh true (s after hog start:latency): {}; guard CPU {:?} s; notice on the login shell's terminal {} s after the suspension",
         record.probe_series(),
-        record.contender_cpu_s
+        record.contender_cpu_s,
+        record
+            .notice_delay(&ssh_events::actions(&record.journal))
+            .map_or("(none)".to_owned(), |d| format!("{:.2}", d.max(0.0)))
     );
     for line in &record.journal {
         eprintln!("xtask:   | {line}");
@@ -111,6 +119,7 @@ mod tests {
             contender_cpu_s: None,
             sshd_restarted: false,
             shell_dropped: false,
+            notice_at: Some(1_700_000_004.3),
             bystander: "active".to_owned(),
             hog_state: "running".to_owned(),
             journal: journal.iter().map(|s| (*s).to_owned()).collect(),
@@ -131,6 +140,16 @@ mod tests {
             vec![(0.0, Probe::Ok(1.2)), (2.0, Probe::Ok(1.4))],
         );
         assert_eq!(problems(&r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_suspension_no_terminal_was_told_of_fails() {
+        let mut r = record(&[SUSPEND, RESUME], vec![(0.0, Probe::Ok(1.2))]);
+        r.notice_at = None;
+        assert_eq!(
+            problems(&r),
+            ["the guard's notice never reached the ssh login shell's terminal"]
+        );
     }
 
     #[test]

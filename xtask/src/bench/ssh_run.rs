@@ -4,7 +4,8 @@
 //! probe capped at 40 s, started on time whatever the earlier ones do), start the hog, free the
 //! ballast later, stop the hog, and read back what happened (guest journal, the serial console
 //! for the kernel's OOM kills, the container cgroup's `memory.events`, sshd's PID, the
-//! bystander's state, whether the login shell's connection survived). A guest that stops
+//! bystander's state, whether the login shell's connection survived, and when the guard's
+//! notice reached that shell's terminal). A guest that stops
 //! answering is a result (timeouts, an unreadable journal), not a failed run.
 use std::{
     io::Write as _,
@@ -24,6 +25,7 @@ use crate::{
         ssh_events::{self, Action},
         ssh_guest::{Contender, JOURNAL, SCRIPTS, Scenario},
         ssh_site::{self, ContainerGuard, Site},
+        ssh_terminal::{CLOCK_COMMAND, HELD_NOTICE, TerminalLog},
         stats::{median, quantile},
     },
     vm::{
@@ -37,7 +39,7 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// A probe still running after this counts as a timeout.
 pub const PROBE_CAP: Duration = Duration::from_secs(40);
 const IDLE: Duration = Duration::from_secs(14);
-const CMD_CAP: Duration = Duration::from_secs(90);
+pub(super) const CMD_CAP: Duration = Duration::from_secs(90);
 /// Seconds after the planned stop when the guest's systemd ends the hog itself.
 const HOG_GRACE_S: u64 = 15;
 /// Tries to stop the hog at the end (each up to [`CMD_CAP`]).
@@ -60,6 +62,9 @@ pub struct RunRecord {
     pub sshd_restarted: bool,
     /// The idle login shell's connection closed.
     pub shell_dropped: bool,
+    /// Guest time when the guard's notice of a suspension had reached the idle login shell's
+    /// terminal (through sshd and the ssh client, as its user sees it); `None`: it never did.
+    pub notice_at: Option<f64>,
     /// CPU time the contender's unit used from just before the idle probes to the end, s
     /// (emulated: several times what it would be on hardware).
     pub contender_cpu_s: Option<f64>,
@@ -101,7 +106,7 @@ impl RunRecord {
             .collect()
     }
 
-    /// This run's loaded p99 over its idle median (the target is ≤ 2 in every run).
+    /// This run's loaded p99 over its idle median (the target is ≤ 1.5 in every run).
     pub fn p99_over_idle(&self) -> Option<f64> {
         let p99 = quantile(&self.loaded_latencies(), 0.99)?;
         median(&self.idle).map(|idle| p99 / idle)
@@ -132,6 +137,15 @@ impl RunRecord {
         ssh_events::oom_kills(actions).max(cgroup)
     }
 
+    /// Seconds from memtrace's first suspension to its notice on the idle login shell's
+    /// terminal (`None`: no suspension, or no notice).
+    pub fn notice_delay(&self, actions: &[Action]) -> Option<f64> {
+        let held = actions
+            .iter()
+            .find(|a| a.actor == ssh_events::Actor::Memtrace && a.what == "suspend")?;
+        Some(self.notice_at? - held.at)
+    }
+
     /// Whether, after the ballast was freed and before the window ended, memtrace resumed the
     /// hog or said why it keeps it held (`wait`/`keep`: the headroom would not last it), not
     /// counting the clean-up resume after the test killed the hog.
@@ -153,7 +167,7 @@ fn guest_time(text: &str) -> anyhow::Result<f64> {
 
 /// Starts the contender; for memtrace waits until it says it is guarding, or fails with its
 /// journal verbatim.
-fn start_contender(vm: &Guest, site: Site, contender: Contender) -> anyhow::Result<()> {
+pub(super) fn start_contender(vm: &Guest, site: Site, contender: Contender) -> anyhow::Result<()> {
     let start = site.start_contender(contender);
     if start.is_empty() {
         return Ok(());
@@ -277,11 +291,15 @@ fn measure(
     let mut shell = Owned(
         vm.ssh_to(site.sshd(), &["-tt"], "exec bash --login -i")
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("starting the idle login shell")?,
     );
+    let terminal = shell.0.stdout.take().map(TerminalLog::follow);
+    if let Some(stdin) = shell.0.stdin.as_mut() {
+        let _ = stdin.write_all(CLOCK_COMMAND);
+    }
     let cpu_before = contender_cpu_s(vm, site, contender, &mut notes);
     let stop = AtomicBool::new(false);
     let probes: Mutex<Vec<(Instant, Probe)>> = Mutex::new(Vec::new());
@@ -347,6 +365,10 @@ fn measure(
         .filter(|(at, _)| *at >= timeline.h0)
         .map(|(at, p)| (at.duration_since(timeline.h0).as_secs_f64(), *p))
         .collect();
+    let notice_at = terminal.as_ref().and_then(|t| t.guest_time_of(HELD_NOTICE));
+    if terminal.as_ref().is_some_and(|t| t.clock().is_none()) {
+        notes.push("the login shell never printed the guest's clock".to_owned());
+    }
     Ok(RunRecord {
         idle,
         loaded,
@@ -356,6 +378,7 @@ fn measure(
         contender_cpu_s,
         sshd_restarted: sshd_after.is_some_and(|a| a.trim() != sshd_before.trim()),
         shell_dropped,
+        notice_at,
         bystander,
         hog_state: timeline.hog_state,
         journal,
