@@ -159,6 +159,38 @@ impl Intent {
     }
 }
 
+/// The moment the latest tree was held: the baseline against which growth "since the hold" is
+/// measured before another victim is chosen.
+#[derive(Debug, Clone)]
+struct HoldMark {
+    at: Instant,
+    /// The scope's usage, bytes.
+    used: u64,
+    /// Every held tree's root (the new one included) and what it held, bytes.
+    held: Vec<(ProcRef, u64)>,
+}
+
+impl HoldMark {
+    /// The scope's growth since the mark, bytes/s, less what the held trees themselves still
+    /// added (a freeze settles over a few ms to a round, and a stopped tree's in-flight faults
+    /// complete): only growth elsewhere is a reason to hold another tree.
+    fn growth_elsewhere(&self, now: Instant, used: u64, ranked: &[Candidate]) -> f64 {
+        if now <= self.at {
+            return 0.0;
+        }
+        let held_growth: i64 = self
+            .held
+            .iter()
+            .filter_map(|(root, then)| {
+                let c = ranked.iter().find(|c| &c.root == root)?;
+                Some(c.held_bytes as i64 - *then as i64)
+            })
+            .sum();
+        let elsewhere = used as i64 - self.used as i64 - held_growth.max(0);
+        elsewhere as f64 / now.duration_since(self.at).as_secs_f64()
+    }
+}
+
 /// The policy: the configuration and what it remembers between rounds.
 #[derive(Debug)]
 pub struct Policy {
@@ -167,8 +199,8 @@ pub struct Policy {
     last_reclaim: Option<Instant>,
     below_resume_since: Option<Instant>,
     kill_level_since: Option<Instant>,
-    /// When the latest tree was held, and the scope's usage then.
-    last_hold: Option<(Instant, u64)>,
+    /// When the latest tree was held, with the scope's usage and the held trees' memory then.
+    last_hold: Option<HoldMark>,
     /// How many times the guard resumed each tree (by root).
     resumes: HashMap<ProcRef, u32>,
     /// Held trees (by root) whose `wait` or `keep` was already said.
@@ -389,16 +421,13 @@ impl Policy {
         }
         let min_growth = self.config.victims.min_growth_bytes_per_s.max(1.0);
         // With a tree already held, suspend another only while the scope keeps growing, and
-        // only as the samples taken since the latest hold show it: a held tree keeps its
-        // memory, so the level alone says nothing new, and the growth window still counts the
-        // growth of the tree just held.
+        // only as the samples taken since the latest hold show it, less the held trees' own
+        // growth: a held tree keeps its memory, so the level alone says nothing new, the
+        // growth window still counts the growth of the tree just held, and a tree being frozen
+        // can still grow until the freeze has settled (rounds can be 20 ms apart).
         if !held.is_empty() {
-            let since_hold = match self.last_hold {
-                Some((t, used)) if now > t => {
-                    (inputs.usage.used_bytes as f64 - used as f64)
-                        / now.duration_since(t).as_secs_f64()
-                }
-                Some(_) => 0.0,
+            let since_hold = match &self.last_hold {
+                Some(mark) => mark.growth_elsewhere(now, inputs.usage.used_bytes, ranked),
                 None => inputs.growth_bytes_per_s,
             };
             if inputs.growth_bytes_per_s.min(since_hold) < min_growth {
@@ -413,7 +442,22 @@ impl Policy {
         }) else {
             return;
         };
-        self.last_hold = Some((now, inputs.usage.used_bytes));
+        let held_then = |root: &ProcRef, at_hold: u64| {
+            ranked
+                .iter()
+                .find(|c| &c.root == root)
+                .map_or(at_hold, |c| c.held_bytes)
+        };
+        let mut marked: Vec<(ProcRef, u64)> = held
+            .iter()
+            .map(|h| (h.root.clone(), held_then(&h.root, h.held_bytes)))
+            .collect();
+        marked.push((victim.root.clone(), victim.held_bytes));
+        self.last_hold = Some(HoldMark {
+            at: now,
+            used: inputs.usage.used_bytes,
+            held: marked,
+        });
         held.push(Held::of(victim));
         out.push(Intent::Suspend {
             victim: victim.clone(),

@@ -179,6 +179,8 @@ const HOG: P = (100, 1, 10, "hog", 200.0, 4000);
 const HOG_STILL: P = (100, 1, 10, "hog", 0.0, 4000);
 const LEAK: P = (200, 1, 20, "leak", 2.0, 3000);
 const IDLE: P = (300, 1, 30, "idle", 0.0, 500);
+/// Holds 64 MiB it touches now and then; its growth over the window is a few MiB/s.
+const BYSTANDER: P = (400, 1, 40, "bystander", 3.1, 64);
 
 fn scenarios() -> Vec<Scenario> {
     let none = Vec::new;
@@ -284,6 +286,42 @@ fn scenarios() -> Vec<Scenario> {
                 (
                     round(2.0, 92.0, 50.0, &[HOG_STILL, LEAK]),
                     vec![("suspend", 200)],
+                ),
+            ],
+        ),
+        (
+            "a tree still growing while its freeze settles is no reason to hold a bystander",
+            "",
+            vec![
+                (
+                    round(
+                        0.0,
+                        80.4,
+                        250.0,
+                        &[(100, 1, 10, "hog", 250.0, 320), BYSTANDER],
+                    ),
+                    vec![("suspend", 100)],
+                ),
+                // 35 ms later the hog has added 10 MiB before the freeze took hold; the scope
+                // grew by about as much (9 MiB, 260 MiB/s since the hold): nothing grows
+                // elsewhere.
+                (
+                    round(
+                        0.035,
+                        80.49,
+                        250.0,
+                        &[(100, 1, 10, "hog", 250.0, 330), BYSTANDER],
+                    ),
+                    none(),
+                ),
+                (
+                    round(
+                        1.0,
+                        80.49,
+                        10.0,
+                        &[(100, 1, 10, "hog", 0.0, 330), BYSTANDER],
+                    ),
+                    none(),
                 ),
             ],
         ),
