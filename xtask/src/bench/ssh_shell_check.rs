@@ -4,7 +4,9 @@
 //! guard must move it into a child of that scope and freeze it: the shell prints no
 //! "Stopped", the hog stays the terminal's foreground job, the guard's notice shows on that
 //! terminal, and once `memtrace guard resume` lets it go, the Ctrl-C typed while it was held
-//! ends it — the shell still answers.
+//! ends it — the shell still answers. Then, on the same boot, `memtrace run --memory-max`
+//! from an ssh session: the pipeline in a v2 cgroup of its own, OOM-killed at its own limit,
+//! the cgroup gone afterwards.
 use std::{
     io::Write as _,
     process::Stdio,
@@ -94,7 +96,7 @@ fn held_problems(look: &Look) -> Vec<String> {
 pub fn run() -> anyhow::Result<()> {
     let image = image::build(image::Kernel::Stable)?;
     let vm = Guest::boot(&image, Duration::from_secs(300))?;
-    match check(&vm) {
+    match check(&vm).and_then(|()| run_limit_check(&vm)) {
         Ok(()) => vm.shutdown(Duration::from_secs(30)),
         Err(err) => Err(err.context(format!("run directory {}", vm.dir().display()))),
     }
@@ -206,6 +208,55 @@ fn check(vm: &Guest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `memtrace run --memory-max 64M` of a hog, from an ssh session; its output (stdout and stderr)
+/// and exit status, then the `memtrace-run-*` cgroups left anywhere.
+const RUN_LIMITED: &str = "cd /tmp && /usr/local/bin/memtrace run --quiet --memory-max 64M \
+    -o /tmp/run-limited.mtrace -- /usr/local/bin/hog /root/hog.py 0 2>&1; echo exit=$?; \
+    echo left=$(find /sys/fs/cgroup -name 'memtrace-run-*' | wc -l)";
+
+/// What is wrong with [`RUN_LIMITED`]'s output (empty: nothing).
+fn run_limit_problems(out: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let own = out
+        .lines()
+        .find_map(|l| l.strip_prefix("[memtrace] the pipeline runs in its own cgroup "));
+    match own {
+        Some(dir) if dir.starts_with("/sys/fs/cgroup/") && !dir.contains(" and ") => {}
+        other => problems.push(format!("not in a v2 cgroup of its own: {other:?}")),
+    }
+    if !out.lines().any(|l| {
+        l.contains("of --memory-max 64.0 MiB, 1 OOM kill inside it") && l.contains(": peak ")
+    }) {
+        problems.push("no summary of a peak at --memory-max with its OOM kill".to_owned());
+    }
+    if !out.lines().any(|l| l == "exit=137") {
+        problems.push("the run did not end with the pipeline's SIGKILL (137)".to_owned());
+    }
+    if !out.lines().any(|l| l == "left=0") {
+        problems.push("its cgroup was left behind".to_owned());
+    }
+    problems
+}
+
+/// Runs [`RUN_LIMITED`] in the guest; fails naming what went wrong.
+fn run_limit_check(vm: &Guest) -> anyhow::Result<()> {
+    let out = vm.ssh_output(RUN_LIMITED, CMD_CAP)?;
+    for line in out.lines() {
+        eprintln!("xtask:   run | {line}");
+    }
+    let problems = run_limit_problems(&out);
+    if !problems.is_empty() {
+        bail!(
+            "memtrace run --memory-max on cgroup v2: {}",
+            problems.join("; ")
+        );
+    }
+    println!(
+        "xtask: guest run: `memtrace run --memory-max 64M` on cgroup v2 put the pipeline in a cgroup of its own, where the kernel OOM-killed it at 64 MiB, and removed the cgroup"
+    );
+    Ok(())
+}
+
 /// Whether process `pid` is gone within `limit`.
 fn wait_gone(vm: &Guest, pid: u32, limit: Duration) -> bool {
     let start = Instant::now();
@@ -227,6 +278,15 @@ mod tests {
     use super::*;
 
     const HELD: &str = "pid=612\ncgroup=/user.slice/user-0.slice/session-3.scope/memtrace-held-250-612\nfrozen 1\nstat=S 612 612\n";
+
+    #[test]
+    fn a_limited_run_is_checked_for_its_own_cgroup_its_oom_kill_and_its_cleanup() {
+        let good = "[memtrace] the pipeline runs in its own cgroup /sys/fs/cgroup/memtrace-run-377\n\
+            [memtrace] cgroup /sys/fs/cgroup/memtrace-run-377: peak 64.0 MiB of --memory-max 64.0 MiB, 1 OOM kill inside it (the pipeline hit its own limit)\n\
+            exit=137\nleft=0\n";
+        assert_eq!(run_limit_problems(good), Vec::<String>::new());
+        assert_eq!(run_limit_problems("exit=0\nleft=1\n").len(), 4);
+    }
 
     #[test]
     fn a_hog_frozen_below_its_scope_in_the_foreground_passes() {
