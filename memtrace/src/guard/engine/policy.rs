@@ -6,7 +6,7 @@
 //! time. It remembers only bookkeeping between rounds (timers, resume counts, what was said).
 use std::{
     collections::{HashMap, HashSet},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use super::resume::{self, HeldTree, ResumeRules, ResumeVerdict};
@@ -159,11 +159,18 @@ impl Intent {
     }
 }
 
-/// The moment the latest tree was held: the baseline against which growth "since the hold" is
-/// measured before another victim is chosen.
+/// How long after a hold the scope's readings are taken as settled: the freeze or SIGSTOP has
+/// taken hold, in-flight faults have completed, and the held tree has been read again. The
+/// first round after it becomes the baseline of "growth since the hold".
+const HOLD_SETTLE: Duration = Duration::from_millis(500);
+
+/// The baseline against which growth "since the hold" is measured before another victim is
+/// chosen: the moment the latest tree was held, then the first reading [`HOLD_SETTLE`] later.
 #[derive(Debug, Clone)]
 struct HoldMark {
     at: Instant,
+    /// Whether this is the settled reading (not the moment of the hold).
+    settled: bool,
     /// The scope's usage, bytes.
     used: u64,
     /// Every held tree's root (the new one included) and what it held, bytes.
@@ -171,11 +178,38 @@ struct HoldMark {
 }
 
 impl HoldMark {
+    /// A mark at this reading: the scope's usage and every held tree's memory (as read now, or
+    /// as it was when held where this reading lacks it).
+    fn at_reading(
+        at: Instant,
+        used: u64,
+        held: &[Held],
+        ranked: &[Candidate],
+        settled: bool,
+    ) -> Self {
+        let held = held
+            .iter()
+            .map(|h| {
+                let now = ranked
+                    .iter()
+                    .find(|c| c.root == h.root)
+                    .map_or(h.held_bytes, |c| c.held_bytes);
+                (h.root.clone(), now)
+            })
+            .collect();
+        Self {
+            at,
+            settled,
+            used,
+            held,
+        }
+    }
+
     /// The scope's growth since the mark, bytes/s, less what the held trees themselves still
     /// added (a freeze settles over a few ms to a round, and a stopped tree's in-flight faults
     /// complete): only growth elsewhere is a reason to hold another tree.
     fn growth_elsewhere(&self, now: Instant, used: u64, ranked: &[Candidate]) -> f64 {
-        if now <= self.at {
+        if now <= self.at || !self.settled {
             return 0.0;
         }
         let held_growth: i64 = self
@@ -426,6 +460,15 @@ impl Policy {
         // growth window still counts the growth of the tree just held, and a tree being frozen
         // can still grow until the freeze has settled (rounds can be 20 ms apart).
         if !held.is_empty() {
+            if let Some(mark) = self
+                .last_hold
+                .as_mut()
+                .filter(|m| !m.settled && now.duration_since(m.at) >= HOLD_SETTLE)
+            {
+                // Readings right after a hold still show the held tree's last growth (and
+                // readings taken before it stopped): growth since the hold counts from here.
+                *mark = HoldMark::at_reading(now, inputs.usage.used_bytes, held, ranked, true);
+            }
             let since_hold = match &self.last_hold {
                 Some(mark) => mark.growth_elsewhere(now, inputs.usage.used_bytes, ranked),
                 None => inputs.growth_bytes_per_s,
@@ -442,23 +485,14 @@ impl Policy {
         }) else {
             return;
         };
-        let held_then = |root: &ProcRef, at_hold: u64| {
-            ranked
-                .iter()
-                .find(|c| &c.root == root)
-                .map_or(at_hold, |c| c.held_bytes)
-        };
-        let mut marked: Vec<(ProcRef, u64)> = held
-            .iter()
-            .map(|h| (h.root.clone(), held_then(&h.root, h.held_bytes)))
-            .collect();
-        marked.push((victim.root.clone(), victim.held_bytes));
-        self.last_hold = Some(HoldMark {
-            at: now,
-            used: inputs.usage.used_bytes,
-            held: marked,
-        });
         held.push(Held::of(victim));
+        self.last_hold = Some(HoldMark::at_reading(
+            now,
+            inputs.usage.used_bytes,
+            held,
+            ranked,
+            false,
+        ));
         out.push(Intent::Suspend {
             victim: victim.clone(),
             candidates: ranked.iter().take(5).cloned().collect(),

@@ -265,8 +265,11 @@ fn scenarios() -> Vec<Scenario> {
                     round(0.0, 91.0, 202.0, &[HOG, LEAK]),
                     vec![("suspend", 100)],
                 ),
+                // The first reading 0.5 s after the hold is the baseline (the freeze has settled
+                // and the hog is read again), then usage still grows: the leak is next.
+                (round(1.0, 91.2, 202.0, &[HOG_STILL, LEAK]), none()),
                 (
-                    round(1.0, 91.2, 202.0, &[HOG_STILL, LEAK]),
+                    round(1.5, 91.3, 100.0, &[HOG_STILL, LEAK]),
                     vec![("suspend", 200)],
                 ),
             ],
@@ -290,7 +293,7 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         (
-            "a tree still growing while its freeze settles is no reason to hold a bystander",
+            "a tree still growing while its hold settles is no reason to hold a bystander",
             "",
             vec![
                 (
@@ -314,13 +317,29 @@ fn scenarios() -> Vec<Scenario> {
                     ),
                     none(),
                 ),
+                // Usage rises 6 MiB more, which the hog's reading (taken before it stopped) does
+                // not show: still no other victim before the readings settle.
                 (
                     round(
-                        1.0,
-                        80.49,
-                        10.0,
-                        &[(100, 1, 10, "hog", 0.0, 330), BYSTANDER],
+                        0.07,
+                        80.55,
+                        250.0,
+                        &[(100, 1, 10, "hog", 250.0, 330), BYSTANDER],
                     ),
+                    none(),
+                ),
+                // The settled reading (the baseline), then nothing grows elsewhere.
+                (
+                    round(
+                        0.6,
+                        80.55,
+                        10.0,
+                        &[(100, 1, 10, "hog", 0.0, 336), BYSTANDER],
+                    ),
+                    none(),
+                ),
+                (
+                    round(1.2, 80.55, 0.0, &[(100, 1, 10, "hog", 0.0, 336), BYSTANDER]),
                     none(),
                 ),
             ],
