@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use memtrace::host::cgroup::{Version, procs_of};
+use memtrace::host::{
+    cgroup::{Version, procs_of, v2_mount},
+    freezer::v1_freezer_mount,
+};
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
     MIB,
@@ -69,18 +72,6 @@ impl Drop for V2Session {
     }
 }
 
-/// Where `/proc/mounts` has a filesystem of type `fstype` with the mount option `option` ("" for
-/// any).
-fn mount_of(fstype: &str, option: &str) -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let (target, kind, options) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
-        (*kind == fstype && (option.is_empty() || options.split(',').any(|o| o == option)))
-            .then(|| PathBuf::from(target))
-    })
-}
-
 /// A bash in a tmux pane runs a hog in the foreground; the guard holds it by moving it into a
 /// freezer cgroup of its own and freezing that (no SIGSTOP): the pane never shows "Stopped",
 /// the hog stays the terminal's foreground job while held and after it is let go, and Ctrl-C in
@@ -88,7 +79,7 @@ fn mount_of(fstype: &str, option: &str) -> Option<PathBuf> {
 #[test]
 fn a_foreground_job_is_frozen_not_stopped_and_ctrl_c_still_reaches_it() {
     require_root();
-    if mount_of("cgroup", "freezer").is_none() {
+    if v1_freezer_mount(Path::new("/proc")).is_none() {
         panic!("this test needs the v1 freezer mounted (a hybrid host)");
     }
     foreground_job_is_frozen(Below::V1Freezer);
@@ -125,7 +116,7 @@ fn foreground_job_is_frozen(below: Below) {
     // Grows to 400 MiB (past the suspend line at 65 % of 512 MiB) unless held, then waits.
     let hog_script = PaneHog::write(tag, 400);
     let (tmux, _server, shell) = Tmux::start_shell_in(&mut group, tag, 120, 30);
-    let v1_freezer = mount_of("cgroup", "freezer");
+    let v1_freezer = v1_freezer_mount(Path::new("/proc"));
     let mut session = None;
     // The cgroup the guard makes its own below, and the hog's cgroup line there after the thaw.
     let (parent, home_line) = match below {
@@ -134,7 +125,7 @@ fn foreground_job_is_frozen(below: Below) {
             ":freezer:/".to_owned(),
         ),
         Below::SharedV2 => {
-            let v2_root = mount_of("cgroup2", "").expect("this test needs a cgroup2 mount");
+            let v2_root = v2_mount(Path::new("/proc")).expect("this test needs a cgroup2 mount");
             let shared = if group.version == Version::V2 {
                 group.path.clone()
             } else {

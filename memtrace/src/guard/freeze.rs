@@ -110,35 +110,41 @@ pub fn place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Pla
 /// doc): in the v1 freezer hierarchy where it is mounted, else in the v2 one; or why there is
 /// none.
 fn shared_cgroup(proc_root: &Path, members: &[u32]) -> Result<(Kind, PathBuf), String> {
-    let (kind, origin_of): (Kind, Box<dyn Fn(u32) -> Option<PathBuf> + '_>) =
-        match freezer::v1_freezer_mount(proc_root) {
-            // The root of the hierarchy (or a container's) when the process has none below it.
-            Some(mount) => (
-                Kind::V1,
-                Box::new(move |pid| {
-                    Some(freezer::v1_freezer_of(proc_root, pid).unwrap_or(mount.clone()))
-                }),
-            ),
-            None if cgroup::v2_mount(proc_root).is_some() => {
-                (Kind::V2, Box::new(|pid| cgroup::v2_dir_of(proc_root, pid)))
-            }
-            None => {
-                return Err(
-                    "the tree has no cgroup of its own and no cgroup hierarchy is \
-                            mounted to move it into"
-                        .to_owned(),
-                );
-            }
-        };
+    // Each member's cgroup, read once.
+    let (kind, origins): (Kind, Vec<Option<PathBuf>>) = match freezer::v1_freezer_mount(proc_root) {
+        // The root of the hierarchy (or a container's) when the process has none below it.
+        Some(mount) => (
+            Kind::V1,
+            members
+                .iter()
+                .map(|&pid| {
+                    Some(freezer::v1_freezer_of(proc_root, pid).unwrap_or_else(|| mount.clone()))
+                })
+                .collect(),
+        ),
+        None if cgroup::v2_mount(proc_root).is_some() => (
+            Kind::V2,
+            members
+                .iter()
+                .map(|&pid| cgroup::v2_dir_of(proc_root, pid))
+                .collect(),
+        ),
+        None => {
+            return Err(
+                "the tree has no cgroup of its own and no cgroup hierarchy is \
+                        mounted to move it into"
+                    .to_owned(),
+            );
+        }
+    };
     let root = members.first().copied().unwrap_or_default();
-    let Some(origin) = origin_of(root) else {
+    let Some(Some(origin)) = origins.first().cloned() else {
         return Err(format!("the cgroup of {root} could not be read"));
     };
-    if let Some(other) = members
-        .iter()
-        .find(|&&pid| origin_of(pid) != Some(origin.clone()))
-    {
-        let theirs = origin_of(*other).map_or("?".to_owned(), |p| p.display().to_string());
+    if let Some(other) = origins.iter().find(|o| o.as_ref() != Some(&origin)) {
+        let theirs = other
+            .as_ref()
+            .map_or("?".to_owned(), |p| p.display().to_string());
         return Err(format!(
             "its members are in different cgroups ({} and {theirs})",
             origin.display(),

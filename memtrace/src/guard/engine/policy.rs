@@ -190,10 +190,7 @@ impl HoldMark {
         let held = held
             .iter()
             .map(|h| {
-                let now = ranked
-                    .iter()
-                    .find(|c| c.root == h.root)
-                    .map_or(h.held_bytes, |c| c.held_bytes);
+                let now = held_bytes_now(ranked, &h.root).unwrap_or(h.held_bytes);
                 (h.root.clone(), now)
             })
             .collect();
@@ -215,14 +212,19 @@ impl HoldMark {
         let held_growth: i64 = self
             .held
             .iter()
-            .filter_map(|(root, then)| {
-                let c = ranked.iter().find(|c| &c.root == root)?;
-                Some(c.held_bytes as i64 - *then as i64)
-            })
+            .filter_map(|(root, then)| Some(held_bytes_now(ranked, root)? as i64 - *then as i64))
             .sum();
         let elsewhere = used as i64 - self.used as i64 - held_growth.max(0);
         elsewhere as f64 / now.duration_since(self.at).as_secs_f64()
     }
+}
+
+/// What the tree rooted at `root` holds in this round's reading, if it was read.
+fn held_bytes_now(ranked: &[Candidate], root: &ProcRef) -> Option<u64> {
+    ranked
+        .iter()
+        .find(|c| &c.root == root)
+        .map(|c| c.held_bytes)
 }
 
 /// The policy: the configuration and what it remembers between rounds.
