@@ -12,6 +12,7 @@
 mod by_hand;
 mod decision_counts;
 mod effects;
+mod growth;
 mod inputs;
 pub mod policy;
 pub mod resume;
@@ -22,7 +23,7 @@ mod tests;
 mod why;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet},
     path::Path,
     time::Instant,
 };
@@ -32,6 +33,7 @@ use serde::Serialize;
 pub use self::decision_counts::DecisionCounts;
 use self::{
     effects::Effects,
+    growth::GrowthWindow,
     inputs::gpu_reasons,
     policy::{Inputs, Policy},
 };
@@ -149,7 +151,7 @@ struct Reading<'a> {
 pub struct Engine {
     policy: Policy,
     effects: Effects,
-    history: VecDeque<(Instant, u64)>,
+    growth: GrowthWindow,
     sshd_stalls: HashMap<u32, u64>,
     /// Time of the snapshot the sshd stalls were last compared on (idle rounds reuse one).
     sshd_checked_ms: u64,
@@ -172,7 +174,7 @@ impl Engine {
         Self {
             policy: Policy::new(config),
             effects: Effects::new(scope, proc_root, state_file, dry_run),
-            history: VecDeque::with_capacity(64),
+            growth: GrowthWindow::default(),
             sshd_stalls: HashMap::new(),
             sshd_checked_ms: 0,
             sshd: SshdCache::default(),
@@ -219,26 +221,6 @@ impl Engine {
 
     fn held(&self) -> usize {
         self.effects.held_count()
-    }
-
-    /// Scope growth over the growth window, bytes/s.
-    fn scope_growth(&mut self, now: Instant, used: u64) -> f64 {
-        let window = self.config().sampling.growth_window;
-        self.history.push_back((now, used));
-        while self.history.len() > 2
-            && self
-                .history
-                .get(1)
-                .is_some_and(|(t, _)| now.duration_since(*t) >= window)
-        {
-            self.history.pop_front();
-        }
-        match (self.history.front(), self.history.back()) {
-            (Some((t0, u0)), Some((t1, u1))) if t1 > t0 => {
-                (*u1 as f64 - *u0 as f64) / t1.duration_since(*t0).as_secs_f64()
-            }
-            _ => 0.0,
-        }
     }
 
     /// sshd or ssh login shells (children of sshd) stalled in reclaim since the last tick.
@@ -381,7 +363,8 @@ impl Engine {
             scope_pids,
             gpu,
         } = reading;
-        let growth = self.scope_growth(now, usage.used_bytes);
+        let window = self.config().sampling.growth_window;
+        let growth = self.growth.push(now, usage.used_bytes, window);
         let signals = Signals {
             used_percent: usage.percent(),
             psi_some_avg10: psi.map(|p| p.some.avg10),
@@ -432,8 +415,14 @@ impl Engine {
         let used_percent = inputs.signals.used_percent;
         let actions = &self.policy.config().actions;
         let mut out = Vec::with_capacity(intents.len());
+        let held_before = self.held();
         for intent in intents {
             out.extend(self.effects.carry(intent, level, &usage, actions));
+        }
+        if self.held() > held_before {
+            // The growth so far was (mostly) the tree just held: the forecast starts again
+            // from the first settled reading.
+            self.growth.restart(now + policy::HOLD_SETTLE);
         }
         let mut decisions = std::mem::take(&mut self.state.decisions);
         decisions.count_all(&out);

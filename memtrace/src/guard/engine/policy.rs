@@ -162,7 +162,7 @@ impl Intent {
 /// How long after a hold the scope's readings are taken as settled: the freeze or SIGSTOP has
 /// taken hold, in-flight faults have completed, and the held tree has been read again. The
 /// first round after it becomes the baseline of "growth since the hold".
-const HOLD_SETTLE: Duration = Duration::from_millis(500);
+pub(crate) const HOLD_SETTLE: Duration = Duration::from_millis(500);
 
 /// The baseline against which growth "since the hold" is measured before another victim is
 /// chosen: the moment the latest tree was held, then the first reading [`HOLD_SETTLE`] later.

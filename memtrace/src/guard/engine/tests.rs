@@ -344,3 +344,24 @@ fn every_decision_returned_is_counted_by_action_and_outcome() {
         "a dry run does nothing"
     );
 }
+
+#[test]
+fn the_forecast_forgets_the_growth_of_the_tree_just_held() {
+    // Under warn, the 50 MiB/s tree fills the scope: a forecast; then held at 92 %.
+    let mut engine = engine_with("resume_hold = \"1h\"\n");
+    let (snap, _) = me_growing(&mut engine);
+    tick(&mut engine, usage(60), &snap, None);
+    tick(&mut engine, usage(62), &snap, None);
+    assert!(engine.state.exhaustion_s.is_some(), "growing: a forecast");
+    let held = tick(&mut engine, usage(92), &snap, None);
+    assert!(held.iter().any(|d| d.action == Act::Suspend), "{held:?}");
+    // Rounds 10 ms apart: the held tree's last faults still show, then nothing grows.
+    for used in [93, 93, 93] {
+        tick(&mut engine, usage(used), &snap, None);
+        assert_eq!(
+            engine.state.exhaustion_s, None,
+            "no forecast from the held tree"
+        );
+        assert_eq!(engine.state.growth_bytes_per_s, 0.0);
+    }
+}
