@@ -1,5 +1,6 @@
 //! Privileged tests of the guard's notices on the real kernel: the message on a terminal and
-//! the hook commands. The hog lives in a child memory cgroup with a limit, the guard watches
+//! the hook commands, from `memtrace guard` and from the guard inside `memtrace run` (which
+//! also answers `memtrace guard --run PID`). The hog lives in a child memory cgroup with a limit, the guard watches
 //! only that cgroup (`--cgroup`), every loop is bounded in time, and only processes the test
 //! started are killed (by PID).
 mod support;
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
     MIB,
-    guard_env::{GuardRun, ThawOnDrop, config_protecting, start_in, tmp, wait_until},
-    memtrace, output_within, require_root, test_cgroup,
+    guard_env::{GuardRun, PaneHog, ThawOnDrop, config_protecting, start_in, tmp, wait_until},
+    memtrace, memtrace_bin, output_within, require_root, test_cgroup,
     tmux::Tmux,
 };
 
@@ -146,4 +147,107 @@ fn a_hold_is_told_on_the_terminal_and_to_the_hooks() {
     drop(child);
     assert!(wait_until(Duration::from_secs(5), || !alive(hog)));
     let _ = std::fs::remove_file(&env_file);
+}
+
+/// `memtrace run` typed at an interactive shell whose run's guard holds the pipeline: the
+/// message is on the shell's terminal (the run's own, no login session) and names
+/// `memtrace guard --run PID`, which shows the hold and kills the pipeline by hand; the kill is
+/// told too and the run ends with its pipeline.
+#[test]
+fn a_runs_guard_tells_its_terminal_and_answers_guard_run() {
+    require_root();
+    let id = std::process::id();
+    let config = tmp().join(format!("run-notify-{id}.toml"));
+    std::fs::write(
+        &config,
+        "[thresholds]\nresume_used_percent = 0.5\nwarn_used_percent = 1\nreclaim_used_percent = 1\n\
+         suspend_used_percent = 2\nkill_used_percent = 99\n[actions]\ndrop_caches = false\n\
+         [notify]\nterminals = false\n",
+    )
+    .expect("config");
+    let hog_script = PaneHog::write("run-notify", 96);
+    let trace = tmp().join(format!("run-notify-{id}.mtrace"));
+    let mut group = test_cgroup("run-notify", 512 * MIB);
+    let (tmux, _server, _shell) = Tmux::start_shell_in(&mut group, "rn", 220, 50);
+    tmux.send(
+        &format!(
+            "{} run --quiet -o {} --config {} -- {}",
+            memtrace_bin().display(),
+            trace.display(),
+            config.display(),
+            hog_script.command_line()
+        ),
+        true,
+    );
+    tmux.send("Enter", false);
+    let hog = hog_script.pid();
+    group.track(hog);
+    let run = std::fs::read_to_string(format!("/proc/{hog}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(") ")?.1.to_owned();
+            after.split_whitespace().nth(1)?.parse::<u32>().ok()
+        })
+        .expect("the run's pid (the hog's parent)");
+    group.track(run);
+    assert!(
+        wait_until(Duration::from_secs(30), || held(hog)),
+        "the run's guard held its pipeline: {:?}",
+        state(hog)
+    );
+    let screen = || tmux.run(&["capture-pane", "-p", "-J", "-t", "rn"]);
+    let told = wait_until(Duration::from_secs(3), || {
+        screen().contains(&format!(
+            "memtrace run {run}'s guard: HELD {hog} (python3, 1 process,"
+        ))
+    });
+    let shown = screen();
+    eprintln!("the pane after the hold:\n{shown}");
+    assert!(told, "the message reached the run's terminal:\n{shown}");
+    assert!(
+        shown.contains(&format!(
+            "resume it: sudo memtrace guard --run {run} resume {hog}"
+        )),
+        "{shown}"
+    );
+    let ask = |words: &[&str]| {
+        let out = output_within(
+            memtrace()
+                .args(["guard", "--run", &run.to_string()])
+                .args(words),
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "guard --run {run} {words:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = ask(&["status"]);
+    assert!(
+        status.contains(&format!("held {hog} (python3)")) && status.contains("1 tree(s) held"),
+        "{status}"
+    );
+    ask(&["kill", &hog.to_string()]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(hog)),
+        "killed by hand"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let shown = screen();
+            shown.contains(&format!(
+                "memtrace run {run}'s guard: KILLED {hog} (python3"
+            )) && shown.contains("[memtrace] pipeline was killed by signal ")
+        }),
+        "the kill was told and the run ended:\n{}",
+        screen()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(run)),
+        "the run ended with its pipeline"
+    );
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&trace);
 }

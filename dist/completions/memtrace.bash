@@ -354,7 +354,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__guard)
-            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --no-psi --psi-file --no-usage-events --per-event --rare-events --exit-after --require-ebpf --help --version status resume kill keep help"
+            opts="-c -h -V --config --print-config --machine --cgroup --dry-run --metrics --state-file --run --no-psi --psi-file --no-usage-events --per-event --rare-events --exit-after --require-ebpf --help --version status resume kill keep help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -377,6 +377,10 @@ _memtrace() {
                     return 0
                     ;;
                 --state-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -988,7 +992,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__run)
-            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --require-ebpf --machine --cgroup --memory-high --memory-max --help --version"
+            opts="-o -i -h -V --out --config --interval --stage-regex --quiet --require-ebpf --machine --cgroup --memory-high --memory-max --no-scope --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

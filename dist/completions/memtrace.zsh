@@ -35,6 +35,7 @@ _arguments "${_arguments_options[@]}" : \
 '--cgroup=[Measure against this memory cgroup (its usage against its limit, its PSI) instead of the one memtrace runs in \[default\: memtrace'\''s own cgroup when a limit below the machine'\''s RAM binds it (a container), else the machine\]]:PATH:_files' \
 '--metrics=[Serve OpenMetrics on this address (e.g. 127.0.0.1\:9184). Off by default]:ADDR:_default' \
 '--state-file=[Where suspended trees are recorded (a restarted guard resumes them), in a directory only root can write \[default\: /run/memtrace/guard-suspended.json for the machine, /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH\]]:FILE:_files' \
+'(--state-file)--run=[With status, resume, kill or keep\: ask the guard inside the \`memtrace run\` whose pid is PID (what it holds of its pipeline) instead of the running \`memtrace guard\`]:PID:_default' \
 '--psi-file=[Pressure file to arm instead of the scope'\''s (tests)]:PSI_FILE:_files' \
 '--exit-after=[Stop after this long (tests, benchmarks)]:EXIT_AFTER:_default' \
 '--print-config[Print the embedded default configuration and exit]' \
@@ -290,6 +291,7 @@ _arguments "${_arguments_options[@]}" : \
 '--quiet[Do not print a \`\[Memory\]\` line per stage]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '(--cgroup)--machine[Measure against the whole machine (MemTotal) even when memtrace runs in a memory-limited cgroup (a container)]' \
+'--no-scope[On cgroup v2 under systemd, do not run in a transient systemd scope of the run'\''s own (\`memtrace-run-PID.scope\`, in the slice memtrace was started from)\: make the pipeline'\''s cgroup at the root of the hierarchy instead]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \

@@ -29,14 +29,18 @@ fn main() -> ExitCode {
         Command::Swap(args) => memtrace::cmd::swap::run(args),
         Command::Doctor(args) => memtrace::cmd::doctor::run(args),
         Command::Clean(args) => memtrace::cmd::clean::run(args),
-        Command::Run(args) => memtrace::guard::run_hook::config_from_run_file(
-            args.config.as_deref(),
-        )
-        .and_then(|config| {
-            let scope = args.scope.select(std::path::Path::new("/proc"))?;
-            let guard = memtrace::guard::run_hook::GuardHook::new(config, scope.scope.clone())?;
-            memtrace::cmd::run::run_with_hooks(args, &scope, vec![Box::new(guard)])
-        }),
+        Command::Run(args) => {
+            // First of all: executes itself again in a transient systemd scope where it can.
+            let outside = memtrace::record::run_scope::enter(args.no_scope);
+            memtrace::guard::run_hook::config_from_run_file(args.config.as_deref()).and_then(
+                |config| {
+                    let scope = args.scope.select(std::path::Path::new("/proc"))?;
+                    let guard =
+                        memtrace::guard::run_hook::GuardHook::new(config, scope.scope.clone())?;
+                    memtrace::cmd::run::run_with_hooks(args, &scope, vec![Box::new(guard)], outside)
+                },
+            )
+        }
         Command::Record(args) => memtrace::cmd::run::record(args),
         Command::Mark(args) => memtrace::record::marks::run(args),
         Command::Report(args) => memtrace::analyze::report::run(args),

@@ -7,7 +7,8 @@
 //! tree every `--interval` (200 ms) and at every stage mark, prints a `[Memory] before/after` line
 //! per stage, forwards signals, runs the hooks (the guard plugs in through [`RunHook`]), exits with
 //! the child's exit code and prints the report's verdicts. The pipeline runs in a cgroup of its
-//! own ([`crate::record::run_cgroup`]) where memtrace can make one: `--memory-high` /
+//! own ([`crate::record::run_cgroup`], in a transient systemd scope on v2: [`crate::record::run_scope`]) where
+//! memtrace can make one: `--memory-high` /
 //! `--memory-max` limit it, and the summary gives its peak and OOM kills. `record` traces without changing the
 //! environment or printing stage lines.
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -26,6 +27,7 @@ use crate::{
         RunHook, child, env, marks,
         recorder::{self, Plan, TraceTarget},
         run_cgroup::{Limits, RunCgroup},
+        run_scope::Stay,
         trace::{self, Act, Event, Outcome},
     },
 };
@@ -64,6 +66,11 @@ pub struct RunArgs {
     /// `memory.limit_in_bytes`; no swap on v2).
     #[arg(long, value_name = "SIZE")]
     pub memory_max: Option<String>,
+    /// On cgroup v2 under systemd, do not run in a transient systemd scope of the run's own
+    /// (`memtrace-run-PID.scope`, in the slice memtrace was started from): make the pipeline's
+    /// cgroup at the root of the hierarchy instead.
+    #[arg(long)]
+    pub no_scope: bool,
     /// The pipeline to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -101,11 +108,13 @@ fn check_interval(interval: Duration, text: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `memtrace run` in `scope` (chosen from `args.scope`) with `hooks` (the guard) watching
-/// every snapshot.
+/// every snapshot; `outside` says why it does not run in a transient scope of its own
+/// ([`crate::record::run_scope::enter`], called first).
 pub fn run_with_hooks(
     args: RunArgs,
     scope: &Selected,
-    hooks: Vec<Box<dyn RunHook>>,
+    mut hooks: Vec<Box<dyn RunHook>>,
+    outside: Option<Stay>,
 ) -> anyhow::Result<ExitCode> {
     let section = match &args.config {
         Some(path) => env::load(path)?,
@@ -122,7 +131,13 @@ pub fn run_with_hooks(
         .map(marks::StageRegex::new)
         .transpose()?;
     let limits = limits(&args)?;
-    let own = own_cgroup(limits)?;
+    let own = own_cgroup(limits, outside)?;
+    if let Some(own) = &own {
+        let limit = limits.high.into_iter().chain(limits.max).min();
+        for hook in &mut hooks {
+            hook.pipeline_cgroup(&own.memory, limit);
+        }
+    }
     let cgroup_procs = match &own {
         Some(own) => own.entry_files()?,
         None => Vec::new(),
@@ -190,17 +205,23 @@ fn limits(args: &RunArgs) -> anyhow::Result<Limits> {
 
 /// The run's own cgroup, or `None` (with one line saying why) where it cannot be made; an
 /// error when a limit was asked for.
-fn own_cgroup(limits: Limits) -> anyhow::Result<Option<RunCgroup>> {
+fn own_cgroup(limits: Limits, outside: Option<Stay>) -> anyhow::Result<Option<RunCgroup>> {
     match RunCgroup::create(std::path::Path::new("/proc"), std::process::id(), limits) {
         Ok(own) => {
-            eprintln!(
-                "[memtrace] the pipeline runs in its own cgroup {}",
-                own.dirs()
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            );
+            let dirs = own
+                .dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ");
+            let where_ = match (&own.scope, outside) {
+                (Some(unit), _) => format!(" (transient systemd scope {unit})"),
+                (None, Some(why @ (Stay::Asked | Stay::NoSystemd | Stay::NoSystemdRun))) => {
+                    format!(" (no systemd scope: {why})")
+                }
+                (None, _) => String::new(),
+            };
+            eprintln!("[memtrace] the pipeline runs in its own cgroup {dirs}{where_}");
             Ok(Some(own))
         }
         Err(err) if limits.any() => Err(anyhow::anyhow!(

@@ -505,6 +505,7 @@ fn validate(raw: RawConfig) -> Result<GuardConfig, ConfigError> {
         on_keep: need(n.on_keep, "notify.on_keep")?,
         on_kill: need(n.on_kill, "notify.on_kill")?,
         hook_timeout: duration(n.hook_timeout, "notify.hook_timeout")?,
+        run: None,
     };
     Ok(GuardConfig {
         sampling,

@@ -18,7 +18,8 @@
 //!
 //! While it runs, `memtrace guard status | resume ID | kill ID | keep ID` ask it over its
 //! [`control`] socket beside the state file: what it holds, since when and why; resume, kill or
-//! keep one tree.
+//! keep one tree. The guard inside `memtrace run` is [`run_hook`] (which stalls it counts:
+//! [`run_pressure`]); `memtrace guard --run PID …` asks it the same way.
 //!
 //! At start it [`claim`]s its scope and state file: one guard per scope ([`lock`]), a state
 //! directory and file only root can change and that it can write ([`state`]), and it
@@ -39,6 +40,7 @@ pub mod psi_trigger;
 pub mod reclaim;
 pub mod recover;
 pub mod run_hook;
+pub mod run_pressure;
 pub mod state;
 pub mod suspend;
 pub mod usage_events;
@@ -94,6 +96,10 @@ pub struct GuardArgs {
     /// /run/memtrace/guard-cgroup+PATH-suspended.json for --cgroup PATH].
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+    /// With status, resume, kill or keep: ask the guard inside the `memtrace run` whose pid is
+    /// PID (what it holds of its pipeline) instead of the running `memtrace guard`.
+    #[arg(long, value_name = "PID", conflicts_with = "state_file")]
+    pub run: Option<u32>,
     /// Run without a PSI trigger (polling only), for kernels without PSI.
     #[arg(long)]
     pub no_psi: bool,
@@ -135,12 +141,16 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let proc_root = Path::new("/proc");
     if let Some(command) = &args.control {
         let selected = args.scope.select(proc_root)?;
-        let state = args
-            .state_file
-            .clone()
-            .unwrap_or_else(|| claim::default_state_file(&selected.scope));
+        let state = match (args.run, &args.state_file) {
+            (Some(pid), _) => Path::new(state::STATE_DIR).join(lock::run_state_name(pid)),
+            (None, Some(file)) => file.clone(),
+            (None, None) => claim::default_state_file(&selected.scope),
+        };
         let state = std::path::absolute(state).context("--state-file")?;
         return control::client(command, &control::socket_path(&state));
+    }
+    if args.run.is_some() {
+        anyhow::bail!("--run PID asks a run's guard: add status, resume ID, kill ID or keep ID");
     }
     privilege::require_root("memtrace guard")?;
     let selected = args.scope.select(proc_root)?;

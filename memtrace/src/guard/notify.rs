@@ -50,8 +50,9 @@ pub struct Notice {
 }
 
 /// The message written to the terminals (lines end with `\r\n`: a terminal in raw mode shows
-/// them as lines too).
-pub fn message(n: &Notice) -> String {
+/// them as lines too). `run`: the pid of the `memtrace run` whose guard this is (its commands
+/// name it), `None` for `memtrace guard`.
+pub fn message(n: &Notice, run: Option<u32>) -> String {
     let what = format!(
         "{} ({}, {} process{}, {} MiB)",
         n.id,
@@ -65,17 +66,24 @@ pub fn message(n: &Notice) -> String {
         "stop" => " (stopped with SIGSTOP: after the resume, `fg` in its shell)",
         _ => "",
     };
+    let (who, guard) = match run {
+        Some(pid) => (
+            format!("memtrace run {pid}'s guard"),
+            format!("memtrace guard --run {pid}"),
+        ),
+        None => ("memtrace guard".to_owned(), "memtrace guard".to_owned()),
+    };
     let mut lines = vec![match n.action {
-        Act::Suspend => format!("memtrace guard: HELD {what}{how}"),
-        Act::Resume => format!("memtrace guard: resumed {what}"),
-        Act::Keep => format!("memtrace guard: keeping {what} held"),
-        Act::Kill => format!("memtrace guard: KILLED {what}"),
-        other => format!("memtrace guard: {other} {what}"),
+        Act::Suspend => format!("{who}: HELD {what}{how}"),
+        Act::Resume => format!("{who}: resumed {what}"),
+        Act::Keep => format!("{who}: keeping {what} held"),
+        Act::Kill => format!("{who}: KILLED {what}"),
+        other => format!("{who}: {other} {what}"),
     }];
     lines.push(format!("  why: {}", n.reason));
     if matches!(n.action, Act::Suspend | Act::Keep) {
         lines.push(format!(
-            "  resume it: sudo memtrace guard resume {id}   kill it: sudo memtrace guard kill {id}   status: sudo memtrace guard status",
+            "  resume it: sudo {guard} resume {id}   kill it: sudo {guard} kill {id}   status: sudo {guard} status",
             id = n.id
         ));
     }
@@ -244,6 +252,8 @@ pub struct Settings {
     pub on_kill: Vec<String>,
     /// A hook still running after this is killed.
     pub hook_timeout: Duration,
+    /// The pid of the `memtrace run` whose guard sends the notices (`None`: `memtrace guard`).
+    pub run: Option<u32>,
 }
 
 impl Settings {
@@ -325,7 +335,7 @@ pub fn notice_of(decision: &Decision) -> Option<Notice> {
 }
 
 fn deliver(settings: &Settings, proc_root: &Path, notice: &Notice) {
-    let text = message(notice);
+    let text = message(notice, settings.run);
     let mut terminals = BTreeSet::new();
     if settings.terminals {
         terminals = login_terminals(proc_root, Path::new("/run/utmp"));
@@ -364,12 +374,12 @@ mod tests {
     #[test]
     fn the_message_says_what_why_and_how_to_resume_or_kill() {
         assert_eq!(
-            message(&notice(Act::Suspend)),
+            message(&notice(Act::Suspend), None),
             "\r\nmemtrace guard: HELD 27189 (python3, 2 processes, 94.0 MiB) (frozen: its shell sees nothing, Ctrl-C works once resumed)\r\n  \
              why: used 91.0 % >= suspend 90 %\r\n  \
              resume it: sudo memtrace guard resume 27189   kill it: sudo memtrace guard kill 27189   status: sudo memtrace guard status\r\n"
         );
-        let resumed = message(&notice(Act::Resume));
+        let resumed = message(&notice(Act::Resume), None);
         assert!(
             resumed.contains("memtrace guard: resumed 27189 (python3")
                 && !resumed.contains("guard kill"),
@@ -377,8 +387,15 @@ mod tests {
         );
         let mut stopped = notice(Act::Suspend);
         stopped.how = "stop".to_owned();
-        assert!(message(&stopped).contains("`fg` in its shell"));
-        assert!(message(&notice(Act::Kill)).contains("KILLED 27189"));
+        assert!(message(&stopped, None).contains("`fg` in its shell"));
+        assert!(message(&notice(Act::Kill), None).contains("KILLED 27189"));
+        let run = message(&notice(Act::Suspend), Some(377));
+        assert!(
+            run.contains("memtrace run 377's guard: HELD 27189")
+                && run.contains("resume it: sudo memtrace guard --run 377 resume 27189")
+                && run.contains("status: sudo memtrace guard --run 377 status"),
+            "{run}"
+        );
     }
 
     #[test]

@@ -4,7 +4,19 @@
 //! trace; whatever it holds suspended is resumed when the run ends. Its state file is its own
 //! (`/run/memtrace/run-PID-suspended.json`, locked for the run's lifetime), so a run killed
 //! with SIGKILL while holding its pipeline leaves a file the next guard or run recovers.
-use std::{collections::HashSet, path::Path, time::Duration};
+//!
+//! It tells the people as `memtrace guard` does ([`crate::guard::notify`]: the logged-in sessions'
+//! terminals and the configured hooks), and also the terminal the run was started from; and it
+//! answers `memtrace guard --run PID status | resume ID | kill ID | keep ID` on a control
+//! socket beside its state file ([`crate::guard::control`]), between two samples.
+//!
+//! The machine's PSI counts only while the machine stalls now and not for the pipeline's own
+//! stalls at its `--memory-high` / `--memory-max` ([`crate::guard::run_pressure`]).
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 
@@ -12,9 +24,12 @@ use crate::{
     collect::{model::Snapshot, scope::Scope},
     guard::{
         config::GuardConfig,
-        engine::{Act, Engine},
+        control,
+        engine::{Act, Decision, Engine},
         lock::{self, Lock},
+        notify::Notifier,
         recover,
+        run_pressure::StallMeter,
         state::{STATE_DIR, StateDir, StateFile},
     },
     host::{privilege, procfs},
@@ -29,6 +44,10 @@ pub struct GuardHook {
     _lock: Lock,
     proc_root: &'static Path,
     scope: Scope,
+    notifier: Notifier,
+    control: Option<control::Server>,
+    /// The stall meter of the pipeline's own cgroup, when it has one with a limit.
+    stalls: Option<StallMeter>,
 }
 
 /// The guard configuration of a `memtrace run --config` file: everything but its `[run]` table
@@ -75,16 +94,67 @@ impl GuardHook {
         for line in recover::recover_runs(&dir, proc_root, false, Some(&name)) {
             log::warn!("recovered from a dead `memtrace run`: {line}");
         }
+        let socket = control::socket_path(&file.path());
+        let control = match control::Server::bind(&socket, rustix::process::Uid::ROOT) {
+            Ok(server) => Some(server),
+            Err(err) => {
+                log::warn!(
+                    "control socket {}: {err}; `memtrace guard --run {}` will not reach this run",
+                    socket.display(),
+                    std::process::id()
+                );
+                None
+            }
+        };
+        let mut settings = config.notify.clone();
+        settings.run = Some(std::process::id());
+        settings.extra_terminals.extend(own_terminal());
         Ok(Self {
+            notifier: Notifier::start(settings, proc_root),
             engine: Engine::new(config, scope.clone(), proc_root, Some(file), false),
             _lock: held,
             proc_root,
             scope,
+            control,
+            stalls: None,
         })
+    }
+
+    /// The machine's (or container's) PSI for this round, if its stalls count
+    /// ([`crate::guard::run_pressure`]).
+    fn pressure(&mut self) -> Option<procfs::Psi> {
+        let psi = procfs::read(&self.scope.pressure_file(self.proc_root))
+            .ok()
+            .and_then(|text| procfs::parse_psi(&text))?;
+        match &mut self.stalls {
+            Some(meter) => meter.filter(psi, std::time::Instant::now()),
+            None => Some(psi),
+        }
+    }
+
+    /// Answers the control socket's waiting clients; what they had done.
+    fn serve(&mut self) -> Vec<Decision> {
+        let mut by_hand = Vec::new();
+        if let Some(server) = &mut self.control {
+            let scope = format!("the pipeline of run {}", std::process::id());
+            let engine = &mut self.engine;
+            server.serve(&mut |request| engine.by_hand(request, &scope, &mut by_hand));
+        }
+        by_hand
     }
 }
 
-fn event(decision: crate::guard::engine::Decision) -> Event {
+/// The terminal the run was started from (its stderr), if it is one.
+fn own_terminal() -> Option<PathBuf> {
+    if !rustix::termios::isatty(std::io::stderr()) {
+        return None;
+    }
+    std::fs::read_link("/proc/self/fd/2")
+        .ok()
+        .filter(|path| path.starts_with("/dev/"))
+}
+
+fn event(decision: Decision) -> Event {
     let mut reason = decision.reason;
     if !decision.detail.is_empty() {
         reason.push_str(" | ");
@@ -108,21 +178,29 @@ impl RunHook for GuardHook {
                 return Vec::new();
             }
         };
-        let psi = procfs::read(&self.scope.pressure_file(self.proc_root))
-            .ok()
-            .and_then(|text| procfs::parse_psi(&text));
+        let psi = self.pressure();
         let scope: HashSet<u32> = tree.iter().copied().collect();
-        self.engine
-            .tick(usage, psi.as_ref(), false, snapshot, Some(&scope), None)
+        let mut decisions =
+            self.engine
+                .tick(usage, psi.as_ref(), false, snapshot, Some(&scope), None);
+        decisions.extend(self.serve());
+        decisions
             .into_iter()
             .filter(|d| d.action != Act::Level)
-            .inspect(|d| log::warn!("guard: {} [{}] {}", d.action, d.level, d.reason))
+            .inspect(|d| {
+                log::warn!("guard: {} [{}] {}", d.action, d.level, d.reason);
+                self.notifier.send_for(d);
+            })
             .map(event)
             .collect()
     }
 
     fn on_terminate(&mut self) -> Vec<Event> {
         self.finish()
+    }
+
+    fn pipeline_cgroup(&mut self, dir: &Path, limit: Option<u64>) {
+        self.stalls = limit.map(|limit| StallMeter::new(dir, limit));
     }
 
     fn finish(&mut self) -> Vec<Event> {

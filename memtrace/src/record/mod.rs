@@ -5,7 +5,8 @@
 //! and hands each sample to the [`session`], which keeps the tree, writes the [`trace`] and runs
 //! the hooks (the guard plugs in through [`RunHook`]). [`env`] is what `memtrace run` adds before
 //! the child starts: the swap check and a memory-friendly environment; [`run_cgroup`] the cgroup
-//! `memtrace run` starts it in (frozen by the guard, limited by `--memory-max`). The `run` and `record`
+//! `memtrace run` starts it in (frozen by the guard, limited by `--memory-max`), inside the
+//! transient systemd scope [`run_scope`] puts the run in where it can. The `run` and `record`
 //! subcommands around it live in `cmd::run`.
 pub mod child;
 pub mod env;
@@ -13,6 +14,7 @@ pub mod exact_marks;
 pub mod marks;
 pub mod recorder;
 pub mod run_cgroup;
+pub mod run_scope;
 pub mod session;
 pub mod trace;
 
@@ -32,4 +34,7 @@ pub trait RunHook {
     fn on_terminate(&mut self) -> Vec<Event> {
         Vec::new()
     }
+    /// Told once, before the pipeline starts, that it runs in the cgroup `dir` of its own,
+    /// limited to `limit` bytes (the lower of `--memory-high` and `--memory-max`) if set.
+    fn pipeline_cgroup(&mut self, _dir: &std::path::Path, _limit: Option<u64>) {}
 }

@@ -1,22 +1,24 @@
 //! The cgroup `memtrace run` starts its pipeline in, so that the guard can freeze it without
-//! the shell's job control noticing, its memory is accounted exactly (peak and OOM kills in the
-//! run's summary), and `--memory-high` / `--memory-max` can limit it.
+//! the shell's job control noticing, its memory is accounted exactly (peak, OOM kills and
+//! `memory.high` throttling in the run's summary), and `--memory-high` / `--memory-max` can
+//! limit it.
 //!
 //! Where: on the hierarchy that holds the memory controller ([`cgroup::memory_hierarchy`]).
-//! v2: `memtrace-run-PID` at the root of the unified hierarchy, with the memory controller
-//! enabled for the root's children (memtrace makes it itself rather than asking systemd for a
-//! transient scope: it needs no D-Bus, works the same in a container whose cgroupfs is
-//! writable, and the directory is removed when the run ends); it is frozen with
-//! `cgroup.freeze`. v1 (hybrid hosts): a memory cgroup `memtrace-run-PID` below memtrace's own
-//! memory cgroup (a container's limit still covers the pipeline), and a freezer cgroup of the
-//! same name at the root of the v1 freezer hierarchy. v1 has no `memory.high`:
-//! `--memory-high` is refused there (`memory.soft_limit_in_bytes` only orders global reclaim,
-//! which is not what the flag promises).
+//! v2 under systemd: in the transient scope `memtrace-run-PID.scope` that systemd delegated to
+//! the run ([`super::run_scope`]): memtrace moves itself into its `supervisor` child, enables
+//! the memory controller for the scope's children and makes `pipeline` beside it; it is frozen
+//! with `cgroup.freeze`, and the scope goes when memtrace exits. v2 elsewhere (no systemd,
+//! `--no-scope`): `memtrace-run-PID` at the root of the unified hierarchy, with the memory
+//! controller enabled for the root's children. v1 (hybrid hosts): a memory cgroup
+//! `memtrace-run-PID` below memtrace's own memory cgroup (a container's limit still covers the
+//! pipeline), and a freezer cgroup of the same name at the root of the v1 freezer hierarchy. v1
+//! has no `memory.high`: `--memory-high` is refused there (`memory.soft_limit_in_bytes` only
+//! orders global reclaim, which is not what the flag promises).
 //!
 //! The child enters the cgroups before it execs: their `cgroup.procs` files are opened here and
 //! a pre-exec hook writes `0` (the writer itself) to each ([`enter_on_exec`]), so no byte of the
 //! pipeline runs outside. The directories are removed when the [`RunCgroup`] is dropped, and the
-//! empty ones a run killed with SIGKILL left behind are removed by the next run.
+//! empty ones a run killed with SIGKILL left behind at the root are removed by the next run.
 use std::{
     fs, io,
     os::{fd::OwnedFd, unix::process::CommandExt as _},
@@ -27,10 +29,13 @@ use std::{
 
 use rustix::fs::{Mode, OFlags, open};
 
-use crate::host::{
-    cgroup::{self, Version},
-    freezer, own_cgroup, privilege,
-    units::mib,
+use crate::{
+    host::{
+        cgroup::{self, Version},
+        freezer, own_cgroup, privilege,
+        units::mib,
+    },
+    record::run_scope,
 };
 
 /// Name prefix of the run cgroups.
@@ -92,6 +97,8 @@ pub struct RunCgroup {
     pub freezer: Option<PathBuf>,
     /// What was set.
     pub limits: Limits,
+    /// The transient systemd scope it is in, if any.
+    pub scope: Option<String>,
 }
 
 /// What the cgroup counted for the run.
@@ -102,6 +109,8 @@ pub struct Accounting {
     pub peak_bytes: Option<u64>,
     /// OOM kills inside it.
     pub oom_kills: u64,
+    /// How often it went over `memory.high` and was throttled (v2 `memory.events` `high`).
+    pub high_events: Option<u64>,
 }
 
 impl RunCgroup {
@@ -116,6 +125,20 @@ impl RunCgroup {
             return Err(RunCgroupError::HighOnV1);
         }
         let name = format!("{PREFIX}-{pid}");
+        if version == Version::V2
+            && let Some(scope) = own_scope_dir(proc_root, &mount, pid)
+        {
+            let memory = enter_scope(&scope)?;
+            let made = Self {
+                memory,
+                version,
+                freezer: None,
+                limits,
+                scope: Some(run_scope::unit_name(pid)),
+            };
+            made.set_limits()?;
+            return Ok(made);
+        }
         let parent = match version {
             Version::V2 => {
                 // Harmless when already on; refused (and then the limit files are missing) when
@@ -134,6 +157,7 @@ impl RunCgroup {
             version,
             freezer: None,
             limits,
+            scope: None,
         };
         if version == Version::V1
             && let Some(mount) = freezer::v1_freezer_mount(proc_root)
@@ -145,19 +169,26 @@ impl RunCgroup {
                     .map_err(io_err("creating", &mount.join(&name)))?,
             );
         }
+        made.set_limits()?;
+        Ok(made)
+    }
+
+    /// Writes `--memory-max` (and no swap on v2) and `--memory-high`.
+    fn set_limits(&self) -> Result<(), RunCgroupError> {
+        let (limits, version) = (self.limits, self.version);
         if let Some(max) = limits.max {
-            let file = made.memory.join(version.limit_file());
+            let file = self.memory.join(version.limit_file());
             fs::write(&file, max.to_string()).map_err(io_err("writing", &file))?;
             if version == Version::V2 {
                 // No swap either: the limit is what the pipeline gets.
-                let _ = fs::write(made.memory.join("memory.swap.max"), "0");
+                let _ = fs::write(self.memory.join("memory.swap.max"), "0");
             }
         }
         if let Some(high) = limits.high {
-            let file = made.memory.join("memory.high");
+            let file = self.memory.join("memory.high");
             fs::write(&file, high.to_string()).map_err(io_err("writing", &file))?;
         }
-        Ok(made)
+        Ok(())
     }
 
     /// Its directories.
@@ -190,6 +221,10 @@ impl RunCgroup {
                 .ok()
                 .and_then(|text| text.trim().parse().ok()),
             oom_kills: cgroup::oom_kills(&self.memory, self.version),
+            high_events: (self.version == Version::V2)
+                .then(|| fs::read_to_string(self.memory.join("memory.events")).ok())
+                .flatten()
+                .and_then(|text| cgroup::stat_value(&text, "high")),
         }
     }
 
@@ -211,6 +246,12 @@ pub fn summary_line(dir: &Path, acc: Accounting, limits: Limits) -> String {
     }
     if let Some(high) = limits.high {
         line.push_str(&format!(", --memory-high {} MiB", mib(high)));
+    }
+    if let Some(times) = acc.high_events.filter(|&n| n > 0) {
+        line.push_str(&format!(
+            ", throttled above memory.high {times} time{}",
+            if times == 1 { "" } else { "s" }
+        ));
     }
     match acc.oom_kills {
         0 => line.push_str(", no OOM kill"),
@@ -243,6 +284,39 @@ impl Drop for RunCgroup {
     }
 }
 
+/// The directory of the transient scope made for the run of `pid` ([`run_scope`]), when
+/// memtrace runs in it (or already in its `supervisor`).
+fn own_scope_dir(proc_root: &Path, mount: &Path, pid: u32) -> Option<PathBuf> {
+    let own = own_cgroup::own_dir(proc_root, mount, Version::V2)?;
+    let unit = run_scope::unit_name(pid);
+    [own.as_path(), own.parent()?]
+        .into_iter()
+        .find(|dir| dir.file_name().is_some_and(|name| *name == *unit))
+        .map(Path::to_path_buf)
+}
+
+/// Inside the delegated scope `scope`: moves memtrace into `supervisor` (a cgroup with
+/// processes cannot give controllers to its children), enables the memory controller for the
+/// scope's children and makes the pipeline's cgroup. Returns the pipeline's.
+fn enter_scope(scope: &Path) -> Result<PathBuf, RunCgroupError> {
+    let supervisor = scope.join(run_scope::SUPERVISOR);
+    match fs::create_dir(&supervisor) {
+        Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(io_err("creating", &supervisor)(err));
+        }
+        _ => {}
+    }
+    freezer::move_into(&supervisor, std::process::id())
+        .map_err(io_err("moving memtrace into", &supervisor))?;
+    let control = scope.join("cgroup.subtree_control");
+    fs::write(&control, "+memory")
+        .map_err(io_err("enabling the memory controller in", &control))?;
+    let pipeline = scope.join(run_scope::PIPELINE);
+    let _ = fs::remove_dir(&pipeline);
+    fs::create_dir(&pipeline).map_err(io_err("creating", &pipeline))?;
+    Ok(pipeline)
+}
+
 /// Makes the child started by `cmd` enter the cgroups whose `cgroup.procs` files `procs` are,
 /// before it execs (spawning fails if it cannot).
 pub fn enter_on_exec(cmd: &mut Command, procs: Vec<OwnedFd>) {
@@ -265,7 +339,7 @@ pub fn enter_on_exec(cmd: &mut Command, procs: Vec<OwnedFd>) {
 
 #[cfg(test)]
 mod tests {
-    //! The summary line says the peak, the limit and the OOM kills.
+    //! The summary line says the peak, the limits, the throttling and the OOM kills.
     use super::*;
 
     #[test]
@@ -276,6 +350,7 @@ mod tests {
             Accounting {
                 peak_bytes: Some(64 << 20),
                 oom_kills: 1,
+                high_events: Some(0),
             },
             Limits {
                 high: None,
@@ -291,9 +366,28 @@ mod tests {
             Accounting {
                 peak_bytes: None,
                 oom_kills: 0,
+                high_events: None,
             },
             Limits::default(),
         );
         assert!(quiet.ends_with("no memory.peak before Linux 5.19), no OOM kill"));
+        let throttled = summary_line(
+            Path::new("/sys/fs/cgroup/user.slice/memtrace-run-7.scope/pipeline"),
+            Accounting {
+                peak_bytes: Some(50 << 20),
+                oom_kills: 0,
+                high_events: Some(12),
+            },
+            Limits {
+                high: Some(48 << 20),
+                max: None,
+            },
+        );
+        assert!(
+            throttled.ends_with(
+                "peak 50.0 MiB, --memory-high 48.0 MiB, throttled above memory.high 12 times, no OOM kill"
+            ),
+            "{throttled}"
+        );
     }
 }

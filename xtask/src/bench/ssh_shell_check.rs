@@ -4,9 +4,11 @@
 //! guard must move it into a child of that scope and freeze it: the shell prints no
 //! "Stopped", the hog stays the terminal's foreground job, the guard's notice shows on that
 //! terminal, and once `memtrace guard resume` lets it go, the Ctrl-C typed while it was held
-//! ends it — the shell still answers. Then, on the same boot, `memtrace run --memory-max`
-//! from an ssh session: the pipeline in a v2 cgroup of its own, OOM-killed at its own limit,
-//! the cgroup gone afterwards.
+//! ends it — the shell still answers. Then, on the same boot, `memtrace run` from an ssh
+//! session ([`LIMITED_RUNS`]): the pipeline in a v2 cgroup of its own inside the run's transient
+//! systemd scope in the ssh user's slice (or, with `--no-scope`, at the root of the hierarchy),
+//! OOM-killed at `--memory-max`, throttled at `--memory-high` (and left alone by the run's own
+//! guard: those stalls are its own), nothing left afterwards.
 use std::{
     io::Write as _,
     process::Stdio,
@@ -208,52 +210,144 @@ fn check(vm: &Guest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `memtrace run --memory-max 64M` of a hog, from an ssh session; its output (stdout and stderr)
-/// and exit status, then the `memtrace-run-*` cgroups left anywhere.
-const RUN_LIMITED: &str = "cd /tmp && /usr/local/bin/memtrace run --quiet --memory-max 64M \
-    -o /tmp/run-limited.mtrace -- /usr/local/bin/hog /root/hog.py 0 2>&1; echo exit=$?; \
-    echo left=$(find /sys/fs/cgroup -name 'memtrace-run-*' | wc -l)";
+/// How the pipeline shows where it runs: its first line is its own cgroup.
+const SHOW_CGROUP: &str = "sh -c 'echo pipeline-cgroup=$(sed -n s/^0:://p /proc/self/cgroup); \
+    exec \"$@\"' hog";
 
-/// What is wrong with [`RUN_LIMITED`]'s output (empty: nothing).
-fn run_limit_problems(out: &str) -> Vec<String> {
-    let mut problems = Vec::new();
-    let own = out
-        .lines()
-        .find_map(|l| l.strip_prefix("[memtrace] the pipeline runs in its own cgroup "));
-    match own {
-        Some(dir) if dir.starts_with("/sys/fs/cgroup/") && !dir.contains(" and ") => {}
-        other => problems.push(format!("not in a v2 cgroup of its own: {other:?}")),
-    }
-    if !out.lines().any(|l| {
-        l.contains("of --memory-max 64.0 MiB, 1 OOM kill inside it") && l.contains(": peak ")
-    }) {
-        problems.push("no summary of a peak at --memory-max with its OOM kill".to_owned());
-    }
-    if !out.lines().any(|l| l == "exit=137") {
-        problems.push("the run did not end with the pipeline's SIGKILL (137)".to_owned());
-    }
-    if !out.lines().any(|l| l == "left=0") {
-        problems.push("its cgroup was left behind".to_owned());
-    }
-    problems
+/// One `memtrace run` of a hog from an ssh session, and what it must show.
+struct LimitedRun {
+    /// What it shows (`--memory-max` in a scope, ...).
+    name: &'static str,
+    /// memtrace's flags.
+    flags: &'static str,
+    /// The pipeline after the [`SHOW_CGROUP`] wrapper.
+    pipeline: &'static str,
+    /// Where the pipeline's cgroup must be: below a transient scope in the ssh user's slice, or
+    /// at the root of the hierarchy.
+    in_scope: bool,
+    /// The exit status of the run.
+    exit: u8,
+    /// A line of the summary must contain each.
+    summary: &'static [&'static str],
 }
 
-/// Runs [`RUN_LIMITED`] in the guest; fails naming what went wrong.
-fn run_limit_check(vm: &Guest) -> anyhow::Result<()> {
-    let out = vm.ssh_output(RUN_LIMITED, CMD_CAP)?;
-    for line in out.lines() {
-        eprintln!("xtask:   run | {line}");
+/// The runs: the OOM kill at `--memory-max` in the run's scope and (`--no-scope`) at the root of
+/// the hierarchy, and throttling at `--memory-high`, which lets the hog live until `timeout`.
+const LIMITED_RUNS: &[LimitedRun] = &[
+    LimitedRun {
+        name: "--memory-max 64M in a transient scope",
+        flags: "--memory-max 64M",
+        pipeline: "/usr/local/bin/hog /root/hog.py 0",
+        in_scope: true,
+        exit: 137,
+        summary: &["of --memory-max 64.0 MiB, 1 OOM kill inside it"],
+    },
+    LimitedRun {
+        name: "--memory-high 48M in a transient scope",
+        flags: "--memory-high 48M",
+        pipeline: "timeout 8 /usr/local/bin/hog /root/hog.py 0",
+        in_scope: true,
+        exit: 124,
+        summary: &[
+            ", --memory-high 48.0 MiB, throttled above memory.high ",
+            ", no OOM kill",
+        ],
+    },
+    LimitedRun {
+        name: "--memory-max 64M with --no-scope",
+        flags: "--no-scope --memory-max 64M",
+        pipeline: "/usr/local/bin/hog /root/hog.py 0",
+        in_scope: false,
+        exit: 137,
+        summary: &["of --memory-max 64.0 MiB, 1 OOM kill inside it"],
+    },
+];
+
+impl LimitedRun {
+    /// The shell command: the run (stdout and stderr), its exit status, then the `memtrace-run-*`
+    /// cgroups and systemd units left anywhere.
+    fn command(&self) -> String {
+        format!(
+            "cd /tmp && /usr/local/bin/memtrace run --quiet {} -o /tmp/run-limited.mtrace -- \
+             {SHOW_CGROUP} {} 2>&1; echo exit=$?; \
+             echo left=$(find /sys/fs/cgroup -name 'memtrace-run-*' | wc -l); \
+             echo units=$(systemctl list-units --all --no-legend 'memtrace-run-*' | wc -l)",
+            self.flags, self.pipeline
+        )
     }
-    let problems = run_limit_problems(&out);
-    if !problems.is_empty() {
-        bail!(
-            "memtrace run --memory-max on cgroup v2: {}",
-            problems.join("; ")
+
+    /// What is wrong with its output (empty: nothing).
+    fn problems(&self, out: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let own = out
+            .lines()
+            .find_map(|l| l.strip_prefix("[memtrace] the pipeline runs in its own cgroup "));
+        let ran_in = out.lines().find_map(|l| l.strip_prefix("pipeline-cgroup="));
+        let placed = match (own, ran_in) {
+            (Some(own), Some(ran_in)) if self.in_scope => {
+                // In the ssh user's slice, in the run's scope, and said so.
+                let scope = ran_in
+                    .strip_prefix("/user.slice/user-0.slice/memtrace-run-")
+                    .and_then(|rest| rest.strip_suffix(".scope/pipeline"));
+                scope.is_some_and(|pid| {
+                    own == format!(
+                        "/sys/fs/cgroup{ran_in} (transient systemd scope memtrace-run-{pid}.scope)"
+                    )
+                })
+            }
+            (Some(own), Some(ran_in)) => {
+                ran_in.starts_with("/memtrace-run-")
+                    && own == format!("/sys/fs/cgroup{ran_in} (no systemd scope: --no-scope)")
+            }
+            _ => false,
+        };
+        if !placed {
+            problems.push(format!(
+                "not in the expected cgroup of its own: memtrace said {own:?}, the pipeline ran in {ran_in:?}"
+            ));
+        }
+        let summary = out.lines().find(|l| l.starts_with("[memtrace] cgroup "));
+        if !summary.is_some_and(|l| self.summary.iter().all(|part| l.contains(part))) {
+            problems.push(format!("the summary {summary:?} lacks {:?}", self.summary));
+        }
+        // The pipeline's stalls at its own limit are no pressure on the machine (1 GiB, mostly
+        // free): the run's guard leaves it alone.
+        if let Some(acted) = out.lines().find(|l| l.starts_with("[memtrace] the guard ")) {
+            problems.push(format!("the run's guard acted: {acted}"));
+        }
+        if !out.lines().any(|l| l == format!("exit={}", self.exit)) {
+            problems.push(format!("the run did not exit with {}", self.exit));
+        }
+        if !out.lines().any(|l| l == "left=0") {
+            problems.push("a memtrace-run cgroup was left behind".to_owned());
+        }
+        if !out.lines().any(|l| l == "units=0") {
+            problems.push("a memtrace-run systemd unit was left behind".to_owned());
+        }
+        problems
+    }
+}
+
+/// Runs each of [`LIMITED_RUNS`] in the guest; fails naming what went wrong.
+fn run_limit_check(vm: &Guest) -> anyhow::Result<()> {
+    for run in LIMITED_RUNS {
+        let out = vm.ssh_output(&run.command(), CMD_CAP)?;
+        for line in out.lines() {
+            eprintln!("xtask:   run {} | {line}", run.name);
+        }
+        let problems = run.problems(&out);
+        if !problems.is_empty() {
+            bail!(
+                "memtrace run {} on cgroup v2: {}",
+                run.name,
+                problems.join("; ")
+            );
+        }
+        println!(
+            "xtask: guest run: `memtrace run {}` on cgroup v2: the pipeline ran in a cgroup of its own, limited as asked, exit {}, nothing left behind",
+            run.flags, run.exit
         );
     }
-    println!(
-        "xtask: guest run: `memtrace run --memory-max 64M` on cgroup v2 put the pipeline in a cgroup of its own, where the kernel OOM-killed it at 64 MiB, and removed the cgroup"
-    );
     Ok(())
 }
 
@@ -280,12 +374,40 @@ mod tests {
     const HELD: &str = "pid=612\ncgroup=/user.slice/user-0.slice/session-3.scope/memtrace-held-250-612\nfrozen 1\nstat=S 612 612\n";
 
     #[test]
-    fn a_limited_run_is_checked_for_its_own_cgroup_its_oom_kill_and_its_cleanup() {
-        let good = "[memtrace] the pipeline runs in its own cgroup /sys/fs/cgroup/memtrace-run-377\n\
-            [memtrace] cgroup /sys/fs/cgroup/memtrace-run-377: peak 64.0 MiB of --memory-max 64.0 MiB, 1 OOM kill inside it (the pipeline hit its own limit)\n\
-            exit=137\nleft=0\n";
-        assert_eq!(run_limit_problems(good), Vec::<String>::new());
-        assert_eq!(run_limit_problems("exit=0\nleft=1\n").len(), 4);
+    fn a_limited_run_is_checked_for_its_cgroup_its_limit_and_its_cleanup() {
+        let [max, high, root] = [&LIMITED_RUNS[0], &LIMITED_RUNS[1], &LIMITED_RUNS[2]];
+        let scope = "/user.slice/user-0.slice/memtrace-run-377.scope/pipeline";
+        let good = format!(
+            "[memtrace] the pipeline runs in its own cgroup /sys/fs/cgroup{scope} (transient systemd scope memtrace-run-377.scope)\n\
+             pipeline-cgroup={scope}\n\
+             [memtrace] cgroup /sys/fs/cgroup{scope}: peak 64.0 MiB of --memory-max 64.0 MiB, 1 OOM kill inside it (the pipeline hit its own limit)\n\
+             exit=137\nleft=0\nunits=0\n"
+        );
+        assert_eq!(max.problems(&good), Vec::<String>::new());
+        assert_eq!(max.problems("exit=0\nleft=1\n").len(), 5);
+        let throttled = format!(
+            "[memtrace] the pipeline runs in its own cgroup /sys/fs/cgroup{scope} (transient systemd scope memtrace-run-377.scope)\n\
+             pipeline-cgroup={scope}\n\
+             [memtrace] cgroup /sys/fs/cgroup{scope}: peak 56.0 MiB, --memory-high 48.0 MiB, throttled above memory.high 31 times, no OOM kill\n\
+             exit=124\nleft=0\nunits=0\n"
+        );
+        assert_eq!(high.problems(&throttled), Vec::<String>::new());
+        // In the scope is not where --no-scope must run.
+        assert_eq!(root.problems(&good).len(), 1);
+        let acted = throttled.replace(
+            "exit=124",
+            "[memtrace] the guard suspended the pipeline (suspend, pids [473]): PSI full avg10 15.8 % >= 10 %\nexit=124",
+        );
+        assert_eq!(high.problems(&acted).len(), 1);
+        let at_root = "[memtrace] the pipeline runs in its own cgroup /sys/fs/cgroup/memtrace-run-377 (no systemd scope: --no-scope)\n\
+             pipeline-cgroup=/memtrace-run-377\n\
+             [memtrace] cgroup /sys/fs/cgroup/memtrace-run-377: peak 64.0 MiB of --memory-max 64.0 MiB, 1 OOM kill inside it (the pipeline hit its own limit)\n\
+             exit=137\nleft=0\nunits=0\n";
+        assert_eq!(root.problems(at_root), Vec::<String>::new());
+        assert!(
+            max.command()
+                .contains("memtrace run --quiet --memory-max 64M -o")
+        );
     }
 
     #[test]

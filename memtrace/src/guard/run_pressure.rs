@@ -1,0 +1,147 @@
+//! Which memory stalls the guard inside `memtrace run` counts as pressure on its scope. The
+//! kernel counts every stalled task in the machine's PSI (`/proc/pressure/memory`), those a
+//! cgroup's own `memory.high` / `memory.max` stalls included: a pipeline throttled at the
+//! `--memory-high` it was given would otherwise read as a machine under pressure, and so would,
+//! for the ten seconds its `avg10` takes to decay, the stalls of a run that has ended.
+//!
+//! So each round compares the stall time (the `some` totals) the machine and the pipeline's own
+//! cgroup gained since the previous round ([`counts`]): the PSI averages are passed on only
+//! while the machine is stalling now, and not when the pipeline sits at its own limit and its
+//! own stalls account for the machine's. A pipeline below its limit stalled by a full machine
+//! is the machine's pressure; used memory counts in every case.
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use crate::host::procfs::{self, Psi};
+
+/// The share of a round with stall time (or stall time outside the pipeline) that counts.
+const STALL_SHARE: f64 = 0.01;
+/// How close to its limit (a fraction) the pipeline must be for its stalls to be its own.
+const AT_LIMIT: f64 = 0.9;
+
+/// One round's stall time and the pipeline's standing, µs and bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Round {
+    /// Length of the round.
+    pub elapsed_us: u64,
+    /// Stall time the machine (the scope) gained.
+    pub machine_us: u64,
+    /// Stall time the pipeline's cgroup gained.
+    pub own_us: u64,
+    /// The pipeline is at (or near) its own limit.
+    pub at_limit: bool,
+}
+
+/// Whether the round's stalls are pressure on the scope (see the module doc).
+pub fn counts(r: Round) -> bool {
+    let share = |us: u64| us as f64 / r.elapsed_us.max(1) as f64;
+    if share(r.machine_us) < STALL_SHARE {
+        return false;
+    }
+    !(r.at_limit && share(r.machine_us.saturating_sub(r.own_us)) < STALL_SHARE)
+}
+
+/// The stall totals of the previous round.
+#[derive(Debug)]
+pub struct StallMeter {
+    /// The pipeline's cgroup and the lower of its limits.
+    pipeline: PathBuf,
+    limit: u64,
+    last: Option<(Instant, u64, u64)>,
+}
+
+impl StallMeter {
+    /// A meter for the pipeline in `pipeline`, limited to `limit` bytes.
+    pub fn new(pipeline: &Path, limit: u64) -> Self {
+        Self {
+            pipeline: pipeline.to_owned(),
+            limit,
+            last: None,
+        }
+    }
+
+    /// `machine` (the scope's PSI, just read) if this round's stalls count, else `None`; the
+    /// first round has nothing to compare with and passes nothing.
+    pub fn filter(&mut self, machine: Psi, now: Instant) -> Option<Psi> {
+        let own = procfs::read(&self.pipeline.join("memory.pressure"))
+            .ok()
+            .and_then(|text| procfs::parse_psi(&text))
+            .map_or(0, |psi| psi.some.total_us);
+        let current: u64 = procfs::read(&self.pipeline.join("memory.current"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        let last = self.last.replace((now, machine.some.total_us, own));
+        let (then, machine_then, own_then) = last?;
+        let round = Round {
+            elapsed_us: u64::try_from(now.duration_since(then).as_micros()).unwrap_or(u64::MAX),
+            machine_us: machine.some.total_us.saturating_sub(machine_then),
+            own_us: own.saturating_sub(own_then),
+            at_limit: current as f64 >= AT_LIMIT * self.limit as f64,
+        };
+        counts(round).then_some(machine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Stalls count while the machine stalls now, except the pipeline's own at its limit.
+    use super::*;
+
+    const ROUND: u64 = 200_000;
+
+    fn round(machine_us: u64, own_us: u64, at_limit: bool) -> Round {
+        Round {
+            elapsed_us: ROUND,
+            machine_us,
+            own_us,
+            at_limit,
+        }
+    }
+
+    #[test]
+    fn the_pipelines_own_stalls_at_its_limit_are_not_pressure() {
+        // Throttled at its memory.high: 30 % of the round stalled, all of it its own.
+        assert!(!counts(round(60_000, 59_000, true)));
+        // Others stall too (20 % of the round outside it): pressure.
+        assert!(counts(round(60_000, 20_000, true)));
+        // Below its limit, stalled by a full machine: pressure.
+        assert!(counts(round(60_000, 60_000, false)));
+    }
+
+    #[test]
+    fn stalls_that_have_stopped_are_not_pressure() {
+        // An ended run's stalls still in avg10, none this round.
+        assert!(!counts(round(0, 0, false)));
+        assert!(!counts(round(ROUND / 200, 0, false)), "0.5 % of a round");
+        assert!(counts(round(ROUND / 50, 0, false)), "2 % of a round");
+    }
+
+    #[test]
+    fn the_first_round_passes_nothing_then_rounds_compare() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("memory.pressure"),
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n",
+        )
+        .expect("pressure");
+        std::fs::write(dir.path().join("memory.current"), "1000\n").expect("current");
+        let mut meter = StallMeter::new(dir.path(), 1 << 20);
+        let machine = |total_us: u64| {
+            let mut psi = Psi::default();
+            psi.some.avg10 = 12.0;
+            psi.some.total_us = total_us;
+            psi
+        };
+        let t0 = Instant::now();
+        assert_eq!(meter.filter(machine(5_000), t0), None, "nothing to compare");
+        let later = t0 + std::time::Duration::from_millis(200);
+        assert_eq!(
+            meter.filter(machine(65_000), later),
+            Some(machine(65_000)),
+            "60 ms of the machine's stalls, none the pipeline's"
+        );
+    }
+}
