@@ -6,15 +6,20 @@
 //!
 //! So each round compares the stall time (the `some` totals) the machine and the pipeline's own
 //! cgroup gained since the previous round ([`counts`]): the PSI averages are passed on only
-//! while the machine is stalling now, and not when the pipeline sits at its own limit and its
-//! own stalls account for the machine's (all but a tenth: the files are read a moment apart). A pipeline below its limit stalled by a full machine
+//! while the machine is stalling now, and not when the pipeline sits at (or hit, during the
+//! round) its own limit and its own stalls account for the machine's (all but a tenth: the files
+//! are read a moment apart). cgroup v1 has no per-cgroup pressure file: there only the first
+//! rule applies. A pipeline below its limit stalled by a full machine
 //! is the machine's pressure; used memory counts in every case.
 use std::{
     path::{Path, PathBuf},
     time::Instant,
 };
 
-use crate::host::procfs::{self, Psi};
+use crate::host::{
+    cgroup,
+    procfs::{self, Psi},
+};
 
 /// The share of a round with stall time (or stall time outside the pipeline) that counts.
 const STALL_SHARE: f64 = 0.01;
@@ -25,7 +30,7 @@ const AT_LIMIT: f64 = 0.9;
 /// moment vary by milliseconds.
 const OUTSIDE_SHARE: f64 = 0.1;
 
-/// One round's stall time and the pipeline's standing, µs and bytes.
+/// One round's stall time and the pipeline's standing.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Round {
     /// Length of the round.
@@ -34,7 +39,7 @@ pub struct Round {
     pub machine_us: u64,
     /// Stall time the pipeline's cgroup gained.
     pub own_us: u64,
-    /// The pipeline is at (or near) its own limit.
+    /// The pipeline is at (or near) its own limit, or hit it during the round.
     pub at_limit: bool,
 }
 
@@ -50,13 +55,25 @@ pub fn counts(r: Round) -> bool {
     !(r.at_limit && its_own)
 }
 
+/// The previous round's reading.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    at: Instant,
+    /// The machine's `some` total, µs.
+    machine_us: u64,
+    /// The pipeline's `some` total, µs.
+    own_us: u64,
+    /// How often the pipeline hit its limits so far (`memory.events` high + max + oom).
+    hits: u64,
+}
+
 /// The stall totals of the previous round.
 #[derive(Debug)]
 pub struct StallMeter {
     /// The pipeline's cgroup and the lower of its limits.
     pipeline: PathBuf,
     limit: u64,
-    last: Option<(Instant, u64, u64)>,
+    last: Option<Reading>,
 }
 
 impl StallMeter {
@@ -72,21 +89,33 @@ impl StallMeter {
     /// `machine` (the scope's PSI, just read) if this round's stalls count, else `None`; the
     /// first round has nothing to compare with and passes nothing.
     pub fn filter(&mut self, machine: Psi, now: Instant) -> Option<Psi> {
-        let own = procfs::read(&self.pipeline.join("memory.pressure"))
-            .ok()
+        let read = |file: &str| procfs::read(&self.pipeline.join(file)).ok();
+        let own_us = read("memory.pressure")
             .and_then(|text| procfs::parse_psi(&text))
             .map_or(0, |psi| psi.some.total_us);
-        let current: u64 = procfs::read(&self.pipeline.join("memory.current"))
-            .ok()
+        let current: u64 = read("memory.current")
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(0);
-        let last = self.last.replace((now, machine.some.total_us, own));
-        let (then, machine_then, own_then) = last?;
+        let hits = read("memory.events").map_or(0, |text| {
+            ["high", "max", "oom"]
+                .iter()
+                .filter_map(|key| cgroup::stat_value(&text, key))
+                .sum()
+        });
+        let reading = Reading {
+            at: now,
+            machine_us: machine.some.total_us,
+            own_us,
+            hits,
+        };
+        let last = self.last.replace(reading)?;
         let round = Round {
-            elapsed_us: u64::try_from(now.duration_since(then).as_micros()).unwrap_or(u64::MAX),
-            machine_us: machine.some.total_us.saturating_sub(machine_then),
-            own_us: own.saturating_sub(own_then),
-            at_limit: current as f64 >= AT_LIMIT * self.limit as f64,
+            elapsed_us: u64::try_from(now.duration_since(last.at).as_micros()).unwrap_or(u64::MAX),
+            machine_us: reading.machine_us.saturating_sub(last.machine_us),
+            own_us: reading.own_us.saturating_sub(last.own_us),
+            // At its limit now, or it hit one during the round (an OOM kill at memory.max
+            // frees the memory before the next reading).
+            at_limit: current as f64 >= AT_LIMIT * self.limit as f64 || hits > last.hits,
         };
         counts(round).then_some(machine)
     }
@@ -137,6 +166,11 @@ mod tests {
         )
         .expect("pressure");
         std::fs::write(dir.path().join("memory.current"), "1000\n").expect("current");
+        std::fs::write(
+            dir.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+        )
+        .expect("events");
         let mut meter = StallMeter::new(dir.path(), 1 << 20);
         let machine = |total_us: u64| {
             let mut psi = Psi::default();
@@ -152,5 +186,19 @@ mod tests {
             Some(machine(65_000)),
             "60 ms of the machine's stalls, none the pipeline's"
         );
+        // The pipeline hit its memory.max (and was OOM-killed: its usage is back down) while
+        // all of the round's stalls were its own.
+        std::fs::write(
+            dir.path().join("memory.pressure"),
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=61000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=61000\n",
+        )
+        .expect("pressure");
+        std::fs::write(
+            dir.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .expect("events");
+        let after = later + std::time::Duration::from_millis(200);
+        assert_eq!(meter.filter(machine(125_000), after), None);
     }
 }
