@@ -5,15 +5,16 @@
 //! for the ten seconds its `avg10` takes to decay, the stalls of a run that has ended.
 //!
 //! So each round compares the stall time (the `some` totals) the machine and the pipeline's own
-//! cgroup gained since the previous round ([`counts`]): the PSI averages are passed on only
-//! while the machine is stalling now, and not when the pipeline sits at (or hit, during the
-//! round) its own limit and its own stalls account for the machine's (all but a tenth: the files
+//! cgroup gained over the last second ([`counts`]): the PSI averages are passed on only
+//! while the machine is stalling now, and not when the pipeline sits at its own limit (at either
+//! end of the round, or hit it during the round) and its own stalls account for the machine's (all but a tenth: the files
 //! are read a moment apart). cgroup v1 has no per-cgroup pressure file: there only the first
 //! rule applies. A pipeline below its limit stalled by a full machine
 //! is the machine's pressure; used memory counts in every case.
 use std::{
+    collections::VecDeque,
     path::{Path, PathBuf},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use crate::host::{
@@ -55,7 +56,13 @@ pub fn counts(r: Round) -> bool {
     !(r.at_limit && its_own)
 }
 
-/// The previous round's reading.
+/// How far back the stall time is compared: long enough that reading the two files a moment
+/// apart (milliseconds, more on a busy or emulated machine) is a small share of it.
+const WINDOW: Duration = Duration::from_secs(1);
+/// The shortest span compared: until then (a run's first half second) nothing counts.
+const MIN_SPAN: Duration = Duration::from_millis(500);
+
+/// One round's reading.
 #[derive(Clone, Copy, Debug)]
 struct Reading {
     at: Instant,
@@ -65,15 +72,17 @@ struct Reading {
     own_us: u64,
     /// How often the pipeline hit its limits so far (`memory.events` high + max + oom).
     hits: u64,
+    /// Its usage was near its limit.
+    near: bool,
 }
 
-/// The stall totals of the previous round.
+/// The readings over the last [`WINDOW`].
 #[derive(Debug)]
 pub struct StallMeter {
     /// The pipeline's cgroup and the lower of its limits.
     pipeline: PathBuf,
     limit: u64,
-    last: Option<Reading>,
+    readings: VecDeque<Reading>,
 }
 
 impl StallMeter {
@@ -82,12 +91,12 @@ impl StallMeter {
         Self {
             pipeline: pipeline.to_owned(),
             limit,
-            last: None,
+            readings: VecDeque::new(),
         }
     }
 
-    /// `machine` (the scope's PSI, just read) if this round's stalls count, else `None`; the
-    /// first round has nothing to compare with and passes nothing.
+    /// `machine` (the scope's PSI, just read) if the stalls of the last [`WINDOW`] count, else
+    /// `None`; nothing counts before the readings span [`MIN_SPAN`].
     pub fn filter(&mut self, machine: Psi, now: Instant) -> Option<Psi> {
         let read = |file: &str| procfs::read(&self.pipeline.join(file)).ok();
         let own_us = read("memory.pressure")
@@ -107,17 +116,33 @@ impl StallMeter {
             machine_us: machine.some.total_us,
             own_us,
             hits,
+            near: current as f64 >= AT_LIMIT * self.limit as f64,
         };
-        let last = self.last.replace(reading)?;
+        self.readings.push_back(reading);
+        while self.readings.len() > 2
+            && self
+                .readings
+                .get(1)
+                .is_some_and(|r| now.duration_since(r.at) >= WINDOW)
+        {
+            self.readings.pop_front();
+        }
+        let first = *self.readings.front()?;
+        let span = now.duration_since(first.at);
+        if span < MIN_SPAN {
+            return None;
+        }
         let round = Round {
-            elapsed_us: u64::try_from(now.duration_since(last.at).as_micros()).unwrap_or(u64::MAX),
-            machine_us: reading.machine_us.saturating_sub(last.machine_us),
-            own_us: reading.own_us.saturating_sub(last.own_us),
-            // At its limit now, or it hit one during the round (an OOM kill at memory.max
-            // frees the memory before the next reading).
-            at_limit: current as f64 >= AT_LIMIT * self.limit as f64 || hits > last.hits,
+            elapsed_us: u64::try_from(span.as_micros()).unwrap_or(u64::MAX),
+            machine_us: reading.machine_us.saturating_sub(first.machine_us),
+            own_us: reading.own_us.saturating_sub(first.own_us),
+            // Near its limit at some reading of the window, or it hit one meanwhile: an OOM
+            // kill at memory.max, or the pipeline's end, frees the memory before a reading.
+            at_limit: self.readings.iter().any(|r| r.near) || reading.hits > first.hits,
         };
-        counts(round).then_some(machine)
+        let counted = counts(round);
+        log::debug!("run pressure: {round:?}: counted {counted}");
+        counted.then_some(machine)
     }
 }
 
@@ -157,48 +182,81 @@ mod tests {
         assert!(counts(round(ROUND / 50, 0, false)), "2 % of a round");
     }
 
+    /// A fake pipeline cgroup: its stall total (µs), usage and limit hits.
+    fn pipeline(dir: &Path, own_us: u64, current: u64, hits: u64) {
+        std::fs::write(
+            dir.join("memory.pressure"),
+            format!(
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total={own_us}\n\
+                 full avg10=0.00 avg60=0.00 avg300=0.00 total={own_us}\n"
+            ),
+        )
+        .expect("pressure");
+        std::fs::write(dir.join("memory.current"), format!("{current}\n")).expect("current");
+        std::fs::write(
+            dir.join("memory.events"),
+            format!("low 0\nhigh 0\nmax {hits}\noom 0\noom_kill 0\n"),
+        )
+        .expect("events");
+    }
+
+    fn machine(total_us: u64) -> Psi {
+        let mut psi = Psi::default();
+        psi.some.avg10 = 12.0;
+        psi.some.total_us = total_us;
+        psi
+    }
+
+    const LIMIT: u64 = 1 << 20;
+
     #[test]
-    fn the_first_round_passes_nothing_then_rounds_compare() {
+    fn the_meter_compares_the_last_second() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("memory.pressure"),
-            "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1000\n",
-        )
-        .expect("pressure");
-        std::fs::write(dir.path().join("memory.current"), "1000\n").expect("current");
-        std::fs::write(
-            dir.path().join("memory.events"),
-            "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
-        )
-        .expect("events");
-        let mut meter = StallMeter::new(dir.path(), 1 << 20);
-        let machine = |total_us: u64| {
-            let mut psi = Psi::default();
-            psi.some.avg10 = 12.0;
-            psi.some.total_us = total_us;
-            psi
-        };
-        let t0 = Instant::now();
-        assert_eq!(meter.filter(machine(5_000), t0), None, "nothing to compare");
-        let later = t0 + std::time::Duration::from_millis(200);
+        let at = |ms: u64| Instant::now() + Duration::from_millis(ms);
+        let t0 = at(0);
+        let after = |ms: u64| t0 + Duration::from_millis(ms);
+        // The machine stalls, the pipeline (far below its limit) does not.
+        pipeline(dir.path(), 0, 1000, 0);
+        let mut meter = StallMeter::new(dir.path(), LIMIT);
         assert_eq!(
-            meter.filter(machine(65_000), later),
-            Some(machine(65_000)),
-            "60 ms of the machine's stalls, none the pipeline's"
+            meter.filter(machine(0), after(0)),
+            None,
+            "nothing to compare"
         );
-        // The pipeline hit its memory.max (and was OOM-killed: its usage is back down) while
-        // all of the round's stalls were its own.
-        std::fs::write(
-            dir.path().join("memory.pressure"),
-            "some avg10=0.00 avg60=0.00 avg300=0.00 total=61000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=61000\n",
-        )
-        .expect("pressure");
-        std::fs::write(
-            dir.path().join("memory.events"),
-            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
-        )
-        .expect("events");
-        let after = later + std::time::Duration::from_millis(200);
-        assert_eq!(meter.filter(machine(125_000), after), None);
+        assert_eq!(
+            meter.filter(machine(60_000), after(200)),
+            None,
+            "under MIN_SPAN"
+        );
+        assert_eq!(
+            meter.filter(machine(300_000), after(600)),
+            Some(machine(300_000)),
+            "half of 600 ms stalled, none of it the pipeline's"
+        );
+        // An earlier run's stalls: the totals no longer move, avg10 still shows them.
+        let mut meter = StallMeter::new(dir.path(), LIMIT);
+        meter.filter(machine(900_000), after(0));
+        assert_eq!(meter.filter(machine(900_000), after(600)), None);
+    }
+
+    #[test]
+    fn the_pipelines_stalls_stay_its_own_after_its_memory_is_freed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = Instant::now();
+        let after = |ms: u64| t0 + Duration::from_millis(ms);
+        // At its limit, then ended (usage 0): the window still saw it near the limit.
+        pipeline(dir.path(), 0, LIMIT, 0);
+        let mut meter = StallMeter::new(dir.path(), LIMIT);
+        meter.filter(machine(0), after(0));
+        pipeline(dir.path(), 290_000, LIMIT, 0);
+        assert_eq!(meter.filter(machine(300_000), after(600)), None);
+        pipeline(dir.path(), 330_000, 0, 0);
+        assert_eq!(meter.filter(machine(340_000), after(700)), None);
+        // Never seen near it, but it hit memory.max (an OOM kill freed the memory).
+        pipeline(dir.path(), 0, 0, 0);
+        let mut meter = StallMeter::new(dir.path(), LIMIT);
+        meter.filter(machine(0), after(0));
+        pipeline(dir.path(), 300_000, 0, 4);
+        assert_eq!(meter.filter(machine(300_000), after(600)), None);
     }
 }
