@@ -79,6 +79,11 @@ pub enum RunCgroupError {
     /// `--memory-high` on v1.
     #[error("--memory-high needs cgroup v2 (v1 has no memory.high); use --memory-max")]
     HighOnV1,
+    /// At the root of the hierarchy the pipeline would leave a limit it is under now.
+    #[error(
+        "its cgroup {0} has a memory limit that a cgroup at the root of the hierarchy would leave"
+    )]
+    WouldLeaveLimit(String),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunCgroupError {
@@ -141,6 +146,11 @@ impl RunCgroup {
         }
         let parent = match version {
             Version::V2 => {
+                if let Some(limited) = own_relative(proc_root).and_then(|own| {
+                    run_scope::limited_among(&mount, &run_scope::leaving(&own, None))
+                }) {
+                    return Err(RunCgroupError::WouldLeaveLimit(limited));
+                }
                 // Harmless when already on; refused (and then the limit files are missing) when
                 // the root holds processes of its own, as a container's namespace root does.
                 let _ = fs::write(mount.join("cgroup.subtree_control"), "+memory");
@@ -282,6 +292,12 @@ impl Drop for RunCgroup {
             }
         }
     }
+}
+
+/// memtrace's own v2 cgroup as `/proc/self/cgroup` writes it.
+fn own_relative(proc_root: &Path) -> Option<String> {
+    let text = fs::read_to_string(proc_root.join("self/cgroup")).ok()?;
+    own_cgroup::relative_path(&text, Version::V2).map(str::to_owned)
 }
 
 /// The directory of the transient scope made for the run of `pid` ([`run_scope`]), when

@@ -9,7 +9,11 @@
 //! cgroups included.
 //!
 //! Where systemd is not the init (most containers), without root, on v1 or with `--no-scope`,
-//! the run stays where it is and its cgroup is made at the root of the hierarchy instead.
+//! the run stays where it is and its cgroup is made at the root of the hierarchy instead. Never
+//! out of a limit: where a cgroup it would leave — those between its own and the slice, or its
+//! own and the root — sets `memory.max` or `memory.high` (a service with `MemoryMax=`, an outer
+//! `memtrace run`), it neither enters a scope nor makes a cgroup at the root ([`leaving`],
+//! [`limited_among`]).
 //! [`decide`] is the pure choice; [`enter`] the exec.
 use std::{
     ffi::OsString,
@@ -51,6 +55,8 @@ pub struct Facts {
     pub pid: u32,
     /// `--no-scope`.
     pub no_scope: bool,
+    /// The first cgroup the scope would take the pipeline out of that has a memory limit.
+    pub limit_left: Option<String>,
 }
 
 /// Why the run stays where it is.
@@ -66,6 +72,8 @@ pub enum Stay {
     NoSystemd,
     /// No `systemd-run` on the PATH.
     NoSystemdRun,
+    /// A cgroup it would leave has a memory limit ([`Facts::limit_left`]).
+    LimitLeft,
 }
 
 impl fmt::Display for Stay {
@@ -76,6 +84,7 @@ impl fmt::Display for Stay {
             Self::NotV2 => "the memory controller is not on cgroup v2",
             Self::NoSystemd => "systemd is not the init here",
             Self::NoSystemdRun => "no systemd-run on the PATH",
+            Self::LimitLeft => "its cgroup's memory limit would be left behind",
         })
     }
 }
@@ -110,6 +119,8 @@ pub fn decide(facts: &Facts) -> Placement {
         Some(Stay::NoSystemd)
     } else if facts.systemd_run.is_none() {
         Some(Stay::NoSystemdRun)
+    } else if facts.limit_left.is_some() {
+        Some(Stay::LimitLeft)
     } else {
         None
     };
@@ -141,12 +152,51 @@ pub fn slice_of(own: &str) -> Option<&str> {
         .last()
 }
 
+/// The cgroups (paths as `/proc/self/cgroup` writes them) a pipeline leaves when it goes from
+/// `own` to a child of `slice` (`None`: of the root): `own` and its ancestors below it.
+pub fn leaving(own: &str, slice: Option<&str>) -> Vec<String> {
+    let parts: Vec<&str> = own.split('/').filter(|part| !part.is_empty()).collect();
+    let keep = slice.map_or(0, |slice| {
+        parts
+            .iter()
+            .position(|part| *part == slice)
+            .map_or(0, |at| at + 1)
+    });
+    (keep..parts.len())
+        .rev()
+        .map(|end| format!("/{}", parts[..=end].join("/")))
+        .collect()
+}
+
+/// The first of `dirs` (below the hierarchy mounted at `mount`) whose `memory.max` or
+/// `memory.high` is set.
+pub fn limited_among(mount: &Path, dirs: &[String]) -> Option<String> {
+    dirs.iter()
+        .find(|dir| {
+            let dir = mount.join(dir.trim_start_matches('/'));
+            ["memory.max", "memory.high"].iter().any(|file| {
+                std::fs::read_to_string(dir.join(file))
+                    .ok()
+                    .and_then(|text| cgroup::parse_limit(&text).ok().flatten())
+                    .is_some()
+            })
+        })
+        .cloned()
+}
+
 /// Reads the facts of this process.
 pub fn facts(proc_root: &Path, no_scope: bool) -> Facts {
-    let version = cgroup::memory_hierarchy(proc_root).map(|(_, version)| version);
+    let hierarchy = cgroup::memory_hierarchy(proc_root);
+    let version = hierarchy.as_ref().map(|(_, version)| *version);
     let own_cgroup = std::fs::read_to_string(proc_root.join("self/cgroup"))
         .ok()
         .and_then(|text| own_cgroup::relative_path(&text, Version::V2).map(str::to_owned));
+    let limit_left = match (&hierarchy, &own_cgroup) {
+        (Some((mount, Version::V2)), Some(own)) => {
+            limited_among(mount, &leaving(own, slice_of(own)))
+        }
+        _ => None,
+    };
     Facts {
         root: privilege::is_root(),
         version,
@@ -156,6 +206,7 @@ pub fn facts(proc_root: &Path, no_scope: bool) -> Facts {
         own_cgroup,
         pid: std::process::id(),
         no_scope,
+        limit_left,
     }
 }
 
@@ -221,6 +272,7 @@ mod tests {
             own_cgroup: Some("/user.slice/user-0.slice/session-3.scope".to_owned()),
             pid: 377,
             no_scope: false,
+            limit_left: None,
         }
     }
 
@@ -297,6 +349,13 @@ mod tests {
                 },
                 Stay::NoSystemdRun,
             ),
+            (
+                Facts {
+                    limit_left: Some("/system.slice/render.service".to_owned()),
+                    ..systemd_host()
+                },
+                Stay::LimitLeft,
+            ),
         ];
         for (facts, why) in cases {
             assert_eq!(decide(&facts), Placement::Stay(why));
@@ -317,6 +376,55 @@ mod tests {
         );
         assert_eq!(slice_of("/"), None);
         assert_eq!(slice_of("/docker/abc"), None);
+    }
+
+    #[test]
+    fn the_cgroups_left_are_those_below_the_slice_or_the_root() {
+        assert_eq!(
+            leaving(
+                "/user.slice/user-0.slice/session-3.scope",
+                Some("user-0.slice")
+            ),
+            ["/user.slice/user-0.slice/session-3.scope"]
+        );
+        assert_eq!(
+            leaving("/system.slice/render.service/worker", Some("system.slice")),
+            [
+                "/system.slice/render.service/worker",
+                "/system.slice/render.service"
+            ]
+        );
+        // An outer run's pipeline: the nested run would leave it (and its limit).
+        assert_eq!(
+            leaving(
+                "/user.slice/memtrace-run-9.scope/pipeline",
+                Some("user.slice")
+            ),
+            [
+                "/user.slice/memtrace-run-9.scope/pipeline",
+                "/user.slice/memtrace-run-9.scope"
+            ]
+        );
+        assert_eq!(leaving("/docker/abc", None), ["/docker/abc", "/docker"]);
+        assert_eq!(leaving("/", None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_limit_on_a_cgroup_left_is_found() {
+        let mount = tempfile::tempdir().expect("tempdir");
+        let service = mount.path().join("system.slice/render.service");
+        std::fs::create_dir_all(service.join("worker")).expect("mkdir");
+        for dir in [&service, &service.join("worker")] {
+            std::fs::write(dir.join("memory.max"), "max\n").expect("max");
+            std::fs::write(dir.join("memory.high"), "max\n").expect("high");
+        }
+        let left = leaving("/system.slice/render.service/worker", Some("system.slice"));
+        assert_eq!(limited_among(mount.path(), &left), None);
+        std::fs::write(service.join("memory.max"), "17179869184\n").expect("max");
+        assert_eq!(
+            limited_among(mount.path(), &left).as_deref(),
+            Some("/system.slice/render.service")
+        );
     }
 
     #[test]

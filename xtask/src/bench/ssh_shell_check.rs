@@ -8,7 +8,8 @@
 //! session ([`LIMITED_RUNS`]): the pipeline in a v2 cgroup of its own inside the run's transient
 //! systemd scope in the ssh user's slice (or, with `--no-scope`, at the root of the hierarchy),
 //! OOM-killed at `--memory-max`, throttled at `--memory-high` (the run's own guard sees no
-//! pressure in either: those stalls are the pipeline's own), nothing left afterwards.
+//! pressure in either: those stalls are the pipeline's own), nothing left afterwards; and,
+//! started inside a scope with `MemoryMax=`, the pipeline stays under that limit.
 use std::{
     io::Write as _,
     process::Stdio,
@@ -98,7 +99,10 @@ fn held_problems(look: &Look) -> Vec<String> {
 pub fn run() -> anyhow::Result<()> {
     let image = image::build(image::Kernel::Stable)?;
     let vm = Guest::boot(&image, Duration::from_secs(300))?;
-    match check(&vm).and_then(|()| run_limit_check(&vm)) {
+    match check(&vm)
+        .and_then(|()| run_limit_check(&vm))
+        .and_then(|()| limit_kept_check(&vm))
+    {
         Ok(()) => vm.shutdown(Duration::from_secs(30)),
         Err(err) => Err(err.context(format!("run directory {}", vm.dir().display()))),
     }
@@ -354,6 +358,58 @@ fn run_limit_check(vm: &Guest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `memtrace run` started inside a scope with `MemoryMax=` (as from a service with a limit):
+/// the pipeline must stay under that limit, so the run makes no cgroup of its own.
+const UNDER_A_LIMIT: &str = "cd /tmp && systemd-run --scope --quiet -p MemoryMax=512M \
+    /usr/local/bin/memtrace run --quiet -o /tmp/run-kept.mtrace -- \
+    sh -c 'echo pipeline-cgroup=$(sed -n s/^0:://p /proc/self/cgroup)' 2>&1; echo exit=$?";
+
+/// What is wrong with [`UNDER_A_LIMIT`]'s output (empty: nothing).
+fn limit_kept_problems(out: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let ran_in = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pipeline-cgroup="))
+        .unwrap_or_default();
+    // systemd-run's own scope (`run-uN.scope`), not one of memtrace's.
+    if !(ran_in.contains("/run-") && ran_in.ends_with(".scope")) || ran_in.contains("memtrace-run")
+    {
+        problems.push(format!(
+            "the pipeline left the limited scope: it ran in {ran_in:?}"
+        ));
+    }
+    if !out.lines().any(|l| {
+        l.starts_with(
+            "[memtrace] info: the pipeline runs without a cgroup of its own: its cgroup /",
+        ) && l.contains("has a memory limit")
+    }) {
+        problems.push("no line saying why it has no cgroup of its own".to_owned());
+    }
+    if !out.lines().any(|l| l == "exit=0") {
+        problems.push("the run did not exit with 0".to_owned());
+    }
+    problems
+}
+
+/// Runs [`UNDER_A_LIMIT`] in the guest; fails naming what went wrong.
+fn limit_kept_check(vm: &Guest) -> anyhow::Result<()> {
+    let out = vm.ssh_output(UNDER_A_LIMIT, CMD_CAP)?;
+    for line in out.lines() {
+        eprintln!("xtask:   run under MemoryMax | {line}");
+    }
+    let problems = limit_kept_problems(&out);
+    if !problems.is_empty() {
+        bail!(
+            "memtrace run under a MemoryMax scope: {}",
+            problems.join("; ")
+        );
+    }
+    println!(
+        "xtask: guest run: `memtrace run` inside a scope with MemoryMax=512M kept its pipeline there (no scope or cgroup of its own that would leave the limit)"
+    );
+    Ok(())
+}
+
 /// Whether process `pid` is gone within `limit`.
 fn wait_gone(vm: &Guest, pid: u32, limit: Duration) -> bool {
     let start = Instant::now();
@@ -413,6 +469,15 @@ mod tests {
             max.command()
                 .contains("memtrace run --quiet --memory-max 64M -o")
         );
+    }
+
+    #[test]
+    fn a_run_under_a_limit_is_checked_for_staying_there() {
+        let good = "[memtrace] info: the pipeline runs without a cgroup of its own: its cgroup /system.slice/run-u12.scope has a memory limit that a cgroup at the root of the hierarchy would leave\n\
+             pipeline-cgroup=/system.slice/run-u12.scope\nexit=0\n";
+        assert_eq!(limit_kept_problems(good), Vec::<String>::new());
+        let escaped = "pipeline-cgroup=/system.slice/memtrace-run-40.scope/pipeline\nexit=0\n";
+        assert_eq!(limit_kept_problems(escaped).len(), 2);
     }
 
     #[test]
