@@ -81,7 +81,7 @@ pub enum RunCgroupError {
     HighOnV1,
     /// At the root of the hierarchy the pipeline would leave a limit it is under now.
     #[error(
-        "its cgroup {0} has a memory limit that a cgroup at the root of the hierarchy would leave"
+        "its cgroup {0} has a memory limit that the pipeline would leave in a transient scope or a cgroup at the root of the hierarchy"
     )]
     WouldLeaveLimit(String),
 }

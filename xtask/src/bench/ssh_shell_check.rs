@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_run_under_a_limit_is_checked_for_staying_there() {
-        let good = "[memtrace] info: the pipeline runs without a cgroup of its own: its cgroup /system.slice/run-u12.scope has a memory limit that a cgroup at the root of the hierarchy would leave\n\
+        let good = "[memtrace] info: the pipeline runs without a cgroup of its own: its cgroup /system.slice/run-u12.scope has a memory limit that the pipeline would leave in a transient scope or a cgroup at the root of the hierarchy\n\
              pipeline-cgroup=/system.slice/run-u12.scope\nexit=0\n";
         assert_eq!(limit_kept_problems(good), Vec::<String>::new());
         let escaped = "pipeline-cgroup=/system.slice/memtrace-run-40.scope/pipeline\nexit=0\n";
