@@ -5,7 +5,10 @@
 //! started are killed (by PID).
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use memtrace_testkit::proc::{alive, held, state};
 use support::{
@@ -182,13 +185,11 @@ fn a_runs_guard_tells_its_terminal_and_answers_guard_run() {
     tmux.send("Enter", false);
     let hog = hog_script.pid();
     group.track(hog);
-    let run = std::fs::read_to_string(format!("/proc/{hog}/stat"))
+    let run = memtrace::host::procfs::read(Path::new(&format!("/proc/{hog}/stat")))
         .ok()
-        .and_then(|stat| {
-            let after = stat.rsplit_once(") ")?.1.to_owned();
-            after.split_whitespace().nth(1)?.parse::<u32>().ok()
-        })
-        .expect("the run's pid (the hog's parent)");
+        .and_then(|text| memtrace::host::procfs::parse_pid_stat(&text))
+        .expect("the run's pid (the hog's parent)")
+        .ppid;
     group.track(run);
     assert!(
         wait_until(Duration::from_secs(30), || held(hog)),

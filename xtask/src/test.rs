@@ -4,8 +4,9 @@
 //! installation staged under `target/` with its systemd unit verified, then the guest run in
 //! the Debian guest of `cargo xtask vm` (pure cgroup v2, a real sshd): one memtrace guard run
 //! against a runaway hog (sshd must survive), then a foreground job of an ssh login shell held
-//! and let go, and `memtrace run --memory-max` on cgroup v2 (about 9 minutes with a cold image
-//! cache, 5 with a warm one).
+//! and let go, and `memtrace run` on cgroup v2 (in its transient scope with `--memory-max` and
+//! `--memory-high`, with `--no-scope`, and inside a scope with `MemoryMax=`; about 9 minutes
+//! with a cold image cache, 5 with a warm one).
 use std::process::Command;
 
 use crate::{build, root, tools};

@@ -7,10 +7,10 @@
 //! tree every `--interval` (200 ms) and at every stage mark, prints a `[Memory] before/after` line
 //! per stage, forwards signals, runs the hooks (the guard plugs in through [`RunHook`]), exits with
 //! the child's exit code and prints the report's verdicts. The pipeline runs in a cgroup of its
-//! own ([`crate::record::run_cgroup`], in a transient systemd scope on v2: [`crate::record::run_scope`]) where
-//! memtrace can make one: `--memory-high` /
-//! `--memory-max` limit it, and the summary gives its peak and OOM kills. `record` traces without changing the
-//! environment or printing stage lines.
+//! own ([`crate::record::run_cgroup`]; on v2 under systemd inside a transient scope:
+//! [`crate::record::run_scope`]) where memtrace can make one: `--memory-high` / `--memory-max`
+//! limit it, and the summary gives its peak, OOM kills and throttling. `record` traces without
+//! changing the environment or printing stage lines.
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;

@@ -5,11 +5,11 @@
 //! for the ten seconds its `avg10` takes to decay, the stalls of a run that has ended.
 //!
 //! So each round compares the stall time (the `some` totals) the machine and the pipeline's own
-//! cgroup gained over the last second ([`counts`]): the PSI averages are passed on only
-//! while the machine is stalling now, and not when the pipeline sits at its own limit (at either
-//! end of the round, or hit it during the round) and its own stalls account for the machine's (all but a tenth: the files
-//! are read a moment apart). cgroup v1 has no per-cgroup pressure file: there only the first
-//! rule applies. A pipeline below its limit stalled by a full machine
+//! cgroup gained over the last second ([`counts`]): the PSI averages are passed on only while
+//! the machine is stalling now, and not when the pipeline sits at its own limit (at some reading
+//! of that second, or it hit the limit meanwhile) and its own stalls account for the machine's
+//! (all but a tenth: the files are read a moment apart). cgroup v1 has no per-cgroup pressure
+//! file: there only the first rule applies. A pipeline below its limit stalled by a full machine
 //! is the machine's pressure; used memory counts in every case.
 use std::{
     collections::VecDeque,

@@ -146,7 +146,7 @@ impl RunCgroup {
         }
         let parent = match version {
             Version::V2 => {
-                if let Some(limited) = own_relative(proc_root).and_then(|own| {
+                if let Some(limited) = run_scope::own_relative(proc_root).and_then(|own| {
                     run_scope::limited_among(&mount, &run_scope::leaving(&own, None))
                 }) {
                     return Err(RunCgroupError::WouldLeaveLimit(limited));
@@ -294,21 +294,11 @@ impl Drop for RunCgroup {
     }
 }
 
-/// memtrace's own v2 cgroup as `/proc/self/cgroup` writes it.
-fn own_relative(proc_root: &Path) -> Option<String> {
-    let text = fs::read_to_string(proc_root.join("self/cgroup")).ok()?;
-    own_cgroup::relative_path(&text, Version::V2).map(str::to_owned)
-}
-
 /// The directory of the transient scope made for the run of `pid` ([`run_scope`]), when
 /// memtrace runs in it (or already in its `supervisor`).
 fn own_scope_dir(proc_root: &Path, mount: &Path, pid: u32) -> Option<PathBuf> {
     let own = own_cgroup::own_dir(proc_root, mount, Version::V2)?;
-    let unit = run_scope::unit_name(pid);
-    [own.as_path(), own.parent()?]
-        .into_iter()
-        .find(|dir| dir.file_name().is_some_and(|name| *name == *unit))
-        .map(Path::to_path_buf)
+    run_scope::scope_of(&own, pid).map(Path::to_path_buf)
 }
 
 /// Inside the delegated scope `scope`: moves memtrace into `supervisor` (a cgroup with

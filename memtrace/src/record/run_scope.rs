@@ -25,7 +25,7 @@ use std::{
 
 use crate::host::{
     cgroup::{self, Version},
-    own_cgroup, privilege,
+    own_cgroup, privilege, swap,
 };
 
 /// The transient scope of the run whose memtrace has pid `pid`.
@@ -132,13 +132,28 @@ pub fn decide(facts: &Facts) -> Placement {
     }
 }
 
-/// Whether the cgroup `own` (`/proc/self/cgroup`'s path) is the scope made for `pid`, or one of
-/// its children (memtrace already moved into `supervisor`).
-pub fn in_own_scope(own: &str, pid: u32) -> bool {
+/// The scope made for `pid` when `own` (memtrace's cgroup, as a path of any root) is that scope
+/// or its `supervisor` (memtrace already moved there).
+pub fn scope_of(own: &Path, pid: u32) -> Option<&Path> {
     let unit = unit_name(pid);
-    let mut parts = own.rsplit('/');
-    let last = parts.next().unwrap_or_default();
-    last == unit || (last == SUPERVISOR && parts.next() == Some(unit.as_str()))
+    let named = |dir: &Path, name: &str| dir.file_name().is_some_and(|n| *n == *name);
+    if named(own, &unit) {
+        return Some(own);
+    }
+    let parent = own.parent()?;
+    (named(own, SUPERVISOR) && named(parent, &unit)).then_some(parent)
+}
+
+/// Whether the cgroup `own` (`/proc/self/cgroup`'s path) is the scope made for `pid`, or its
+/// `supervisor`.
+pub fn in_own_scope(own: &str, pid: u32) -> bool {
+    scope_of(Path::new(own), pid).is_some()
+}
+
+/// memtrace's own v2 cgroup as `/proc/self/cgroup` (below `proc_root`) writes it.
+pub fn own_relative(proc_root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(proc_root.join("self/cgroup")).ok()?;
+    own_cgroup::relative_path(&text, Version::V2).map(str::to_owned)
 }
 
 /// The system manager's slice that holds the cgroup `own`: the last of the `.slice` components
@@ -188,9 +203,7 @@ pub fn limited_among(mount: &Path, dirs: &[String]) -> Option<String> {
 pub fn facts(proc_root: &Path, no_scope: bool) -> Facts {
     let hierarchy = cgroup::memory_hierarchy(proc_root);
     let version = hierarchy.as_ref().map(|(_, version)| *version);
-    let own_cgroup = std::fs::read_to_string(proc_root.join("self/cgroup"))
-        .ok()
-        .and_then(|text| own_cgroup::relative_path(&text, Version::V2).map(str::to_owned));
+    let own_cgroup = own_relative(proc_root);
     let limit_left = match (&hierarchy, &own_cgroup) {
         (Some((mount, Version::V2)), Some(own)) => {
             limited_among(mount, &leaving(own, slice_of(own)))
@@ -202,20 +215,12 @@ pub fn facts(proc_root: &Path, no_scope: bool) -> Facts {
         version,
         systemd: Path::new("/run/systemd/system").is_dir()
             && Path::new("/run/systemd/private").exists(),
-        systemd_run: find_on_path("systemd-run"),
+        systemd_run: swap::file::find_tool("systemd-run"),
         own_cgroup,
         pid: std::process::id(),
         no_scope,
         limit_left,
     }
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .as_deref()
-        .map(std::env::split_paths)?
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
 }
 
 /// The `systemd-run` command line that executes `exe args` again in the scope of `pid`.

@@ -214,9 +214,14 @@ fn check(vm: &Guest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How the pipeline shows where it runs: its first line is its own cgroup.
+/// How the pipeline shows where it runs: its first line is its own cgroup ([`ran_in`]).
 const SHOW_CGROUP: &str = "sh -c 'echo pipeline-cgroup=$(sed -n s/^0:://p /proc/self/cgroup); \
     exec \"$@\"' hog";
+
+/// The cgroup the pipeline said it ran in ([`SHOW_CGROUP`]).
+fn ran_in(out: &str) -> Option<&str> {
+    out.lines().find_map(|l| l.strip_prefix("pipeline-cgroup="))
+}
 
 /// One `memtrace run` of a hog from an ssh session, and what it must show.
 struct LimitedRun {
@@ -286,7 +291,7 @@ impl LimitedRun {
         let own = out
             .lines()
             .find_map(|l| l.strip_prefix("[memtrace] the pipeline runs in its own cgroup "));
-        let ran_in = out.lines().find_map(|l| l.strip_prefix("pipeline-cgroup="));
+        let ran_in = ran_in(out);
         let placed = match (own, ran_in) {
             (Some(own), Some(ran_in)) if self.in_scope => {
                 // In the ssh user's slice, in the run's scope, and said so.
@@ -360,17 +365,18 @@ fn run_limit_check(vm: &Guest) -> anyhow::Result<()> {
 
 /// `memtrace run` started inside a scope with `MemoryMax=` (as from a service with a limit):
 /// the pipeline must stay under that limit, so the run makes no cgroup of its own.
-const UNDER_A_LIMIT: &str = "cd /tmp && systemd-run --scope --quiet -p MemoryMax=512M \
-    /usr/local/bin/memtrace run --quiet -o /tmp/run-kept.mtrace -- \
-    sh -c 'echo pipeline-cgroup=$(sed -n s/^0:://p /proc/self/cgroup)' 2>&1; echo exit=$?";
+fn under_a_limit() -> String {
+    format!(
+        "cd /tmp && systemd-run --scope --quiet -p MemoryMax=512M \
+         /usr/local/bin/memtrace run --quiet -o /tmp/run-kept.mtrace -- {SHOW_CGROUP} true 2>&1; \
+         echo exit=$?"
+    )
+}
 
-/// What is wrong with [`UNDER_A_LIMIT`]'s output (empty: nothing).
+/// What is wrong with [`under_a_limit`]'s output (empty: nothing).
 fn limit_kept_problems(out: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    let ran_in = out
-        .lines()
-        .find_map(|l| l.strip_prefix("pipeline-cgroup="))
-        .unwrap_or_default();
+    let ran_in = ran_in(out).unwrap_or_default();
     // systemd-run's own scope (`run-uN.scope`), not one of memtrace's.
     if !(ran_in.contains("/run-") && ran_in.ends_with(".scope")) || ran_in.contains("memtrace-run")
     {
@@ -391,9 +397,9 @@ fn limit_kept_problems(out: &str) -> Vec<String> {
     problems
 }
 
-/// Runs [`UNDER_A_LIMIT`] in the guest; fails naming what went wrong.
+/// Runs [`under_a_limit`] in the guest; fails naming what went wrong.
 fn limit_kept_check(vm: &Guest) -> anyhow::Result<()> {
-    let out = vm.ssh_output(UNDER_A_LIMIT, CMD_CAP)?;
+    let out = vm.ssh_output(&under_a_limit(), CMD_CAP)?;
     for line in out.lines() {
         eprintln!("xtask:   run under MemoryMax | {line}");
     }
