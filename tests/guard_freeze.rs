@@ -73,7 +73,7 @@ impl Drop for V2Session {
 }
 
 /// A bash in a tmux pane runs a hog in the foreground; the guard holds it by moving it into a
-/// freezer cgroup of its own and freezing that (no SIGSTOP): the pane never shows "Stopped",
+/// freezer cgroup of its own (ahead, near warn: staged) and freezing that (no SIGSTOP): the pane never shows "Stopped",
 /// the hog stays the terminal's foreground job while held and after it is let go, and Ctrl-C in
 /// the pane then ends it.
 #[test]
@@ -178,9 +178,23 @@ fn foreground_job_is_frozen(below: Below) {
         .find(|l| l.contains("suspend ["))
         .expect("a suspend decision");
     let made = parent.join(format!("memtrace-held-{guard_pid}-{hog}"));
+    // Near warn the hog was moved ahead into a thawed cgroup of its own: the hold was one write.
+    let staged = guard
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("staged "))
+        .expect("the hog was staged before the hold");
+    assert!(
+        staged.contains(&format!("staged {hog} (python3)"))
+            && staged.contains(&format!("in the thawed cgroup {}", made.display())),
+        "{staged}"
+    );
     assert!(
         line.contains(&format!("froze cgroup {}", made.display()))
-            && line.contains(&format!("moved there from {})", parent.display())),
+            && line.contains(&format!(
+                "moved there from {} when it was staged)",
+                parent.display()
+            )),
         "{line}"
     );
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Privileged tests of the guard's state across restarts and its start-up refusals: a restarted
 //! guard resumes what a killed one held, a planted or unusable state file is a claim to check (or
 //! a refusal), one guard per scope, a killed run's pipeline and a dead guard's frozen cgroup are
-//! released. Hogs live in child memory cgroups with limits; only processes the test started are
+//! released, and a tree a dead guard had staged is moved back. Hogs live in child memory cgroups with limits; only processes the test started are
 //! killed (by PID).
 mod support;
 
@@ -463,4 +463,56 @@ fn frozen_cgroup_of_a_dead_guard_is_thawed() {
         "0"
     );
     drop(held);
+}
+
+/// A guard killed while a tree was staged (moved ahead into a thawed cgroup of its own, near
+/// warn): the next guard moves the tree back where it came from and removes the cgroup.
+#[test]
+fn a_tree_a_dead_guard_staged_is_moved_back() {
+    require_root();
+    let mut group = test_cgroup("staged", 64 * MIB);
+    let parent = if group.version == memtrace_host::cgroup::Version::V2 {
+        group.path.clone()
+    } else {
+        memtrace_host::cgroup::v2_mount(Path::new("/proc")).expect("a cgroup2 mount")
+    };
+    // Named as a guard names it, for a guard pid that is no live process.
+    let staged = RemoveCgroup(parent.join(format!("memtrace-held-{}-1", u32::MAX - 7)));
+    let _ = std::fs::create_dir(&staged.0);
+    let (tree, _) = start_in(&mut group, "staged", &holder("staged", 1));
+    std::fs::write(staged.0.join("cgroup.procs"), tree.pid().to_string()).expect("move");
+    let states = state_dir();
+    let state_file = states.path().join("guard.json");
+    let planted = serde_json::json!({
+        "version": 2,
+        "suspended": [],
+        "staged": {"how": "freeze", "cgroup": staged.0, "moved_from": parent, "members": [
+            {"pid": tree.pid(), "start_ticks": start_ticks(tree.pid()), "comm": "staged"},
+        ]},
+    });
+    std::fs::write(&state_file, planted.to_string()).expect("planting the state file");
+    let (ok, log) = guard_once(&group.path, &config_calm(&tmp()), &state_file, &[]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!(
+            "moved the staged tree {} (staged) back from {} to {}",
+            tree.pid(),
+            staged.0.display(),
+            parent.display()
+        )),
+        "{log}"
+    );
+    assert!(!staged.0.exists(), "its cgroup is removed");
+    assert!(
+        memtrace_host::cgroup::procs_of(&parent)
+            .expect("the parent's procs")
+            .contains(&tree.pid()),
+        "back in {}",
+        parent.display()
+    );
+    assert!(
+        alive(tree.pid()) && !held(tree.pid()),
+        "running, never frozen"
+    );
+    drop(tree);
 }

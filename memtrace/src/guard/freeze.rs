@@ -19,6 +19,12 @@
 //! 3. else SIGSTOP, and [`place`] says why (logged with the decision): no cgroup filesystem
 //!    that can be written (a container's read-only `/sys/fs/cgroup`), members in different
 //!    cgroups, or a shared v2 cgroup whose children would get controllers of their own.
+//!
+//! Moving a process between cgroups waits for an RCU grace period (about 15 ms on our hosts),
+//! far longer than the freeze itself (0.1 ms). So the guard moves the likely victim ahead, near
+//! warn, into a thawed cgroup of case 2 ([`stage`]): it runs on as before, and holding it is one
+//! write ([`adopt`]). A staged tree the guard did not hold is moved back ([`unstage`]), also
+//! after a crash ([`recover_staged`]).
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -45,6 +51,8 @@ pub struct Placed {
     pub cgroup: PathBuf,
     /// Where the members were moved from, when the guard moved them (see the module doc).
     pub moved_from: Option<PathBuf>,
+    /// Whether they were moved there ahead, when the tree was staged ([`stage`]).
+    pub staged: bool,
 }
 
 fn how_of(kind: Kind) -> How {
@@ -66,20 +74,78 @@ pub fn kind_of(how: &How) -> Option<Kind> {
 /// Where `victim` can be frozen (see the module doc), or why it can only be stopped with
 /// SIGSTOP. `guard_pid` names the cgroup the guard makes.
 pub fn place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Placed, String> {
+    match own_place(proc_root, victim)? {
+        Some(own) => Ok(own),
+        None => move_place(proc_root, victim, guard_pid),
+    }
+}
+
+/// Moves `victim` ahead into a thawed cgroup of its own, so that holding it later is one write
+/// (see the module doc): `Ok(None)` when it has a freezer cgroup of its own already (holding it
+/// is one write as it is).
+pub fn stage(
+    proc_root: &Path,
+    victim: &Candidate,
+    guard_pid: u32,
+) -> Result<Option<Placed>, String> {
+    if own_place(proc_root, victim)?.is_some() {
+        return Ok(None);
+    }
+    let mut placed = move_place(proc_root, victim, guard_pid)?;
+    placed.staged = true;
+    Ok(Some(placed))
+}
+
+/// Makes the cgroup a staged tree was moved into ready to be frozen: moves the members of
+/// `victim` that are not in it yet (a member that joined the tree from elsewhere since; the
+/// children forked in it are there already). On failure the caller moves the tree back
+/// ([`unstage`]) and places it afresh.
+pub fn adopt(proc_root: &Path, placed: &Placed, victim: &Candidate) -> Result<(), String> {
+    let inside = cgroup::procs_of(&placed.cgroup)
+        .map_err(|err| format!("reading {}: {err}", placed.cgroup.display()))?;
+    let missing: Vec<u32> = victim
+        .members
+        .iter()
+        .map(|m| m.pid)
+        .filter(|pid| !inside.contains(pid))
+        .collect();
+    if missing.is_empty() {
+        return if inside.is_empty() {
+            Err("every member exited".to_owned())
+        } else {
+            Ok(())
+        };
+    }
+    move_tree(proc_root, &placed.cgroup, &missing)
+}
+
+/// The freezer cgroup of `victim`'s own, if it has one holding nothing but its members.
+fn own_place(proc_root: &Path, victim: &Candidate) -> Result<Option<Placed>, String> {
     let Some(root) = victim.members.first() else {
         return Err("the tree has no member".to_owned());
     };
     let members: Vec<u32> = victim.members.iter().map(|m| m.pid).collect();
-    for own in freezer::own_freezer(proc_root, root.pid) {
-        let pids = own.pids().unwrap_or_default();
-        if !pids.is_empty() && pids.iter().all(|pid| members.contains(pid)) {
-            return Ok(Placed {
-                how: how_of(own.kind()),
-                cgroup: own.path().to_owned(),
-                moved_from: None,
-            });
-        }
-    }
+    Ok(freezer::own_freezer(proc_root, root.pid)
+        .into_iter()
+        .find(|own| {
+            let pids = own.pids().unwrap_or_default();
+            !pids.is_empty() && pids.iter().all(|pid| members.contains(pid))
+        })
+        .map(|own| Placed {
+            how: how_of(own.kind()),
+            cgroup: own.path().to_owned(),
+            moved_from: None,
+            staged: false,
+        }))
+}
+
+/// A new cgroup `memtrace-held-GUARDPID-ROOTPID` below the cgroup `victim`'s members share,
+/// with the members moved into it (thawed).
+fn move_place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Placed, String> {
+    let Some(root) = victim.members.first() else {
+        return Err("the tree has no member".to_owned());
+    };
+    let members: Vec<u32> = victim.members.iter().map(|m| m.pid).collect();
     let (kind, origin) = shared_cgroup(proc_root, &members)?;
     let name = format!("{HELD_PREFIX}-{guard_pid}-{}", root.pid);
     let dir = origin.join(&name);
@@ -93,6 +159,7 @@ pub fn place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Pla
             how: how_of(kind),
             cgroup: dir,
             moved_from: Some(origin),
+            staged: false,
         }),
         (moved, opened) => {
             let why = match (moved, opened) {
@@ -264,6 +331,73 @@ pub fn thaw(proc_root: &Path, record: &HeldRecord) -> Option<String> {
     }
 }
 
+/// Moves a staged tree ([`stage`]) back where it was and removes its cgroup; returns a log
+/// line (none when the record names no move).
+pub fn unstage(record: &HeldRecord) -> Option<String> {
+    let (Some(cgroup), Some(origin)) = (&record.cgroup, &record.moved_from) else {
+        return None;
+    };
+    let root = record
+        .members
+        .first()
+        .map_or_else(|| "?".to_owned(), |m| format!("{} ({})", m.pid, m.comm));
+    Some(move_back_staged(cgroup, origin, &root))
+}
+
+/// Moves what is in the staged cgroup `cgroup` back to `origin` and removes it; a log line
+/// naming the tree as `what`.
+pub fn move_back_staged(cgroup: &Path, origin: &Path, what: &str) -> String {
+    match move_back(cgroup, origin) {
+        Some(err) => format!("moving the staged tree {what} back: {err}"),
+        None => format!(
+            "moved the staged tree {what} back from {} to {}",
+            cgroup.display(),
+            origin.display()
+        ),
+    }
+}
+
+/// Why a state file's staged record must not be acted on (`None`: it may be moved back): its
+/// cgroup must be one the guard makes (named `memtrace-held-…`, a child of where the tree was
+/// moved from), so that moving it back only moves the processes one level up.
+pub fn staged_claim_refused(record: &HeldRecord) -> Option<String> {
+    let (Some(cgroup), Some(origin)) = (&record.cgroup, &record.moved_from) else {
+        return Some("a staged record without a cgroup and its origin".to_owned());
+    };
+    let named = cgroup
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(&format!("{HELD_PREFIX}-")));
+    if !named || cgroup.parent() != Some(origin.as_path()) {
+        return Some(format!(
+            "{} is not a memtrace cgroup made below {}",
+            cgroup.display(),
+            origin.display()
+        ));
+    }
+    None
+}
+
+/// Moves back a tree a dead guard had staged (its state file's record), after checking the
+/// claim ([`staged_claim_refused`]) and that the cgroup is a real one and not frozen; returns
+/// a log line (none when the cgroup is gone). A dry run only says what it would do.
+pub fn recover_staged(proc_root: &Path, record: &HeldRecord, dry_run: bool) -> Option<String> {
+    if let Some(why) = staged_claim_refused(record) {
+        return Some(format!("not moving a staged tree back: {why}"));
+    }
+    let (kind, cgroup) = (kind_of(&record.how)?, record.cgroup.as_deref()?);
+    let shown = cgroup.display();
+    match Freezer::open(proc_root, cgroup, kind).and_then(|dir| dir.frozen()) {
+        Err(err) if err.is_gone() => None,
+        Err(err) => Some(format!("not moving the tree staged in {shown} back: {err}")),
+        Ok(true) => Some(format!(
+            "not moving the tree staged in {shown} back: the cgroup is frozen"
+        )),
+        Ok(false) if dry_run => Some(format!("would move the tree staged in {shown} back")),
+        Ok(false) => unstage(record),
+    }
+}
+
 /// Removes the empty freezer cgroups that dead guards made (see [`freezer::remove_leftovers`]),
 /// below the v1 freezer's root; returns log lines. (A v2 one lies below whichever cgroup its
 /// tree shared; the state file names it, and recovery removes it after moving the tree back.)
@@ -281,6 +415,39 @@ pub fn remove_leftovers(proc_root: &Path) -> Vec<String> {
 mod tests {
     //! Which shared v2 cgroups a tree is moved below.
     use super::*;
+
+    #[test]
+    fn a_staged_record_names_a_memtrace_cgroup_right_below_its_origin() {
+        use crate::guard::suspend::How;
+        let record = |cgroup: Option<&str>, from: Option<&str>| HeldRecord {
+            how: How::FreezerV1,
+            members: Vec::new(),
+            cgroup: cgroup.map(PathBuf::from),
+            moved_from: from.map(PathBuf::from),
+            since_unix_ms: None,
+            why: None,
+        };
+        let f = "/sys/fs/cgroup/freezer";
+        assert_eq!(
+            staged_claim_refused(&record(Some(&format!("{f}/memtrace-held-7-9")), Some(f))),
+            None
+        );
+        for (cgroup, from) in [
+            (Some(format!("{f}/memtrace-held-7-9")), None),
+            (None, Some(f)),
+            // Not a name the guard gives.
+            (Some(format!("{f}/system.slice")), Some(f)),
+            (Some(format!("{f}/memtrace-heldx")), Some(f)),
+            // Not right below where the tree came from.
+            (Some(format!("{f}/a/memtrace-held-7-9")), Some(f)),
+            (Some(format!("{f}/memtrace-held-7-9")), Some("/")),
+        ] {
+            assert!(
+                staged_claim_refused(&record(cgroup.as_deref(), from)).is_some(),
+                "{cgroup:?} from {from:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_tree_is_moved_below_a_v2_cgroup_only_where_its_child_would_get_no_controller() {

@@ -412,8 +412,9 @@ struct Woke {
     psi: bool,
 }
 
-/// On a v1 cgroup, eventfd wake-ups when raw usage crosses warn and suspend (raw usage counts
-/// the page cache too, so it crosses no later than "used" does). `None` elsewhere.
+/// On a v1 cgroup, eventfd wake-ups when raw usage crosses the staging band below warn (see
+/// [`engine::staging`]), warn and suspend (raw usage counts the page cache too, so it crosses
+/// no later than "used" does). `None` elsewhere.
 fn arm_usage_events(
     scope: &Scope,
     files: &mut scope::ScopeFiles,
@@ -427,8 +428,12 @@ fn arm_usage_events(
         return None;
     };
     let limit = files.usage().ok()?.limit_bytes as f64;
-    let thresholds = [config.thresholds.warn, config.thresholds.suspend]
-        .map(|percent| (limit * percent / 100.0) as u64);
+    let thresholds = [
+        config.thresholds.warn - engine::staging::NEAR_WARN_POINTS,
+        config.thresholds.warn,
+        config.thresholds.suspend,
+    ]
+    .map(|percent| (limit * percent.max(0.0) / 100.0) as u64);
     match usage_events::UsageEvents::arm_v1(path, &thresholds) {
         Ok(events) => Some(events),
         Err(err) => {

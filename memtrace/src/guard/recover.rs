@@ -5,7 +5,9 @@
 //! file the run's own recorded tree). A recorded frozen cgroup is thawed only if it is a real
 //! cgroup of the recorded kind (v2, or a v1 freezer: canonical path below its mount, opened
 //! without following symlinks), frozen, and holding a recorded process that passes the same
-//! checks; members the guard had moved into it go back where they came from. A dry run only says what it
+//! checks; members the guard had moved into it go back where they came from. A tree the guard
+//! had only staged (moved ahead into a thawed cgroup, see [`freeze`]) is moved back one level,
+//! if the cgroup is one the guard makes, real and not frozen. A dry run only says what it
 //! would do, and touches no file.
 use std::{collections::HashSet, fmt, path::Path, sync::Arc, time::Duration};
 
@@ -218,6 +220,9 @@ pub fn recover_file(
                 log.extend(recover_record(
                     record, proc_root, within, guard_pid, dry_run,
                 ));
+            }
+            if let Some(record) = &saved.staged {
+                log.extend(freeze::recover_staged(proc_root, record, dry_run));
             }
         }
         Err(err) => log.push(format!("ignoring unreadable state file {shown}: {err}")),
@@ -452,6 +457,53 @@ mod tests {
         assert!(recover_record(&gone, &proc_root, Within::Machine, GUARD, false).is_empty());
     }
 
+    /// A staged record is moved back only when its cgroup is one the guard makes below where
+    /// the tree came from, and a real, thawed cgroup; nothing is moved otherwise.
+    #[test]
+    fn staged_records_are_moved_back_only_from_real_memtrace_cgroups() {
+        let (tmp, proc_root, cg) = fake_tree();
+        let staged = |cgroup: PathBuf, from: PathBuf| HeldRecord {
+            moved_from: Some(from),
+            ..freeze(cgroup)
+        };
+        let made = cg.join("job/memtrace-held-9-300");
+        std::fs::create_dir_all(&made).expect("mkdir");
+        std::fs::write(made.join("cgroup.procs"), "300\n").expect("procs");
+        for (record, needle) in [
+            (
+                staged(cg.join("job/other"), cg.join("job")),
+                "not a memtrace cgroup made below",
+            ),
+            (
+                staged(made.clone(), cg.clone()),
+                "not a memtrace cgroup made below",
+            ),
+            // Named as the guard names it, but not on a cgroup2 filesystem.
+            (staged(made.clone(), cg.join("job")), "not on a cgroup2"),
+        ] {
+            let line = freeze::recover_staged(&proc_root, &record, false).expect("a line");
+            assert!(line.starts_with("not moving"), "{line}");
+            assert!(line.contains(needle), "{line}");
+        }
+        assert!(made.exists(), "nothing removed");
+        let gone = staged(cg.join("job/memtrace-held-9-301"), cg.join("job"));
+        assert_eq!(freeze::recover_staged(&proc_root, &gone, false), None);
+        // Through the state file, as a guard starting after a crash reads it.
+        let dir = StateDir::open(&tmp.path().join("state"), true).expect("dir");
+        let file = StateFile::new(&dir, "guard.json");
+        let text = serde_json::to_string(&Saved {
+            version: 2,
+            boot_id: None,
+            suspended: Vec::new(),
+            staged: Some(staged(made.clone(), cg.join("job"))),
+        })
+        .expect("json");
+        file.write(&text).expect("write");
+        let log = recover_file(&file, &proc_root, Within::Machine, true);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].contains("not on a cgroup2"), "{log:?}");
+    }
+
     #[test]
     fn stop_records_are_judged_on_the_fake_proc_and_dry_run_only_says() {
         let (_tmp, proc_root, _cg) = fake_tree();
@@ -495,6 +547,7 @@ mod tests {
                     since_unix_ms: None,
                     why: None,
                 }],
+                staged: None,
             })
             .expect("json")
         };
@@ -530,6 +583,7 @@ mod tests {
                 since_unix_ms: None,
                 why: None,
             }],
+            staged: None,
         })
         .expect("json");
         // A live run holds its lock; a dead one left a free lock file; an old one none, pid gone.

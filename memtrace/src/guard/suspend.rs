@@ -5,6 +5,8 @@
 //! frozen where [`super::freeze`] finds or makes a cgroup for them (v2 `cgroup.freeze`, v1
 //! `freezer.state`), else stopped with SIGSTOP through verified pidfds; when freezing fails after
 //! all (a read-only cgroupfs), the record is rewritten to say SIGSTOP before the signals go out.
+//! The tree staged near warn (moved ahead into a thawed cgroup, see [`super::freeze`]) is in the
+//! state file too, so that a guard starting after a crash moves it back.
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -85,6 +87,10 @@ pub struct Saved {
     pub boot_id: Option<String>,
     /// The suspended trees.
     pub suspended: Vec<HeldRecord>,
+    /// A tree moved ahead into a thawed cgroup of its own (see [`super::freeze`]'s doc): moved
+    /// back, not thawed, by recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<HeldRecord>,
 }
 
 /// This boot's id, from `ROOT/sys/kernel/random/boot_id`.
@@ -123,6 +129,8 @@ pub struct SuspendedSet {
     proc_root: PathBuf,
     /// The trees, oldest first.
     pub trees: Vec<Suspended>,
+    /// The tree moved ahead into a thawed cgroup of its own, to be held with one write.
+    staged: Option<HeldRecord>,
 }
 
 /// Why a tree could not be suspended.
@@ -148,6 +156,7 @@ impl SuspendedSet {
             state,
             proc_root: proc_root.to_owned(),
             trees: Vec::new(),
+            staged: None,
         }
     }
 
@@ -159,13 +168,14 @@ impl SuspendedSet {
                 Err(std::io::Error::other("a dry run keeps no state file"))
             };
         };
-        if self.trees.is_empty() {
+        if self.trees.is_empty() && self.staged.is_none() {
             return state.remove();
         }
         let saved = Saved {
             version: 2,
             boot_id: boot_id(&self.proc_root),
             suspended: self.trees.iter().map(|t| t.record.clone()).collect(),
+            staged: self.staged.clone(),
         };
         let text = serde_json::to_string_pretty(&saved).map_err(std::io::Error::other)?;
         state.write(&text)
@@ -185,6 +195,62 @@ impl SuspendedSet {
             .any(|t| t.record.members.first() == Some(root))
     }
 
+    /// Records the tree `candidate` as staged in `placed` (moved there by
+    /// [`freeze::stage`]); a log line. A staged tree left from before is moved back first.
+    pub fn stage(&mut self, candidate: &Candidate, placed: Placed) -> String {
+        let mut log: Vec<String> = self.unstage().into_iter().collect();
+        let record = HeldRecord {
+            how: placed.how,
+            members: candidate.members.clone(),
+            cgroup: Some(placed.cgroup),
+            moved_from: placed.moved_from,
+            since_unix_ms: Some(crate::host::clock::unix_ms()),
+            why: None,
+        };
+        let shown = format!(
+            "staged {} in the thawed cgroup {}, so that holding it is one write",
+            candidate.summary(),
+            record.cgroup.as_deref().unwrap_or(Path::new("?")).display()
+        );
+        self.staged = Some(record);
+        match self.persist() {
+            Ok(()) => log.push(shown),
+            Err(err) => {
+                // Unrecorded, it must not stay moved.
+                log.extend(self.unstage());
+                log.push(format!(
+                    "not staging {}: writing {}: {err}",
+                    candidate.summary(),
+                    self.state_path()
+                ));
+            }
+        }
+        log.join("; ")
+    }
+
+    /// The placement of the tree rooted at `root` if it is the staged one, taken out of the
+    /// set (the state file is rewritten by the hold that follows).
+    pub fn take_staged(&mut self, root: &ProcRef) -> Option<Placed> {
+        if self.staged.as_ref()?.members.first() != Some(root) {
+            return None;
+        }
+        let record = self.staged.take()?;
+        Some(Placed {
+            how: record.how,
+            cgroup: record.cgroup?,
+            moved_from: record.moved_from,
+            staged: true,
+        })
+    }
+
+    /// Moves the staged tree, if any, back where it was; a log line.
+    pub fn unstage(&mut self) -> Option<String> {
+        let record = self.staged.take()?;
+        let line = freeze::unstage(&record);
+        let _ = self.persist();
+        line
+    }
+
     /// Suspends `candidate` for the reason `why`: records it, then stops it (freezing the cgroup
     /// `placed` if given).
     pub fn suspend(
@@ -193,9 +259,9 @@ impl SuspendedSet {
         placed: Option<Placed>,
         why: &str,
     ) -> Result<String, SuspendError> {
-        let (how, cgroup, moved_from) = match placed {
-            Some(p) => (p.how, Some(p.cgroup), p.moved_from),
-            None => (How::Stop, None, None),
+        let (how, cgroup, moved_from, staged) = match placed {
+            Some(p) => (p.how, Some(p.cgroup), p.moved_from, p.staged),
+            None => (How::Stop, None, None, false),
         };
         let record = HeldRecord {
             how: how.clone(),
@@ -247,7 +313,8 @@ impl SuspendedSet {
                     done = format!("froze cgroup {}", cgroup.display());
                     if let Some(from) = self.trees.last().and_then(|t| t.record.moved_from.as_ref())
                     {
-                        done.push_str(&format!(" (moved there from {})", from.display()));
+                        done.push_str(&format!(" (moved there from {}", from.display()));
+                        done.push_str(if staged { " when it was staged)" } else { ")" });
                     }
                 }
                 Err(err) => {
@@ -302,11 +369,14 @@ impl SuspendedSet {
         Some(format!("resumed {}: {}", tree.summary, log.join(", ")))
     }
 
-    /// Resumes every tree; returns log lines.
+    /// Resumes every tree and moves the staged one back; returns log lines.
     pub fn resume_all(&mut self) -> Vec<String> {
         let mut log = Vec::new();
         for tree in self.trees.drain(..) {
             resume_tree(&tree, &self.proc_root, &mut log);
+        }
+        if let Some(record) = self.staged.take() {
+            log.extend(freeze::unstage(&record));
         }
         let _ = self.persist();
         log
@@ -419,6 +489,7 @@ mod tests {
                     how: How::Freeze,
                     cgroup: tmp.path().join("not-a-cgroup"),
                     moved_from: None,
+                    staged: false,
                 }),
                 "test",
             )

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{
     Act, ActionCounts, Decision, Outcome, TreeNote,
     policy::{Held, Intent, KillTarget},
+    staging::Staging,
 };
 use crate::{
     collect::scope::{Scope, Usage},
@@ -296,7 +297,29 @@ impl Effects {
                 Outcome::DryRun,
             );
         }
-        let (placed, why_not) = match freeze::place(&self.proc_root, victim, self.guard_pid) {
+        let mut notes = Vec::new();
+        let staged =
+            self.suspended.take_staged(&victim.root).and_then(|placed| {
+                match freeze::adopt(&self.proc_root, &placed, victim) {
+                    Ok(()) => Some(placed),
+                    Err(why) => {
+                        notes.push(format!("its staged cgroup did not do: {why}"));
+                        if let Some(origin) = &placed.moved_from {
+                            notes.push(freeze::move_back_staged(
+                                &placed.cgroup,
+                                origin,
+                                &victim.summary(),
+                            ));
+                        }
+                        None
+                    }
+                }
+            });
+        let placed = match staged {
+            Some(placed) => Ok(placed),
+            None => freeze::place(&self.proc_root, victim, self.guard_pid),
+        };
+        let (placed, why_not) = match placed {
             Ok(placed) => (Some(placed), None),
             Err(why) => (None, Some(format!("not frozen, SIGSTOP instead: {why}"))),
         };
@@ -316,6 +339,7 @@ impl Effects {
             Err(err) => (vec![format!("suspend failed: {err}")], Outcome::Failed),
         };
         detail.extend(why_not);
+        detail.extend(notes);
         detail.push(format!(
             "used {} MiB of {} MiB",
             mib(usage.used_bytes),
@@ -325,6 +349,27 @@ impl Effects {
         let mut d = self.decision(level, Act::Suspend, reason, pids, detail, outcome);
         d.tree = note;
         d
+    }
+
+    /// Carries a staging out (see [`super::staging`]); the log lines. A dry run moves nothing.
+    pub(super) fn stage(&mut self, staging: Staging) -> Vec<String> {
+        if self.dry_run {
+            return Vec::new();
+        }
+        let victim = match staging {
+            Staging::Unstage => return self.suspended.unstage().into_iter().collect(),
+            Staging::Stage(victim) => victim,
+        };
+        if self.suspended.holds(&victim.root) {
+            return Vec::new();
+        }
+        match freeze::stage(&self.proc_root, &victim, self.guard_pid) {
+            Ok(Some(placed)) => vec![self.suspended.stage(&victim, placed)],
+            // Its own cgroup: holding it is one write as it is; a tree staged before stays
+            // until the band is left (it may still be the one held).
+            Ok(None) => Vec::new(),
+            Err(why) => vec![format!("not staging {}: {why}", victim.summary())],
+        }
     }
 
     fn note_of(&self, victim: &Candidate) -> TreeNote {

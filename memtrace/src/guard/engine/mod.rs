@@ -8,7 +8,8 @@
 //! resumed is [`resume`]'s; what the user asks over the control socket `by_hand`'s; the GPU
 //! reasons [`inputs`]'. What a decision did and how it went, [`Act`] and [`Outcome`], are the
 //! trace's types (`record::trace::decision`); how many of each the engine took,
-//! [`DecisionCounts`].
+//! [`DecisionCounts`]. Near warn the likely victim is moved ahead into a thawed cgroup of its
+//! own ([`staging`]), so that holding it is one write.
 mod by_hand;
 mod decision_counts;
 mod effects;
@@ -18,6 +19,7 @@ pub mod policy;
 pub mod resume;
 #[cfg(test)]
 mod scenarios;
+pub mod staging;
 #[cfg(test)]
 mod tests;
 mod why;
@@ -213,7 +215,7 @@ impl Engine {
     /// Whether the next round needs fresh per-process data: near or above warn, under PSI
     /// stall, or while holding a tree. Otherwise a round reads only the scope's usage.
     pub fn wants_processes(&self, used_percent: f64, psi_triggered: bool) -> bool {
-        used_percent >= self.config().thresholds.warn - 10.0
+        used_percent >= self.config().thresholds.warn - staging::NEAR_WARN_POINTS
             || psi_triggered
             || self.state.level >= Level::Warn
             || self.held() > 0
@@ -380,7 +382,7 @@ impl Engine {
                 .unwrap_or_default(),
         };
         // Built only when the policy needs them: idle rounds allocate nothing per process.
-        let candidates = self.policy.wants_candidates(&signals).then(|| {
+        let candidates = self.policy.wants_candidates(&signals, now).then(|| {
             let in_scope: Vec<ProcSample> = snapshot
                 .procs
                 .iter()
@@ -399,6 +401,7 @@ impl Engine {
             candidates,
         };
         let intents = self.policy.decide(&inputs, now);
+        let staging = self.policy.staging(&inputs, now);
         let level = self.policy.level();
         log::debug!(
             "tick: used {:.1} % ({} of {} bytes), growth {:.0} B/s, psi {:?}, level {level}, \
@@ -418,6 +421,11 @@ impl Engine {
         let held_before = self.held();
         for intent in intents {
             out.extend(self.effects.carry(intent, level, &usage, actions));
+        }
+        if let Some(staging) = staging {
+            for line in self.effects.stage(staging) {
+                log::info!("{line}");
+            }
         }
         if self.held() > held_before {
             // The growth so far was (mostly) the tree just held: the forecast starts again

@@ -9,8 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::resume::{self, HeldTree, ResumeRules, ResumeVerdict};
 pub use super::why::{Grower, Why};
+use super::{
+    resume::{self, HeldTree, ResumeRules, ResumeVerdict},
+    staging::{Band, Stager, Staging},
+};
 use crate::{
     collect::{
         model::{ProcSample, Snapshot},
@@ -243,6 +246,8 @@ pub struct Policy {
     told: HashSet<ProcRef>,
     /// Held trees (by root) the user asked to keep held.
     kept: HashSet<ProcRef>,
+    /// Which tree is moved ahead to be held with one write.
+    stager: Stager,
 }
 
 impl Policy {
@@ -258,6 +263,7 @@ impl Policy {
             resumes: HashMap::new(),
             told: HashSet::new(),
             kept: HashSet::new(),
+            stager: Stager::default(),
         }
     }
 
@@ -292,9 +298,37 @@ impl Policy {
         self.told.remove(root);
     }
 
-    /// Whether the round needs the ranked candidates (reading them costs a pass over /proc).
-    pub fn wants_candidates(&self, signals: &Signals) -> bool {
-        self.assess(signals).level >= Level::Suspend
+    /// Whether the round at `now` needs the ranked candidates (reading them costs a pass over
+    /// /proc): to choose a victim, or to stage one ([`Policy::staging`]).
+    pub fn wants_candidates(&self, signals: &Signals, now: Instant) -> bool {
+        let a = self.assess(signals);
+        a.level >= Level::Suspend
+            || self
+                .stager
+                .wants_candidates(self.band(&a, signals.used_percent), now)
+    }
+
+    /// Where usage lies for staging (never staged while suspension is off).
+    fn band(&self, a: &Assessment, used_percent: f64) -> Band {
+        if !self.config.actions.suspend {
+            return Band::Keep;
+        }
+        Band::of(
+            used_percent,
+            self.config.thresholds.warn,
+            a.level >= Level::Warn,
+            a.level >= Level::Suspend,
+        )
+    }
+
+    /// The round's staging, after [`Policy::decide`]: which tree to move ahead so that holding
+    /// it is one write, or to move back (see [`super::staging`]).
+    pub fn staging(&mut self, inputs: &Inputs<'_>, now: Instant) -> Option<Staging> {
+        let a = self.assess(&inputs.signals);
+        let band = self.band(&a, inputs.signals.used_percent);
+        let held: Vec<ProcRef> = inputs.held.iter().map(|h| h.root.clone()).collect();
+        self.stager
+            .next(band, inputs.candidates.as_deref(), &held, now)
     }
 
     fn assess(&self, signals: &Signals) -> Assessment {
@@ -488,6 +522,7 @@ impl Policy {
             return;
         };
         held.push(Held::of(victim));
+        self.stager.held(&victim.root);
         self.last_hold = Some(HoldMark::at_reading(
             now,
             inputs.usage.used_bytes,

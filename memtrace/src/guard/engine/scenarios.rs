@@ -95,7 +95,8 @@ impl World {
             exhaustion_s: time_to_exhaustion(used_bytes, LIMIT, growth),
             ..Signals::default()
         };
-        let candidates = self.policy.wants_candidates(&signals).then(|| {
+        let now = self.t0 + Duration::from_secs_f64(r.at_s);
+        let candidates = self.policy.wants_candidates(&signals, now).then(|| {
             let sshd = HashSet::new();
             let protection = Protection {
                 guard_pid: 99_999,
@@ -116,7 +117,6 @@ impl World {
             held: self.held.clone(),
             candidates,
         };
-        let now = self.t0 + Duration::from_secs_f64(r.at_s);
         let intents = self.policy.decide(&inputs, now);
         for intent in &intents {
             match intent {
