@@ -2,7 +2,8 @@
 //! a fault storm the guard's programs run fewer than once per 100 page faults — counted by the
 //! kernel's own per-program run counts (`run_cnt` in `/proc/GUARD/fdinfo` of its program
 //! descriptors, while a `BPF_ENABLE_STATS` descriptor held by the test switches counting on) —
-//! and it holds the links of the rare-event programs only (their `tp_name` in fdinfo).
+//! and it holds the links of the rare-event programs only (their `tp_name` in fdinfo). The same
+//! for `memtrace top --rare-events`.
 //!
 //! And what its start-up costs in memory: the kernel's BTF is parsed and the programs are
 //! loaded by a helper process that hands the guard the descriptors and exits, while the guard
@@ -152,6 +153,67 @@ fn guard_runs_under_one_program_per_100_page_faults() {
         "{runs} program runs for {faults} page faults (over 1 per 100)"
     );
     guard.terminate();
+}
+
+/// `memtrace top --rare-events` runs nothing on the page-fault path either: it holds the
+/// rare-event programs only, they run under once per 100 faults of a storm, and it still
+/// prints every process (read from /proc).
+#[test]
+fn top_with_rare_events_runs_under_one_program_per_100_page_faults() {
+    use std::io::BufRead as _;
+    require_root();
+    let _counting = enable_run_counts();
+    let mut top = support::spawn(
+        support::memtrace()
+            .args(["top", "--rare-events", "--json", "--interval", "0.5"])
+            .stdout(std::process::Stdio::piped()),
+    );
+    let pid = top.pid();
+    let stdout = top.child_mut().stdout.take().expect("top's stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("top prints a snapshot");
+    assert!(
+        first.starts_with('[') && first.contains(&format!("\"pid\":{pid},")),
+        "a JSON array of every process, read from /proc (top's own {pid} among them): {first}"
+    );
+    let before = held_by(pid);
+    assert_eq!(
+        before.tracepoints, RARE_TRACEPOINTS,
+        "top --rare-events attaches the rare-event programs only"
+    );
+    let group = test_cgroup("top-cost", 512 * MIB);
+    let storm = group
+        .command("python3", &["-c", STORM])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the storm");
+    let out = storm.wait_with_output().expect("the storm ends");
+    assert!(out.status.success(), "{}", support::describe(&out));
+    let faults: u64 = support::text(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the storm prints its fault count");
+    let runs = held_by(pid).runs - before.runs;
+    eprintln!("top --rare-events: {runs} program runs for {faults} page faults of the storm");
+    assert!(faults >= 150_000, "a storm of {faults} faults");
+    assert!(
+        runs * 100 < faults,
+        "{runs} program runs for {faults} page faults (over 1 per 100)"
+    );
+    drop(rx);
+    drop(top);
 }
 
 /// The field `key` (`VmHWM:`, `RssFile:`) of `/proc/PID/status`, in bytes.

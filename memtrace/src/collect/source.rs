@@ -40,7 +40,9 @@ pub const GUARD_MODE_HELP: &str = "Cost: by default the guard attaches only the 
 pub const PER_EVENT_MODE_HELP: &str = "Cost: with eBPF, the kernel counts every change of every \
      process's resident memory as it happens (one program run per change, about 40 ns; a few \
      per cent of a page-fault storm), which catches short-lived processes and transient peaks. \
-     `memtrace guard` runs nothing on the page-fault path by default (see its --help).";
+     With --rare-events `top` runs nothing on the page-fault path, as `memtrace guard` does by \
+     default (see its --help): it reads each process from /proc at every interval, and misses \
+     a transient peak between two samples.";
 
 /// The long help of `--require-ebpf`: which mode costs what.
 pub const REQUIRE_EBPF_LONG_HELP: &str = "Refuse to start without eBPF instead of reading /proc. \

@@ -3,8 +3,9 @@
 //! 1. Wall and CPU time: both workloads ([`Kind`]) run with no tracer, under an idle `memtrace
 //!    guard --machine --dry-run` (far from its thresholds: what it costs all day), under `memtrace
 //!    top --json --interval 1` with and without its per-fault hook (the flag that switches it,
-//!    `--fault-hook` or `--no-fault-hook`, is read from `memtrace top --help`), and under the
-//!    equivalent bpftrace one-liner, interleaved in rounds (the variants' order rotates every round). A tracer is
+//!    `--fault-hook` or `--no-fault-hook`, is read from `memtrace top --help`) and with
+//!    `--rare-events` (nothing on the page-fault path), and under the equivalent bpftrace
+//!    one-liner, interleaved in rounds (the variants' order rotates every round). A tracer is
 //!    started once per round and variant, runs the storm then the pipeline, and only counts as
 //!    up once it printed its first line (memtrace: its first snapshot, so it is attached and
 //!    sampling; bpftrace: "Attaching 1 probe", plus a second to finish attaching). The overhead
@@ -16,8 +17,8 @@
 //!    judged on CPU time, with the wall-time figure next to it. The tracer's own user-space
 //!    cost is measured separately (3.). `kernel.bpf_stats_enabled` is off meanwhile.
 //! 2. Kernel program cost: with `kernel.bpf_stats_enabled` on, one more run of each workload
-//!    under memtrace top, the guard and bpftrace (for the guard, its program runs per 100 page
-//!    faults of the storm are a count); each program's run time and count are read with
+//!    under memtrace top, the guard, `top --rare-events` and bpftrace (for the last memtrace
+//!    two, their program runs per 100 page faults of the storm are a count); each program's run time and count are read with
 //!    bpftool while the tracer is still up, before and after each workload. An empty bpftrace
 //!    probe on the same tracepoint gives the floor: what the statistics' own clock reads add to
 //!    every measured run (large on VMs, whose clock reads are slow).
@@ -91,6 +92,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         for variant in [
             Variant::MemtraceHook,
             Variant::Guard,
+            Variant::TopRare,
             Variant::Bpftrace,
             Variant::BpftraceEmpty,
         ] {

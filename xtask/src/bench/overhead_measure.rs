@@ -213,6 +213,7 @@ pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<T
     for variant in [
         Variant::MemtraceNoHook,
         Variant::MemtraceHook,
+        Variant::TopRare,
         Variant::Guard,
     ] {
         let secs = if variant == Variant::Guard {
@@ -233,7 +234,7 @@ pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<T
                 true,
             )?
         } else {
-            let mut cmd = binaries.memtrace_top(variant == Variant::MemtraceHook);
+            let mut cmd = binaries.memtrace_top(variant);
             Observer::spawn(&mut cmd, "memtrace top", |_| false, true)?
         };
         let pid = observer.pid();

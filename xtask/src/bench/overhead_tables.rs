@@ -199,6 +199,7 @@ pub fn top_table(top: &[TopCost], options: &Options) -> String {
     for cost in top {
         let label = match cost.variant {
             Variant::MemtraceHook => "  fault hook",
+            Variant::TopRare => "  --rare-events",
             Variant::Guard => "  guard --machine --dry-run, idle",
             _ => "  no fault hook",
         };
@@ -255,7 +256,11 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
         } else {
             ""
         };
-        for variant in [Variant::MemtraceNoHook, Variant::MemtraceHook] {
+        for variant in [
+            Variant::MemtraceNoHook,
+            Variant::MemtraceHook,
+            Variant::TopRare,
+        ] {
             let (_, percent) = overhead(samples, kind, variant, Metric::Cpu);
             let (_, wall) = overhead(samples, kind, variant, Metric::Wall);
             line(
@@ -295,13 +300,18 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
     );
     for cost in costs
         .iter()
-        .filter(|c| c.variant == Variant::Guard && c.kind == Kind::Storm)
+        .filter(|c| matches!(c.variant, Variant::Guard | Variant::TopRare) && c.kind == Kind::Storm)
     {
         let runs: u64 = cost.programs.iter().map(|p| p.2).sum();
         let per_100 =
             (cost.report.faults > 0).then(|| runs as f64 * 100.0 / cost.report.faults as f64);
+        let who = if cost.variant == Variant::Guard {
+            "guard"
+        } else {
+            "top --rare-events"
+        };
         line(
-            "guard: program runs per 100 faults (storm)".to_owned(),
+            format!("{who}: program runs per 100 faults (storm)"),
             "< 1",
             fmt(per_100, 3),
             per_100.map(|r| r < 1.0),
@@ -363,10 +373,10 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
         );
     }
     for cost in top.iter().filter(|c| c.variant != Variant::Guard) {
-        let hook = if cost.variant == Variant::MemtraceHook {
-            ", fault hook"
-        } else {
-            ", no fault hook"
+        let hook = match cost.variant {
+            Variant::MemtraceHook => ", fault hook",
+            Variant::TopRare => " --rare-events",
+            _ => ", no fault hook",
         };
         line(
             format!("top{hook}: CPU, 1 s interval"),

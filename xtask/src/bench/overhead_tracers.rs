@@ -30,6 +30,8 @@ pub enum Variant {
     MemtraceHook,
     /// memtrace without it.
     MemtraceNoHook,
+    /// `memtrace top --rare-events`: nothing on the page-fault path, /proc read each interval.
+    TopRare,
     /// `memtrace guard --machine --dry-run`, idle (far from its thresholds): its default source,
     /// the rare-event programs only.
     Guard,
@@ -38,9 +40,10 @@ pub enum Variant {
     BpftraceEmpty,
 }
 
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant::None,
     Variant::Guard,
+    Variant::TopRare,
     Variant::MemtraceNoHook,
     Variant::MemtraceHook,
     Variant::Bpftrace,
@@ -52,6 +55,7 @@ impl Variant {
             Self::None => "none (baseline)",
             Self::MemtraceHook => "memtrace, fault hook",
             Self::MemtraceNoHook => "memtrace, no fault hook",
+            Self::TopRare => "memtrace top --rare-events",
             Self::Guard => "memtrace guard, idle",
             Self::Bpftrace => "bpftrace one-liner",
             Self::BpftraceEmpty => "empty probe (floor)",
@@ -87,11 +91,15 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// `memtrace top --json --interval 1`, with or without the per-fault hook.
-    pub fn memtrace_top(&self, fault_hook: bool) -> Command {
+    /// `memtrace top --json --interval 1` as `variant` runs it: with or without the per-fault
+    /// hook, or with `--rare-events`.
+    pub fn memtrace_top(&self, variant: Variant) -> Command {
         let mut cmd = Command::new(&self.memtrace);
         cmd.args(["top", "--json", "--interval", "1"]);
-        cmd.args(self.hook.args(fault_hook));
+        cmd.args(self.hook.args(variant == Variant::MemtraceHook));
+        if variant == Variant::TopRare {
+            cmd.arg("--rare-events");
+        }
         cmd
     }
 
@@ -235,8 +243,8 @@ pub fn build_binaries(prebuilt: Option<&Path>) -> anyhow::Result<Binaries> {
 pub fn start_tracer(binaries: &Binaries, variant: Variant) -> anyhow::Result<Option<Observer>> {
     let mut observer = match variant {
         Variant::None => return Ok(None),
-        Variant::MemtraceHook | Variant::MemtraceNoHook => {
-            let mut cmd = binaries.memtrace_top(variant == Variant::MemtraceHook);
+        Variant::MemtraceHook | Variant::MemtraceNoHook | Variant::TopRare => {
+            let mut cmd = binaries.memtrace_top(variant);
             Observer::spawn(&mut cmd, "memtrace top", |l| l.starts_with('['), false)?
         }
         Variant::Guard => Observer::spawn(

@@ -20,7 +20,7 @@ use crate::{
         sampler::Sampler,
         scope::{ScopeArgs, Selected},
         source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source},
-        tracer::TracerOptions,
+        tracer::{Programs, TracerOptions},
     },
     host::units::parse_duration,
 };
@@ -71,6 +71,12 @@ pub struct TopArgs {
     /// own per-task counters at no per-fault cost).
     #[arg(long)]
     pub fault_hook: bool,
+    /// Run nothing on the page-fault path, as `memtrace guard` does: only the eBPF programs of
+    /// rare events (process exit, reclaim, OOM victim), each process's memory read from /proc
+    /// at every interval. A fault storm then runs within noise of no tracer; a transient peak
+    /// between two samples is missed.
+    #[arg(long, conflicts_with = "fault_hook")]
+    pub rare_events: bool,
     #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
     pub require_ebpf: bool,
 }
@@ -117,6 +123,11 @@ impl TryFrom<TopArgs> for TopConfig {
             rows: args.rows,
             tracer: TracerOptions {
                 fault_hook: args.fault_hook,
+                programs: if args.rare_events {
+                    Programs::RareEvents
+                } else {
+                    Programs::PerEvent
+                },
                 ..TracerOptions::default()
             },
             require_ebpf: args.require_ebpf,
@@ -188,6 +199,7 @@ mod tests {
             plain: false,
             rows: 5,
             fault_hook: false,
+            rare_events: false,
             require_ebpf: false,
         }
     }
@@ -199,6 +211,13 @@ mod tests {
         assert_eq!(config.window, config.interval);
         assert!(TopConfig::try_from(args("10ms")).is_err());
         assert!(TopConfig::try_from(args("soon")).is_err());
+        assert_eq!(config.tracer.programs, Programs::PerEvent, "the default");
+        let rare = TopArgs {
+            rare_events: true,
+            ..args("1")
+        };
+        let config = TopConfig::try_from(rare).expect("valid");
+        assert_eq!(config.tracer.programs, Programs::RareEvents);
     }
 
     #[test]
