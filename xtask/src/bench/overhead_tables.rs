@@ -311,7 +311,7 @@ pub fn targets(samples: &Samples, costs: &[ProgramCosts], top: &[TopCost]) -> St
             "top --rare-events"
         };
         line(
-            format!("{who}: program runs per 100 faults (storm)"),
+            format!("{who}: runs per 100 faults (storm)"),
             "< 1",
             fmt(per_100, 3),
             per_100.map(|r| r < 1.0),

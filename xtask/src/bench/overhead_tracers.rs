@@ -55,7 +55,7 @@ impl Variant {
             Self::None => "none (baseline)",
             Self::MemtraceHook => "memtrace, fault hook",
             Self::MemtraceNoHook => "memtrace, no fault hook",
-            Self::TopRare => "memtrace top --rare-events",
+            Self::TopRare => "memtrace, rare events",
             Self::Guard => "memtrace guard, idle",
             Self::Bpftrace => "bpftrace one-liner",
             Self::BpftraceEmpty => "empty probe (floor)",
