@@ -1206,7 +1206,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__top)
-            opts="-i -n -h -V --interval --window --once --json --plain --rows --fault-hook --require-ebpf --help --version"
+            opts="-i -n -h -V --interval --window --once --json --plain --rows --fault-hook --rare-events --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -86,6 +86,7 @@ complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l once -d 'Print
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l json -d 'Print snapshots as JSON arrays of processes, one line each'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l plain -d 'Print the plain table even when stdout is a terminal (no interactive view)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l fault-hook -d 'Also count faults with a per-fault eBPF hook (by default they come from the kernel\'s own per-task counters at no per-fault cost)'
+complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l rare-events -d 'Run nothing on the page-fault path, as `memtrace guard` does: only the eBPF programs of rare events (process exit, reclaim, OOM victim), each process\'s memory read from /proc at every interval. A fault storm then runs within noise of no tracer; a transient peak between two samples is missed'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -l require-ebpf -d 'Refuse to start without eBPF instead of reading /proc (--help: which mode costs what)'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memtrace -n "__fish_memtrace_using_subcommand top" -s V -l version -d 'Print version'

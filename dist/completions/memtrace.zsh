@@ -147,6 +147,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Print snapshots as JSON arrays of processes, one line each]' \
 '--plain[Print the plain table even when stdout is a terminal (no interactive view)]' \
 '--fault-hook[Also count faults with a per-fault eBPF hook (by default they come from the kernel'\''s own per-task counters at no per-fault cost)]' \
+'(--fault-hook)--rare-events[Run nothing on the page-fault path, as \`memtrace guard\` does\: only the eBPF programs of rare events (process exit, reclaim, OOM victim), each process'\''s memory read from /proc at every interval. A fault storm then runs within noise of no tracer; a transient peak between two samples is missed]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
