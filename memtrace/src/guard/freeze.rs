@@ -303,10 +303,11 @@ fn move_back(dir: &Path, origin: &Path) -> Option<String> {
         let _ = freezer::move_into(origin, pid);
     }
     for _ in 0..20 {
-        if std::fs::remove_dir(dir).is_ok() {
-            return None;
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return None,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Some(format!("could not remove {}", dir.display()))
 }

@@ -243,10 +243,20 @@ impl SuspendedSet {
         })
     }
 
-    /// Moves the staged tree, if any, back where it was; a log line.
+    /// Moves the staged tree, if any, back where it was; a log line. Where a held tree was
+    /// frozen in that same cgroup (its own, as it had become), nothing is moved: that would
+    /// thaw it behind its record's back; its release moves it.
     pub fn unstage(&mut self) -> Option<String> {
         let record = self.staged.take()?;
-        let line = freeze::unstage(&record);
+        let held_there = self
+            .trees
+            .iter()
+            .any(|t| t.record.cgroup.is_some() && t.record.cgroup == record.cgroup);
+        let line = if held_there {
+            None
+        } else {
+            freeze::unstage(&record)
+        };
         let _ = self.persist();
         line
     }
@@ -445,81 +455,4 @@ impl Drop for SuspendedSet {
 }
 
 #[cfg(test)]
-mod tests {
-    //! A freeze that fails falls back to SIGSTOP, recorded as such before the signal.
-    use std::process::Command;
-
-    use memtrace_testkit::{child::KillOnDrop, proc::state};
-
-    use super::*;
-    use crate::guard::state::StateDir;
-
-    #[test]
-    fn a_freeze_that_fails_falls_back_to_sigstop_and_records_it() {
-        let proc_root = Path::new("/proc");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = StateDir::open(&tmp.path().join("state"), true).expect("state dir");
-        let file = StateFile::new(&dir, "suspended.json");
-        let mut set = SuspendedSet::new(Some(file), proc_root);
-        let child = KillOnDrop::spawn(Command::new("sleep").arg("30"), "sleep").expect("sleep");
-        let stat = crate::host::procfs::parse_pid_stat(
-            &std::fs::read_to_string(format!("/proc/{}/stat", child.pid())).expect("stat"),
-        )
-        .expect("parses");
-        let member = ProcRef {
-            pid: child.pid(),
-            start_ticks: stat.start_ticks,
-            comm: stat.comm,
-        };
-        let candidate = Candidate {
-            root: member.clone(),
-            members: vec![member],
-            growth_bytes_per_s: 0.0,
-            rss_bytes: 0,
-            held_bytes: 0,
-            preferred: false,
-            avoided: false,
-            growing: true,
-        };
-        // Not a cgroup at all (as a cgroup on a read-only cgroupfs cannot be frozen either).
-        let line = set
-            .suspend(
-                &candidate,
-                Some(Placed {
-                    how: How::Freeze,
-                    cgroup: tmp.path().join("not-a-cgroup"),
-                    moved_from: None,
-                    staged: false,
-                }),
-                "test",
-            )
-            .expect("suspended anyway");
-        assert!(
-            line.starts_with("sent SIGSTOP to 1 process(es)") && line.contains("freezing"),
-            "{line}"
-        );
-        let stopped = (0..100).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            state(child.pid()) == Some('T')
-        });
-        assert!(stopped, "stopped by SIGSTOP: {:?}", state(child.pid()));
-        assert_eq!(set.trees[0].record.how, How::Stop);
-        assert_eq!(set.trees[0].record.cgroup, None);
-        let saved =
-            std::fs::read_to_string(tmp.path().join("state/suspended.json")).expect("state file");
-        assert!(
-            saved.contains("\"stop\"") && !saved.contains("freeze"),
-            "{saved}"
-        );
-        assert!(
-            saved.contains("\"since_unix_ms\": ") && saved.contains("\"why\": \"test\""),
-            "when and why are recorded for `top`: {saved}"
-        );
-        set.resume_all();
-        let resumed = (0..100).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            state(child.pid()) != Some('T')
-        });
-        assert!(resumed, "resumed by SIGCONT: {:?}", state(child.pid()));
-    }
-}
+mod tests;
