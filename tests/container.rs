@@ -263,9 +263,7 @@ fn guard_picks_the_container_by_itself_and_holds_the_hog() {
         );
     }
     let line = guard
-        .lines()
-        .into_iter()
-        .find(|l| l.contains("suspend ["))
+        .line_with("suspend [")
         .expect("a suspend decision is logged");
     assert!(line.contains(&grower.to_string()), "{line}");
     guard.terminate();

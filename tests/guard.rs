@@ -54,11 +54,7 @@ fn suspends_the_growing_tree_and_resumes_it_when_memory_is_freed() {
         guard.wait_log("suspend [", Duration::from_secs(2)),
         "a suspend decision is logged"
     );
-    let line = guard
-        .lines()
-        .into_iter()
-        .find(|l| l.contains("suspend ["))
-        .expect("a suspend decision");
+    let line = guard.line_with("suspend [").expect("a suspend decision");
     assert!(
         line.contains(&grower.to_string()) && line.contains("candidate"),
         "{line}"

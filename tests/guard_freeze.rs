@@ -172,17 +172,11 @@ fn foreground_job_is_frozen(below: Below) {
     assert_ne!(state(hog), Some('T'), "frozen, not stopped by a signal");
     assert!(!group.saw_oom_kill(), "held before any OOM kill");
     assert!(guard.wait_log("suspend [", Duration::from_secs(2)));
-    let line = guard
-        .lines()
-        .into_iter()
-        .find(|l| l.contains("suspend ["))
-        .expect("a suspend decision");
+    let line = guard.line_with("suspend [").expect("a suspend decision");
     let made = parent.join(format!("memtrace-held-{guard_pid}-{hog}"));
     // Near warn the hog was moved ahead into a thawed cgroup of its own: the hold was one write.
     let staged = guard
-        .lines()
-        .into_iter()
-        .find(|l| l.contains("staged "))
+        .line_with("staged ")
         .expect("the hog was staged before the hold");
     assert!(
         staged.contains(&format!("staged {hog} (python3)"))

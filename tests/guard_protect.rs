@@ -82,11 +82,7 @@ fn hog_in_a_tmux_pane_is_held_without_its_shell_or_tmux() {
         state(server)
     );
     assert!(guard.wait_log("suspend [", Duration::from_secs(2)));
-    let line = guard
-        .lines()
-        .into_iter()
-        .find(|l| l.contains("suspend ["))
-        .expect("a suspend decision");
+    let line = guard.line_with("suspend [").expect("a suspend decision");
     assert!(line.contains(&format!("pids [{hog}]")), "{line}");
     // Only the hog this test started, by pid; the server and the shell go with the cgroup.
     memtrace_testkit::child::kill_pid(hog);

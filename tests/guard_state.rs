@@ -420,18 +420,23 @@ impl Drop for RemoveCgroup {
     }
 }
 
+/// Where a test makes a v2 cgroup of its own: below the test cgroup where it is v2 itself; on
+/// a v1 memory hierarchy, in the unified one.
+fn v2_parent(group: &support::TestCgroup) -> std::path::PathBuf {
+    if group.version == memtrace_host::cgroup::Version::V2 {
+        group.path.clone()
+    } else {
+        memtrace_host::cgroup::v2_mount(Path::new("/proc")).expect("a cgroup2 mount")
+    }
+}
+
 /// The checks do not stop a true claim: a dead guard's record of a real, frozen v2 cgroup
 /// holding the recorded process is thawed by the next guard.
 #[test]
 fn frozen_cgroup_of_a_dead_guard_is_thawed() {
     require_root();
     let mut group = test_cgroup("thaw", 64 * MIB);
-    // Below the test cgroup where it is v2 itself; on a v1 memory hierarchy, in the unified one.
-    let parent = if group.version == memtrace_host::cgroup::Version::V2 {
-        group.path.clone()
-    } else {
-        memtrace_host::cgroup::v2_mount(Path::new("/proc")).expect("a cgroup2 mount")
-    };
+    let parent = v2_parent(&group);
     let frozen = RemoveCgroup(parent.join(format!("memtrace-test-thaw-{}", std::process::id())));
     let _ = std::fs::create_dir(&frozen.0);
     let (held, _) = start_in(&mut group, "frozen", &holder("frozen", 1));
@@ -471,11 +476,7 @@ fn frozen_cgroup_of_a_dead_guard_is_thawed() {
 fn a_tree_a_dead_guard_staged_is_moved_back() {
     require_root();
     let mut group = test_cgroup("staged", 64 * MIB);
-    let parent = if group.version == memtrace_host::cgroup::Version::V2 {
-        group.path.clone()
-    } else {
-        memtrace_host::cgroup::v2_mount(Path::new("/proc")).expect("a cgroup2 mount")
-    };
+    let parent = v2_parent(&group);
     // Named as a guard names it, for a guard pid that is no live process.
     let staged = RemoveCgroup(parent.join(format!("memtrace-held-{}-1", u32::MAX - 7)));
     let _ = std::fs::create_dir(&staged.0);

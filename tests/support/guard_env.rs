@@ -141,8 +141,13 @@ impl GuardRun {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The first log line containing `needle`.
+    pub fn line_with(&self, needle: &str) -> Option<String> {
+        self.lines().into_iter().find(|l| l.contains(needle))
+    }
+
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.lines().iter().any(|l| l.contains(needle)))
+        wait_until(timeout, || self.line_with(needle).is_some())
     }
 
     pub fn terminate(&mut self) {

@@ -74,9 +74,13 @@ pub fn kind_of(how: &How) -> Option<Kind> {
 /// Where `victim` can be frozen (see the module doc), or why it can only be stopped with
 /// SIGSTOP. `guard_pid` names the cgroup the guard makes.
 pub fn place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Placed, String> {
-    match own_place(proc_root, victim)? {
+    let Some(root) = victim.members.first() else {
+        return Err("the tree has no member".to_owned());
+    };
+    let members: Vec<u32> = victim.members.iter().map(|m| m.pid).collect();
+    match own_place(proc_root, root.pid, &members) {
         Some(own) => Ok(own),
-        None => move_place(proc_root, victim, guard_pid),
+        None => move_place(proc_root, root.pid, &members, guard_pid),
     }
 }
 
@@ -88,12 +92,12 @@ pub fn stage(
     victim: &Candidate,
     guard_pid: u32,
 ) -> Result<Option<Placed>, String> {
-    if own_place(proc_root, victim)?.is_some() {
-        return Ok(None);
-    }
-    let mut placed = move_place(proc_root, victim, guard_pid)?;
-    placed.staged = true;
-    Ok(Some(placed))
+    let placed = place(proc_root, victim, guard_pid)?;
+    // A cgroup of its own is frozen as it is: nothing was moved.
+    Ok(placed.moved_from.is_some().then_some(Placed {
+        staged: true,
+        ..placed
+    }))
 }
 
 /// Makes the cgroup a staged tree was moved into ready to be frozen: moves the members of
@@ -119,13 +123,10 @@ pub fn adopt(proc_root: &Path, placed: &Placed, victim: &Candidate) -> Result<()
     move_tree(proc_root, &placed.cgroup, &missing)
 }
 
-/// The freezer cgroup of `victim`'s own, if it has one holding nothing but its members.
-fn own_place(proc_root: &Path, victim: &Candidate) -> Result<Option<Placed>, String> {
-    let Some(root) = victim.members.first() else {
-        return Err("the tree has no member".to_owned());
-    };
-    let members: Vec<u32> = victim.members.iter().map(|m| m.pid).collect();
-    Ok(freezer::own_freezer(proc_root, root.pid)
+/// The freezer cgroup of the tree's own (its root `root`), if it has one holding nothing but
+/// its `members`.
+fn own_place(proc_root: &Path, root: u32, members: &[u32]) -> Option<Placed> {
+    freezer::own_freezer(proc_root, root)
         .into_iter()
         .find(|own| {
             let pids = own.pids().unwrap_or_default();
@@ -136,23 +137,24 @@ fn own_place(proc_root: &Path, victim: &Candidate) -> Result<Option<Placed>, Str
             cgroup: own.path().to_owned(),
             moved_from: None,
             staged: false,
-        }))
+        })
 }
 
-/// A new cgroup `memtrace-held-GUARDPID-ROOTPID` below the cgroup `victim`'s members share,
+/// A new cgroup `memtrace-held-GUARDPID-ROOTPID` below the cgroup the tree's `members` share,
 /// with the members moved into it (thawed).
-fn move_place(proc_root: &Path, victim: &Candidate, guard_pid: u32) -> Result<Placed, String> {
-    let Some(root) = victim.members.first() else {
-        return Err("the tree has no member".to_owned());
-    };
-    let members: Vec<u32> = victim.members.iter().map(|m| m.pid).collect();
-    let (kind, origin) = shared_cgroup(proc_root, &members)?;
-    let name = format!("{HELD_PREFIX}-{guard_pid}-{}", root.pid);
+fn move_place(
+    proc_root: &Path,
+    root: u32,
+    members: &[u32],
+    guard_pid: u32,
+) -> Result<Placed, String> {
+    let (kind, origin) = shared_cgroup(proc_root, members)?;
+    let name = format!("{HELD_PREFIX}-{guard_pid}-{root}");
     let dir = origin.join(&name);
     if let Err(err) = std::fs::create_dir(&dir) {
         return Err(format!("creating {}: {err}", dir.display()));
     }
-    let moved = move_tree(proc_root, &dir, &members);
+    let moved = move_tree(proc_root, &dir, members);
     let opened = Freezer::open(proc_root, &dir, kind);
     match (moved, opened) {
         (Ok(()), Ok(opened)) if opened.freezable() => Ok(Placed {

@@ -385,9 +385,7 @@ impl SuspendedSet {
         for tree in self.trees.drain(..) {
             resume_tree(&tree, &self.proc_root, &mut log);
         }
-        if let Some(record) = self.staged.take() {
-            log.extend(freeze::unstage(&record));
-        }
+        log.extend(self.unstage());
         let _ = self.persist();
         log
     }

@@ -360,9 +360,7 @@ impl Effects {
             Staging::Unstage => return self.suspended.unstage().into_iter().collect(),
             Staging::Stage(victim) => victim,
         };
-        if self.suspended.holds(&victim.root) {
-            return Vec::new();
-        }
+        // The policy never stages a held tree (and a held one is in a cgroup of its own).
         match freeze::stage(&self.proc_root, &victim, self.guard_pid) {
             Ok(Some(placed)) => vec![self.suspended.stage(&victim, placed)],
             // Its own cgroup: holding it is one write as it is; a tree staged before stays

@@ -6,11 +6,13 @@
 //! time. It remembers only bookkeeping between rounds (timers, resume counts, what was said).
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
+pub(crate) use super::hold_mark::HOLD_SETTLE;
 pub use super::why::{Grower, Why};
 use super::{
+    hold_mark::HoldMark,
     resume::{self, HeldTree, ResumeRules, ResumeVerdict},
     staging::{Band, Stager, Staging},
 };
@@ -162,74 +164,6 @@ impl Intent {
     }
 }
 
-/// How long after a hold the scope's readings are taken as settled: the freeze or SIGSTOP has
-/// taken hold, in-flight faults have completed, and the held tree has been read again. The
-/// first round after it becomes the baseline of "growth since the hold".
-pub(crate) const HOLD_SETTLE: Duration = Duration::from_millis(500);
-
-/// The baseline against which growth "since the hold" is measured before another victim is
-/// chosen: the moment the latest tree was held, then the first reading [`HOLD_SETTLE`] later.
-#[derive(Debug, Clone)]
-struct HoldMark {
-    at: Instant,
-    /// Whether this is the settled reading (not the moment of the hold).
-    settled: bool,
-    /// The scope's usage, bytes.
-    used: u64,
-    /// Every held tree's root (the new one included) and what it held, bytes.
-    held: Vec<(ProcRef, u64)>,
-}
-
-impl HoldMark {
-    /// A mark at this reading: the scope's usage and every held tree's memory (as read now, or
-    /// as it was when held where this reading lacks it).
-    fn at_reading(
-        at: Instant,
-        used: u64,
-        held: &[Held],
-        ranked: &[Candidate],
-        settled: bool,
-    ) -> Self {
-        let held = held
-            .iter()
-            .map(|h| {
-                let now = held_bytes_now(ranked, &h.root).unwrap_or(h.held_bytes);
-                (h.root.clone(), now)
-            })
-            .collect();
-        Self {
-            at,
-            settled,
-            used,
-            held,
-        }
-    }
-
-    /// The scope's growth since the mark, bytes/s, less what the held trees themselves still
-    /// added (a freeze settles over a few ms to a round, and a stopped tree's in-flight faults
-    /// complete): only growth elsewhere is a reason to hold another tree.
-    fn growth_elsewhere(&self, now: Instant, used: u64, ranked: &[Candidate]) -> f64 {
-        if now <= self.at || !self.settled {
-            return 0.0;
-        }
-        let held_growth: i64 = self
-            .held
-            .iter()
-            .filter_map(|(root, then)| Some(held_bytes_now(ranked, root)? as i64 - *then as i64))
-            .sum();
-        let elsewhere = used as i64 - self.used as i64 - held_growth.max(0);
-        elsewhere as f64 / now.duration_since(self.at).as_secs_f64()
-    }
-}
-
-/// What the tree rooted at `root` holds in this round's reading, if it was read.
-fn held_bytes_now(ranked: &[Candidate], root: &ProcRef) -> Option<u64> {
-    ranked
-        .iter()
-        .find(|c| &c.root == root)
-        .map(|c| c.held_bytes)
-}
-
 /// The policy: the configuration and what it remembers between rounds.
 #[derive(Debug)]
 pub struct Policy {
@@ -301,31 +235,30 @@ impl Policy {
     /// Whether the round at `now` needs the ranked candidates (reading them costs a pass over
     /// /proc): to choose a victim, or to stage one ([`Policy::staging`]).
     pub fn wants_candidates(&self, signals: &Signals, now: Instant) -> bool {
-        let a = self.assess(signals);
-        a.level >= Level::Suspend
+        let level = self.assess(signals).level;
+        level >= Level::Suspend
             || self
                 .stager
-                .wants_candidates(self.band(&a, signals.used_percent), now)
+                .wants_candidates(self.band(level, signals.used_percent), now)
     }
 
-    /// Where usage lies for staging (never staged while suspension is off).
-    fn band(&self, a: &Assessment, used_percent: f64) -> Band {
+    /// Where usage lies for staging at `level` (never staged while suspension is off).
+    fn band(&self, level: Level, used_percent: f64) -> Band {
         if !self.config.actions.suspend {
             return Band::Keep;
         }
         Band::of(
             used_percent,
             self.config.thresholds.warn,
-            a.level >= Level::Warn,
-            a.level >= Level::Suspend,
+            level >= Level::Warn,
+            level >= Level::Suspend,
         )
     }
 
-    /// The round's staging, after [`Policy::decide`]: which tree to move ahead so that holding
-    /// it is one write, or to move back (see [`super::staging`]).
+    /// The round's staging, after [`Policy::decide`] (at the level it found): which tree to
+    /// move ahead so that holding it is one write, or to move back (see [`super::staging`]).
     pub fn staging(&mut self, inputs: &Inputs<'_>, now: Instant) -> Option<Staging> {
-        let a = self.assess(&inputs.signals);
-        let band = self.band(&a, inputs.signals.used_percent);
+        let band = self.band(self.level, inputs.signals.used_percent);
         let held: Vec<ProcRef> = inputs.held.iter().map(|h| h.root.clone()).collect();
         self.stager
             .next(band, inputs.candidates.as_deref(), &held, now)
