@@ -221,6 +221,24 @@ fn stop_records_are_judged_on_the_fake_proc_and_dry_run_only_says() {
     assert_eq!(log[0], "not resuming 300 (job): outside the guarded scope");
 }
 
+/// A state file recording the fake tree's job 300 as stopped, for the boot `boot_id`.
+fn stopped_job_file(boot_id: Option<&str>) -> String {
+    serde_json::to_string(&Saved {
+        version: 2,
+        boot_id: boot_id.map(str::to_owned),
+        suspended: vec![HeldRecord {
+            how: How::Stop,
+            members: vec![member(300, 77)],
+            cgroup: None,
+            moved_from: None,
+            since_unix_ms: None,
+            why: None,
+        }],
+        staged: None,
+    })
+    .expect("json")
+}
+
 #[test]
 fn files_of_another_boot_are_not_acted_on_and_dry_runs_keep_the_file() {
     let (tmp, proc_root, _cg) = fake_tree();
@@ -228,22 +246,7 @@ fn files_of_another_boot_are_not_acted_on_and_dry_runs_keep_the_file() {
     std::fs::write(proc_root.join("sys/kernel/random/boot_id"), "this-boot\n").expect("id");
     let dir = StateDir::open(&tmp.path().join("state"), true).expect("dir");
     let file = StateFile::new(&dir, "guard.json");
-    let saved = |boot: &str| {
-        serde_json::to_string(&Saved {
-            version: 2,
-            boot_id: Some(boot.to_owned()),
-            suspended: vec![HeldRecord {
-                how: How::Stop,
-                members: vec![member(300, 77)],
-                cgroup: None,
-                moved_from: None,
-                since_unix_ms: None,
-                why: None,
-            }],
-            staged: None,
-        })
-        .expect("json")
-    };
+    let saved = |boot: &str| stopped_job_file(Some(boot));
     file.write(&saved("this-boot")).expect("write");
     let log = recover_file(&file, &proc_root, Within::Machine, true);
     assert_eq!(log, vec!["would resume 300 (job)".to_owned()]);
@@ -265,20 +268,7 @@ fn files_of_another_boot_are_not_acted_on_and_dry_runs_keep_the_file() {
 fn run_files_are_recovered_only_when_their_run_is_dead() {
     let (tmp, proc_root, _cg) = fake_tree();
     let dir = StateDir::open(&tmp.path().join("state"), true).expect("dir");
-    let record = serde_json::to_string(&Saved {
-        version: 2,
-        boot_id: None,
-        suspended: vec![HeldRecord {
-            how: How::Stop,
-            members: vec![member(300, 77)],
-            cgroup: None,
-            moved_from: None,
-            since_unix_ms: None,
-            why: None,
-        }],
-        staged: None,
-    })
-    .expect("json");
+    let record = stopped_job_file(None);
     // A live run holds its lock; a dead one left a free lock file; an old one none, pid gone.
     let live = lock::run_state_name(11);
     let dead = lock::run_state_name(12);
