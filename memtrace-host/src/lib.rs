@@ -1,6 +1,7 @@
 //! memtrace's host layer: everything memtrace reads from and does to the machine besides its
 //! eBPF programs — /proc ([`procfs`], [`procscan`]), memory cgroups ([`cgroup`]), kernel BTF
 //! ([`btf`]) and tracefs ([`tracefs`]), freezing a cgroup on either hierarchy ([`freezer`]),
+//! the v2 cgroups with memory limits of their own and how they stand ([`limited_cgroups`]),
 //! the cgroup memtrace itself runs in and the limit that
 //! binds it ([`own_cgroup`]), privileges and clocks ([`privilege`], [`clock`]),
 //! signals that cannot hit a recycled pid ([`pidfd`]), directories no other user can steer
@@ -16,6 +17,7 @@ pub mod cgroup;
 pub mod clock;
 pub mod freezer;
 pub mod input;
+pub mod limited_cgroups;
 pub mod own_cgroup;
 pub mod pidfd;
 pub mod privilege;

@@ -18,8 +18,10 @@
 //!
 //! While it runs, `memtrace guard status | resume ID | kill ID | keep ID` ask it over its
 //! [`control`] socket beside the state file: what it holds, since when and why; resume, kill or
-//! keep one tree. The guard inside `memtrace run` is [`run_hook`] (which stalls it counts:
-//! [`run_pressure`]); `memtrace guard --run PID …` asks it the same way.
+//! keep one tree. The guard inside `memtrace run` is [`run_hook`]; `memtrace guard --run PID …`
+//! asks it the same way. Neither counts the stalls of a cgroup at its own memory limit (a
+//! pipeline run with `--memory-high`, a container started with `-m`) as pressure on its scope
+//! ([`limit_stalls`]).
 //!
 //! At start it [`claim`]s its scope and state file: one guard per scope ([`lock`]), a state
 //! directory and file only root can change and that it can write ([`state`]), and it
@@ -31,6 +33,7 @@ pub mod control;
 pub mod engine;
 pub mod freeze;
 pub mod level;
+pub mod limit_stalls;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
@@ -40,7 +43,6 @@ pub mod psi_trigger;
 pub mod reclaim;
 pub mod recover;
 pub mod run_hook;
-pub mod run_pressure;
 pub mod state;
 pub mod suspend;
 pub mod usage_events;
@@ -308,13 +310,14 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let mut last_processes = std::time::Instant::now();
     let mut gpu_sample = sampler.gpu_sample().clone();
     let mut scope_pids = scope.pids()?;
+    let mut stalls = limit_stalls::StallMeter::for_scope(&scope, proc_root);
+    let mut stall_note = limit_stalls::StallNote::default();
     loop {
-        let woke = wait(
-            &signals,
-            trigger.as_ref(),
-            usage_events.as_ref(),
-            engine.next_interval(),
-        )?;
+        let mut interval = engine.next_interval();
+        if stalls.wants_reading(std::time::Instant::now()) {
+            interval = interval.min(limit_stalls::MIN_SPAN);
+        }
+        let woke = wait(&signals, trigger.as_ref(), usage_events.as_ref(), interval)?;
         if woke.terminate {
             log::info!("terminating: resuming anything suspended");
             break;
@@ -325,18 +328,29 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         let usage = scope_files.usage()?;
         // Idle rounds read no process with the rare-event source; per-event counting reads
         // its maps now and then to keep growth rates warm.
-        let fresh = engine.wants_processes(usage.percent(), woke.psi)
+        let near = engine.wants_processes(usage.percent(), false)
             || (args.per_event
                 && last_processes.elapsed() >= engine.config().sampling.processes_idle);
         // PSI averages matter only near pressure: the armed trigger reports stalls by itself.
-        let psi = if fresh {
-            pressure
+        // Either way, stalls of cgroups at their own limits are not the scope's.
+        let now = std::time::Instant::now();
+        let mut psi = None;
+        let mut psi_triggered = false;
+        if near || woke.psi || stalls.wants_reading(now) {
+            if let Some(read) = pressure
                 .as_mut()
                 .and_then(|file| file.text().ok())
                 .and_then(procfs::parse_psi)
-        } else {
-            None
-        };
+            {
+                let verdict = stalls.judge(&read, usage.limit_bytes, now);
+                psi_triggered = stall_note.triggered(&verdict, woke.psi);
+                psi = verdict.counts().then_some(read);
+            } else {
+                psi_triggered = woke.psi;
+            }
+        }
+        let fresh = near || psi_triggered;
+        let psi = psi.filter(|_| fresh);
         if fresh {
             // GPUs are sampled faster while the guard is above ok.
             sampler.set_gpu_every(if engine.state().level >= level::Level::Warn {
@@ -352,7 +366,7 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         for decision in engine.tick(
             usage,
             psi.as_ref(),
-            woke.psi,
+            psi_triggered,
             &snapshot,
             scope_pids.as_ref(),
             Some(&gpu_sample),

@@ -10,8 +10,9 @@
 //! answers `memtrace guard --run PID status | resume ID | kill ID | keep ID` on a control
 //! socket beside its state file ([`crate::guard::control`]), between two samples.
 //!
-//! The machine's PSI counts only while the machine stalls now and not for the pipeline's own
-//! stalls at its `--memory-high` / `--memory-max` ([`crate::guard::run_pressure`]).
+//! The machine's PSI counts only while the machine stalls now and not for the stalls of the
+//! pipeline at its own `--memory-high` / `--memory-max`, or of any other cgroup at its own limit
+//! ([`crate::guard::limit_stalls`]).
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
@@ -26,10 +27,10 @@ use crate::{
         config::GuardConfig,
         control,
         engine::{Act, Decision, Engine},
+        limit_stalls::StallMeter,
         lock::{self, Lock},
         notify::Notifier,
         recover,
-        run_pressure::StallMeter,
         state::{STATE_DIR, StateDir, StateFile},
     },
     host::{privilege, procfs},
@@ -46,8 +47,8 @@ pub struct GuardHook {
     scope: Scope,
     notifier: Notifier,
     control: Option<control::Server>,
-    /// The stall meter of the pipeline's own cgroup, when it has one with a limit.
-    stalls: Option<StallMeter>,
+    /// Which stalls count: the pipeline's cgroup is pinned when it has a limit.
+    stalls: StallMeter,
 }
 
 /// The guard configuration of a `memtrace run --config` file: everything but its `[run]` table
@@ -114,22 +115,20 @@ impl GuardHook {
             engine: Engine::new(config, scope.clone(), proc_root, Some(file), false),
             _lock: held,
             proc_root,
+            stalls: StallMeter::for_scope(&scope, proc_root),
             scope,
             control,
-            stalls: None,
         })
     }
 
     /// The machine's (or container's) PSI for this round, if its stalls count
-    /// ([`crate::guard::run_pressure`]).
-    fn pressure(&mut self) -> Option<procfs::Psi> {
+    /// ([`crate::guard::limit_stalls`]); `scope_limit` is the scope's limit, bytes.
+    fn pressure(&mut self, scope_limit: u64) -> Option<procfs::Psi> {
         let psi = procfs::read(&self.scope.pressure_file(self.proc_root))
             .ok()
             .and_then(|text| procfs::parse_psi(&text))?;
-        match &mut self.stalls {
-            Some(meter) => meter.filter(psi, std::time::Instant::now()),
-            None => Some(psi),
-        }
+        self.stalls
+            .filter(psi, scope_limit, std::time::Instant::now())
     }
 
     /// Answers the control socket's waiting clients; what they had done.
@@ -178,7 +177,7 @@ impl RunHook for GuardHook {
                 return Vec::new();
             }
         };
-        let psi = self.pressure();
+        let psi = self.pressure(usage.limit_bytes);
         let scope: HashSet<u32> = tree.iter().copied().collect();
         let mut decisions =
             self.engine
@@ -200,7 +199,9 @@ impl RunHook for GuardHook {
     }
 
     fn pipeline_cgroup(&mut self, dir: &Path, limit: Option<u64>) {
-        self.stalls = limit.map(|limit| StallMeter::new(dir, limit));
+        if let Some(limit) = limit {
+            self.stalls.pin(dir, limit);
+        }
     }
 
     fn finish(&mut self) -> Vec<Event> {
