@@ -1,10 +1,11 @@
 //! Shared helpers of the privileged integration tests: the memtrace binary (and, for tests that
-//! drop privileges, a copy of it every user can reach), a running `memtrace top --json` whose
+//! drop privileges, a copy of it every user can reach), running it as a user would ([`cli`]), a running `memtrace top --json` whose
 //! snapshots arrive on a channel, a tmux pane for the interactive `top` ([`tmux`]), and thin
 //! panicking adapters over the test kit's children killed on drop and limited memory cgroups.
 #![allow(dead_code)]
 
 pub mod alloc_after_mark;
+pub mod cli;
 pub mod guard_env;
 pub mod http;
 pub mod synthetic_trace;

@@ -1,7 +1,7 @@
 //! Compact sample encoding: every number is a LEB128 varint of the zigzagged change since the
 //! previous sample; a process whose values did not change is not written at all (the reader
 //! carries it forward), and a changed one writes a bit mask of which fields changed, then only
-//! those. Memory is stored in 4 KiB units (lossless for page-sized kernel counters), system
+//! those ([`proc_entry`]). Memory is stored in 4 KiB units (lossless for page-sized kernel counters), system
 //! memory and GPU memory in KiB. Rates are not stored: they follow from the counters.
 //!
 //! A decoded [`Sample`] keeps only the processes written in it ([`Sample::changed`]);
@@ -25,6 +25,7 @@ pub use super::{
     varint::{DecodeError, get_varint, put_varint},
 };
 use crate::collect::model::{GpuDevice, Snapshot, SystemSample, TracerHealth};
+use proc_entry::{decode_proc, encode_proc};
 
 const PAGE: u64 = 4096;
 const KIB: u64 = 1024;
@@ -45,21 +46,6 @@ pub const MAX_GPU_NAME: usize = 256;
 const GPU_MIN_BYTES: usize = 5;
 /// The fewest payload bytes a process entry of a sample takes (slot step, field mask).
 const PROC_MIN_BYTES: usize = 2;
-
-// Field bits of a process entry, the common ones first so a typical mask is one byte.
-const ANON: u64 = 1;
-const FAULTS: u64 = 1 << 1;
-const PEAK_IS_RSS: u64 = 1 << 2;
-const FILE: u64 = 1 << 3;
-const SHMEM: u64 = 1 << 4;
-const SWAP: u64 = 1 << 5;
-const PEAK: u64 = 1 << 6;
-const RECLAIM_COUNT: u64 = 1 << 7;
-const RECLAIM_NS: u64 = 1 << 8;
-const GPU: u64 = 1 << 9;
-const GPU_NONE: u64 = 1 << 10;
-const EXITED: u64 = 1 << 11;
-const OOM: u64 = 1 << 12;
 
 /// One decoded sample. It holds the processes written in it; [`Replay`] adds the ones carried
 /// forward.
@@ -334,66 +320,6 @@ impl Encoder {
     }
 }
 
-fn encode_proc(out: &mut BytesMut, old: &ProcValues, new: &ProcValues) {
-    let mem = [
-        (ANON, old.anon, new.anon),
-        (FILE, old.file, new.file),
-        (SHMEM, old.shmem, new.shmem),
-        (SWAP, old.swap, new.swap),
-    ];
-    let counters = [
-        (FAULTS, old.faults, new.faults),
-        (RECLAIM_COUNT, old.reclaim_count, new.reclaim_count),
-        (RECLAIM_NS, old.reclaim_stall_ns, new.reclaim_stall_ns),
-    ];
-    let mut mask = 0;
-    for (bit, a, b) in mem {
-        if pages(a) != pages(b) {
-            mask |= bit;
-        }
-    }
-    for (bit, a, b) in counters {
-        if a != b {
-            mask |= bit;
-        }
-    }
-    if pages(new.peak_rss) != pages(old.peak_rss) {
-        mask |= if pages(new.peak_rss) == pages(new.anon) + pages(new.file) + pages(new.shmem) {
-            PEAK_IS_RSS
-        } else {
-            PEAK
-        };
-    }
-    match (old.gpu, new.gpu) {
-        (a, Some(b)) if a != Some(b) => mask |= GPU,
-        (Some(_), None) => mask |= GPU_NONE,
-        _ => {}
-    }
-    if new.exited {
-        mask |= EXITED;
-    }
-    if new.oom_killed {
-        mask |= OOM;
-    }
-    put_varint(out, mask);
-    for (bit, a, b) in mem {
-        if mask & bit != 0 {
-            put_delta(out, pages(a), pages(b));
-        }
-    }
-    if mask & PEAK != 0 {
-        put_delta(out, pages(old.peak_rss), pages(new.peak_rss));
-    }
-    for (bit, a, b) in counters {
-        if mask & bit != 0 {
-            put_delta(out, a, b);
-        }
-    }
-    if mask & GPU != 0 {
-        put_delta(out, kib(old.gpu.unwrap_or(0)), kib(new.gpu.unwrap_or(0)));
-    }
-}
-
 /// Turns sample and identity payloads back into samples.
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -558,46 +484,7 @@ impl Decoder {
     }
 }
 
-fn decode_proc(buf: &mut &[u8], old: &ProcValues) -> Result<ProcValues, DecodeError> {
-    let mask = get_varint(buf)?;
-    let mut new = ProcValues {
-        exited: mask & EXITED != 0,
-        oom_killed: mask & OOM != 0,
-        ..*old
-    };
-    for (bit, field) in [
-        (ANON, &mut new.anon),
-        (FILE, &mut new.file),
-        (SHMEM, &mut new.shmem),
-        (SWAP, &mut new.swap),
-    ] {
-        if mask & bit != 0 {
-            *field = to_bytes(get_delta(buf, pages(*field))?, PAGE)?;
-        }
-    }
-    if mask & PEAK != 0 {
-        new.peak_rss = to_bytes(get_delta(buf, pages(new.peak_rss))?, PAGE)?;
-    }
-    if mask & PEAK_IS_RSS != 0 {
-        new.peak_rss = new.rss();
-    }
-    for (bit, field) in [
-        (FAULTS, &mut new.faults),
-        (RECLAIM_COUNT, &mut new.reclaim_count),
-        (RECLAIM_NS, &mut new.reclaim_stall_ns),
-    ] {
-        if mask & bit != 0 {
-            *field = get_delta(buf, *field)?;
-        }
-    }
-    if mask & GPU != 0 {
-        new.gpu = Some(to_bytes(get_delta(buf, old.gpu.unwrap_or(0) / KIB)?, KIB)?);
-    }
-    if mask & GPU_NONE != 0 {
-        new.gpu = None;
-    }
-    Ok(new)
-}
+mod proc_entry;
 
 #[cfg(test)]
 pub(super) mod tests;
