@@ -2,7 +2,8 @@
 //! `memtrace run --memory-high`, a container started with `-m`, a unit with `MemoryHigh=`), and
 //! how each one stands at a moment — its stall total, its usage, how often it hit its limits.
 //! The guard uses them to tell a cgroup's stalls at its own limit from pressure on its scope
-//! (`guard::limit_stalls`). cgroup v1 has no per-cgroup pressure file: nothing is found there.
+//! (`guard::limit_stalls`); `memtrace run` uses [`own_limit`] to keep a pipeline inside a
+//! limit. cgroup v1 has no per-cgroup pressure file: nothing is found there.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -37,7 +38,7 @@ pub struct Standing {
 }
 
 /// The lower of the limits `dir` sets itself (`memory.high`, `memory.max`), if any.
-fn own_limit(dir: &Path) -> Option<u64> {
+pub fn own_limit(dir: &Path) -> Option<u64> {
     ["memory.high", "memory.max"]
         .iter()
         .filter_map(|file| fs::read_to_string(dir.join(file)).ok())

@@ -88,8 +88,8 @@ pub enum Verdict {
     Pressure,
     /// No cgroup is at its own limit: the kernel's PSI as it is.
     Unattributed,
-    /// Not pressure: the cgroups at their own limits (`dirs`, empty when a pinned v1 pipeline or
-    /// a cgroup gone meanwhile explains them), or stalls that have stopped.
+    /// Not pressure: the stalls of the cgroups at their own limits (`dirs`), or stalls that have
+    /// stopped (`dirs` empty when none was at its limit in the window).
     Own {
         /// The cgroups whose stalls they were.
         dirs: Vec<PathBuf>,
@@ -368,12 +368,18 @@ impl StallMeter {
 
 /// Whether a cgroup in both readings hit its limit between them.
 fn hit_since(earlier: &Reading, later: &Reading) -> bool {
-    later.cgroups.iter().any(|(dir, (b, _))| {
-        earlier
-            .cgroups
-            .get(dir)
-            .is_some_and(|(a, _)| b.hits > a.hits)
-    })
+    later
+        .cgroups
+        .keys()
+        .any(|dir| hit_between(earlier, later, dir))
+}
+
+/// Whether `dir`, in both readings, hit its limit between them.
+fn hit_between(earlier: &Reading, later: &Reading, dir: &Path) -> bool {
+    matches!(
+        (earlier.cgroups.get(dir), later.cgroups.get(dir)),
+        (Some((a, _)), Some((b, _))) if b.hits > a.hits
+    )
 }
 
 /// The readings compared, first and last.
@@ -397,10 +403,7 @@ impl<'a> Window<'a> {
                 self.readings
                     .iter()
                     .any(|r| r.cgroups.get(*dir).is_some_and(|&(_, near)| near))
-                    || matches!(
-                        (self.first.cgroups.get(*dir), self.last.cgroups.get(*dir)),
-                        (Some((a, _)), Some((b, _))) if b.hits > a.hits
-                    )
+                    || hit_between(self.first, self.last, dir)
             })
             .collect();
         dirs.sort_unstable();
@@ -408,7 +411,8 @@ impl<'a> Window<'a> {
         dirs
     }
 
-    /// Stall time `dir` gained (0 when the first reading lacks it: no baseline).
+    /// Stall time `dir` gained (its cgroups at their limits are in both readings: see
+    /// [`StallMeter::judge`]; 0 otherwise).
     fn gained(&self, dir: &Path) -> u64 {
         match (self.first.cgroups.get(dir), self.last.cgroups.get(dir)) {
             (Some((a, _)), Some((b, _))) => b.stall_us.saturating_sub(a.stall_us),

@@ -25,7 +25,7 @@ use std::{
 
 use crate::host::{
     cgroup::{self, Version},
-    own_cgroup, privilege, swap,
+    limited_cgroups, own_cgroup, privilege, swap,
 };
 
 /// The transient scope of the run whose memtrace has pid `pid`.
@@ -187,15 +187,7 @@ pub fn leaving(own: &str, slice: Option<&str>) -> Vec<String> {
 /// `memory.high` is set.
 pub fn limited_among(mount: &Path, dirs: &[String]) -> Option<String> {
     dirs.iter()
-        .find(|dir| {
-            let dir = mount.join(dir.trim_start_matches('/'));
-            ["memory.max", "memory.high"].iter().any(|file| {
-                std::fs::read_to_string(dir.join(file))
-                    .ok()
-                    .and_then(|text| cgroup::parse_limit(&text).ok().flatten())
-                    .is_some()
-            })
-        })
+        .find(|dir| limited_cgroups::own_limit(&mount.join(dir.trim_start_matches('/'))).is_some())
         .cloned()
 }
 

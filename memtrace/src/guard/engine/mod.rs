@@ -8,8 +8,9 @@
 //! resumed is [`resume`]'s; whether the scope grew since the latest hold `hold_mark`'s; what
 //! the user asks over the control socket `by_hand`'s; the GPU reasons [`inputs`]'. What a
 //! decision did and how it went, [`Act`] and [`Outcome`], are the trace's types
-//! (`record::trace::decision`); how many of each the engine took, [`DecisionCounts`]. Near warn the likely victim is moved ahead into a thawed cgroup of its
-//! own ([`staging`]), so that holding it is one write.
+//! (`record::trace::decision`); how many of each the engine took, [`DecisionCounts`]. Near
+//! warn the likely victim is moved ahead into a thawed cgroup of its own ([`staging`]), so that
+//! holding it is one write.
 mod by_hand;
 mod decision_counts;
 mod effects;
