@@ -3,7 +3,7 @@
 //! kernel's own per-program run counts (`run_cnt` in `/proc/GUARD/fdinfo` of its program
 //! descriptors, while a `BPF_ENABLE_STATS` descriptor held by the test switches counting on) —
 //! and it holds the links of the rare-event programs only (their `tp_name` in fdinfo). The same
-//! for `memtrace top --rare-events`.
+//! for `memtrace top`, by default.
 //!
 //! And what its start-up costs in memory: the kernel's BTF is parsed and the programs are
 //! loaded by a helper process that hands the guard the descriptors and exits, while the guard
@@ -155,17 +155,17 @@ fn guard_runs_under_one_program_per_100_page_faults() {
     guard.terminate();
 }
 
-/// `memtrace top --rare-events` runs nothing on the page-fault path either: it holds the
+/// `memtrace top` runs nothing on the page-fault path either, by default: it holds the
 /// rare-event programs only, they run under once per 100 faults of a storm, and it still
 /// prints every process (read from /proc).
 #[test]
-fn top_with_rare_events_runs_under_one_program_per_100_page_faults() {
+fn top_runs_under_one_program_per_100_page_faults_by_default() {
     use std::io::BufRead as _;
     require_root();
     let _counting = enable_run_counts();
     let mut top = support::spawn(
         support::memtrace()
-            .args(["top", "--rare-events", "--json", "--interval", "0.5"])
+            .args(["top", "--json", "--interval", "0.5"])
             .stdout(std::process::Stdio::piped()),
     );
     let pid = top.pid();
@@ -191,7 +191,7 @@ fn top_with_rare_events_runs_under_one_program_per_100_page_faults() {
     let before = held_by(pid);
     assert_eq!(
         before.tracepoints, RARE_TRACEPOINTS,
-        "top --rare-events attaches the rare-event programs only"
+        "top attaches the rare-event programs only"
     );
     let group = test_cgroup("top-cost", 512 * MIB);
     let storm = group
@@ -206,7 +206,7 @@ fn top_with_rare_events_runs_under_one_program_per_100_page_faults() {
         .parse()
         .expect("the storm prints its fault count");
     let runs = held_by(pid).runs - before.runs;
-    eprintln!("top --rare-events: {runs} program runs for {faults} page faults of the storm");
+    eprintln!("top: {runs} program runs for {faults} page faults of the storm");
     assert!(faults >= 150_000, "a storm of {faults} faults");
     assert!(
         runs * 100 < faults,

@@ -890,7 +890,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__load__subcmd__tracer)
-            opts="-h -V --fd --rare-events --fault-hook --help --version"
+            opts="-h -V --fd --rare-events --fault-hook --exit-memory --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1206,7 +1206,7 @@ _memtrace() {
             return 0
             ;;
         memtrace__subcmd__top)
-            opts="-i -n -h -V --interval --window --once --json --plain --rows --fault-hook --rare-events --require-ebpf --help --version"
+            opts="-i -n -h -V --interval --window --once --json --plain --rows --per-event --fault-hook --rare-events --require-ebpf --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

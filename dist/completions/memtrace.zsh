@@ -43,7 +43,7 @@ _arguments "${_arguments_options[@]}" : \
 '--dry-run[Log every decision, send nothing, change nothing]' \
 '--no-psi[Run without a PSI trigger (polling only), for kernels without PSI]' \
 '--no-usage-events[Poll only, without usage threshold events on a v1 cgroup (benchmarks\: the behaviour of cgroup v2 and the machine scope)]' \
-'--per-event[Have the kernel count every change of every process'\''s memory, as \`top\` does\: an eBPF program on every page fault of the machine (see --help\: which mode costs what)]' \
+'--per-event[Have the kernel count every change of every process'\''s memory, as \`run\` does\: an eBPF program on every page fault of the machine (see --help\: which mode costs what)]' \
 '(--per-event)--rare-events[The default since per-event counting became opt-in (\`--per-event\`)\: only the programs of rare events. Accepted for the scripts that still pass it]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
@@ -146,8 +146,9 @@ _arguments "${_arguments_options[@]}" : \
 '--once[Print one snapshot after one interval and exit]' \
 '--json[Print snapshots as JSON arrays of processes, one line each]' \
 '--plain[Print the plain table even when stdout is a terminal (no interactive view)]' \
-'--fault-hook[Also count faults with a per-fault eBPF hook (by default they come from the kernel'\''s own per-task counters at no per-fault cost)]' \
-'(--fault-hook)--rare-events[Run nothing on the page-fault path, as \`memtrace guard\` does\: only the eBPF programs of rare events (process exit, reclaim, OOM victim), each process'\''s memory read from /proc at every interval. A fault storm then runs within noise of no tracer; a transient peak between two samples is missed]' \
+'--per-event[Count every change of every process'\''s resident memory in the kernel, as \`run\` and \`record\` do\: one eBPF program run per change (\`rss_stat\`), a few per cent of a page-fault storm. By default \`top\` runs nothing on the page-fault path]' \
+'--fault-hook[Also count faults with a per-fault eBPF hook (implies --per-event; by default they come from the kernel'\''s own per-task counters at no per-fault cost)]' \
+'(--per-event --fault-hook)--rare-events[What \`top\` does by default (kept for earlier command lines)]' \
 '--require-ebpf[Refuse to start without eBPF instead of reading /proc (--help\: which mode costs what)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
@@ -377,6 +378,7 @@ _arguments "${_arguments_options[@]}" : \
 '--fd=[The inherited socket to send the descriptors on]:FD:_default' \
 '--rare-events[Only the programs of rare events]' \
 '--fault-hook[Also the per-fault counter]' \
+'--exit-memory[Every exit reports its memory (\[\`TracerOptions\:\:exit_memory\`\])]' \
 '-h[Print help]' \
 '--help[Print help]' \
 '-V[Print version]' \

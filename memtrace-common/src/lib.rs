@@ -281,8 +281,12 @@ pub struct KernelLayout {
     pub signal_min_flt: u32,
     /// Offset of `signal_struct.maj_flt`.
     pub signal_maj_flt: u32,
+    /// Offset of `task_struct.mm` (a `mm_struct *`).
+    pub task_mm: u32,
+    /// Offset of `mm_struct.hiwater_rss` (the kernel's resident high-water mark, in pages).
+    pub mm_hiwater_rss: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 64);
 
 /// Bits of [`KernelLayout::flags`].
 pub mod layout_flags {
@@ -294,6 +298,11 @@ pub mod layout_flags {
     /// The mm counters are `atomic_long_t` (kernel < 6.2), which the verifier will not let a
     /// program load through a BTF pointer: they are read with `bpf_probe_read_kernel` instead.
     pub const RSS_ATOMIC: u32 = 4;
+    /// Every exiting process reports its memory, read from its mm, not only those the maps
+    /// hold: set by userspace for the rare-event programs where `sched_process_exit` still runs
+    /// before the task lets go of its mm (kernel ≥ 6.16, with [`EXIT_HAS_GROUP_DEAD`]), so that
+    /// `top` sees a process born and gone between two samples, with its peak.
+    pub const EXIT_MEMORY: u32 = 8;
 }
 
 impl KernelLayout {
@@ -313,6 +322,8 @@ impl KernelLayout {
         task_signal: 0,
         signal_min_flt: 0,
         signal_maj_flt: 0,
+        task_mm: 0,
+        mm_hiwater_rss: 0,
     };
 }
 

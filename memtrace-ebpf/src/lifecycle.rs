@@ -1,6 +1,8 @@
 //! Process exits and OOM kills, sent to userspace as ring-buffer events with the process's last
 //! counters (so a process that lived less than one sampling interval is still seen, with its
-//! peak). An exiting process's entry is removed so the map holds live processes only.
+//! peak). An exiting process's entry is removed so the map holds live processes only. With the
+//! rare-event programs, which keep no entry for most processes, userspace may ask
+//! ([`layout_flags::EXIT_MEMORY`]) for every exit to report the memory read from the task's mm.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
@@ -10,7 +12,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{COMM_LEN, ProcEvent, ProcStats, event_kind, layout_flags, stat};
 
-use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, layout, load, merged_stats};
+use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, layout, load, merged_stats, mm_counters};
 
 // tp_btf/sched_process_exit: TP_PROTO(struct task_struct *p, bool group_dead)  (kernel ≥ 6.16)
 //                           TP_PROTO(struct task_struct *p)                   (before)
@@ -55,14 +57,52 @@ fn try_process_exit(ctx: &BtfTracePointContext) {
             }
         }
     }
-    let Some(mut stats) = merged_stats(tgid, true) else {
-        return;
-    };
-    let _ = PROCS.remove(tgid);
     let task: *const u8 = ctx.arg(0);
+    let from_mm = layout().flags & layout_flags::EXIT_MEMORY != 0;
+    let mut stats = match merged_stats(tgid, true) {
+        Some(stats) => {
+            let _ = PROCS.remove(tgid);
+            stats
+        }
+        // The rare-event programs keep no entry for most processes: where userspace asked, the
+        // exit reports the memory of every process (below), not only of those with an entry.
+        None if from_mm => ProcStats::ZERO,
+        None => return,
+    };
+    if from_mm && !exit_memory(task, &mut stats) {
+        // The task has no mm (a kernel thread's group, or one already gone): nothing to report.
+        return;
+    }
     stats.faults = group_faults(task);
     let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
     send(event_kind::EXIT, tgid, comm, stats);
+}
+
+/// Fills `stats` with the exiting task's memory, read from its mm: the four counters as the
+/// task leaves, and its peak, the kernel's high-water mark (`hiwater_rss`, raised before every
+/// unmap or reclaim that lowers the resident size) or the resident size now, whichever is
+/// higher. Only called with [`layout_flags::EXIT_MEMORY`], which userspace sets only where this
+/// tracepoint runs before the task lets go of its mm. `false` if the task has none.
+#[inline(always)]
+fn exit_memory(task: *const u8, stats: &mut ProcStats) -> bool {
+    let layout = layout();
+    // SAFETY: `task` is the tracepoint's BTF-typed argument and the offset a constant from the
+    // frozen layout: the verifier checks the load against task_struct's BTF, and `mm` is then a
+    // BTF-typed mm_struct pointer (or null).
+    let mm: *const u8 = unsafe { load(task, layout.task_mm) };
+    if mm.is_null() {
+        return false;
+    }
+    // SAFETY: `mm` is BTF-typed, loaded through the task as above.
+    let rss = unsafe { mm_counters(mm) };
+    // SAFETY: as above, a constant offset inside mm_struct.
+    let hiwater_pages: u64 = unsafe { load(mm, layout.mm_hiwater_rss) };
+    let swap = layout.swap_member as usize;
+    let resident = rss.iter().sum::<u64>() - rss.get(swap).copied().unwrap_or(0);
+    let hiwater = hiwater_pages * u64::from(layout.page_size);
+    stats.rss_bytes = rss;
+    stats.peak_rss_bytes = stats.peak_rss_bytes.max(hiwater).max(resident);
+    true
 }
 
 /// The kernel's own fault count of the exiting task's thread group: the last thread's

@@ -46,7 +46,9 @@ pub struct PidStat {
     pub stime: u64,
     /// Start time, clock ticks after boot.
     pub start_ticks: u64,
-    /// Resident set in pages (anon + file + shmem).
+    /// Virtual memory size in bytes (field 23; 0 for a task without memory of its own).
+    pub vsize: u64,
+    /// Resident set in pages (anon + file + shmem; field 24).
     pub rss_pages: u64,
     /// The signal its parent gets at its exit (field 38; `None` when the line is shorter).
     pub exit_signal: Option<i32>,
@@ -58,6 +60,88 @@ impl PidStat {
     pub fn is_thread(&self) -> bool {
         self.exit_signal == Some(-1)
     }
+
+    /// What it says of the process's memory.
+    pub fn memory(&self) -> StatMemory {
+        StatMemory {
+            rss_pages: self.rss_pages,
+            vsize: self.vsize,
+            faults: self.minflt.saturating_add(self.majflt),
+        }
+    }
+}
+
+/// What `/proc/PID/stat` says of a process's memory: resident set, virtual size and faults.
+/// Resident memory only grows through a page fault, so while all three stay the same the
+/// process cannot have reached a new peak since they were read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatMemory {
+    /// Resident set in pages (field 24).
+    pub rss_pages: u64,
+    /// Virtual memory size in bytes (field 23).
+    pub vsize: u64,
+    /// Minor + major faults (fields 10 and 12).
+    pub faults: u64,
+}
+
+impl StatMemory {
+    /// Whether the task has no memory of its own: a kernel thread or a zombie (without an
+    /// address space the kernel writes 0 for both sizes).
+    pub fn is_none(&self) -> bool {
+        self.rss_pages == 0 && self.vsize == 0
+    }
+}
+
+/// The fields of one `stat` line, borrowed from its text.
+struct StatLine<'t> {
+    pid: &'t str,
+    comm: &'t str,
+    /// Fields 3 to 38 (`""` past the end of a short line).
+    rest: [&'t str; STAT_FIELDS],
+}
+
+impl<'t> StatLine<'t> {
+    /// Splits `text`; the comm is everything between the first `(` and the *last* `)`.
+    fn split(text: &'t str) -> Option<Self> {
+        let open = text.find('(')?;
+        let close = text.rfind(')')?;
+        if close < open {
+            return None;
+        }
+        // On the stack: this runs for every followed process at every sample.
+        let mut rest = [""; STAT_FIELDS];
+        for (slot, word) in rest
+            .iter_mut()
+            .zip(text.get(close + 1..)?.split_ascii_whitespace())
+        {
+            *slot = word;
+        }
+        Some(Self {
+            pid: text.get(..open)?.trim(),
+            comm: text.get(open + 1..close)?,
+            rest,
+        })
+    }
+
+    /// Field `n`, numbered as in proc(5) (3: state).
+    fn field(&self, n: usize) -> Option<&'t str> {
+        self.rest
+            .get(n.checked_sub(3)?)
+            .copied()
+            .filter(|f| !f.is_empty())
+    }
+
+    fn number(&self, n: usize) -> Option<u64> {
+        self.field(n)?.parse().ok()
+    }
+
+    fn memory(&self) -> Option<StatMemory> {
+        Some(StatMemory {
+            rss_pages: self.number(24)?,
+            vsize: self.number(23)?,
+            faults: self.number(10)?.saturating_add(self.number(12)?),
+        })
+    }
 }
 
 /// Parses the content of `/proc/PID/stat`.
@@ -65,40 +149,34 @@ impl PidStat {
 /// The comm is everything between the first `(` and the *last* `)`: a comm may itself contain
 /// parentheses and spaces.
 pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    if close < open {
-        return None;
-    }
-    let pid = text.get(..open)?.trim().parse().ok()?;
-    let comm = text.get(open + 1..close)?.to_owned();
-    // Fields after the comm, numbered from 3 (state) as in proc(5), up to 38 (exit signal); on
-    // the stack: this runs for every process at every sample.
-    let mut rest = [""; STAT_FIELDS];
-    for (slot, word) in rest
-        .iter_mut()
-        .zip(text.get(close + 1..)?.split_ascii_whitespace())
-    {
-        *slot = word;
-    }
-    let field = |n: usize| rest.get(n - 3).copied().filter(|f| !f.is_empty());
-    let number = |n: usize| field(n).and_then(|f| f.parse::<u64>().ok());
+    let line = StatLine::split(text)?;
+    let memory = line.memory()?;
     Some(PidStat {
-        pid,
-        comm,
-        state: field(3)?.chars().next()?,
-        ppid: u32::try_from(number(4)?).ok()?,
-        session: u32::try_from(number(6)?).ok()?,
-        tty_nr: field(7).and_then(|f| f.parse().ok()).unwrap_or(0),
-        tpgid: field(8).and_then(|f| f.parse().ok()).unwrap_or(-1),
-        minflt: number(10)?,
-        majflt: number(12)?,
-        utime: number(14)?,
-        stime: number(15)?,
-        start_ticks: number(22)?,
-        rss_pages: number(24)?,
-        exit_signal: field(38).and_then(|f| f.parse().ok()),
+        pid: line.pid.parse().ok()?,
+        comm: line.comm.to_owned(),
+        state: line.field(3)?.chars().next()?,
+        ppid: u32::try_from(line.number(4)?).ok()?,
+        session: u32::try_from(line.number(6)?).ok()?,
+        tty_nr: line.field(7).and_then(|f| f.parse().ok()).unwrap_or(0),
+        tpgid: line.field(8).and_then(|f| f.parse().ok()).unwrap_or(-1),
+        minflt: line.number(10)?,
+        majflt: line.number(12)?,
+        utime: line.number(14)?,
+        stime: line.number(15)?,
+        start_ticks: line.number(22)?,
+        vsize: memory.vsize,
+        rss_pages: memory.rss_pages,
+        exit_signal: line.field(38).and_then(|f| f.parse().ok()),
     })
+}
+
+/// Parses only what `/proc/PID/stat` says of the process's memory (no allocation: a probe run
+/// for every followed process at every sample); the line must still be a whole `stat` line up
+/// to the resident set (field 24).
+pub fn parse_stat_memory(text: &str) -> Option<StatMemory> {
+    let line = StatLine::split(text)?;
+    line.pid.parse::<u32>().ok()?;
+    line.memory()
 }
 
 /// The fields of `stat` after the comm that [`parse_pid_stat`] looks at: 3 to 38.
@@ -384,118 +462,4 @@ pub fn list_pids(proc_root: &Path) -> Result<Vec<u32>, ProcError> {
 }
 
 #[cfg(test)]
-mod tests {
-    //! Parsing real and hostile /proc content.
-    use super::*;
-
-    const STAT_TAIL: &str = "S 1 42 42 0 -1 4194560 1234 0 5 0 10 20 0 0 20 0 1 0 987654 \
-                             123456789 2048 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-
-    #[test]
-    fn stat_plain() {
-        let stat = parse_pid_stat(&format!("42 (python3) {STAT_TAIL}")).expect("parses");
-        assert_eq!(stat.pid, 42);
-        assert_eq!(stat.comm, "python3");
-        assert_eq!(stat.state, 'S');
-        assert_eq!(stat.ppid, 1);
-        assert_eq!(stat.session, 42);
-        assert_eq!(stat.minflt, 1234);
-        assert_eq!(stat.majflt, 5);
-        assert_eq!((stat.utime, stat.stime), (10, 20));
-        assert_eq!(stat.start_ticks, 987654);
-        assert_eq!(stat.rss_pages, 2048);
-        assert_eq!(stat.exit_signal, Some(17));
-        assert_eq!(
-            (stat.tty_nr, stat.tpgid),
-            (0, -1),
-            "no controlling terminal"
-        );
-        assert!(!stat.is_thread());
-        // A shell on /dev/pts/1 (136:1) whose foreground job is process group 77.
-        let shell = STAT_TAIL.replacen("S 1 42 42 0 -1", "S 1 42 42 34817 77", 1);
-        let shell = parse_pid_stat(&format!("42 (bash) {shell}")).expect("parses");
-        assert_eq!((shell.tty_nr, shell.tpgid), (34817, 77));
-        let thread = STAT_TAIL.replace(" 17 1 0 0 0 0 0", " -1 1 0 0 0 0 0");
-        let thread = parse_pid_stat(&format!("43 (python3) {thread}")).expect("parses");
-        assert!(thread.is_thread());
-        let short =
-            parse_pid_stat("9 (x) S 1 9 9 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0").expect("parses");
-        assert_eq!(short.exit_signal, None, "a short line is no thread");
-    }
-
-    #[test]
-    fn stat_hostile_comm() {
-        let stat = parse_pid_stat(&format!("7 (a) R (b) {STAT_TAIL}")).expect("parses");
-        assert_eq!(stat.comm, "a) R (b");
-        assert_eq!(stat.ppid, 1);
-        assert_eq!(stat.start_ticks, 987654);
-        let stat = parse_pid_stat(&format!("8 (x y ) ) {STAT_TAIL}")).expect("parses");
-        assert_eq!(stat.comm, "x y ) ");
-        assert_eq!(stat.state, 'S');
-    }
-
-    #[test]
-    fn stat_garbage_is_none() {
-        assert_eq!(parse_pid_stat(""), None);
-        assert_eq!(parse_pid_stat("12 (short) S 1"), None);
-        assert_eq!(parse_pid_stat(") 12 ("), None);
-    }
-
-    #[test]
-    fn status_kinds() {
-        let text = "Name:\tx\nVmHWM:\t  2048 kB\nRssAnon:\t  1024 kB\nRssFile:\t 512 kB\n\
-                    RssShmem:\t 0 kB\nVmSwap:\t 4 kB\n";
-        let memory = parse_pid_status(text).expect("parses");
-        assert_eq!(memory.anon, 1024 * 1024);
-        assert_eq!(memory.file, 512 * 1024);
-        assert_eq!(memory.swap, 4 * 1024);
-        assert_eq!(memory.hwm, 2048 * 1024);
-        assert_eq!(memory.rss(), 1536 * 1024);
-        assert_eq!(parse_pid_status("Name:\tkthreadd\nPid:\t2\n"), None);
-    }
-
-    #[test]
-    fn meminfo_and_psi() {
-        let text = "MemTotal: 100 kB\nMemFree: 10 kB\nMemAvailable: 50 kB\nSwapTotal: 0 kB\n";
-        let info = parse_meminfo(text).expect("parses");
-        assert_eq!((info.total, info.available), (102_400, 51_200));
-        assert_eq!(parse_meminfo("MemFree: 1 kB\n"), None);
-        let psi = parse_psi(
-            "some avg10=1.50 avg60=0.20 avg300=0.00 total=123\nfull avg10=0.75 avg60=0.00 avg300=0.00 total=45\n",
-        )
-        .expect("parses");
-        assert_eq!(psi.some.avg10, 1.5);
-        assert_eq!(psi.full.total_us, 45);
-        assert_eq!(parse_psi("some avg10=x\n"), None);
-    }
-
-    #[test]
-    fn open_file_rereads_from_the_start() {
-        let path = std::env::temp_dir().join(format!("memtrace-openfile-{}", std::process::id()));
-        fs::write(&path, "one").expect("write");
-        let mut file = OpenFile::open(&path).expect("open");
-        assert_eq!(file.text().expect("read"), "one");
-        fs::write(&path, "two, longer").expect("write");
-        assert_eq!(file.text().expect("read"), "two, longer");
-        // Longer than one read, then short again: the buffer grows and is reused.
-        let long = "x".repeat(3 * OPEN_FILE_CHUNK + 17);
-        fs::write(&path, &long).expect("write");
-        assert_eq!(file.text().expect("read"), long);
-        fs::write(&path, "three").expect("write");
-        assert_eq!(file.text().expect("read"), "three");
-        let meminfo = OpenFile::open(Path::new("/proc/meminfo")).and_then(|mut f| {
-            let first = f.text()?.len();
-            let second = f.text()?.len();
-            Ok((first, second))
-        });
-        let (first, second) = meminfo.expect("meminfo twice");
-        assert!(first > 100 && second > 100);
-        let _ = fs::remove_file(&path);
-    }
-
-    #[test]
-    fn cmdline_joins() {
-        assert_eq!(parse_cmdline(b"python3\0-m\0x y\0"), "python3 -m x y");
-        assert_eq!(parse_cmdline(b""), "");
-    }
-}
+mod tests;

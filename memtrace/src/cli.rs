@@ -18,7 +18,7 @@ pub enum Command {
     #[command(after_long_help = crate::collect::source::GUARD_MODE_HELP)]
     Guard(crate::guard::GuardArgs),
     /// Live per-process memory table sorted by growth (needs root: loads eBPF).
-    #[command(after_long_help = crate::collect::source::PER_EVENT_MODE_HELP)]
+    #[command(after_long_help = crate::collect::source::TOP_MODE_HELP)]
     Top(crate::cmd::top::TopArgs),
     /// Memory status: RAM, swap, PSI and the top processes by RSS (no root needed).
     Status(crate::cmd::status::StatusArgs),

@@ -1,10 +1,10 @@
 //! Where per-process memory comes from, decided once at start: the eBPF [`Tracer`] where it
 //! loads, else the [`ProcSource`] (/proc and the cgroup's OOM counter), with one INFO line saying
 //! why and what is lost. `--require-ebpf` turns the fallback back into the refusal. A tracer
-//! started with [`Programs::RareEvents`] (the guard) runs nothing on the page-fault path, so its
-//! source is [`Source::Rare`]: the /proc source's reads joined with the rare events. The
-//! [`Sampler`](crate::collect::sampler::Sampler) owns the chosen [`Source`]; everything above it
-//! sees the same snapshots either way.
+//! started with [`Programs::RareEvents`] (the guard, and `top` by default) runs nothing on the
+//! page-fault path, so its source is [`Source::Rare`]: the /proc source's reads joined with the
+//! rare events. The [`Sampler`](crate::collect::sampler::Sampler) owns the chosen [`Source`];
+//! everything above it sees the same snapshots either way.
 use std::path::Path;
 
 use crate::{
@@ -31,18 +31,22 @@ pub const GUARD_MODE_HELP: &str = "Cost: by default the guard attaches only the 
      scope's processes from /proc only when it needs them (every round from 10 points below warn, \
      under PSI stall or while it holds a tree), and paces its rounds by the headroom below \
      suspend (sampling.fill_rate_mib_per_s; 1 s far from it, idling at about 0.01 % of a core). \
-     With --per-event the kernel counts every change of every process's memory, as `top` does \
+     With --per-event the kernel counts every change of every process's memory, as `run` does \
      (one program run per change, about 40 ns; a few per cent of a page-fault storm), and the \
      guard also reads those counts every sampling.processes_idle while idle (README: \
      Benchmarks).";
 
-/// What `top`'s (and `run`'s and `record`'s) per-process counting costs, for `top --help`.
-pub const PER_EVENT_MODE_HELP: &str = "Cost: with eBPF, the kernel counts every change of every \
-     process's resident memory as it happens (one program run per change, about 40 ns; a few \
-     per cent of a page-fault storm), which catches short-lived processes and transient peaks. \
-     With --rare-events `top` runs nothing on the page-fault path, as `memtrace guard` does by \
-     default (see its --help): it reads each process from /proc at every interval, and misses \
-     a transient peak between two samples.";
+/// What `top`'s per-process reading costs, for its `--help` and the README.
+pub const TOP_MODE_HELP: &str = "Cost: by default `top` runs nothing on the page-fault path, \
+     so a fault storm runs within noise of no tracer: it attaches only the eBPF programs of rare \
+     events (process exit, reclaim, OOM victim) and reads each process from /proc at every \
+     interval (`stat` first, `status` only for a process that faulted or changed size). It \
+     still sees transient peaks, through the kernel's own high-water mark (VmHWM, raised before \
+     every unmap or reclaim), and processes born and gone between two samples, with their peak, \
+     from the exit program (kernel 6.16 and later; before, the tracepoint runs after the task \
+     lets go of its memory and such processes are missed). With --per-event the kernel counts \
+     every change of every process's resident memory as it happens, as `run` and `record` do \
+     (one program run per change, about 40 ns; a few per cent of a page-fault storm).";
 
 /// The long help of `--require-ebpf`: which mode costs what.
 pub const REQUIRE_EBPF_LONG_HELP: &str = "Refuse to start without eBPF instead of reading /proc. \
@@ -210,6 +214,19 @@ impl Source {
                 log::debug!("the eBPF tracer's error: {err}");
                 Ok(Self::Proc(ProcSource::new(proc_root, members, oom)))
             }
+        }
+    }
+
+    /// Has the /proc source (if any) probe each process with `statm`, its sizes only
+    /// ([`ProcSource::sizes_only`]): for the guard, which uses no peak.
+    pub fn sizes_only(self) -> Self {
+        match self {
+            Self::Proc(procs) => Self::Proc(procs.sizes_only()),
+            Self::Rare { tracer, procs } => Self::Rare {
+                tracer,
+                procs: Box::new(procs.sizes_only()),
+            },
+            ebpf @ Self::Ebpf(_) => ebpf,
         }
     }
 

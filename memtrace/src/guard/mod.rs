@@ -112,7 +112,7 @@ pub struct GuardArgs {
     /// cgroup v2 and the machine scope).
     #[arg(long, hide = true)]
     pub no_usage_events: bool,
-    /// Have the kernel count every change of every process's memory, as `top` does: an eBPF
+    /// Have the kernel count every change of every process's memory, as `run` does: an eBPF
     /// program on every page fault of the machine (see --help: which mode costs what)
     #[arg(long)]
     pub per_event: bool,
@@ -235,7 +235,9 @@ pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
         proc_root,
         members,
         oom,
-    )?;
+    )?
+    // Every process of the scope is read at every round near pressure, and no peak is used.
+    .sizes_only();
     let mut sampler = Sampler::new(
         source,
         crate::collect::gpu::open_default(),

@@ -1,31 +1,39 @@
 //! `cargo xtask bench overhead`: what tracing costs the traced.
 //!
 //! 1. Wall and CPU time: both workloads ([`Kind`]) run with no tracer, under an idle `memtrace
-//!    guard --machine --dry-run` (far from its thresholds: what it costs all day), under `memtrace
-//!    top --json --interval 1` with and without its per-fault hook (the flag that switches it,
-//!    `--fault-hook` or `--no-fault-hook`, is read from `memtrace top --help`) and with
-//!    `--rare-events` (nothing on the page-fault path), and under the equivalent bpftrace
-//!    one-liner, interleaved in rounds (the variants' order rotates every round). A tracer is
-//!    started once per round and variant, runs the storm then the pipeline, and only counts as
-//!    up once it printed its first line (memtrace: its first snapshot, so it is attached and
-//!    sampling; bpftrace: "Attaching 1 probe", plus a second to finish attaching). The overhead
-//!    is the median over rounds of each round's difference to that round's baseline, which
-//!    cancels the machine's slow drifts. It is computed twice: on wall time, and on the workload
-//!    process's CPU time, which holds the kernel programs' cost (they run in its context on each
-//!    fault) but not the time it spent waiting for a CPU, so it stays meaningful on a busy or
+//!    guard --machine --dry-run` (far from its thresholds: what it costs all day), under
+//!    `memtrace top --json --interval 1` in its three modes, and under the equivalent bpftrace
+//!    one-liner. The `top` modes: its default (`top (default)`: nothing on the page-fault path,
+//!    only the programs of rare events, each process's memory read from /proc at every
+//!    interval), `--per-event` (`rss_stat` on every change of every process's resident memory)
+//!    and `--per-event --fault-hook` (that plus the per-fault hook). The flags that select them
+//!    are read from `memtrace top --help`: an older memtrace (`--memtrace PATH`) lists
+//!    `--rare-events` and no `--per-event`, and there per-event counting is the default and
+//!    `--rare-events` the mode without programs on the page-fault path. The runs are
+//!    interleaved in rounds (the variants' order rotates every round). A tracer is started once
+//!    per round and variant, runs the storm then the pipeline, and only counts as up once it
+//!    printed its first line (memtrace: its first snapshot, so it is attached and sampling;
+//!    bpftrace: "Attaching 1 probe", plus a second to finish attaching). The overhead is the
+//!    median over rounds of each round's difference to that round's baseline, which cancels the
+//!    machine's slow drifts. It is computed twice: on wall time, and on the workload process's
+//!    CPU time, which holds the kernel programs' cost (they run in its context on each fault)
+//!    but not the time it spent waiting for a CPU, so it stays meaningful on a busy or
 //!    virtualised machine whose wall times jitter by more than the effect; the targets are
-//!    judged on CPU time, with the wall-time figure next to it. The tracer's own user-space
-//!    cost is measured separately (3.). `kernel.bpf_stats_enabled` is off meanwhile.
+//!    judged on CPU time, with the wall-time figure next to it. The targets are the default
+//!    `top`'s: the `--per-event` modes are opt-in with a known per-fault cost, their overhead
+//!    printed with the verdict "opt-in". The tracer's own user-space cost is measured
+//!    separately (3.). `kernel.bpf_stats_enabled` is off meanwhile.
 //! 2. Kernel program cost: with `kernel.bpf_stats_enabled` on, one more run of each workload
-//!    under memtrace top, the guard, `top --rare-events` and bpftrace (for the last memtrace
-//!    two, their program runs per 100 page faults of the storm are a count); each program's run time and count are read with
-//!    bpftool while the tracer is still up, before and after each workload. An empty bpftrace
-//!    probe on the same tracepoint gives the floor: what the statistics' own clock reads add to
-//!    every measured run (large on VMs, whose clock reads are slow).
-//! 3. `memtrace top`'s and the idle guard's own cost: with `--top-procs` idle `sleep` processes
-//!    started (and killed by PID afterwards), `memtrace top --json --interval 1 > /dev/null` runs
-//!    for `--top-secs` and the guard for `--guard-secs` after a warm-up; their utime+stime over
-//!    that span and VmRSS/VmHWM come from /proc.
+//!    under `memtrace top --per-event --fault-hook`, the guard, the default `top` and bpftrace
+//!    (for the guard and the default `top`, their program runs per 100 page faults of the storm
+//!    are a target); each program's run time and count are read with bpftool while the tracer
+//!    is still up, before and after each workload. An empty bpftrace probe on the same
+//!    tracepoint gives the floor: what the statistics' own clock reads add to every measured
+//!    run (large on VMs, whose clock reads are slow).
+//! 3. The own cost of `memtrace top` (each mode) and of the idle guard: with `--top-procs` idle
+//!    `sleep` processes started (and killed by PID afterwards), `memtrace top --json --interval
+//!    1 > /dev/null` runs for `--top-secs` and the guard for `--guard-secs` after a warm-up;
+//!    their utime+stime over that span and VmRSS/VmHWM come from /proc.
 //!
 //! Tables go to stdout, progress to stderr.
 //!
@@ -57,7 +65,7 @@ pub struct Options {
     /// Aimed-for duration of one pipeline run, seconds (sets its clip count).
     #[arg(long, default_value_t = 4.0)]
     pub pipeline_secs: f64,
-    /// How long `memtrace top`'s own cost is measured, seconds.
+    /// How long the own cost of each `memtrace top` mode is measured, seconds.
     #[arg(long, default_value_t = 20)]
     pub top_secs: u64,
     /// How long the idle guard's own cost is measured, seconds.
@@ -90,9 +98,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let _stats = StatsEnabled::enable()?;
         let mut costs = Vec::new();
         for variant in [
-            Variant::MemtraceHook,
+            Variant::TopPerEventHook,
             Variant::Guard,
-            Variant::TopRare,
+            Variant::TopDefault,
             Variant::Bpftrace,
             Variant::BpftraceEmpty,
         ] {
@@ -105,7 +113,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let top = top?;
 
     println!("{machine}, load average at the end {}", load_average());
-    println!("{}", binaries.hook.describe());
+    println!("{}", binaries.top_flags.describe());
     println!(
         "storm: 64 MiB mapped, touched and unmapped {} times per run; pipeline: {} clips of 12 \
          1080p frames per run; {} interleaved rounds",

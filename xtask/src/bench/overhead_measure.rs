@@ -1,6 +1,6 @@
 //! The measurements of `cargo xtask bench overhead`: workload sizes calibrated to a duration,
-//! the interleaved timed rounds, the kernel programs' run time per workload, and `memtrace
-//! top`'s own CPU and memory.
+//! the interleaved timed rounds, the kernel programs' run time per workload, and the own CPU
+//! and memory of `memtrace top` (each mode) and of the idle guard.
 use std::{
     collections::HashMap,
     io::Read as _,
@@ -53,7 +53,7 @@ pub struct ProgramCosts {
     pub programs: Vec<(String, u64, u64)>,
 }
 
-/// `memtrace top`'s own cost.
+/// The own cost of `memtrace top` in one of its modes, or of the idle guard.
 #[derive(Debug)]
 pub struct TopCost {
     pub variant: Variant,
@@ -202,7 +202,8 @@ pub fn program_costs(
     Ok(out)
 }
 
-/// `memtrace top`'s and the idle guard's CPU and memory with many processes to track.
+/// The CPU and memory of `memtrace top` in each of its modes and of the idle guard, with many
+/// processes to track.
 pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<TopCost>> {
     eprintln!(
         "xtask: bench: starting {} idle processes for memtrace top's own cost",
@@ -211,9 +212,9 @@ pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<T
     let mut sleepers = Sleepers::spawn(options.top_procs)?;
     let mut out = Vec::new();
     for variant in [
-        Variant::MemtraceNoHook,
-        Variant::MemtraceHook,
-        Variant::TopRare,
+        Variant::TopDefault,
+        Variant::TopPerEvent,
+        Variant::TopPerEventHook,
         Variant::Guard,
     ] {
         let secs = if variant == Variant::Guard {
@@ -226,16 +227,17 @@ pub fn top_costs(binaries: &Binaries, options: &Options) -> anyhow::Result<Vec<T
             variant.label(),
             TOP_WARMUP.as_secs()
         );
-        let mut observer = if variant == Variant::Guard {
-            Observer::spawn(
+        let mut observer = match variant.top_mode() {
+            Some(mode) => {
+                let mut cmd = binaries.memtrace_top(mode);
+                Observer::spawn(&mut cmd, "memtrace top", |_| false, true)?
+            }
+            None => Observer::spawn(
                 &mut binaries.memtrace_guard()?,
                 "memtrace guard",
                 |_| false,
                 true,
-            )?
-        } else {
-            let mut cmd = binaries.memtrace_top(variant);
-            Observer::spawn(&mut cmd, "memtrace top", |_| false, true)?
+            )?,
         };
         let pid = observer.pid();
         std::thread::sleep(TOP_WARMUP);

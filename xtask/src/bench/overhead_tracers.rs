@@ -1,6 +1,7 @@
 //! The tracers `cargo xtask bench overhead` compares ([`Variant`]): building memtrace and the
-//! workload binary, reading how memtrace switches its per-fault hook, and starting a tracer
-//! (waiting until it is up) and stopping it.
+//! workload binary, reading from `memtrace top --help` which flags select each `top` mode
+//! ([`TopFlags`]: this memtrace's or an older one's), and starting a tracer (waiting until it
+//! is up) and stopping it.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -26,12 +27,16 @@ const BPFTRACE_SETTLE: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
     None,
-    /// memtrace with its per-fault hook (`page_fault_user`) attached.
-    MemtraceHook,
-    /// memtrace without it.
-    MemtraceNoHook,
-    /// `memtrace top --rare-events`: nothing on the page-fault path, /proc read each interval.
-    TopRare,
+    /// `memtrace top` as it runs by default: nothing on the page-fault path (only the programs
+    /// of rare events: exits, reclaim, OOM victim), each process's memory read from /proc at
+    /// every interval.
+    TopDefault,
+    /// `memtrace top --per-event`: `rss_stat` runs on every change of every process's resident
+    /// memory.
+    TopPerEvent,
+    /// `memtrace top --per-event --fault-hook`: that plus the per-fault hook
+    /// (`page_fault_user`).
+    TopPerEventHook,
     /// `memtrace guard --machine --dry-run`, idle (far from its thresholds): its default source,
     /// the rare-event programs only.
     Guard,
@@ -43,22 +48,74 @@ pub enum Variant {
 pub const VARIANTS: [Variant; 6] = [
     Variant::None,
     Variant::Guard,
-    Variant::TopRare,
-    Variant::MemtraceNoHook,
-    Variant::MemtraceHook,
+    Variant::TopDefault,
+    Variant::TopPerEvent,
+    Variant::TopPerEventHook,
     Variant::Bpftrace,
 ];
+
+/// What a `memtrace top` variant runs, whatever the flags that select it (see [`TopFlags`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopMode {
+    /// Only the rare-event programs (the default since `--per-event` exists).
+    Default,
+    /// `rss_stat` on every change of resident memory.
+    PerEvent,
+    /// That plus the per-fault hook.
+    PerEventHook,
+}
+
+impl TopMode {
+    const ALL: [Self; 3] = [Self::Default, Self::PerEvent, Self::PerEventHook];
+
+    /// Its flags, as a memtrace with `--per-event` spells them.
+    pub fn flags(self) -> &'static str {
+        match self {
+            Self::Default => "(default)",
+            Self::PerEvent => "--per-event",
+            Self::PerEventHook => "--per-event --fault-hook",
+        }
+    }
+
+    /// Whether it is opt-in, with a known cost per fault: measured, not held to the targets
+    /// (those are the default's).
+    pub fn opt_in(self) -> bool {
+        match self {
+            Self::Default => false,
+            Self::PerEvent | Self::PerEventHook => true,
+        }
+    }
+}
 
 impl Variant {
     pub fn label(self) -> &'static str {
         match self {
             Self::None => "none (baseline)",
-            Self::MemtraceHook => "memtrace, fault hook",
-            Self::MemtraceNoHook => "memtrace, no fault hook",
-            Self::TopRare => "memtrace, rare events",
+            Self::TopDefault => "top (default)",
+            Self::TopPerEvent => "top --per-event",
+            Self::TopPerEventHook => "top --per-event, fault hook",
             Self::Guard => "memtrace guard, idle",
             Self::Bpftrace => "bpftrace one-liner",
             Self::BpftraceEmpty => "empty probe (floor)",
+        }
+    }
+
+    /// The `memtrace top` mode it runs, if it is one.
+    pub fn top_mode(self) -> Option<TopMode> {
+        match self {
+            Self::TopDefault => Some(TopMode::Default),
+            Self::TopPerEvent => Some(TopMode::PerEvent),
+            Self::TopPerEventHook => Some(TopMode::PerEventHook),
+            Self::None | Self::Guard | Self::Bpftrace | Self::BpftraceEmpty => None,
+        }
+    }
+
+    /// The variant that runs `mode`.
+    fn of_top(mode: TopMode) -> Self {
+        match mode {
+            TopMode::Default => Self::TopDefault,
+            TopMode::PerEvent => Self::TopPerEvent,
+            TopMode::PerEventHook => Self::TopPerEventHook,
         }
     }
 
@@ -84,22 +141,18 @@ impl Variant {
 #[derive(Debug)]
 pub struct Binaries {
     memtrace: PathBuf,
-    /// How this memtrace switches its per-fault hook.
-    pub hook: HookFlags,
+    /// The flags that select each `top` mode of this memtrace.
+    pub top_flags: TopFlags,
     /// A release build of xtask, which runs the workloads.
     pub workload: PathBuf,
 }
 
 impl Binaries {
-    /// `memtrace top --json --interval 1` as `variant` runs it: with or without the per-fault
-    /// hook, or with `--rare-events`.
-    pub fn memtrace_top(&self, variant: Variant) -> Command {
+    /// `memtrace top --json --interval 1` in `mode`, with the flags this memtrace selects it by.
+    pub fn memtrace_top(&self, mode: TopMode) -> Command {
         let mut cmd = Command::new(&self.memtrace);
         cmd.args(["top", "--json", "--interval", "1"]);
-        cmd.args(self.hook.args(variant == Variant::MemtraceHook));
-        if variant == Variant::TopRare {
-            cmd.arg("--rare-events");
-        }
+        cmd.args(self.top_flags.args(mode));
         cmd
     }
 
@@ -143,46 +196,86 @@ fn guard_state_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// memtrace's flag for its per-fault hook: opt-in (`--fault-hook`) or opt-out
-/// (`--no-fault-hook`), as its `top --help` says.
+/// The flags that select `memtrace top`'s modes, as its `top --help` lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HookFlags {
-    OptIn,
-    OptOut,
+pub enum TopFlags {
+    /// `--per-event` listed: the default runs nothing on the page-fault path, `--per-event`
+    /// opts into `rss_stat`, `--fault-hook` adds the per-fault hook (passed with `--per-event`,
+    /// which it implies).
+    PerEventOptIn,
+    /// An older memtrace: `--rare-events` listed, no `--per-event`. Its default is per-event
+    /// counting, `--rare-events` runs nothing on the page-fault path, `--fault-hook` adds the
+    /// per-fault hook.
+    RareEventsOptIn,
 }
 
-impl HookFlags {
-    /// Reads the flag from the text of `memtrace top --help`.
-    fn from_help(help: &str) -> Option<Self> {
-        let words: Vec<&str> = help
-            .split(|c: char| c.is_whitespace() || matches!(c, ',' | '`' | '(' | ')' | '[' | ']'))
-            .collect();
-        if words.contains(&"--no-fault-hook") {
-            Some(Self::OptOut)
-        } else if words.contains(&"--fault-hook") {
-            Some(Self::OptIn)
+impl TopFlags {
+    /// Reads the flags from the text of `memtrace top --help`; an error (one line) when it lists
+    /// neither form.
+    fn from_help(help: &str) -> anyhow::Result<Self> {
+        if lists_flag(help, "--per-event") {
+            Ok(Self::PerEventOptIn)
+        } else if lists_flag(help, "--rare-events") {
+            Ok(Self::RareEventsOptIn)
+        } else if lists_flag(help, "--no-fault-hook") {
+            bail!(
+                "it lists --no-fault-hook but neither --per-event nor --rare-events: a memtrace \
+                 that old has no top mode without programs on the page-fault path"
+            )
         } else {
-            None
+            bail!("it lists neither --per-event nor --rare-events")
         }
     }
 
-    fn args(self, fault_hook: bool) -> &'static [&'static str] {
-        match (self, fault_hook) {
-            (Self::OptIn, true) => &["--fault-hook"],
-            (Self::OptOut, false) => &["--no-fault-hook"],
-            _ => &[],
+    /// The arguments that select `mode`.
+    pub fn args(self, mode: TopMode) -> &'static [&'static str] {
+        match (self, mode) {
+            (Self::PerEventOptIn, TopMode::Default) => &[],
+            (Self::PerEventOptIn, TopMode::PerEvent) => &["--per-event"],
+            (Self::PerEventOptIn, TopMode::PerEventHook) => &["--per-event", "--fault-hook"],
+            (Self::RareEventsOptIn, TopMode::Default) => &["--rare-events"],
+            (Self::RareEventsOptIn, TopMode::PerEvent) => &[],
+            (Self::RareEventsOptIn, TopMode::PerEventHook) => &["--fault-hook"],
         }
     }
 
-    /// What `memtrace top` does without either flag.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::OptIn => "memtrace top attaches the fault hook with --fault-hook (default: off)",
-            Self::OptOut => {
-                "memtrace top detaches the fault hook with --no-fault-hook (default: on)"
+    /// One line: which flags each `top` variant runs with.
+    pub fn describe(self) -> String {
+        let which = match self {
+            Self::PerEventOptIn => "its top --help lists --per-event",
+            Self::RareEventsOptIn => {
+                "an older memtrace: its top --help lists --rare-events, no --per-event"
             }
-        }
+        };
+        let modes: Vec<String> = TopMode::ALL
+            .into_iter()
+            .map(|mode| {
+                let args = self.args(mode);
+                let args = if args.is_empty() {
+                    "no flag".to_owned()
+                } else {
+                    args.join(" ")
+                };
+                format!("{}: {args}", Variant::of_top(mode).label())
+            })
+            .collect();
+        format!("memtrace top flags ({which}): {}", modes.join("; "))
     }
+}
+
+/// Whether `help` lists `flag` as an option: a line that starts with it (after the indent and
+/// a short form such as `-n, `), not a mention in another option's text.
+fn lists_flag(help: &str, flag: &str) -> bool {
+    help.lines().any(|line| {
+        let line = line.trim_start();
+        let line = match line.split_once(", ") {
+            Some((short, rest)) if short.len() == 2 && short.starts_with('-') => rest,
+            _ => line,
+        };
+        line.split(|c: char| c.is_whitespace() || matches!(c, '=' | '<' | '['))
+            .next()
+            .is_some_and(|word| word == flag)
+    })
 }
 
 /// The directory cargo builds into: `CARGO_TARGET_DIR` when set (relative to the workspace,
@@ -226,15 +319,11 @@ pub fn build_binaries(prebuilt: Option<&Path>) -> anyhow::Result<Binaries> {
         .args(["top", "--help"])
         .output()
         .with_context(|| format!("running {} top --help", memtrace.display()))?;
-    let hook = HookFlags::from_help(&String::from_utf8_lossy(&help.stdout)).with_context(|| {
-        format!(
-            "{} top --help lists neither --fault-hook nor --no-fault-hook",
-            memtrace.display()
-        )
-    })?;
+    let top_flags = TopFlags::from_help(&String::from_utf8_lossy(&help.stdout))
+        .with_context(|| format!("reading {} top --help", memtrace.display()))?;
     Ok(Binaries {
         memtrace,
-        hook,
+        top_flags,
         workload,
     })
 }
@@ -243,8 +332,11 @@ pub fn build_binaries(prebuilt: Option<&Path>) -> anyhow::Result<Binaries> {
 pub fn start_tracer(binaries: &Binaries, variant: Variant) -> anyhow::Result<Option<Observer>> {
     let mut observer = match variant {
         Variant::None => return Ok(None),
-        Variant::MemtraceHook | Variant::MemtraceNoHook | Variant::TopRare => {
-            let mut cmd = binaries.memtrace_top(variant);
+        Variant::TopDefault | Variant::TopPerEvent | Variant::TopPerEventHook => {
+            let mode = variant
+                .top_mode()
+                .context("a top variant without a top mode")?;
+            let mut cmd = binaries.memtrace_top(mode);
             Observer::spawn(&mut cmd, "memtrace top", |l| l.starts_with('['), false)?
         }
         Variant::Guard => Observer::spawn(
@@ -285,19 +377,86 @@ pub fn stop_tracer(observer: Option<Observer>, variant: Variant) -> anyhow::Resu
 
 #[cfg(test)]
 mod tests {
-    //! Reading memtrace's fault-hook flag from its help.
+    //! Reading from memtrace's `top --help` which flags select each `top` mode.
     use super::*;
 
+    /// `memtrace top --help` of a memtrace with `--per-event` (the default runs no program on
+    /// the page-fault path; `--rare-events` is a hidden alias, not listed).
+    const NEW_HELP: &str = "\
+  -n, --rows <ROWS>  Rows in the table [default: 25]
+      --per-event    Count with an eBPF program on every change of resident memory
+      --fault-hook   Also count faults with a per-fault eBPF hook (implies `--per-event`)
+";
+    /// An older one: per-event by default, `--rare-events` runs nothing on the page-fault path.
+    const OLD_HELP: &str = "\
+      --fault-hook   Also count faults with a per-fault eBPF hook (by default they come from
+                     the kernel's own per-task counters at no per-fault cost)
+      --rare-events  Run nothing on the page-fault path, as `memtrace guard` does (not with
+                     `--per-event` counting)
+";
+    /// Older still: the per-fault hook on by default, no mode without per-event programs.
+    const OLDEST_HELP: &str =
+        "      --no-fault-hook   Don't attach the per-fault hook (`--fault-hook`)\n";
+
     #[test]
-    fn hook_flags_from_help() {
-        let opt_in = "      --fault-hook           Also count faults with a per-fault eBPF hook\n";
-        let opt_out = "      --no-fault-hook   Don't attach the per-fault hook (`--fault-hook`)\n";
-        assert_eq!(HookFlags::from_help(opt_in), Some(HookFlags::OptIn));
-        assert_eq!(HookFlags::from_help(opt_out), Some(HookFlags::OptOut));
-        assert_eq!(HookFlags::from_help("  --json  JSON\n"), None);
-        assert_eq!(HookFlags::OptIn.args(true), ["--fault-hook"]);
-        assert!(HookFlags::OptIn.args(false).is_empty());
-        assert_eq!(HookFlags::OptOut.args(false), ["--no-fault-hook"]);
-        assert!(HookFlags::OptOut.args(true).is_empty());
+    fn top_flags_from_help() {
+        assert_eq!(
+            TopFlags::from_help(NEW_HELP).ok(),
+            Some(TopFlags::PerEventOptIn)
+        );
+        assert_eq!(
+            TopFlags::from_help(OLD_HELP).ok(),
+            Some(TopFlags::RareEventsOptIn)
+        );
+        for help in [OLDEST_HELP, "  --json  JSON\n", ""] {
+            let Err(err) = TopFlags::from_help(help) else {
+                panic!("{help:?} read as a known form");
+            };
+            let err = err.to_string();
+            assert!(
+                err.contains("neither --per-event nor --rare-events"),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn top_flags_args() {
+        let new = TopFlags::PerEventOptIn;
+        assert!(new.args(TopMode::Default).is_empty());
+        assert_eq!(new.args(TopMode::PerEvent), ["--per-event"]);
+        assert_eq!(
+            new.args(TopMode::PerEventHook),
+            ["--per-event", "--fault-hook"]
+        );
+        let old = TopFlags::RareEventsOptIn;
+        assert_eq!(old.args(TopMode::Default), ["--rare-events"]);
+        assert!(old.args(TopMode::PerEvent).is_empty());
+        assert_eq!(old.args(TopMode::PerEventHook), ["--fault-hook"]);
+        assert_eq!(
+            new.describe(),
+            "memtrace top flags (its top --help lists --per-event): top (default): no flag; \
+             top --per-event: --per-event; top --per-event, fault hook: --per-event --fault-hook"
+        );
+    }
+
+    #[test]
+    fn top_variants() {
+        for mode in TopMode::ALL {
+            assert_eq!(Variant::of_top(mode).top_mode(), Some(mode));
+        }
+        let tops: Vec<Variant> = VARIANTS
+            .into_iter()
+            .filter(|v| v.top_mode().is_some())
+            .collect();
+        assert_eq!(
+            tops,
+            [
+                Variant::TopDefault,
+                Variant::TopPerEvent,
+                Variant::TopPerEventHook
+            ]
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::{
         sampler::Sampler,
         scope::{ScopeArgs, Selected},
         source::{REQUIRE_EBPF_HELP, REQUIRE_EBPF_LONG_HELP, Source},
-        tracer::{Programs, TracerOptions},
+        tracer::{Load, Programs, TracerOptions},
     },
     host::units::parse_duration,
 };
@@ -67,15 +67,17 @@ pub struct TopArgs {
     /// Rows in the table (the JSON output always has every process).
     #[arg(long, short = 'n', default_value_t = 25)]
     pub rows: usize,
-    /// Also count faults with a per-fault eBPF hook (by default they come from the kernel's
-    /// own per-task counters at no per-fault cost).
+    /// Count every change of every process's resident memory in the kernel, as `run` and
+    /// `record` do: one eBPF program run per change (`rss_stat`), a few per cent of a page-fault
+    /// storm. By default `top` runs nothing on the page-fault path.
+    #[arg(long)]
+    pub per_event: bool,
+    /// Also count faults with a per-fault eBPF hook (implies --per-event; by default they come
+    /// from the kernel's own per-task counters at no per-fault cost).
     #[arg(long)]
     pub fault_hook: bool,
-    /// Run nothing on the page-fault path, as `memtrace guard` does: only the eBPF programs of
-    /// rare events (process exit, reclaim, OOM victim), each process's memory read from /proc
-    /// at every interval. A fault storm then runs within noise of no tracer; a transient peak
-    /// between two samples is missed.
-    #[arg(long, conflicts_with = "fault_hook")]
+    /// What `top` does by default (kept for earlier command lines).
+    #[arg(long, hide = true, conflicts_with_all = ["per_event", "fault_hook"])]
     pub rare_events: bool,
     #[arg(long, help = REQUIRE_EBPF_HELP, long_help = REQUIRE_EBPF_LONG_HELP)]
     pub require_ebpf: bool,
@@ -121,17 +123,27 @@ impl TryFrom<TopArgs> for TopConfig {
             json: args.json,
             view: View::choose(&args, std::io::stdout().is_terminal()),
             rows: args.rows,
-            tracer: TracerOptions {
-                fault_hook: args.fault_hook,
-                programs: if args.rare_events {
-                    Programs::RareEvents
-                } else {
-                    Programs::PerEvent
-                },
-                ..TracerOptions::default()
-            },
+            tracer: tracer_options(&args),
             require_ebpf: args.require_ebpf,
         })
+    }
+}
+
+/// What the tracer attaches for these arguments: by default only the programs of rare events,
+/// each exit reporting its memory, loaded by the helper process (so the BTF parse stays out of
+/// `top`'s own peak RSS); with `--per-event` (or `--fault-hook`) the per-event programs.
+fn tracer_options(args: &TopArgs) -> TracerOptions {
+    let per_event = args.per_event || args.fault_hook;
+    TracerOptions {
+        fault_hook: args.fault_hook,
+        programs: if per_event {
+            Programs::PerEvent
+        } else {
+            Programs::RareEvents
+        },
+        exit_memory: !per_event,
+        load: Load::Helper,
+        ..TracerOptions::default()
     }
 }
 
@@ -198,6 +210,7 @@ mod tests {
             json: false,
             plain: false,
             rows: 5,
+            per_event: false,
             fault_hook: false,
             rare_events: false,
             require_ebpf: false,
@@ -211,13 +224,50 @@ mod tests {
         assert_eq!(config.window, config.interval);
         assert!(TopConfig::try_from(args("10ms")).is_err());
         assert!(TopConfig::try_from(args("soon")).is_err());
-        assert_eq!(config.tracer.programs, Programs::PerEvent, "the default");
-        let rare = TopArgs {
+    }
+
+    #[test]
+    fn nothing_on_the_fault_path_unless_asked() {
+        let default = TopConfig::try_from(args("1")).expect("valid").tracer;
+        assert_eq!(default.programs, Programs::RareEvents, "the default");
+        assert!(default.exit_memory && !default.fault_hook);
+        assert_eq!(default.load, Load::Helper);
+        let earlier = TopArgs {
             rare_events: true,
             ..args("1")
         };
-        let config = TopConfig::try_from(rare).expect("valid");
-        assert_eq!(config.tracer.programs, Programs::RareEvents);
+        assert_eq!(TopConfig::try_from(earlier).expect("valid").tracer, default);
+        let per_event = TopArgs {
+            per_event: true,
+            ..args("1")
+        };
+        let options = TopConfig::try_from(per_event).expect("valid").tracer;
+        assert_eq!(options.programs, Programs::PerEvent);
+        assert!(!options.exit_memory && !options.fault_hook);
+        let hook = TopArgs {
+            fault_hook: true,
+            ..args("1")
+        };
+        let options = TopConfig::try_from(hook).expect("valid").tracer;
+        assert_eq!(
+            options.programs,
+            Programs::PerEvent,
+            "--fault-hook implies it"
+        );
+        assert!(options.fault_hook);
+    }
+
+    #[test]
+    fn the_earlier_flag_conflicts_with_the_per_event_ones() {
+        use clap::Parser as _;
+        for flags in [
+            ["--rare-events", "--per-event"],
+            ["--rare-events", "--fault-hook"],
+        ] {
+            let parsed =
+                crate::cli::Cli::try_parse_from(["memtrace", "top"].into_iter().chain(flags));
+            assert!(parsed.is_err(), "{flags:?}");
+        }
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! The /proc source: what the sampler reads where eBPF cannot load (a default container, not
-//! root), and the guard's per-process reads beside its rare-event programs. It follows only the scope's processes ([`Members`]: a tree, a cgroup or everything)
-//! and knows of each the same values the tracer gives: resident memory by kind (`RssAnon`,
-//! `RssFile`, `RssShmem`) and `VmSwap` from `status`, the kernel's peak (`VmHWM`), faults
-//! (`stat` minflt + majflt), identity; each reading also hands over the processes that exited
-//! since the previous one, with their last values, and the OOM kills the scope's counter
-//! ([`OomSource`]) shows.
+//! root), and the guard's per-process reads beside its rare-event programs. It follows only the
+//! scope's processes ([`Members`]: a tree, a cgroup or everything) and knows of each the same
+//! values the tracer gives: resident memory by kind (`RssAnon`, `RssFile`, `RssShmem`) and
+//! `VmSwap` from `status`, the kernel's peak (`VmHWM`), faults (`stat` minflt + majflt),
+//! identity; each reading also hands over the processes that exited since the previous one, with
+//! their last values, and the OOM kills the scope's counter ([`OomSource`]) shows.
 //!
 //! What a reading costs is kept to what may have changed: each followed process holds its
-//! pidfd and its three files open (closed when it exits); the pidfds sit in one epoll set, so a
-//! reading learns which processes exited from one `epoll_wait`; new processes are looked for
-//! only when a pid was handed out ([`members`]); and a process is read in full only when its
-//! `statm` changed, an idle one at least once a second ([`tracked`]). Where pidfds are
-//! unavailable every followed process's `statm` is read every sample instead. What it cannot
-//! see: a process born and gone between two samples, reclaim stalls, and which process the
-//! kernel's OOM killer chose.
+//! pidfd and its `stat` and `status` open (closed when it exits); the pidfds sit in one epoll
+//! set, so a reading learns which processes exited from one `epoll_wait`; new processes are
+//! looked for only when a pid was handed out ([`members`]); and a process's `stat` is read as a
+//! probe, `status` only when the probe's resident set, virtual size or fault count changed, an
+//! idle one at least once a second ([`tracked`]). Faults are part of the probe so that peaks are
+//! right: memory mapped, touched and unmapped between two samples leaves the resident set as it
+//! was but not the fault count, and the `VmHWM` then read holds the peak the kernel recorded
+//! before the unmap. Where pidfds are unavailable every followed process's `stat` is read every
+//! sample instead. What it cannot see: a process born and gone between two samples, reclaim
+//! stalls, and which process the kernel's OOM killer chose.
 mod members;
 mod oom;
 mod tracked;
@@ -35,6 +38,7 @@ use rustix::{
     event::{Timespec, epoll},
     io::Errno,
 };
+pub use tracked::Probe;
 
 use crate::{
     collect::model::{OomKill, ProcSample},
@@ -62,9 +66,10 @@ pub struct ReadCounts {
     pub readings: u64,
     /// Listings of the scope.
     pub listings: u64,
-    /// `statm` reads that found nothing changed.
+    /// `stat` reads whose resident set, virtual size and faults had not changed (nothing else
+    /// read).
     pub unchanged: u64,
-    /// Full reads (`statm`, `status`, `stat`), new processes included.
+    /// Full reads (`stat` and `status`), new processes included.
     pub full: u64,
 }
 
@@ -87,8 +92,10 @@ pub struct ProcSource {
     oom: Option<oom::OomCounter>,
     /// Processes left unread for want of file descriptors (said once).
     out_of_descriptors: bool,
-    /// Read every followed process's `statm` at every reading (no idle backoff).
+    /// Read every followed process's `stat` at every reading (no idle backoff).
     every_sample: bool,
+    /// What a read consults first.
+    probe: Probe,
     counts: ReadCounts,
     /// The one buffer every followed process's files are read into.
     buf: Vec<u8>,
@@ -98,7 +105,7 @@ impl ProcSource {
     /// A source for `members` under `proc_root`, OOM kills counted from `oom`. Nothing is read
     /// before the first [`read`](Self::read).
     pub fn new(proc_root: &Path, members: Members, oom: OomSource) -> Self {
-        // Four descriptors per followed process.
+        // Three descriptors per followed process: its pidfd, `stat` and `status`.
         privilege::raise_nofile();
         let exits = match epoll::create(epoll::CreateFlags::CLOEXEC) {
             Ok(set) => Exits::Epoll(set),
@@ -115,12 +122,13 @@ impl ProcSource {
             oom: oom::OomCounter::open(proc_root, &oom),
             out_of_descriptors: false,
             every_sample: false,
+            probe: Probe::default(),
             counts: ReadCounts::default(),
             buf: Vec::new(),
         }
     }
 
-    /// Reads every followed process's `statm` at every reading, idle ones included: for a
+    /// Reads every followed process's `stat` at every reading, idle ones included: for a
     /// caller that reads only when it needs fresh values (the guard, near pressure), where a
     /// process that wakes up must be seen growing at the next reading, not 1, 3, 7, … later.
     /// A cgroup scope is also listed at every reading, so that a process moved into it since
@@ -128,6 +136,14 @@ impl ProcSource {
     pub fn every_sample(mut self) -> Self {
         self.every_sample = true;
         self.discovery.list_every_look();
+        self
+    }
+
+    /// Probes each process with `statm` (its sizes) instead of `stat` (sizes and faults): a
+    /// third of the cost per read, for a caller that uses no peak (the guard); a peak reached
+    /// and let go between two reads is then not seen until the sizes change.
+    pub fn sizes_only(mut self) -> Self {
+        self.probe = Probe::Sizes;
         self
     }
 
@@ -322,7 +338,7 @@ impl ProcSource {
                 }
             }
         };
-        match tracked::Tracked::open(&self.proc_root, stat, pidfd, now, &mut self.buf) {
+        match tracked::Tracked::open(&self.proc_root, stat, pidfd, self.probe, now, &mut self.buf) {
             tracked::Opened::Tracked(process) => {
                 self.counts.full += 1;
                 self.followed.insert(pid, *process);
@@ -337,7 +353,7 @@ impl ProcSource {
         if !self.out_of_descriptors {
             self.out_of_descriptors = true;
             log::warn!(
-                "some processes are not read ({err}): the /proc source keeps four files open \
+                "some processes are not read ({err}): the /proc source keeps three files open \
                  per process; raise the open-files limit (ulimit -n)"
             );
         }

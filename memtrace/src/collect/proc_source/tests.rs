@@ -1,6 +1,7 @@
 //! The /proc source on a fake /proc tree: memory by kind, faults and peak, exits noticed between
-//! samples (by reading, and by pidfd for real children), the cadence of idle processes, tree
-//! membership and pid reuse; cgroup scopes and the OOM counter in [`cgroup_and_oom`].
+//! samples (by reading, and by pidfd for real children), tree membership and pid reuse; what
+//! the `stat` probe reads and the cadence of idle processes in [`probe`]; cgroup scopes and the
+//! OOM counter in [`cgroup_and_oom`].
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -13,6 +14,7 @@ use memtrace_testkit::child::KillOnDrop;
 use super::{members::handed_out_between, members::parse_cursor, *};
 
 mod cgroup_and_oom;
+mod probe;
 
 const KIB: u64 = 1024;
 
@@ -32,6 +34,8 @@ struct Shows {
     hwm_kib: u64,
     minflt: u64,
     majflt: u64,
+    /// User and system CPU time, clock ticks each.
+    cpu_ticks: u64,
     start: u64,
 }
 
@@ -44,6 +48,7 @@ const IDLE: Shows = Shows {
     hwm_kib: 2048,
     minflt: 100,
     majflt: 1,
+    cpu_ticks: 1,
     start: 5000,
 };
 
@@ -89,13 +94,16 @@ impl FakeProc {
             hwm_kib,
             minflt,
             majflt,
+            cpu_ticks,
             start,
         } = shows;
+        let rss_pages = (anon_kib + file_kib + shmem_kib) / 4;
+        let vsize = (anon_kib + file_kib + shmem_kib) * 2 * KIB;
         self.write(
             &format!("{pid}/stat"),
             &format!(
-                "{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 0 {minflt} 0 {majflt} 0 1 1 0 0 20 0 \
-                 1 0 {start} 1000 10 0\n"
+                "{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 0 {minflt} 0 {majflt} 0 {cpu_ticks} \
+                 {cpu_ticks} 0 0 20 0 1 0 {start} {vsize} {rss_pages} 18446744073709551615 0 0\n"
             ),
         );
         self.write(
@@ -105,27 +113,21 @@ impl FakeProc {
                  RssFile:\t{file_kib} kB\nRssShmem:\t{shmem_kib} kB\nVmSwap:\t{swap_kib} kB\n"
             ),
         );
-        let resident = (anon_kib + file_kib + shmem_kib) / 4;
-        let shared = (file_kib + shmem_kib) / 4;
         self.write(
             &format!("{pid}/statm"),
-            &format!(
-                "{} {resident} {shared} 1 0 {} 0\n",
-                resident * 2,
-                anon_kib / 4
-            ),
+            &format!("{} {rss_pages} 0 1 0 {rss_pages} 0\n", vsize / (4 * KIB)),
         );
         self.write(&format!("{pid}/cmdline"), &format!("{comm}\0--fake\0"));
     }
 
-    /// `status`, `statm` and `cmdline` of `pid` as a process's (its stat written apart).
+    /// `status` and `cmdline` of `pid` as a process's (its stat written apart).
     fn process_files_only(&self, pid: u32, comm: &str) {
         let stat = fs::read_to_string(self.root().join(format!("{pid}/stat"))).expect("stat");
         self.process(pid, comm, IDLE);
         self.write(&format!("{pid}/stat"), &stat);
     }
 
-    /// A kernel thread: no memory lines, an all-zero statm.
+    /// A kernel thread: no address space (both sizes 0 in `stat`), no memory lines in `status`.
     fn kernel_thread(&self, pid: u32) {
         self.write(
             &format!("{pid}/stat"),
@@ -135,11 +137,26 @@ impl FakeProc {
         self.write(&format!("{pid}/statm"), "0 0 0 0 0 0 0\n");
     }
 
-    /// The process exits: a zombie's files (what an open file then reads), and out of the
-    /// listing.
-    fn exit(&self, pid: u32) {
-        self.write(&format!("{pid}/statm"), "0 0 0 0 0 0 0\n");
+    /// The process becomes a zombie: what its open files then read (no address space, no
+    /// memory lines).
+    fn zombie(&self, pid: u32) {
+        let stat = fs::read_to_string(self.root().join(format!("{pid}/stat"))).expect("stat");
+        let line = procfs::parse_pid_stat(&stat).expect("a stat line");
+        self.write(
+            &format!("{pid}/stat"),
+            &format!(
+                "{pid} ({}) Z {} {pid} {pid} 0 -1 0 {} 0 {} 0 1 1 0 0 20 0 1 0 {} 0 0 \
+                 18446744073709551615 0 0\n",
+                line.comm, line.ppid, line.minflt, line.majflt, line.start_ticks
+            ),
+        );
         self.write(&format!("{pid}/status"), "Name:\tx\nState:\tZ (zombie)\n");
+        self.write(&format!("{pid}/statm"), "0 0 0 0 0 0 0\n");
+    }
+
+    /// The process exits: a zombie's files, and out of the listing.
+    fn exit(&self, pid: u32) {
+        self.zombie(pid);
         fs::remove_dir_all(self.root().join(pid.to_string())).expect("rm");
     }
 
@@ -190,6 +207,7 @@ fn kinds_swap_faults_and_peak_come_from_status_and_stat() {
             hwm_kib: 300_000,
             minflt: 65_000,
             majflt: 12,
+            cpu_ticks: 30,
             start: 4242,
         },
     );
@@ -312,105 +330,6 @@ fn pids_of(children: &[&KillOnDrop]) -> Vec<u32> {
 }
 
 #[test]
-fn idle_processes_are_read_less_often_and_changes_in_full() {
-    let fake = FakeProc::new();
-    let child = sleeper();
-    let pid = child.pid();
-    fake.process(pid, "idle", IDLE);
-    let mut source = ProcSource::new(fake.root(), Members::All, OomSource::Machine);
-    let t0 = Instant::now();
-    let anon_at = |source: &mut ProcSource, ms: u64| {
-        source.read_at(after(t0, ms)).expect("read");
-        live(source, pid).expect("live").anon_bytes
-    };
-    anon_at(&mut source, 0);
-    // status changes but statm does not: nothing new is read.
-    let status = fake.root().join(format!("{pid}/status"));
-    let text = fs::read_to_string(&status).expect("status");
-    fs::write(&status, text.replace("VmSwap:\t0 kB", "VmSwap:\t4 kB")).expect("write");
-    source.read_at(after(t0, 100)).expect("read");
-    let swap = live(&source, pid).expect("live").swap_bytes;
-    assert_eq!(swap, 0, "status is read only when statm changed");
-    // Unchanged at 100 ms: it lets 1 sample pass (200), is read at 300, then lets 3 pass.
-    anon_at(&mut source, 200);
-    anon_at(&mut source, 300);
-    let changed = Shows {
-        anon_kib: 4096,
-        ..IDLE
-    };
-    fake.process(pid, "idle", changed);
-    let seen: Vec<u64> = (4..=7)
-        .map(|step| anon_at(&mut source, 100 * step))
-        .collect();
-    assert_eq!(
-        seen,
-        vec![
-            IDLE.anon_kib * KIB,
-            IDLE.anon_kib * KIB,
-            IDLE.anon_kib * KIB,
-            4096 * KIB
-        ],
-        "read at the 4th sample after the last read"
-    );
-    // A process that changed is read at every sample until it settles.
-    fake.process(
-        pid,
-        "idle",
-        Shows {
-            anon_kib: 8192,
-            ..IDLE
-        },
-    );
-    assert_eq!(
-        anon_at(&mut source, 800),
-        8192 * KIB,
-        "the very next sample"
-    );
-    // Idle for 3 s: however many samples it now lets pass, it is read within a second.
-    for step in 9..=38 {
-        anon_at(&mut source, 100 * step);
-    }
-    fake.process(
-        pid,
-        "idle",
-        Shows {
-            anon_kib: 1,
-            ..IDLE
-        },
-    );
-    let first_seen = (39..=60)
-        .map(|step| 100 * step)
-        .find(|&ms| anon_at(&mut source, ms) == KIB)
-        .expect("read again");
-    assert!(
-        first_seen - 3800 <= 1000,
-        "seen {} ms later",
-        first_seen - 3800
-    );
-}
-
-#[test]
-fn every_sample_reads_each_process_without_pidfds() {
-    let fake = FakeProc::new();
-    fake.process(100, "p", IDLE);
-    let mut source =
-        ProcSource::new(fake.root(), Members::All, OomSource::Machine).without_pidfds();
-    let t0 = Instant::now();
-    source.read_at(t0).expect("read");
-    source.read_at(after(t0, 100)).expect("read");
-    fake.process(
-        100,
-        "p",
-        Shows {
-            anon_kib: 4,
-            ..IDLE
-        },
-    );
-    source.read_at(after(t0, 200)).expect("read");
-    assert_eq!(live(&source, 100).expect("live").anon_bytes, 4 * KIB);
-}
-
-#[test]
 fn a_tree_is_found_through_parents_and_others_are_not_read() {
     let fake = FakeProc::new();
     fake.process(10, "pipeline", Shows { ppid: 1, ..IDLE });
@@ -500,30 +419,6 @@ fn births_are_examined_by_pid_when_the_cursor_is_ours() {
 }
 
 #[test]
-fn idle_processes_cost_no_full_reads() {
-    let fake = FakeProc::new();
-    let children: Vec<KillOnDrop> = (0..3).map(|_| sleeper()).collect();
-    for child in &children {
-        fake.process(child.pid(), "idle", IDLE);
-    }
-    let mut source = ProcSource::new(fake.root(), Members::All, OomSource::Machine);
-    let t0 = Instant::now();
-    source.read_at(t0).expect("read");
-    let admitted = source.counts();
-    assert_eq!(admitted.full, 3);
-    for step in 1..=20 {
-        source.read_at(after(t0, 100 * step)).expect("read");
-    }
-    let counts = source.counts();
-    assert_eq!(counts.full, 3, "nothing changed: statm only");
-    // 2 s at 100 ms: each is read at samples 1, 3, 7, 15 and when a second has passed.
-    assert!(
-        counts.unchanged <= 3 * 6,
-        "idle processes are not read every sample: {counts:?}"
-    );
-}
-
-#[test]
 fn the_cursor_arithmetic() {
     assert_eq!(parse_cursor("0.00 0.01 0.05 1/123 4567\n"), Some(4567));
     assert_eq!(parse_cursor("0.00 0.01"), None);
@@ -538,30 +433,4 @@ fn the_cursor_arithmetic() {
     assert!(handed_out_between(5, 29_000, 5));
     assert!(!handed_out_between(6, 29_000, 5));
     assert!(!handed_out_between(7, 7, 7), "nothing handed out");
-}
-
-#[test]
-fn read_every_sample_sees_an_idle_process_change_at_the_next_sample() {
-    let fake = FakeProc::new();
-    let child = sleeper();
-    let pid = child.pid();
-    fake.process(pid, "idle", IDLE);
-    let mut source = ProcSource::new(fake.root(), Members::All, OomSource::Machine).every_sample();
-    let t0 = Instant::now();
-    // Idle long enough that the backoff would let several samples pass.
-    for step in 0..=8 {
-        source.read_at(after(t0, 50 * step)).expect("read");
-    }
-    let before = source.counts().unchanged;
-    fake.process(
-        pid,
-        "idle",
-        Shows {
-            anon_kib: 4096,
-            ..IDLE
-        },
-    );
-    source.read_at(after(t0, 450)).expect("read");
-    assert_eq!(live(&source, pid).expect("live").anon_bytes, 4096 * KIB);
-    assert_eq!(before, 8, "every idle sample read its statm");
 }

@@ -1,12 +1,25 @@
-//! One process the /proc source follows: its pidfd (how its exit is noticed), its `statm`,
-//! `status` and `stat` kept open, its last values, and when it is read next. The files are read
-//! into the source's one buffer: a followed process holds no buffer of its own (three 4 KiB
-//! buffers each made the guard's steady RSS grow by 12 KiB per process).
+//! One process the /proc source follows: its pidfd (how its exit is noticed), its `stat` and
+//! `status` kept open, its last values, and when it is read next. The files are read into the
+//! source's one buffer: a followed process holds no buffer of its own (three 4 KiB buffers each
+//! made the guard's steady RSS grow by 12 KiB per process).
 //!
-//! A read is `statm` alone (one short line) unless it changed since the previous read; only then
-//! are `status` (resident memory by kind, swap, the kernel's peak) and `stat` (ppid, comm, faults)
-//! read too. A process whose `statm` did not change lets 1, 3, 7, … samples pass before the next
-//! read, and is re-read at least every [`IDLE_REREAD`] whatever the interval.
+//! A read is `stat` alone (one line) unless what it says of the process's memory — resident
+//! pages, virtual size, minor + major faults ([`StatMemory`]) — changed since the previous
+//! read; only then is `status` (resident memory by kind, swap, the kernel's peak `VmHWM`) read
+//! too, with ppid, comm and faults taken from the `stat` just read. Its CPU times are not
+//! compared: they move whenever the process runs. Faults are, because resident memory only
+//! grows through a fault: a process that mapped, touched and unmapped memory between two reads
+//! comes back to the same resident set and size, but not to the same fault count, and the
+//! `VmHWM` then read still holds the peak it reached (the kernel raises its high-water mark
+//! before every unmap or reclaim that lowers the resident set). A process whose three values
+//! stay the same cannot have had a new peak: it lets 1, 3, 7, … samples pass before the next
+//! read, and is re-read at least every [`IDLE_REREAD`] whatever the interval. A task without
+//! memory of its own (a kernel thread, a zombie) shows 0 for both sizes, and `status` without
+//! its `Rss` lines.
+//!
+//! The guard, which uses no peak and reads every process of its scope at every round near
+//! pressure, probes with `statm` instead ([`Probe::Sizes`]: sizes only, a third of the cost),
+//! and reads `stat` and `status` when it changed.
 use std::{
     path::Path,
     time::{Duration, Instant},
@@ -16,7 +29,7 @@ use crate::{
     collect::model::ProcSample,
     host::{
         pidfd::PidFd,
-        procfs::{self, OpenFile, PidStat, ProcError},
+        procfs::{self, OpenFile, PidStat, ProcError, StatMemory},
     },
 };
 
@@ -27,16 +40,31 @@ pub(super) const IDLE_REREAD: Duration = Duration::from_millis(900);
 /// The most samples an idle process lets pass (the time bound usually comes first).
 const MAX_SKIP: u32 = 63;
 
+/// What a read consults first, to tell whether anything else must be read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Probe {
+    /// `stat`: the sizes and the fault count, so that a peak reached and let go between two
+    /// reads is seen (in `VmHWM`) at the next one: `top`, `run`, `record`.
+    #[default]
+    Peaks,
+    /// `statm`: the sizes only, about a third of a `stat` read; memory mapped, touched and
+    /// unmapped between two reads goes unseen until the sizes change. For the guard, which
+    /// reads every process of its scope at every round near pressure and uses no peak.
+    Sizes,
+}
+
 /// A followed process.
 #[derive(Debug)]
 pub(super) struct Tracked {
     /// In the source's epoll set until the process exits (dropping it leaves the set); `None`
     /// where pidfds are unavailable.
     _pidfd: Option<PidFd>,
-    statm: OpenFile,
-    status: OpenFile,
     stat: OpenFile,
-    last_statm: String,
+    status: OpenFile,
+    /// With [`Probe::Sizes`]: `statm`, and its text at the previous read.
+    statm: Option<(OpenFile, String)>,
+    /// What `stat` said of its memory at the previous read.
+    last_memory: StatMemory,
     /// Its last values (no rates: the sampler adds those).
     pub(super) sample: ProcSample,
     /// Samples to let pass before the next read.
@@ -61,7 +89,7 @@ pub(super) enum Opened {
 /// What a read found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Refresh {
-    /// `statm` as before: nothing else was read.
+    /// `stat`'s resident set, size and faults as before: nothing else was read.
     Unchanged,
     /// Read in full.
     Changed,
@@ -88,57 +116,71 @@ fn cmdline(dir: &Path) -> String {
 }
 
 impl Tracked {
-    /// Opens and reads the process that `stat` (read when it was listed) describes; it must
-    /// still have the same start time.
+    /// Opens and reads the process that `listed` (its `stat`, read when it was listed)
+    /// describes; it must still have the same start time.
     pub(super) fn open(
         proc_root: &Path,
-        stat: PidStat,
+        listed: PidStat,
         pidfd: Option<PidFd>,
+        probe: Probe,
         now: Instant,
         buf: &mut Vec<u8>,
     ) -> Opened {
-        let dir = proc_root.join(stat.pid.to_string());
+        if listed.memory().is_none() {
+            return Opened::NotUser;
+        }
+        let dir = proc_root.join(listed.pid.to_string());
         let open = |name: &str| OpenFile::open(&dir.join(name));
-        let files = open("statm").and_then(|statm| {
+        let files = open("stat").and_then(|stat| {
             let status = open("status")?;
-            Ok((statm, status, open("stat")?))
+            let statm = match probe {
+                Probe::Peaks => None,
+                Probe::Sizes => Some(open("statm")?),
+            };
+            Ok((stat, status, statm))
         });
-        let (statm, status, stat_file) = match files {
+        let (stat_file, status, statm) = match files {
             Ok(files) => files,
             Err(err) if no_descriptors(&err) => return Opened::NoDescriptors(err),
             Err(_) => return Opened::Gone,
         };
+        let statm = match statm {
+            Some(file) => match file.text_in(buf) {
+                Ok(text) => Some((file, text.to_owned())),
+                Err(_) => return Opened::Gone,
+            },
+            None => None,
+        };
+        // Read again through the file now held: the pid may name another process by now.
+        let Some(stat) = stat_file.text_in(buf).ok().and_then(procfs::parse_pid_stat) else {
+            return Opened::Gone;
+        };
+        if stat.start_ticks != listed.start_ticks {
+            return Opened::Gone;
+        }
+        let memory = stat.memory();
+        if memory.is_none() {
+            return Opened::NotUser;
+        }
         let mut tracked = Self {
             _pidfd: pidfd,
-            statm,
-            status,
             stat: stat_file,
-            last_statm: String::new(),
+            status,
+            statm,
+            last_memory: memory,
             sample: ProcSample {
-                pid: stat.pid,
-                ppid: stat.ppid,
+                pid: listed.pid,
                 cmdline: cmdline(&dir).into(),
-                comm: stat.comm.into(),
-                start_ticks: stat.start_ticks,
+                comm: listed.comm.into(),
                 ..ProcSample::default()
             },
             skip: 0,
             skipped: 0,
             read_at: now,
         };
-        if tracked
-            .statm
-            .text_in(buf)
-            .map(|text| tracked.last_statm.push_str(text))
-            .is_err()
-        {
-            return Opened::Gone;
-        }
-        match tracked.read_full(proc_root, buf) {
-            Full::Read if tracked.sample.start_ticks == stat.start_ticks => {
-                Opened::Tracked(Box::new(tracked))
-            }
-            Full::Read | Full::Failed => Opened::Gone,
+        match tracked.read_full(stat, proc_root, buf) {
+            Full::Read => Opened::Tracked(Box::new(tracked)),
+            Full::Failed => Opened::Gone,
             Full::NoMemory => Opened::NotUser,
         }
     }
@@ -158,29 +200,49 @@ impl Tracked {
         due
     }
 
-    /// Reads `statm`, and the rest when it changed, through `buf` (the source's one buffer).
+    /// Reads `stat`, and `status` when its memory values changed, through `buf` (the source's
+    /// one buffer).
     pub(super) fn refresh(&mut self, proc_root: &Path, now: Instant, buf: &mut Vec<u8>) -> Refresh {
         self.read_at = now;
         self.skipped = 0;
-        let Ok(text) = self.statm.text_in(buf) else {
+        if let Some((statm, last)) = &mut self.statm {
+            let Ok(text) = statm.text_in(buf) else {
+                return Refresh::Gone;
+            };
+            if text == last.as_str() {
+                self.skip = (self.skip * 2 + 1).min(MAX_SKIP);
+                return Refresh::Unchanged;
+            }
+            last.clear();
+            last.push_str(text);
+        }
+        let Ok(text) = self.stat.text_in(buf) else {
             return Refresh::Gone;
         };
-        if text == self.last_statm {
+        let Some(memory) = procfs::parse_stat_memory(text) else {
+            return Refresh::Gone;
+        };
+        if memory == self.last_memory && self.statm.is_none() {
             self.skip = (self.skip * 2 + 1).min(MAX_SKIP);
             return Refresh::Unchanged;
         }
-        self.last_statm.clear();
-        self.last_statm.push_str(text);
+        // A zombie keeps its files but no memory: it has exited.
+        if memory.is_none() {
+            return Refresh::Gone;
+        }
+        let Some(stat) = procfs::parse_pid_stat(text) else {
+            return Refresh::Gone;
+        };
+        self.last_memory = memory;
         self.skip = 0;
-        match self.read_full(proc_root, buf) {
+        match self.read_full(stat, proc_root, buf) {
             Full::Read => Refresh::Changed,
-            // A zombie keeps its files but no memory: it has exited.
             Full::NoMemory | Full::Failed => Refresh::Gone,
         }
     }
 
-    /// Reads `status` and `stat` into the sample.
-    fn read_full(&mut self, proc_root: &Path, buf: &mut Vec<u8>) -> Full {
+    /// Reads `status` into the sample, with `stat` (just read through the file held).
+    fn read_full(&mut self, stat: PidStat, proc_root: &Path, buf: &mut Vec<u8>) -> Full {
         let memory = match self.status.text_in(buf) {
             Ok(text) => procfs::parse_pid_status(text),
             Err(_) => return Full::Failed,
@@ -188,9 +250,7 @@ impl Tracked {
         let Some(memory) = memory else {
             return Full::NoMemory;
         };
-        let Some(stat) = self.stat.text_in(buf).ok().and_then(procfs::parse_pid_stat) else {
-            return Full::Failed;
-        };
+        let faults = stat.memory().faults;
         let sample = &mut self.sample;
         if *stat.comm != *sample.comm {
             // exec: a new command line goes with the new name.
@@ -199,7 +259,7 @@ impl Tracked {
         }
         sample.ppid = stat.ppid;
         sample.start_ticks = stat.start_ticks;
-        sample.faults = stat.minflt + stat.majflt;
+        sample.faults = faults;
         sample.anon_bytes = memory.anon;
         sample.file_bytes = memory.file;
         sample.shmem_bytes = memory.shmem;

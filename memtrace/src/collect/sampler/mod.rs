@@ -5,6 +5,7 @@
 //! GPUs: the sampler owns the paced GPU source and joins its sample into every snapshot (the
 //! devices, and each live process's GPU memory), so every consumer sees the same GPU columns.
 mod ebpf;
+mod exit_memory;
 mod idents;
 mod rare;
 

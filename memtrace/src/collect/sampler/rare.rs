@@ -1,8 +1,10 @@
-//! The guard's side of the sampler: per-process memory from the /proc source's reads of the
-//! scope's processes, joined with what the rare-event programs saw (reclaim stalls per process,
-//! kswapd wake-ups, the kernel's OOM victims). No program runs on the page-fault path, and a
-//! reading costs what the /proc source's does: a function of the number of processes, not of
-//! the fault rate. The caller decides when to read (the guard: near pressure, else rarely).
+//! The side of the sampler without per-event counting (the guard's, and `top`'s by default):
+//! per-process memory from the /proc source's reads of the scope's processes, joined with what
+//! the rare-event programs saw (reclaim stalls per process, kswapd wake-ups, the kernel's OOM
+//! victims, and for `top` every exit with its memory: [`exit_memory`](super::exit_memory)). No
+//! program runs on the page-fault path, and a reading costs what the /proc source's does: a
+//! function of the number of processes, not of the fault rate. The caller decides when to read
+//! (the guard: near pressure, else rarely; `top`: every interval).
 //!
 //! A process outside the scope that stalled in reclaim (sshd under global reclaim, while the
 //! guard watches a cgroup) has a map entry but no reading: it is read from /proc then, so that
@@ -14,7 +16,7 @@ use std::{
 
 use memtrace_common::{ProcEvent, event_kind};
 
-use super::{Rates, SampleError, ebpf::comm_string};
+use super::{Rates, SampleError, ebpf::comm_string, exit_memory::ExitMemory};
 use crate::{
     collect::{
         model::{OomKill, ProcSample, TracerHealth},
@@ -35,15 +37,20 @@ pub(super) struct RareJoin {
     proc_root: PathBuf,
     /// OOM victims seen recently (their exit may come in a later snapshot), oldest first.
     oom_victims: VecDeque<u32>,
+    /// Exits reported with their memory, where the tracer sends them (`top`); `None` for the
+    /// guard, whose exit events only complete reclaim stalls.
+    exits: Option<ExitMemory>,
 }
 
 impl RareJoin {
     pub(super) fn new(tracer: Tracer, procs: Box<ProcSource>, proc_root: &Path) -> Self {
+        let exits = tracer.options().exit_memory.then(ExitMemory::default);
         Self {
             tracer,
             procs,
             proc_root: proc_root.to_owned(),
             oom_victims: VecDeque::with_capacity(OOM_MEMORY),
+            exits,
         }
     }
 
@@ -65,6 +72,9 @@ impl RareJoin {
             reclaimers_outside(&counters, &known)
                 .filter_map(|pid| read_outsider(&self.proc_root, pid)),
         );
+        if let Some(exits) = &mut self.exits {
+            exits.join(&events, &live, &mut exited, self.tracer.members());
+        }
         let oom_kills = join(
             &mut live,
             &mut exited,

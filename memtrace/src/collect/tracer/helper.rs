@@ -40,7 +40,7 @@ pub const HELPER_DEADLINE: Duration = Duration::from_secs(60);
 const MAX_FDS: usize = 32;
 
 /// The first line of every message.
-const MAGIC: &str = "memtrace-tracer 1";
+const MAGIC: &str = "memtrace-tracer 2";
 
 /// Raw arguments of the hidden `memtrace load-tracer` (run by [`start`], never by hand).
 #[derive(Debug, clap::Args)]
@@ -54,6 +54,9 @@ pub struct LoadTracerArgs {
     /// Also the per-fault counter.
     #[arg(long)]
     pub fault_hook: bool,
+    /// Every exit reports its memory ([`TracerOptions::exit_memory`]).
+    #[arg(long)]
+    pub exit_memory: bool,
 }
 
 /// What went wrong in the helper, so the caller can say why eBPF is off as if it had loaded
@@ -119,6 +122,8 @@ enum Reply {
     Ready {
         members: RssMembers,
         programs: Vec<String>,
+        /// Whether every exit reports its memory (asked for and possible on this kernel).
+        exit_memory: bool,
     },
     /// Failed, and why.
     Failed(HelperFailure, String),
@@ -127,13 +132,18 @@ enum Reply {
 impl Reply {
     fn encode(&self) -> String {
         match self {
-            Self::Ready { members, programs } => format!(
-                "{MAGIC}\nmembers {} {} {} {}\nprograms {}\n",
+            Self::Ready {
+                members,
+                programs,
+                exit_memory,
+            } => format!(
+                "{MAGIC}\nmembers {} {} {} {}\nprograms {}\nexit-memory {}\n",
                 members.file,
                 members.anon,
                 members.swap,
                 members.shmem,
-                programs.join(" ")
+                programs.join(" "),
+                if *exit_memory { "on" } else { "off" }
             ),
             Self::Failed(kind, message) => format!(
                 "{MAGIC}\nerror {}\n{}\n",
@@ -170,6 +180,14 @@ impl Reply {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
+        let exit_memory = match lines
+            .next()
+            .and_then(|line| line.strip_prefix("exit-memory "))
+        {
+            Some("on") => true,
+            Some("off") => false,
+            other => return Err(format!("exit-memory: {other:?}")),
+        };
         Ok(Self::Ready {
             members: RssMembers {
                 file,
@@ -178,6 +196,7 @@ impl Reply {
                 shmem,
             },
             programs,
+            exit_memory,
         })
     }
 }
@@ -212,6 +231,9 @@ pub fn start(options: TracerOptions) -> Result<Tracer, TracerError> {
     if options.fault_hook {
         command.arg("--fault-hook");
     }
+    if options.exit_memory {
+        command.arg("--exit-memory");
+    }
     let child = command
         .spawn()
         .map_err(|err| helper_error(format!("starting it: {err}")))?;
@@ -224,9 +246,20 @@ pub fn start(options: TracerOptions) -> Result<Tracer, TracerError> {
             Err(TracerError::MissingTracepoints(list))
         }
         Reply::Failed(kind, message) => Err(TracerError::Helper { kind, message }),
-        Reply::Ready { members, programs } => {
-            adopt(options, members, &programs, fds).map_err(helper_error)
-        }
+        Reply::Ready {
+            members,
+            programs,
+            exit_memory,
+        } => adopt(
+            TracerOptions {
+                exit_memory,
+                ..options
+            },
+            members,
+            &programs,
+            fds,
+        )
+        .map_err(helper_error),
     }
 }
 
@@ -356,6 +389,7 @@ pub fn serve(args: &LoadTracerArgs) -> anyhow::Result<()> {
         } else {
             Programs::PerEvent
         },
+        exit_memory: args.exit_memory,
         load: Load::InProcess,
     };
     match Tracer::start(options) {
@@ -363,6 +397,7 @@ pub fn serve(args: &LoadTracerArgs) -> anyhow::Result<()> {
             let reply = Reply::Ready {
                 members: tracer.members(),
                 programs: tracer.attached.iter().map(|a| a.name.clone()).collect(),
+                exit_memory: tracer.options().exit_memory,
             };
             let mut fds: Vec<BorrowedFd<'_>> = tracer.maps.fds().to_vec();
             for attached in &tracer.attached {
@@ -414,6 +449,7 @@ mod tests {
                 shmem: 3,
             },
             programs: vec!["mark_victim".to_owned(), "wakeup_kswapd".to_owned()],
+            exit_memory: true,
         };
         assert_eq!(Reply::decode(&ready.encode()), Ok(ready));
         let failed = Reply::Failed(HelperFailure::Btf, "reading x:\nno such file".to_owned());
@@ -433,6 +469,7 @@ mod tests {
                 shmem: 3,
             },
             programs: Vec::new(),
+            exit_memory: false,
         };
         assert_eq!(Reply::decode(&none.encode()), Ok(none));
     }

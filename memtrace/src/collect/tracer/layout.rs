@@ -147,6 +147,8 @@ pub fn kernel_layout(btf: &Btf, page_size: u32) -> Result<KernelLayout, BtfError
         task_signal: btf.member_offset("task_struct", "signal")?,
         signal_min_flt: btf.member_offset("signal_struct", "min_flt")?,
         signal_maj_flt: btf.member_offset("signal_struct", "maj_flt")?,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        mm_hiwater_rss: btf.member_offset("mm_struct", "hiwater_rss")?,
     })
 }
 

@@ -20,7 +20,7 @@ pub use helper::HelperFailure;
 pub use layout::RssMembers;
 use memtrace_common::{
     FaultSlot, PIPE_WRITES_RINGBUF_BYTES, PIPE_WRITES_RINGBUF_MIN, ProcEvent, ProcStats, RssSlot,
-    stat,
+    layout_flags, stat,
 };
 pub use pipes::PipeWrites;
 
@@ -91,6 +91,12 @@ pub struct TracerOptions {
     pub pipe_writes: bool,
     /// Which set of programs runs.
     pub programs: Programs,
+    /// With [`Programs::RareEvents`]: every exiting process reports its memory (its counters
+    /// and the kernel's high-water mark, read from its mm), so a process born and gone between
+    /// two samples is still seen, with its peak (`top`). Only where `sched_process_exit` runs
+    /// before the task lets go of its mm (kernel ≥ 6.16); elsewhere it stays off, and
+    /// [`Tracer::options`] says so.
+    pub exit_memory: bool,
     /// Which process loads them.
     pub load: Load,
 }
@@ -112,13 +118,14 @@ pub enum Load {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Programs {
     /// Every program, `rss_stat` included: the kernel keeps each process's counters at every
-    /// change of its resident memory (one program run per counter change, ~40 ns), which is
-    /// what catches short-lived processes and transient peaks (`top`, `run`, `record`).
+    /// change of its resident memory (one program run per counter change, ~40 ns), with the
+    /// time of each change (`run`, `record`, `top --per-event`).
     #[default]
     PerEvent,
     /// Only the programs of rare events — reclaim begin/end, kswapd wake-ups, process exit and
     /// OOM victim ([`layout::RARE_EVENTS`]) — and nothing on the page-fault path; per-process
-    /// memory is read from /proc instead (the guard).
+    /// memory is read from /proc instead (the guard, and `top` by default, which also asks for
+    /// [`TracerOptions::exit_memory`]).
     RareEvents,
 }
 
@@ -180,7 +187,13 @@ impl Tracer {
             return Err(TracerError::MissingTracepoints(missing.join(", ")));
         }
         let members = layout::rss_members(&own_btf)?;
-        let kernel_layout = layout::kernel_layout(&own_btf, privilege::page_size())?;
+        let mut kernel_layout = layout::kernel_layout(&own_btf, privilege::page_size())?;
+        let exit_memory = options.exit_memory
+            && options.programs == Programs::RareEvents
+            && kernel_layout.flags & layout_flags::EXIT_HAS_GROUP_DEAD != 0;
+        if exit_memory {
+            kernel_layout.flags |= layout_flags::EXIT_MEMORY;
+        }
         let pipe_layout = if options.pipe_writes {
             match pipe_layout_for(&own_btf) {
                 Ok(pipe_layout) => Some(pipe_layout),
@@ -241,6 +254,10 @@ impl Tracer {
         unsafe { libc::malloc_trim(0) };
         // The rest of the object (its program descriptors, maps no one reads here) is closed
         // with `ebpf`: the links hold the programs, and the programs the maps they use.
+        let options = TracerOptions {
+            exit_memory,
+            ..options
+        };
         let mut tracer = Self::from_parts(maps, attached, members, options);
         tracer.pipe_writes = pipe_writes;
         Ok(tracer)
