@@ -50,9 +50,10 @@ pub const TOP_MODE_HELP: &str = "Cost: by default `top` runs nothing on the page
 
 /// The long help of `--require-ebpf`: which mode costs what.
 pub const REQUIRE_EBPF_LONG_HELP: &str = "Refuse to start without eBPF instead of reading /proc. \
-     With eBPF (root with CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, and kernel BTF) the kernel \
-     counts every process's memory as it changes (about 40 ns per change) and sees short-lived \
-     processes, reclaim stalls and OOM kills. Without it (a default container, or not root) \
+     With eBPF (root with CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, and kernel BTF) memtrace \
+     sees short-lived processes, reclaim stalls and OOM kills, and for `run`, `record` and \
+     --per-event the kernel counts every process's memory as it changes (about 40 ns per \
+     change). Without it (a default container, or not root) \
      memtrace reads the scope's processes from /proc each interval (a few µs per process whose \
      memory changed; an idle one is re-read at least once a second) and loses short-lived \
      processes between samples, reclaim stalls and the kernel's OOM-kill events.";
