@@ -12,7 +12,9 @@ use aya_ebpf::{
 };
 use memtrace_common::{COMM_LEN, ProcEvent, ProcStats, event_kind, layout_flags, stat};
 
-use crate::maps::{EVENTS, FAULT_SLOTS, PROCS, bump, layout, load, merged_stats, mm_counters};
+use crate::maps::{
+    EVENTS, FAULT_SLOTS, PROCS, bump, layout, load, merged_stats, mm_counters, resident,
+};
 
 // tp_btf/sched_process_exit: TP_PROTO(struct task_struct *p, bool group_dead)  (kernel ≥ 6.16)
 //                           TP_PROTO(struct task_struct *p)                   (before)
@@ -97,11 +99,9 @@ fn exit_memory(task: *const u8, stats: &mut ProcStats) -> bool {
     let rss = unsafe { mm_counters(mm) };
     // SAFETY: as above, a constant offset inside mm_struct.
     let hiwater_pages: u64 = unsafe { load(mm, layout.mm_hiwater_rss) };
-    let swap = layout.swap_member as usize;
-    let resident = rss.iter().sum::<u64>() - rss.get(swap).copied().unwrap_or(0);
     let hiwater = hiwater_pages * u64::from(layout.page_size);
+    stats.peak_rss_bytes = stats.peak_rss_bytes.max(hiwater).max(resident(&rss));
     stats.rss_bytes = rss;
-    stats.peak_rss_bytes = stats.peak_rss_bytes.max(hiwater).max(resident);
     true
 }
 

@@ -184,6 +184,14 @@ pub fn merged_stats(tgid: u32, take: bool) -> Option<ProcStats> {
     Some(stats)
 }
 
+/// The resident size the counters `rss` (from [`mm_counters`]) add up to: all of them but the
+/// swap entries.
+#[inline(always)]
+pub fn resident(rss: &[u64; NR_RSS]) -> u64 {
+    let swap = layout().swap_member as usize;
+    rss.iter().sum::<u64>() - rss.get(swap).copied().unwrap_or(0)
+}
+
 /// The mm's counters (file, anon, swap entries, shmem in the kernel's numbering), in bytes.
 ///
 /// # Safety

@@ -9,7 +9,9 @@ use aya_ebpf::{
 };
 use memtrace_common::{NR_RSS, stat};
 
-use crate::maps::{RSS_SLOTS, bump, flush_rss_slot, layout, load, mm_counters, proc_entry};
+use crate::maps::{
+    RSS_SLOTS, bump, flush_rss_slot, layout, load, mm_counters, proc_entry, resident,
+};
 
 // tp_btf/rss_stat:
 //   TP_PROTO(struct mm_struct *mm, int member)
@@ -59,8 +61,7 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i64> {
         let stats = &mut (*slot).stats;
         stats.rss_bytes = rss;
         stats.stamp = bpf_jiffies64();
-        let swap = layout.swap_member as usize;
-        let resident = rss.iter().sum::<u64>() - rss.get(swap).copied().unwrap_or(0);
+        let resident = resident(&rss);
         if resident > stats.peak_rss_bytes {
             stats.peak_rss_bytes = resident;
         }

@@ -210,8 +210,7 @@ impl Tracked {
                 return Refresh::Gone;
             };
             if text == last.as_str() {
-                self.skip = (self.skip * 2 + 1).min(MAX_SKIP);
-                return Refresh::Unchanged;
+                return self.unchanged();
             }
             last.clear();
             last.push_str(text);
@@ -223,8 +222,7 @@ impl Tracked {
             return Refresh::Gone;
         };
         if memory == self.last_memory && self.statm.is_none() {
-            self.skip = (self.skip * 2 + 1).min(MAX_SKIP);
-            return Refresh::Unchanged;
+            return self.unchanged();
         }
         // A zombie keeps its files but no memory: it has exited.
         if memory.is_none() {
@@ -239,6 +237,12 @@ impl Tracked {
             Full::Read => Refresh::Changed,
             Full::NoMemory | Full::Failed => Refresh::Gone,
         }
+    }
+
+    /// A read that found nothing changed: twice as many samples (plus one) pass before the next.
+    fn unchanged(&mut self) -> Refresh {
+        self.skip = (self.skip * 2 + 1).min(MAX_SKIP);
+        Refresh::Unchanged
     }
 
     /// Reads `status` into the sample, with `stat` (just read through the file held).
